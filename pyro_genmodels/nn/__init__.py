@@ -1,0 +1,10 @@
+"""Networks that parameterize distributions.
+
+Dense: :class:`MLP`, :class:`Split`. Convolutional: :class:`ConvEncoder`,
+:class:`ConvDecoder` (flat ``(*, C*H*W)`` interface).
+"""
+
+from pyro_genmodels.nn.conv import ConvDecoder, ConvEncoder
+from pyro_genmodels.nn.dense import MLP, Split
+
+__all__ = ["MLP", "ConvDecoder", "ConvEncoder", "Split"]
