@@ -1,0 +1,8 @@
+"""Distributions for deep generative models (``TorchDistribution`` subclasses).
+
+Today: :class:`BernoulliMixture`, the EM-fitted baseline for binary images.
+"""
+
+from pyro_genmodels.distributions.mixture import BernoulliMixture
+
+__all__ = ["BernoulliMixture"]
