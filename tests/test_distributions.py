@@ -40,7 +40,6 @@ def test_mixture_sampler_matches_density(device):
 
 
 def test_em_recovers_two_clusters(device):
-    g = torch.Generator().manual_seed(2)
     mu = torch.tensor([[0.95] * 6 + [0.05] * 6, [0.05] * 6 + [0.95] * 6])
     truth = BernoulliMixture(torch.tensor([0.3, 0.7]).log(), mu)
     pyro.set_rng_seed(3)

@@ -65,7 +65,7 @@ class BernoulliMixture(TorchDistribution):
         log_pi = self.logits.log_softmax(-1)
         return torch.logsumexp(log_pi + self._component_log_prob(value), dim=-1)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         with torch.no_grad():
             k = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
