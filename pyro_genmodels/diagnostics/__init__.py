@@ -1,0 +1,30 @@
+"""Diagnostics: ArviZ conversion, guide quality (PSIS k̂, active units, KL per dim), plots.
+
+- :func:`to_inference_data`: guide draws and pointwise log-likelihoods as an
+  ``arviz.InferenceData`` (``az.summary``, ``az.loo``, ``az.plot_posterior`` work on it).
+- :func:`psis_khat`, :func:`active_units`, :func:`kl_per_dim`: is the guide any good?
+- :func:`plot_history`, :func:`plot_samples`, :func:`plot_reconstructions`,
+  :func:`plot_latents`, :func:`plot_density_2d`: seaborn/matplotlib figures.
+"""
+
+from pyro_genmodels.diagnostics.inference_data import to_inference_data
+from pyro_genmodels.diagnostics.plots import (
+    plot_density_2d,
+    plot_history,
+    plot_latents,
+    plot_reconstructions,
+    plot_samples,
+)
+from pyro_genmodels.diagnostics.posterior import active_units, kl_per_dim, psis_khat
+
+__all__ = [
+    "active_units",
+    "kl_per_dim",
+    "plot_density_2d",
+    "plot_history",
+    "plot_latents",
+    "plot_reconstructions",
+    "plot_samples",
+    "psis_khat",
+    "to_inference_data",
+]

@@ -1,0 +1,117 @@
+"""Shared helpers of the diagnostics: argument checks, data batching, site alignment.
+
+Every diagnostic runs :func:`pyro_genmodels.infer.weights.importance_log_weights`
+on the data (optionally in batches) and reads per-datapoint quantities off the
+vectorized traces; the helpers here put any site's tensor into the common
+``(K, N, *rest)`` layout (particles, datapoints, then the remaining plate and
+event dims).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from pyro.poutine.trace_struct import Trace
+
+from pyro_genmodels.infer.weights import WeightedTraces, _is_sample, importance_log_weights
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_data(data: object, name: str = "data") -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, *), got {type(data).__name__}")
+    if data.dim() < 1 or data.shape[0] < 1:
+        raise ValueError(
+            f"{name} must have shape (N, *) with N >= 1 datapoints, got shape {tuple(data.shape)}"
+        )
+    return data
+
+
+def _slice(value: Any, num_data: int, index: slice) -> Any:
+    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == num_data:
+        return value[index]
+    return value
+
+
+def batches(
+    data: torch.Tensor, args: tuple, kwargs: dict, batch_size: int | None
+) -> Iterator[tuple[tuple, dict]]:
+    """Yields ``((batch, *args), kwargs)`` with tensors of leading dim ``N`` sliced alike."""
+    num_data = data.shape[0]
+    if batch_size is None:
+        yield (data, *args), kwargs
+        return
+    check_positive_int("batch_size", batch_size)
+    for start in range(0, num_data, batch_size):
+        index = slice(start, start + batch_size)
+        sliced_args = tuple(_slice(a, num_data, index) for a in args)
+        sliced_kwargs = {k: _slice(v, num_data, index) for k, v in kwargs.items()}
+        yield (data[index], *sliced_args), sliced_kwargs
+
+
+def weighted_batches(
+    model: Callable,
+    guide: Callable,
+    data: torch.Tensor,
+    args: tuple,
+    kwargs: dict,
+    *,
+    num_samples: int,
+    data_plate: str | None,
+    batch_size: int | None,
+) -> Iterator[WeightedTraces]:
+    """Runs :func:`importance_log_weights` on each batch of the data, without gradients."""
+    check_data(data)
+    check_positive_int("num_samples", num_samples)
+    for batch_args, batch_kwargs in batches(data, args, kwargs, batch_size):
+        with torch.no_grad():
+            yield importance_log_weights(
+                model,
+                guide,
+                *batch_args,
+                num_particles=num_samples,
+                data_plate=data_plate,
+                **batch_kwargs,
+            )
+
+
+def align(value: torch.Tensor, event_dim: int, w: WeightedTraces) -> torch.Tensor:
+    """Moves a site tensor (batch + event dims) to ``(K, N, *rest)``, broadcasting K and N."""
+    batch_rank = -w.particle_dim
+    batch_ndim = value.dim() - event_dim
+    value = value.reshape((1,) * (batch_rank - batch_ndim) + tuple(value.shape))
+    value = value.movedim((w.particle_dim - event_dim, w.data_dim - event_dim), (0, 1))
+    num_particles, num_data = w.log_weights.shape
+    return value.expand(num_particles, num_data, *value.shape[2:])
+
+
+def sample_sites(trace: Trace, observed: bool) -> dict[str, dict]:
+    return {
+        name: site
+        for name, site in trace.nodes.items()
+        if _is_sample(site) and bool(site["is_observed"]) == observed
+    }
+
+
+def latent_site(w: WeightedTraces, site: str) -> tuple[dict, dict]:
+    """The guide's and the model's records of latent ``site``."""
+    latents = sample_sites(w.guide_trace, observed=False)
+    if site not in latents:
+        raise ValueError(
+            f"site={site!r} is not a latent sample site of the guide; its latent sites are "
+            f"{sorted(latents)}"
+        )
+    model_sites = sample_sites(w.model_trace, observed=False)
+    if site not in model_sites:
+        raise ValueError(
+            f"site={site!r} is sampled by the guide but is not a latent site of the model; "
+            f"the model's latent sites are {sorted(model_sites)}"
+        )
+    return latents[site], model_sites[site]
