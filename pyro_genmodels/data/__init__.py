@@ -1,0 +1,29 @@
+"""Datasets and preprocessing: bundled images, 2-D toy densities and user-data loaders.
+
+Every dataset is FLAT: ``Dataset.train`` is ``(N, D)`` and ``Dataset.test`` ``(M, D)``,
+with the image shape ``(C, H, W)`` kept alongside. Nothing is downloaded.
+
+>>> import pyro_genmodels as pgm
+>>> pgm.data.toy2d("8gaussians", 5).shape
+torch.Size([5, 2])
+"""
+
+from pyro_genmodels.data.datasets import Dataset, from_tensors, load
+from pyro_genmodels.data.idx import load_mnist, read_idx, write_idx
+from pyro_genmodels.data.preprocess import binarize, dequantize
+from pyro_genmodels.data.toy import TOY2D_ENTROPY, toy2d
+from pyro_genmodels.data.validation import check_data
+
+__all__ = [
+    "TOY2D_ENTROPY",
+    "Dataset",
+    "binarize",
+    "check_data",
+    "dequantize",
+    "from_tensors",
+    "load",
+    "load_mnist",
+    "read_idx",
+    "toy2d",
+    "write_idx",
+]

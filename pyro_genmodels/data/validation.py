@@ -1,0 +1,109 @@
+"""Validation of data tensors and of the arguments of the data loaders.
+
+``check_data`` is the one check that models run on their inputs; the private
+helpers here keep the loaders' error messages uniform (argument name, what was
+expected, what was received).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_data(
+    x: torch.Tensor, name: str = "x", event_dim: int | None = None, binary: bool = False
+) -> torch.Tensor:
+    """Checks that ``x`` is a finite data matrix ``x ∈ R^{N×D}`` (or ``{0,1}^{N×D}``).
+
+    Models call this on their data before building a ``pyro.plate("data", N)``.
+    Integer and boolean tensors are accepted (always finite); floating tensors
+    must hold no NaN or infinity.
+
+    Args:
+        x: the data, shape ``(N, D)``.
+        name: the argument's name, used in error messages.
+        event_dim: the expected number of features ``D`` (size of the last dim),
+            or ``None`` to accept any ``D >= 1``.
+        binary: if true, every value must be 0 or 1.
+
+    Returns:
+        ``x`` itself, unchanged.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or is complex.
+        ValueError: ``x`` is not of shape ``(N, D)`` (or ``D != event_dim``), holds
+            NaN/inf, or (``binary=True``) holds values outside ``{0, 1}``.
+
+    >>> import torch
+    >>> check_data(torch.tensor([[0.0, 1.0]]), binary=True).shape
+    torch.Size([1, 2])
+    >>> check_data(torch.tensor([[0.0, 0.5]]), binary=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: x must be binary (values in {0, 1}), but 1 of 2 values are not, e.g. 0.5
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if x.is_complex():
+        raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype}")
+    expected = "(N, D)" if event_dim is None else f"(N, {event_dim})"
+    if x.dim() != 2 or x.shape[-1] < 1:
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}")
+    if event_dim is not None and x.shape[-1] != event_dim:
+        raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}")
+    check_finite(x, name)
+    if binary:
+        bad = (x != 0) & (x != 1)
+        num_bad = int(bad.sum())
+        if num_bad:
+            example = x[bad][0].item()
+            raise ValueError(
+                f"{name} must be binary (values in {{0, 1}}), but {num_bad} of {x.numel()} "
+                f"values are not, e.g. {example}"
+            )
+    return x
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raises ValueError naming ``name`` and the count of NaN/inf values in ``x``."""
+    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):  # one cheap pass first
+        num_bad = int((~torch.isfinite(x)).sum())
+        if num_bad:
+            raise ValueError(
+                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf"
+            )
+
+
+def check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_seed(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {value!r}")
+    return value
+
+
+def check_float_dtype(dtype: object) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+    return dtype
+
+
+def check_device(device: object) -> torch.device | None:
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a torch.device, a str or None, got {device!r}")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device must name a torch device, got {device!r}") from e
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
