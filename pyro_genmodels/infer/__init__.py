@@ -1,0 +1,34 @@
+"""SVI-compatible losses and estimators for deep generative models.
+
+Losses follow ``pyro.infer.ELBO`` (``loss``, ``differentiable_loss``,
+``loss_and_grads``) and plug into ``pyro.infer.SVI``; estimators score a trained
+model datapoint by datapoint. Every loss class is listed in :data:`LOSSES`, which
+the conformance tests in ``tests/test_loss_registry.py`` iterate over.
+
+>>> import pyro_genmodels as pgm
+>>> pgm.infer.IWAELoss in pgm.infer.LOSSES
+True
+"""
+
+from pyro_genmodels.infer.estimators import (
+    bits_per_dim,
+    elbo_per_datapoint,
+    log_likelihood,
+    rescale_log_likelihood,
+)
+from pyro_genmodels.infer.iwae import IWAELoss
+from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
+
+#: Every loss class of the package (append new ones here; the registry test checks it).
+LOSSES = (IWAELoss,)
+
+__all__ = [
+    "IWAELoss",
+    "LOSSES",
+    "WeightedTraces",
+    "bits_per_dim",
+    "elbo_per_datapoint",
+    "importance_log_weights",
+    "log_likelihood",
+    "rescale_log_likelihood",
+]

@@ -1,0 +1,342 @@
+"""Likelihood estimators for latent-variable models, and unit conversions.
+
+:func:`log_likelihood` is the importance-sampled ``log p(x_n)`` that latent-variable
+models report as test log-likelihood; :func:`elbo_per_datapoint` is the matching
+ELBO; :func:`bits_per_dim` and :func:`rescale_log_likelihood` convert nats into the
+units and data scale used in papers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesting
+
+#: Default budget of (particle, datapoint) pairs evaluated in one vectorized chunk.
+#: Memory per chunk is about ``max_elements`` times the model's activation bytes per
+#: pair: for a 784-pixel Bernoulli decoder with one hidden layer of 500 units that is
+#: about 3,000 numbers (hidden units, logits, log-probs, broadcast data), so the
+#: default 2**15 pairs take ~0.4 GB in float32 (~0.8 GB in float64).
+DEFAULT_MAX_ELEMENTS = 2**15
+
+
+def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _check_inputs(model: Any, guide: Any, data: Any) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
+    if not callable(guide):
+        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a torch.Tensor of shape (N, *), got {type(data).__name__}")
+    if data.dim() == 0 or data.shape[0] == 0:
+        raise ValueError(
+            f"data must be a non-empty tensor of shape (N, *) with N >= 1, got shape "
+            f"{tuple(data.shape)}"
+        )
+
+
+def _plan_chunks(
+    num_data: int,
+    num_samples: int,
+    batch_size: int | None,
+    particle_batch_size: int | None,
+    max_elements: int,
+) -> tuple[int, int]:
+    """Datapoints and particles per chunk so that their product stays within ``max_elements``.
+
+    Particles are filled first (fewer guide calls per datapoint), then datapoints.
+    """
+    if particle_batch_size is None:
+        budget = max_elements if batch_size is None else max(1, max_elements // batch_size)
+        particle_batch_size = min(num_samples, budget)
+    if batch_size is None:
+        batch_size = max(1, min(num_data, max_elements // particle_batch_size))
+    return min(batch_size, num_data), min(particle_batch_size, num_samples)
+
+
+def _slice_args(values: Any, num_data: int, start: int, stop: int) -> Any:
+    def cut(v: Any) -> Any:
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == num_data:
+            return v[start:stop]
+        return v
+
+    if isinstance(values, dict):
+        return {k: cut(v) for k, v in values.items()}
+    return tuple(cut(v) for v in values)
+
+
+def _particle_chunks(
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    k_chunk: int,
+    data_plate: str | None,
+    nesting: int,
+) -> Iterator[torch.Tensor]:
+    """Yield ``(k, n)`` log weights for successive chunks of ``k <= k_chunk`` particles."""
+    size = args[0].shape[0]
+    for k0 in range(0, num_samples, k_chunk):
+        lw = importance_log_weights(
+            model,
+            guide,
+            *args,
+            num_particles=min(k_chunk, num_samples - k0),
+            data_plate=data_plate,
+            plate_nesting=nesting,
+            **kwargs,
+        ).log_weights
+        if lw.shape[1] != size:
+            raise ValueError(
+                f"the data plate has {lw.shape[1]} entries but the data chunk has {size} "
+                "rows: the model must index datapoints by a plate over data.shape[0] "
+                "(no subsampling)"
+            )
+        yield lw
+
+
+def _log_weight_chunks(
+    model: Callable,
+    guide: Callable,
+    data: torch.Tensor,
+    args: tuple,
+    kwargs: dict,
+    num_samples: int,
+    batch_size: int | None,
+    particle_batch_size: int | None,
+    data_plate: str | None,
+    max_elements: int,
+) -> Iterator[Iterator[torch.Tensor]]:
+    """For each chunk of datapoints, an iterator over its ``(k, n)`` log-weight chunks."""
+    _check_inputs(model, guide, data)
+    _check_positive_int("num_samples", num_samples)
+    _check_positive_int("batch_size", batch_size, allow_none=True)
+    _check_positive_int("particle_batch_size", particle_batch_size, allow_none=True)
+    _check_positive_int("max_elements", max_elements)
+    if data_plate is not None and not isinstance(data_plate, str):
+        raise TypeError(f"data_plate must be a plate name (str) or None, got {data_plate!r}")
+    num_data = data.shape[0]
+    n_chunk, k_chunk = _plan_chunks(
+        num_data, num_samples, batch_size, particle_batch_size, max_elements
+    )
+    nesting = None
+    for start in range(0, num_data, n_chunk):
+        stop = min(start + n_chunk, num_data)
+        c_args = _slice_args((data, *args), num_data, start, stop)
+        c_kwargs = _slice_args(kwargs, num_data, start, stop)
+        if nesting is None:
+            nesting = max_plate_nesting(model, guide, *c_args, **c_kwargs)
+        yield _particle_chunks(
+            model, guide, c_args, c_kwargs, num_samples, k_chunk, data_plate, nesting
+        )
+
+
+@torch.no_grad()
+def log_likelihood(
+    model: Callable,
+    guide: Callable,
+    data: torch.Tensor,
+    *args: Any,
+    num_samples: int = 1000,
+    batch_size: int | None = None,
+    particle_batch_size: int | None = None,
+    data_plate: str | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Importance-sampled ``log p(x_n) ~ logsumexp_k log w[k, n] - log K`` per datapoint.
+
+    ``log w[k, n] = log p(x_n, z_k) - log q(z_k | x_n)`` with ``z_k`` drawn from the
+    guide (any guide: discrete sites are sampled, not enumerated). The estimate is a
+    stochastic lower bound of ``log p(x_n)`` in expectation (the IWAE bound), exact when
+    the guide is the posterior, and consistent as ``K -> inf``.
+
+    Work is split into chunks of at most ``max_elements`` (particle, datapoint) pairs
+    (unless ``batch_size`` and ``particle_batch_size`` are both given); the log-sum-exp
+    is accumulated over particle chunks, so memory does not grow with ``K``. With the
+    default budget (2**15 pairs, see ``DEFAULT_MAX_ELEMENTS``), ``K = 5000`` on 1000
+    MNIST images with a 500-unit MLP decoder runs in chunks of 6 images x 5000
+    particles, well under 4 GB.
+
+    Args:
+        model, guide: called as ``model(data_chunk, *args, **kwargs)``; datapoints are
+            indexed by a plate over ``data.shape[0]`` (no subsampling).
+        data: ``(N, *)`` tensor.
+        *args, **kwargs: tensors whose leading dim equals ``N`` are sliced with ``data``;
+            anything else is passed whole.
+        num_samples: ``K``, importance samples per datapoint.
+        batch_size: datapoints per chunk (default: from ``max_elements``).
+        particle_batch_size: particles per chunk (default: from ``max_elements``).
+        data_plate: name of the plate over datapoints (default: found from the trace).
+        max_elements: budget of (particle, datapoint) pairs per chunk.
+
+    Returns:
+        ``(N,)`` tensor of ``log p(x_n)`` estimates in nats.
+
+    References:
+        Importance Weighted Autoencoders, Y. Burda, R. Grosse, R. Salakhutdinov, 2016.
+
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    >>> def guide(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("z", dist.Normal(0.0, 1.0))  # the prior as proposal
+    >>> x = torch.tensor([0.0, 1.0, 2.0])
+    >>> est = log_likelihood(model, guide, x, num_samples=20000)
+    >>> exact = dist.Normal(0.0, 2**0.5).log_prob(x)
+    >>> bool((est - exact).abs().max() < 0.02)
+    True
+    """
+    out = []
+    for chunks in _log_weight_chunks(
+        model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
+        data_plate, max_elements,
+    ):  # fmt: skip
+        acc = None
+        for lw in chunks:
+            lse = torch.logsumexp(lw, 0)
+            acc = lse if acc is None else torch.logaddexp(acc, lse)
+        out.append(acc - math.log(num_samples))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def elbo_per_datapoint(
+    model: Callable,
+    guide: Callable,
+    data: torch.Tensor,
+    *args: Any,
+    num_samples: int = 100,
+    batch_size: int | None = None,
+    particle_batch_size: int | None = None,
+    data_plate: str | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Monte Carlo ELBO per datapoint, ``ELBO(x_n) ~ (1/K) sum_k log w[k, n]``.
+
+    Same arguments, chunking and slicing as :func:`log_likelihood` (``data`` is an
+    ``(N, *)`` tensor; ``num_samples`` is ``K``); returns an ``(N,)`` tensor in nats.
+    ``log_likelihood(...) - elbo_per_datapoint(...)`` estimates the per-datapoint
+    gap ``KL(q(z | x_n) || p(z | x_n))`` (for large ``K``).
+
+    References:
+        Auto-Encoding Variational Bayes, D. P. Kingma, M. Welling, 2014.
+
+    >>> import pyro, pyro.distributions as dist, torch
+    >>> def model(x):
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+    >>> def guide(x):  # exact posterior: the ELBO is log p(x)
+    ...     with pyro.plate("data", x.shape[0]):
+    ...         pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+    >>> x = torch.tensor([0.0, 1.0])
+    >>> elbo = elbo_per_datapoint(model, guide, x, num_samples=3)
+    >>> bool(torch.allclose(elbo, dist.Normal(0.0, 2**0.5).log_prob(x), atol=1e-5))
+    True
+    """
+    out = []
+    for chunks in _log_weight_chunks(
+        model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
+        data_plate, max_elements,
+    ):  # fmt: skip
+        out.append(sum(lw.sum(0) for lw in chunks) / num_samples)
+    return torch.cat(out)
+
+
+def _check_num_dims(num_dims: Any) -> None:
+    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
+        raise ValueError(
+            f"num_dims must be a positive int (D, dims per datapoint), got {num_dims!r}"
+        )
+
+
+def _check_nats(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a float or a tensor of nats, got {type(value).__name__}")
+
+
+def bits_per_dim(
+    nll_nats: torch.Tensor | float, num_dims: int, shift: float = 0.0
+) -> torch.Tensor | float:
+    """Negative log-likelihood in bits per dimension, ``bpd = nll / (D ln 2) + shift``.
+
+    Dequantization convention: a model of data scaled from ``{0, ..., 255}`` (or
+    ``[0, 256)``) to ``[0, 1]`` has density ``p_scaled``; in the original space
+    ``log p = log p_scaled - D log 256`` (see :func:`rescale_log_likelihood`), which
+    adds ``log2(256) = 8`` bits per dim. Pass ``shift=8.0`` (in bits/dim) to report
+    the number papers quote, or rescale the log-likelihood first; the two agree.
+
+    Args:
+        nll_nats: negative log-likelihood in nats, a float or a tensor of any shape
+            (one value per datapoint).
+        num_dims: ``D``, the number of dimensions of one datapoint (e.g. 784).
+        shift: bits per dim added to the result.
+
+    Returns:
+        Same type and shape as ``nll_nats``.
+
+    References:
+        Pixel Recurrent Neural Networks, A. van den Oord, N. Kalchbrenner,
+        K. Kavukcuoglu, 2016 (bits/dim and the dequantization convention).
+        A note on the evaluation of generative models, L. Theis, A. van den Oord,
+        M. Bethge, 2016.
+
+    >>> bits_per_dim(784 * math.log(2.0), 784)
+    1.0
+    >>> bits_per_dim(torch.tensor([0.0]), 10, shift=8.0)
+    tensor([8.])
+    """
+    _check_nats("nll_nats", nll_nats)
+    _check_num_dims(num_dims)
+    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):
+        raise ValueError(f"shift must be a finite float (bits per dim), got {shift!r}")
+    return nll_nats / (num_dims * math.log(2.0)) + shift
+
+
+def rescale_log_likelihood(
+    log_p: torch.Tensor | float, num_dims: int, scale: float
+) -> torch.Tensor | float:
+    """Log-likelihood under rescaling, ``log p_x(x) = log p_y(scale * x) + D log scale``.
+
+    The change of variables of an elementwise rescaling ``y = scale * x``. For 8-bit data modelled
+    after dividing by 256, ``scale = 1/256``: ``log p(x) = log p_scaled(x / 256) - D log 256``.
+
+    Args:
+        log_p: ``log p_y(y)`` in nats, a float or a tensor of any shape.
+        num_dims: ``D``, dimensions per datapoint.
+        scale: the positive factor that maps the original data ``x`` to ``y``.
+
+    Returns:
+        Same type and shape as ``log_p``.
+
+    References:
+        A note on the evaluation of generative models, L. Theis, A. van den Oord,
+        M. Bethge, 2016.
+
+    >>> round(rescale_log_likelihood(0.0, 2, 1 / 256) / math.log(256), 6)
+    -2.0
+    """
+    _check_nats("log_p", log_p)
+    _check_num_dims(num_dims)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+        raise ValueError(f"scale must be a positive float (x -> scale * x), got {scale!r}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be a positive float (x -> scale * x), got {scale!r}")
+    return log_p + num_dims * math.log(scale)
