@@ -1,0 +1,19 @@
+"""Latent-variable models as PyroModules with ``.model`` and ``.guide`` methods.
+
+Every model indexes datapoints by ``pyro.plate("data", N)`` with the observed
+site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
+
+- :class:`VAE` (with ``beta``; MLP or conv networks; Bernoulli, continuous
+  Bernoulli or Gaussian likelihoods), :class:`KLAnnealing` to schedule ``beta``;
+- :class:`CVAE`, conditioned on labels or context vectors;
+- :class:`SSVAE`, the semi-supervised M2 model (enumerated labels);
+- :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``.
+"""
+
+from pyro_genmodels.models.cvae import CVAE
+from pyro_genmodels.models.schedules import KLAnnealing
+from pyro_genmodels.models.ssvae import SSVAE
+from pyro_genmodels.models.vae import VAE
+from pyro_genmodels.models.wae import WAE, InfoVAE, LatentKernel
+
+__all__ = ["CVAE", "SSVAE", "VAE", "WAE", "InfoVAE", "KLAnnealing", "LatentKernel"]

@@ -1,0 +1,156 @@
+"""Shared pieces of the VAE family: likelihoods, Gaussian encoders, input checks.
+
+Every model of :mod:`pyro_genmodels.models` builds its networks and its
+observation distribution ``p(x | h)`` here, so that a likelihood or a check is
+written once. Nothing in this module is public API.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from torch import nn
+
+from pyro_genmodels.data.validation import check_data
+from pyro_genmodels.nn import MLP, ConvDecoder, ConvEncoder
+
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+ENCODERS = ("mlp", "conv")
+MIN_SCALE = 1e-5  # floor of every softplus scale, keeps Normal(loc, scale) valid
+
+
+def check_dim(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_hidden_dims(hidden_dims: object) -> tuple[int, ...]:
+    if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str):
+        raise TypeError(f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}")
+    return tuple(check_dim("hidden_dims[i]", h) for h in hidden_dims)
+
+
+def check_likelihood(likelihood: object) -> str:
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    return likelihood  # type: ignore[return-value]
+
+
+def check_weight(name: str, value: object) -> float:
+    """A non-negative finite real (``beta``, ``alpha``, ``mmd_scale``...)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a non-negative real number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative finite real number, got {value!r}")
+    return float(value)
+
+
+def check_x(x: object, x_dim: int, likelihood: str, name: str = "x") -> torch.Tensor:
+    """Checks a batch of flat data ``(N, x_dim)`` against the support of the likelihood."""
+    t = check_data(x, name, event_dim=x_dim, binary=likelihood == "bernoulli")  # type: ignore[arg-type]
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
+    if likelihood == "continuous_bernoulli" and ((t < 0) | (t > 1)).any():
+        raise ValueError(
+            f"{name} must lie in [0, 1] for likelihood='continuous_bernoulli'; "
+            f"found values in [{t.min().item():.3g}, {t.max().item():.3g}]"
+        )
+    return t
+
+
+def check_image_shape(image_shape: object, x_dim: int) -> tuple[int, int, int]:
+    if image_shape is None:
+        raise ValueError("encoder='conv' needs image_shape=(C, H, W), got None")
+    shape = tuple(image_shape)  # type: ignore[arg-type]
+    if len(shape) != 3 or math.prod(shape) != x_dim:
+        raise ValueError(
+            f"image_shape must be (C, H, W) with C*H*W == x_dim == {x_dim}, got {image_shape!r}"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def num_params(likelihood: str) -> int:
+    """Decoder outputs per pixel: logits (1) or a Gaussian's loc and scale (2)."""
+    return 2 if likelihood == "gaussian" else 1
+
+
+def observation(likelihood: str, out: torch.Tensor) -> dist.TorchDistribution:
+    """``p(x | h)`` from decoder outputs ``out`` of shape ``(*, k * x_dim)``; event dim 1.
+
+    bernoulli: ``Bernoulli(logits)``; continuous_bernoulli: ``ContinuousBernoulli(logits)``
+    (Loaiza-Ganem & Cunningham 2019); gaussian: ``Normal(loc, softplus(raw) + 1e-5)``
+    with a per-pixel scale output by the decoder.
+    """
+    if likelihood == "bernoulli":
+        return dist.Bernoulli(logits=out).to_event(1)
+    if likelihood == "continuous_bernoulli":
+        return dist.ContinuousBernoulli(logits=out).to_event(1)
+    loc, raw = out.chunk(2, dim=-1)
+    return dist.Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1)
+
+
+class GaussianEncoder(nn.Module):
+    """``x -> (loc, scale)`` of a diagonal Gaussian: ``scale = softplus(raw) + 1e-5``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, raw = self.net(h).chunk(2, dim=-1)
+        return loc, F.softplus(raw) + MIN_SCALE
+
+
+def mlp_pair(
+    x_dim: int, z_dim: int, hidden_dims: tuple[int, ...], likelihood: str, enc_in: int, dec_in: int
+) -> tuple[GaussianEncoder, MLP]:
+    """An MLP encoder ``(*, enc_in) -> 2*z_dim`` and decoder ``(*, dec_in) -> k*x_dim``."""
+    encoder = GaussianEncoder(MLP(enc_in, hidden_dims, 2 * z_dim))
+    decoder = MLP(dec_in, hidden_dims[::-1], num_params(likelihood) * x_dim)
+    return encoder, decoder
+
+
+def conv_pair(
+    z_dim: int, image_shape: tuple[int, int, int], likelihood: str
+) -> tuple[GaussianEncoder, ConvDecoder]:
+    encoder = GaussianEncoder(ConvEncoder(image_shape, 2 * z_dim))
+    decoder = ConvDecoder(z_dim, image_shape, out_channels_factor=num_params(likelihood))
+    return encoder, decoder
+
+
+def cat(*tensors: torch.Tensor) -> torch.Tensor:
+    """Concatenates on the last dim after broadcasting all leading (batch) dims."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], dim=-1)
+
+
+def one_hot(y: torch.Tensor, num_classes: int, like: torch.Tensor) -> torch.Tensor:
+    """``(*,)`` long labels to ``(*, num_classes)`` floats with ``like``'s dtype and device."""
+    return F.one_hot(y, num_classes).to(dtype=like.dtype, device=like.device)
+
+
+def kl_weight(beta: float, like: torch.Tensor) -> AbstractContextManager:
+    """``poutine.scale(scale=beta)`` for the KL sites, allowing ``beta == 0``.
+
+    ``poutine.scale`` rejects a zero scale (it suggests ``poutine.mask``), but a
+    mask would also hide the site from importance-weighted evaluation, which
+    ignores scales and honours masks. A zero tensor scale keeps the site.
+    """
+    beta = check_weight("beta", beta)
+    if beta > 0:
+        return poutine.scale(scale=beta)
+    with pyro.validation_enabled(False):
+        return poutine.scale(scale=like.new_zeros(()))
+
+
+def first_param(module: nn.Module) -> torch.Tensor:
+    """A parameter of ``module``: the source of device and dtype for new tensors."""
+    return next(module.parameters())

@@ -1,0 +1,71 @@
+"""Schedules for the weights of a model's loss terms, as :func:`pgm.fit` callbacks.
+
+References:
+    Generating Sentences from a Continuous Space. S. R. Bowman, L. Vilnis,
+    O. Vinyals, A. M. Dai, R. Jozefowicz, S. Bengio, 2016 (KL annealing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyro_genmodels.models._likelihoods import check_dim, check_weight
+
+
+class KLAnnealing:
+    """Linear warm-up of a weight: ``w(e) = start + (end - start) * min(1, e / epochs)``.
+
+    A callback for :func:`pyro_genmodels.fit`: at the start of every epoch ``e``
+    (0-based ``state.epoch``) it sets ``setattr(module, attribute, w(e))``, so the
+    first epoch trains with ``start`` and every epoch from ``epochs`` on with
+    ``end``. At the end of an epoch it reports ``{attribute: current value}`` as a
+    history column. ``value(e)`` evaluates the schedule as a plain function.
+
+    Args:
+        module: the object whose weight is annealed (e.g. a :class:`VAE`).
+        start, end: the weights at epoch 0 and from epoch ``epochs`` on (>= 0).
+        epochs: length of the warm-up, a positive int.
+        attribute: name of the weight on ``module`` (``"beta"`` for the VAEs).
+
+    >>> from pyro_genmodels.models import VAE
+    >>> vae = VAE(4, 2, hidden_dims=(8,))
+    >>> schedule = KLAnnealing(vae, start=0.0, end=1.0, epochs=4)
+    >>> [schedule.value(e) for e in range(6)]
+    [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+
+    References:
+        Generating Sentences from a Continuous Space. S. R. Bowman et al., 2016.
+    """
+
+    def __init__(
+        self,
+        module: Any,
+        start: float = 0.0,
+        end: float = 1.0,
+        epochs: int = 10,
+        attribute: str = "beta",
+    ) -> None:
+        if not isinstance(attribute, str) or not hasattr(module, attribute):
+            raise ValueError(
+                f"attribute must name an existing attribute of module "
+                f"({type(module).__name__}), got {attribute!r}"
+            )
+        self.module = module
+        self.start = check_weight("start", start)
+        self.end = check_weight("end", end)
+        self.epochs = check_dim("epochs", epochs)
+        self.attribute = attribute
+
+    def value(self, epoch: int) -> float:
+        """The weight at 0-based ``epoch`` (a non-negative int)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        if epoch >= self.epochs:
+            return self.end
+        return self.start + (self.end - self.start) * epoch / self.epochs
+
+    def on_epoch_start(self, state: Any) -> None:
+        setattr(self.module, self.attribute, self.value(state.epoch))
+
+    def on_epoch_end(self, state: Any) -> dict[str, float]:
+        return {self.attribute: float(getattr(self.module, self.attribute))}

@@ -1,0 +1,139 @@
+"""The variational autoencoder (and beta-VAE) as a Pyro model/guide pair.
+
+Generative model ``z ~ N(0, I)``, ``x | z ~ p_theta(x | z)``; amortized guide
+``q_phi(z | x) = N(loc(x), diag(scale(x)^2))``. Trained with
+``pyro.infer.Trace_ELBO`` (or any ELBO-style loss of Pyro or of
+:mod:`pyro_genmodels.infer`), evaluated with importance-sampled ``log p(x)``.
+
+References:
+    Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
+    Stochastic Backpropagation and Approximate Inference in Deep Generative
+    Models. D. J. Rezende, S. Mohamed, D. Wierstra, 2014.
+    beta-VAE: Learning Basic Visual Concepts with a Constrained Variational
+    Framework. I. Higgins et al., 2017.
+    The continuous Bernoulli: fixing a pervasive error in variational
+    autoencoders. G. Loaiza-Ganem, J. P. Cunningham, 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, pyro_method
+
+from pyro_genmodels.models import _likelihoods as L
+
+
+class VAE(PyroModule):
+    """A VAE: ``ELBO(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || N(0, I))``.
+
+    Args:
+        x_dim: size of a flat datapoint.
+        z_dim: size of the latent code ``z``.
+        hidden_dims: hidden layers of the MLP encoder (reversed for the decoder);
+            unused when ``encoder="conv"``.
+        likelihood: ``"bernoulli"`` (``x`` in {0, 1}), ``"continuous_bernoulli"``
+            (``x`` in [0, 1]) or ``"gaussian"``: ``Normal(loc, scale)`` where the
+            decoder outputs both ``loc`` and a per-pixel ``scale = softplus(raw) + 1e-5``
+            (heteroscedastic; the floor bounds the density).
+        encoder: ``"mlp"`` or ``"conv"`` (:class:`~pyro_genmodels.nn.ConvEncoder` and
+            :class:`~pyro_genmodels.nn.ConvDecoder`; needs ``image_shape``).
+        image_shape: ``(C, H, W)`` with ``C*H*W == x_dim``, for ``encoder="conv"``.
+        beta: the KL weight, a plain mutable attribute (see
+            :class:`~pyro_genmodels.models.KLAnnealing`). It is applied as
+            ``poutine.scale(scale=beta)`` around the ``"z"`` site of both model and
+            guide, so ``Trace_ELBO`` optimizes ``E[log p(x|z)] - beta * KL``;
+            importance-weighted evaluation ignores it.
+
+    Sites: ``"z"`` (latent, event dim 1) and ``"x"`` (observed, event dim 1) inside
+    ``pyro.plate("data", N)``. ``model(x)`` and ``guide(x)`` take ``x`` of shape
+    ``(N, x_dim)``.
+
+    >>> import torch, pyro
+    >>> vae = VAE(4, 2, hidden_dims=(8,))
+    >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
+    >>> loss = pyro.infer.Trace_ELBO().loss(vae.model, vae.guide, x)
+    >>> vae.sample(3).shape
+    torch.Size([3, 4])
+
+    References:
+        Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
+        beta-VAE. I. Higgins et al., 2017.
+    """
+
+    def __init__(
+        self,
+        x_dim: int,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (256, 256),
+        likelihood: str = "bernoulli",
+        encoder: str = "mlp",
+        image_shape: Sequence[int] | None = None,
+        beta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.x_dim = L.check_dim("x_dim", x_dim)
+        self.z_dim = L.check_dim("z_dim", z_dim)
+        self.likelihood = L.check_likelihood(likelihood)
+        self.beta = L.check_weight("beta", beta)
+        hidden = L.check_hidden_dims(hidden_dims)
+        if encoder == "mlp":
+            self.image_shape = None if image_shape is None else tuple(image_shape)
+            self.encoder, self.decoder = L.mlp_pair(x_dim, z_dim, hidden, likelihood, x_dim, z_dim)
+        elif encoder == "conv":
+            self.image_shape = L.check_image_shape(image_shape, x_dim)
+            self.encoder, self.decoder = L.conv_pair(z_dim, self.image_shape, likelihood)
+        else:
+            raise ValueError(f"encoder must be one of {L.ENCODERS}, got {encoder!r}")
+        self.encoder_type = encoder
+
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        return L.check_x(x, self.x_dim, self.likelihood)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``q(z | x) = N(loc, scale^2)``: ``x`` ``(N, x_dim)`` -> ``loc, scale`` ``(N, z_dim)``."""
+        return self.encoder(self._check_x(x))
+
+    def distribution_x(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | z)`` for ``z`` of shape ``(*, z_dim)``: batch shape ``*``, event ``(x_dim,)``."""
+        if z.shape[-1:] != (self.z_dim,):
+            raise ValueError(f"z must have shape (*, {self.z_dim}), got {tuple(z.shape)}")
+        return L.observation(self.likelihood, self.decoder(z))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]``, the likelihood's mean: ``z`` ``(*, z_dim)`` -> ``(*, x_dim)``."""
+        return self.distribution_x(z).mean
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``E[x | z = loc(x)]``: decodes the posterior mean; ``(N, x_dim)`` -> ``(N, x_dim)``."""
+        return self.decode(self.encode(x)[0])
+
+    def sample(self, n: int, mean: bool = True) -> torch.Tensor:
+        """``n`` draws ``z ~ N(0, I)`` decoded to ``E[x | z]`` (``mean=True``) or to a
+        draw ``x ~ p(x | z)`` (``mean=False``); returns ``(n, x_dim)``."""
+        n = L.check_dim("n", n)
+        like = L.first_param(self)
+        z = torch.randn(n, self.z_dim, dtype=like.dtype, device=like.device)
+        d = self.distribution_x(z)
+        return d.mean if mean else d.sample()
+
+    @pyro_method
+    def model(self, x: torch.Tensor) -> None:
+        """``p(x, z) = N(z; 0, I) p(x | z)``; ``x`` of shape ``(N, x_dim)``."""
+        x = self._check_x(x)
+        prior_loc = x.new_zeros(x.shape[0], self.z_dim)
+        with pyro.plate("data", x.shape[0]):
+            with L.kl_weight(self.beta, x):
+                z = pyro.sample("z", dist.Normal(prior_loc, 1.0).to_event(1))
+            pyro.sample("x", self.distribution_x(z), obs=x)
+
+    @pyro_method
+    def guide(self, x: torch.Tensor) -> None:
+        """``q(z | x) = N(loc(x), diag(scale(x)^2))``; ``x`` of shape ``(N, x_dim)``."""
+        loc, scale = self.encode(x)
+        with pyro.plate("data", x.shape[0]):
+            with L.kl_weight(self.beta, x):
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -1,0 +1,48 @@
+"""Smoke runs of the examples: each ``main(quick=True)`` trains briefly and reports metrics."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+try:
+    from pyro_genmodels.train import fit  # noqa: F401
+except ImportError as e:  # the training loop is built in parallel; the lead removes this guard
+    pytestmark = pytest.mark.skip(reason=f"pgm.fit is not importable yet ({e})")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vae_digits_quick(capsys):
+    out = _load("vae_digits").main(quick=True)
+    assert out["history"]["beta"].tolist() == [0.0]  # KLAnnealing ran as a fit callback
+    # A Bernoulli model of 64 pixels: 0 < NLL, and far below the uniform 64 log 2 = 44.4 + slack.
+    assert 0 < out["test_nll"] < 64 * math.log(2) + 5
+    assert out["test_nll"] <= -out["test_elbo"] + 1.0  # IW bound is (stochastically) tighter
+    assert "bits/dim" in capsys.readouterr().out
+
+
+def test_cvae_digits_quick(capsys):
+    out = _load("cvae_digits").main(quick=True)
+    assert len(out["history"]) == 1 and math.isfinite(out["test_nll"])
+    assert 0.0 <= out["label_consistency"] <= 1.0
+    assert "conditional NLL" in capsys.readouterr().out
+
+
+def test_ssvae_digits_quick(capsys):
+    module = _load("ssvae_digits")
+    out = module.main(quick=True)
+    assert len(out["history"]) == 1 and math.isfinite(out["test_nll"])
+    assert 0.0 <= out["test_accuracy"] <= 1.0
+    assert "test accuracy" in capsys.readouterr().out
+    hidden = module.hide_labels(torch.arange(50) % 10, 0.1)
+    assert (hidden >= 0).sum() == 5 and ((hidden == -1) | (hidden == torch.arange(50) % 10)).all()
