@@ -1,0 +1,208 @@
+"""Command line: ``python -m pyro_genmodels {train,evaluate,sample,zoo}``.
+
+Examples::
+
+    python -m pyro_genmodels train vae --data digits --epochs 50 --out runs/vae
+    python -m pyro_genmodels evaluate --run runs/vae --num-samples 1000
+    python -m pyro_genmodels sample --run runs/vae -n 64 --out runs/vae/samples.png
+    python -m pyro_genmodels zoo --data digits --out report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from pyro_genmodels import zoo
+from pyro_genmodels.data import Dataset, load
+from pyro_genmodels.optim import Adam as GroupedAdam
+
+CONFIG, WEIGHTS = "config.json", "model.pt"
+
+
+def _dataset(name: str, continuous: bool) -> Dataset:
+    return load(name, binarize=not continuous)
+
+
+def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"z_dim": args.z_dim, "hidden": args.hidden, "num_samples": args.num_samples}
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels.checkpoint import FORMAT_VERSION, save_checkpoint
+    from pyro_genmodels.train import fit
+
+    out = Path(args.out or f"runs/{args.model}")
+    data = _dataset(args.data, args.continuous)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(args.seed)
+    setup = zoo.build(args.model, data, **_model_kwargs(args))
+    history = fit(
+        setup.model,
+        setup.guide,
+        setup.train,
+        loss=setup.loss,
+        optim=GroupedAdam({"lr": args.lr}),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        checkpoint_dir=out / "checkpoints",
+        resume=args.resume,
+        progress=None if not args.quiet else False,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        out / WEIGHTS,
+        {"format_version": FORMAT_VERSION, "state_dict": setup.module.state_dict()},
+    )
+    history.to_csv(out / "history.csv", index=False)
+    config = {
+        "model": args.model,
+        "data": args.data,
+        "continuous": args.continuous,
+        "seed": args.seed,
+        "kwargs": _model_kwargs(args),
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2))
+    last = history.iloc[-1].to_dict() if len(history) else {}
+    print(f"trained {args.model} on {args.data} for {args.epochs} epochs -> {out}")
+    print(f"final loss per datapoint: {last.get('loss', float('nan')):.4f}")
+    return {"out": str(out), "history": history}
+
+
+def _restore(run: Path, num_samples: int | None = None) -> tuple[zoo.Setup, Dataset, dict]:
+    from pyro_genmodels.checkpoint import load_checkpoint
+
+    if not (run / CONFIG).exists():
+        raise FileNotFoundError(f"--run {run}: no {CONFIG} there; train a model first")
+    config = json.loads((run / CONFIG).read_text())
+    if num_samples is not None:
+        config["kwargs"]["num_samples"] = num_samples
+    data = _dataset(config["data"], config["continuous"])
+    pyro.clear_param_store()
+    setup = zoo.build(config["model"], data, **config["kwargs"])
+    setup.module.load_state_dict(load_checkpoint(run / WEIGHTS)["state_dict"])
+    return setup, data, config
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels.infer import bits_per_dim
+
+    setup, data, config = _restore(Path(args.run), args.num_samples)
+    pyro.set_rng_seed(args.seed)
+    with torch.no_grad():
+        nll = float(setup.test_nll().mean())
+    bpd = float(bits_per_dim(nll, data.num_dims))
+    print(
+        f"{config['model']} on {data.name} test: NLL {nll:.3f} nats, {bpd:.4f} bits/dim "
+        f"({setup.estimator})"
+    )
+    return {"nll": nll, "bits_per_dim": bpd}
+
+
+def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels.diagnostics import plot_samples
+
+    setup, data, _ = _restore(Path(args.run))
+    pyro.set_rng_seed(args.seed)
+    with torch.no_grad():
+        x = setup.sample(args.n)
+    out = Path(args.out or Path(args.run) / "samples.png")
+    fig = plot_samples(x, data.image_shape, nrow=int(args.n**0.5) or 1)
+    fig.savefig(out, dpi=120)
+    print(f"wrote {args.n} samples to {out}")
+    return {"samples": x, "out": str(out)}
+
+
+def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels.report import write_report
+
+    data = _dataset(args.data, args.continuous)
+    names = args.models.split(",") if args.models else None
+    table, runs = zoo.run(
+        data,
+        names,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        progress=False if args.quiet else None,
+        z_dim=args.z_dim,
+        hidden=args.hidden,
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    path = write_report(Path(args.out), table, runs, data)
+    print(f"report written to {path}")
+    return {"table": table}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pyro_genmodels", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser, training: bool = True) -> None:
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--quiet", action="store_true", help="no progress bar")
+        if training:
+            q.add_argument("--data", default="digits", choices=["digits", "mnist5k"])
+            q.add_argument(
+                "--continuous",
+                action="store_true",
+                help="dequantized [0, 1] data instead of binarized",
+            )
+            q.add_argument("--epochs", type=int, default=50)
+            q.add_argument("--batch-size", type=int, default=128)
+            q.add_argument("--lr", type=float, default=1e-3)
+            q.add_argument("--z-dim", type=int, default=8)
+            q.add_argument("--hidden", type=int, default=256)
+            q.add_argument(
+                "--num-samples",
+                type=int,
+                default=1000,
+                help="importance samples K for the test NLL",
+            )
+
+    t = sub.add_parser("train", help="train one model")
+    t.add_argument("model", choices=sorted(zoo.ZOO))
+    t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
+    t.add_argument("--resume", action="store_true")
+    common(t)
+    e = sub.add_parser("evaluate", help="test NLL of a trained run")
+    e.add_argument("--run", required=True)
+    e.add_argument("--num-samples", type=int, default=None)
+    common(e, training=False)
+    s = sub.add_parser("sample", help="a grid of samples from a trained run")
+    s.add_argument("--run", required=True)
+    s.add_argument("-n", type=int, default=64)
+    s.add_argument("--out", default=None)
+    common(s, training=False)
+    z = sub.add_parser("zoo", help="train every model family and write a report")
+    z.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(zoo.ZOO))
+    z.add_argument("--out", default="report")
+    common(z)
+    return p
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "zoo": cmd_zoo}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``python -m pyro_genmodels``; returns the command's results."""
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+
+
+def console() -> None:
+    """The ``pyro-genmodels`` console script (results printed, not returned)."""
+    main()
