@@ -16,7 +16,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "diagnostics", "distributions", "infer", "models", "nn", "train")
+_SUBMODULES = (
+    "data",
+    "diagnostics",
+    "distributions",
+    "infer",
+    "models",
+    "nn",
+    "optim",
+    "train",
+    "zoo",
+)
 __all__ = [*_SUBMODULES, "fit", "__version__"]
 
 

@@ -31,7 +31,7 @@ def _dataset(name: str, continuous: bool) -> Dataset:
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"z_dim": args.z_dim, "hidden": args.hidden, "num_samples": args.num_samples}
+    return {"z_dim": args.z_dim, "hidden": args.hidden}
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,14 +76,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(out), "history": history}
 
 
-def _restore(run: Path, num_samples: int | None = None) -> tuple[zoo.Setup, Dataset, dict]:
+def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
     from pyro_genmodels.checkpoint import load_checkpoint
 
     if not (run / CONFIG).exists():
         raise FileNotFoundError(f"--run {run}: no {CONFIG} there; train a model first")
     config = json.loads((run / CONFIG).read_text())
-    if num_samples is not None:
-        config["kwargs"]["num_samples"] = num_samples
     data = _dataset(config["data"], config["continuous"])
     pyro.clear_param_store()
     setup = zoo.build(config["model"], data, **config["kwargs"])
@@ -94,16 +92,17 @@ def _restore(run: Path, num_samples: int | None = None) -> tuple[zoo.Setup, Data
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.infer import bits_per_dim
 
-    setup, data, config = _restore(Path(args.run), args.num_samples)
+    setup, data, config = _restore(Path(args.run))
     pyro.set_rng_seed(args.seed)
-    with torch.no_grad():
-        nll = float(setup.test_nll().mean())
+    scores = zoo.evaluate(setup, num_samples=args.num_samples)
+    nll = scores["test_nll_nats"]
     bpd = float(bits_per_dim(nll, data.num_dims))
     print(
         f"{config['model']} on {data.name} test: NLL {nll:.3f} nats, {bpd:.4f} bits/dim "
-        f"({setup.estimator})"
+        f"({scores['estimator']}); PSIS k-hat > 0.7 on {scores['khat_bad_fraction']:.0%} "
+        f"of the first {zoo.KHAT_POINTS} test points"
     )
-    return {"nll": nll, "bits_per_dim": bpd}
+    return {"nll": nll, "bits_per_dim": bpd, **scores}
 
 
 def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     common(t)
     e = sub.add_parser("evaluate", help="test NLL of a trained run")
     e.add_argument("--run", required=True)
-    e.add_argument("--num-samples", type=int, default=None)
+    e.add_argument("--num-samples", type=int, default=1000)
     common(e, training=False)
     s = sub.add_parser("sample", help="a grid of samples from a trained run")
     s.add_argument("--run", required=True)

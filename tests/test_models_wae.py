@@ -78,7 +78,7 @@ def test_wae_is_a_vae_and_infovae_alias():
     wae = InfoVAE(64, 2, encoder="conv", image_shape=(1, 8, 8))
     assert isinstance(wae, VAE) and InfoVAE is WAE
     loss = wae.loss()
-    assert isinstance(loss, Trace_MMD) and loss.mmd_scale["z"] == 100.0
+    assert isinstance(loss, Trace_MMD) and loss.mmd_scale["z"] == 1e4
 
 
 def test_wae_loss_bad_input():

@@ -1,0 +1,210 @@
+"""VAE family benchmark: test NLL, training-step speed and evaluation memory.
+
+Writes ``benchmarks/results/vae.csv`` with one row per measurement:
+
+* ``nll``: test NLL in nats (IW-K importance sampling) of every VAE-family zoo
+  model on binarized digits and binarized mnist5k, beside a K=100 Bernoulli
+  mixture fitted by EM in the same run (exact NLL).
+* ``speed``: seconds per training step of ``VAE`` + ``Trace_ELBO`` under
+  ``pyro.infer.SVI`` against a plain-PyTorch loop of the same network, batch and
+  optimizer, interleaved in one process; the ratio is the figure of merit.
+* ``memory``: peak resident memory of ``pgm.infer.log_likelihood`` with
+  K=5000 on the 1000 mnist5k test images, measured in a fresh subprocess.
+
+Usage::
+
+    python benchmarks/vae.py                 # full run (about 20 minutes on 2 cores)
+    python benchmarks/vae.py --quick         # smoke test (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+import torch.nn.functional as F
+
+import pyro_genmodels as pgm
+from pyro_genmodels.distributions import BernoulliMixture
+
+RESULTS = Path(__file__).parent / "results"
+VAE_MODELS = ["vae", "vae-conv", "iwae", "ssvae", "wae", "cvae"]
+
+
+def bench_nll(dataset: str, epochs: int, num_samples: int, components: int) -> list[dict]:
+    data = pgm.data.load(dataset, binarize=True)
+    start = time.perf_counter()
+    mixture = BernoulliMixture.fit_em(data.train, num_components=components, num_iters=200)
+    rows = [
+        {
+            "kind": "nll",
+            "dataset": dataset,
+            "model": f"bernoulli-mixture-{components}",
+            "value": float(-mixture.log_prob(data.test).mean()),
+            "unit": "nats",
+            "estimator": "exact",
+            "seconds": time.perf_counter() - start,
+            "epochs": 0,
+        }
+    ]
+    table, _ = pgm.zoo.run(
+        data,
+        VAE_MODELS,
+        epochs=epochs,
+        num_samples=num_samples,
+        progress=False,
+        hidden=512 if dataset == "mnist5k" else 256,
+        z_dim=32 if dataset == "mnist5k" else 8,
+    )
+    for r in table.itertuples():
+        rows.append(
+            {
+                "kind": "nll",
+                "dataset": dataset,
+                "model": r.model,
+                "value": r.test_nll_nats,
+                "unit": "nats",
+                "estimator": r.estimator,
+                "seconds": r.train_seconds + r.eval_seconds,
+                "khat_bad_fraction": r.khat_bad_fraction,
+                "epochs": epochs,
+            }
+        )
+    return rows
+
+
+def _plain_vae_step(enc, dec, opt, x):
+    loc, log_scale = enc(x).chunk(2, -1)
+    scale = F.softplus(log_scale) + 1e-5  # the same parameterization as pgm's guide
+    z = loc + scale * torch.randn_like(loc)
+    logits = dec(z)
+    rec = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    kl = 0.5 * (loc**2 + scale**2 - 1).sum(-1) - scale.log().sum(-1)
+    loss = (kl - rec).sum()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _timed(step, x, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x)
+    return (time.perf_counter() - start) / steps
+
+
+def bench_speed(dataset: str, steps: int, repeats: int, batch_size: int = 128) -> list[dict]:
+    """Seconds per step of ``SVI(VAE, Trace_ELBO)`` (with Pyro's per-parameter Adam, then
+    with ``pgm.optim.Adam``), each interleaved with plain PyTorch on the same network."""
+    data = pgm.data.load(dataset, binarize=True)
+    d, h, zd = data.num_dims, *((512, 32) if dataset == "mnist5k" else (256, 8))
+    x = data.train[:batch_size]
+    common = {"kind": "speed", "dataset": dataset, "estimator": f"median of {repeats}x{steps}"}
+    common.update({"epochs": 0, "seconds": 0.0})
+    rows = []
+    for name, optim in (("pyro.optim.Adam", pyro.optim.Adam), ("pgm.optim.Adam", pgm.optim.Adam)):
+        pyro.clear_param_store()
+        vae = pgm.models.VAE(d, zd, hidden_dims=(h, h), likelihood="bernoulli")
+        svi = pyro.infer.SVI(vae.model, vae.guide, optim({"lr": 1e-3}), pyro.infer.Trace_ELBO())
+        enc, dec = pgm.nn.MLP(d, [h, h], 2 * zd), pgm.nn.MLP(zd, [h, h], d)
+        opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
+
+        def plain(x, enc=enc, dec=dec, opt=opt):
+            return _plain_vae_step(enc, dec, opt, x)
+
+        _timed(svi.step, x, 3)  # warm-up
+        _timed(plain, x, 3)
+        ours, theirs = [], []
+        for _ in range(repeats):
+            ours.append(_timed(svi.step, x, steps))
+            theirs.append(_timed(plain, x, steps))
+        p, q = statistics.median(ours), statistics.median(theirs)
+        rows += [
+            {**common, "model": f"SVI(VAE, Trace_ELBO) + {name}", "value": p, "unit": "s/step"},
+            {**common, "model": f"plain PyTorch (vs {name})", "value": q, "unit": "s/step"},
+            {**common, "model": f"ratio, {name}", "value": p / q, "unit": "ratio"},
+        ]
+    return rows
+
+
+MEMORY_CHILD = """
+import json, resource, sys, torch, pyro, pyro_genmodels as pgm
+k, n = int(sys.argv[1]), int(sys.argv[2])
+data = pgm.data.load("mnist5k", binarize=True)
+vae = pgm.models.VAE(784, 32, hidden_dims=(512, 512), likelihood="bernoulli")
+x = data.test[:n]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ll = pgm.infer.log_likelihood(vae.model, vae.guide, x, num_samples=k)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+finite = bool(torch.isfinite(ll).all())
+print(json.dumps({"before_kib": before, "peak_kib": peak, "finite": finite}))
+"""
+
+
+def bench_memory(num_samples: int, num_data: int) -> list[dict]:
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(num_samples), str(num_data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    common = {
+        "kind": "memory",
+        "dataset": "mnist5k",
+        "unit": "MiB",
+        "epochs": 0,
+        "estimator": f"K={num_samples}, N={num_data}",
+        "seconds": time.perf_counter() - start,
+    }
+    return [
+        {**common, "model": "log_likelihood peak RSS", "value": m["peak_kib"] / 1024},
+        {**common, "model": "RSS before log_likelihood", "value": m["before_kib"] / 1024},
+    ]
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny budget smoke test")
+    p.add_argument("--out", default=str(RESULTS / "vae.csv"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.quick:
+        rows = bench_nll("digits", epochs=1, num_samples=10, components=5)
+        rows += bench_speed("digits", steps=3, repeats=2)
+        rows += bench_memory(num_samples=50, num_data=20)
+    else:
+        rows = []
+        for dataset, epochs in (("digits", 200), ("mnist5k", 60)):
+            rows += bench_nll(dataset, epochs=epochs, num_samples=5000, components=100)
+        for dataset in ("digits", "mnist5k"):
+            rows += bench_speed(dataset, steps=50, repeats=7)
+        rows += bench_memory(num_samples=5000, num_data=1000)
+    table = pd.DataFrame(rows)
+    table["torch"] = torch.__version__
+    table["pyro"] = pyro.__version__
+    table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[["kind", "dataset", "model", "value", "unit", "estimator", "seconds"]])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process: {peak:.0f} MiB")
+    print(f"wrote {args.out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
