@@ -20,14 +20,10 @@ import pyro
 import torch
 
 from pyro_genmodels import zoo
-from pyro_genmodels.data import Dataset, load
+from pyro_genmodels.data import Dataset
 from pyro_genmodels.optim import Adam as GroupedAdam
 
 CONFIG, WEIGHTS = "config.json", "model.pt"
-
-
-def _dataset(name: str, continuous: bool) -> Dataset:
-    return load(name, binarize=not continuous)
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -39,7 +35,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.train import fit
 
     out = Path(args.out or f"runs/{args.model}")
-    data = _dataset(args.data, args.continuous)
+    data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     setup = zoo.build(args.model, data, **_model_kwargs(args))
@@ -65,7 +61,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     config = {
         "model": args.model,
         "data": args.data,
-        "continuous": args.continuous,
         "seed": args.seed,
         "kwargs": _model_kwargs(args),
     }
@@ -82,7 +77,7 @@ def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
     if not (run / CONFIG).exists():
         raise FileNotFoundError(f"--run {run}: no {CONFIG} there; train a model first")
     config = json.loads((run / CONFIG).read_text())
-    data = _dataset(config["data"], config["continuous"])
+    data = zoo.dataset_for(config["model"], config["data"])
     pyro.clear_param_store()
     setup = zoo.build(config["model"], data, **config["kwargs"])
     setup.module.load_state_dict(load_checkpoint(run / WEIGHTS)["state_dict"])
@@ -122,10 +117,9 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.report import write_report
 
-    data = _dataset(args.data, args.continuous)
     names = args.models.split(",") if args.models else None
     table, runs = zoo.run(
-        data,
+        args.data,
         names,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -137,7 +131,7 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
         hidden=args.hidden,
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    path = write_report(Path(args.out), table, runs, data)
+    path = write_report(Path(args.out), table, runs)
     print(f"report written to {path}")
     return {"table": table}
 
@@ -151,11 +145,6 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--quiet", action="store_true", help="no progress bar")
         if training:
             q.add_argument("--data", default="digits", choices=["digits", "mnist5k"])
-            q.add_argument(
-                "--continuous",
-                action="store_true",
-                help="dequantized [0, 1] data instead of binarized",
-            )
             q.add_argument("--epochs", type=int, default=50)
             q.add_argument("--batch-size", type=int, default=128)
             q.add_argument("--lr", type=float, default=1e-3)

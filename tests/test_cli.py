@@ -69,3 +69,14 @@ def test_module_entry_point_help():
         [sys.executable, "-m", "pyro_genmodels", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "zoo" in out.stdout
+
+
+def test_zoo_registry_rules():
+    entry = zoo.ZOO["vae"]
+    assert zoo.register(entry) is entry  # re-registering the same entry is a no-op
+    clash = zoo.ZooEntry("vae", "vae", "another", entry.build)
+    with pytest.raises(ValueError, match="already registered"):
+        zoo.register(clash)
+    assert zoo.dataset_for("vae", "digits").binarized
+    with pytest.raises(ValueError, match="unknown models"):
+        zoo.run("digits", ["vae", "nope"])

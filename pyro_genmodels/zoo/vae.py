@@ -1,0 +1,113 @@
+"""Zoo entries of the VAE family (importance-sampled scoring, binarized data)."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+
+from pyro_genmodels.data import Dataset
+from pyro_genmodels.zoo import Setup, ZooEntry, register
+
+
+def _likelihood(data: Dataset) -> str:
+    return "bernoulli" if data.binarized else "continuous_bernoulli"
+
+
+def _cycle_labels(n: int, k: int, data: Dataset) -> torch.Tensor:
+    """Labels ``0, 1, ..., k-1, 0, ...`` of length ``n`` for class-conditional samples."""
+    return torch.arange(n, device=data.train.device) % k
+
+
+def _vae(
+    data: Dataset, *, z_dim: int = 8, hidden: int = 256, encoder: str = "mlp", loss: str = "elbo"
+) -> Setup:
+    from pyro_genmodels.infer import IWAELoss
+    from pyro_genmodels.models import VAE
+
+    vae = VAE(
+        data.num_dims,
+        z_dim,
+        hidden_dims=(hidden, hidden),
+        likelihood=_likelihood(data),
+        encoder=encoder,
+        image_shape=data.image_shape if encoder == "conv" else None,
+    )
+    objective = IWAELoss(num_particles=5) if loss == "iwae" else pyro.infer.Trace_ELBO()
+    return Setup(vae, vae.model, vae.guide, data.train, (data.test,), objective, vae.sample)
+
+
+def _cvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256) -> Setup:
+    from pyro_genmodels.models import CVAE
+
+    k = int(data.train_labels.max()) + 1
+    cvae = CVAE(
+        data.num_dims,
+        z_dim,
+        num_classes=k,
+        hidden_dims=(hidden, hidden),
+        likelihood=_likelihood(data),
+    )
+
+    def sample(n: int) -> torch.Tensor:
+        return cvae.sample(_cycle_labels(n, k, data))
+
+    return Setup(
+        cvae,
+        cvae.model,
+        cvae.guide,
+        (data.train, data.train_labels),
+        (data.test, data.test_labels),
+        pyro.infer.Trace_ELBO(),
+        sample,
+        note="log p(x | y)",
+    )
+
+
+def _ssvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256, labeled: float = 0.1) -> Setup:
+    from pyro_genmodels.models import SSVAE
+
+    k = int(data.train_labels.max()) + 1
+    ssvae = SSVAE(
+        data.num_dims,
+        z_dim,
+        num_classes=k,
+        hidden_dims=(hidden, hidden),
+        likelihood=_likelihood(data),
+    )
+    n = data.train.shape[0]
+    keep = torch.arange(n, device=data.train.device) < math.ceil(labeled * n)
+    y = torch.where(keep, data.train_labels, torch.full_like(data.train_labels, -1))
+
+    def sample(num: int) -> torch.Tensor:
+        return ssvae.sample(_cycle_labels(num, k, data))
+
+    return Setup(
+        ssvae,
+        ssvae.model,
+        ssvae.guide,
+        (data.train, y),
+        (data.test,),
+        pyro.infer.TraceEnum_ELBO(max_plate_nesting=1),
+        sample,
+        note=f"y latent; {labeled:.0%} labels in training",
+    )
+
+
+def _wae(data: Dataset, *, z_dim: int = 8, hidden: int = 256) -> Setup:
+    from pyro_genmodels.models import WAE
+
+    wae = WAE(data.num_dims, z_dim, hidden_dims=(hidden, hidden), likelihood=_likelihood(data))
+    return Setup(wae, wae.model, wae.guide, data.train, (data.test,), wae.loss(), wae.sample)
+
+
+for _entry in [
+    ZooEntry("vae", "vae", "VAE, MLP encoder/decoder, Trace_ELBO", _vae),
+    ZooEntry("vae-conv", "vae", "VAE, conv encoder/decoder", _vae, {"encoder": "conv"}),
+    ZooEntry("iwae", "vae", "VAE trained with IWAELoss(K=5)", _vae, {"loss": "iwae"}),
+    ZooEntry("cvae", "vae", "conditional VAE on labels", _cvae),
+    ZooEntry("ssvae", "vae", "semi-supervised VAE (M2), 10% labels", _ssvae),
+    ZooEntry("wae", "vae", "WAE/InfoVAE through Trace_MMD", _wae),
+]:
+    register(_entry)
