@@ -20,6 +20,7 @@ _SUBMODULES = (
     "data",
     "diagnostics",
     "distributions",
+    "flows",
     "infer",
     "models",
     "nn",
