@@ -184,7 +184,7 @@ def _subsampled_guide(x):
     "kwargs, exc, words",
     [
         ({"data": [1.0, 2.0]}, TypeError, "data must be a torch.Tensor"),
-        ({"data": torch.zeros(0, 2)}, ValueError, "non-empty"),
+        ({"data": torch.zeros(0, 2)}, ValueError, "N >= 1"),
         ({"data": torch.tensor(1.0)}, ValueError, "shape ()"),
         ({"model": 3}, TypeError, "model must be callable"),
         ({"guide": None}, TypeError, "guide must be callable"),

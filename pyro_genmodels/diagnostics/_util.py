@@ -10,34 +10,12 @@ event dims).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import torch
 from pyro.poutine.trace_struct import Trace
 
+from pyro_genmodels._checks import check_batched_tensor, check_positive_int, slice_datapoints
 from pyro_genmodels.infer.weights import WeightedTraces, _is_sample, importance_log_weights
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_data(data: object, name: str = "data") -> torch.Tensor:
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape (N, *), got {type(data).__name__}")
-    if data.dim() < 1 or data.shape[0] < 1:
-        raise ValueError(
-            f"{name} must have shape (N, *) with N >= 1 datapoints, got shape {tuple(data.shape)}"
-        )
-    return data
-
-
-def _slice(value: Any, num_data: int, index: slice) -> Any:
-    if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == num_data:
-        return value[index]
-    return value
 
 
 def batches(
@@ -51,9 +29,10 @@ def batches(
     check_positive_int("batch_size", batch_size)
     for start in range(0, num_data, batch_size):
         index = slice(start, start + batch_size)
-        sliced_args = tuple(_slice(a, num_data, index) for a in args)
-        sliced_kwargs = {k: _slice(v, num_data, index) for k, v in kwargs.items()}
-        yield (data[index], *sliced_args), sliced_kwargs
+        yield (
+            (data[index], *slice_datapoints(args, num_data, index)),
+            slice_datapoints(kwargs, num_data, index),
+        )
 
 
 def weighted_batches(
@@ -68,7 +47,7 @@ def weighted_batches(
     batch_size: int | None,
 ) -> Iterator[WeightedTraces]:
     """Runs :func:`importance_log_weights` on each batch of the data, without gradients."""
-    check_data(data)
+    check_batched_tensor(data)
     check_positive_int("num_samples", num_samples)
     for batch_args, batch_kwargs in batches(data, args, kwargs, batch_size):
         with torch.no_grad():

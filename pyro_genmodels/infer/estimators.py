@@ -14,6 +14,12 @@ from typing import Any
 
 import torch
 
+from pyro_genmodels._checks import (
+    check_batched_tensor,
+    check_positive_int,
+    check_programs,
+    slice_datapoints,
+)
 from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesting
 
 #: Default budget of (particle, datapoint) pairs evaluated in one vectorized chunk.
@@ -22,28 +28,6 @@ from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesti
 #: about 3,000 numbers (hidden units, logits, log-probs, broadcast data), so the
 #: default 2**15 pairs take ~0.4 GB in float32 (~0.8 GB in float64).
 DEFAULT_MAX_ELEMENTS = 2**15
-
-
-def _check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
-
-
-def _check_inputs(model: Any, guide: Any, data: Any) -> None:
-    if not callable(model):
-        raise TypeError(f"model must be callable, got {type(model).__name__}")
-    if not callable(guide):
-        raise TypeError(f"guide must be callable, got {type(guide).__name__}")
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a torch.Tensor of shape (N, *), got {type(data).__name__}")
-    if data.dim() == 0 or data.shape[0] == 0:
-        raise ValueError(
-            f"data must be a non-empty tensor of shape (N, *) with N >= 1, got shape "
-            f"{tuple(data.shape)}"
-        )
 
 
 def _plan_chunks(
@@ -63,17 +47,6 @@ def _plan_chunks(
     if batch_size is None:
         batch_size = max(1, min(num_data, max_elements // particle_batch_size))
     return min(batch_size, num_data), min(particle_batch_size, num_samples)
-
-
-def _slice_args(values: Any, num_data: int, start: int, stop: int) -> Any:
-    def cut(v: Any) -> Any:
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == num_data:
-            return v[start:stop]
-        return v
-
-    if isinstance(values, dict):
-        return {k: cut(v) for k, v in values.items()}
-    return tuple(cut(v) for v in values)
 
 
 def _particle_chunks(
@@ -120,11 +93,12 @@ def _log_weight_chunks(
     max_elements: int,
 ) -> Iterator[Iterator[torch.Tensor]]:
     """For each chunk of datapoints, an iterator over its ``(k, n)`` log-weight chunks."""
-    _check_inputs(model, guide, data)
-    _check_positive_int("num_samples", num_samples)
-    _check_positive_int("batch_size", batch_size, allow_none=True)
-    _check_positive_int("particle_batch_size", particle_batch_size, allow_none=True)
-    _check_positive_int("max_elements", max_elements)
+    check_programs(model, guide)
+    check_batched_tensor(data)
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("batch_size", batch_size, allow_none=True)
+    check_positive_int("particle_batch_size", particle_batch_size, allow_none=True)
+    check_positive_int("max_elements", max_elements)
     if data_plate is not None and not isinstance(data_plate, str):
         raise TypeError(f"data_plate must be a plate name (str) or None, got {data_plate!r}")
     num_data = data.shape[0]
@@ -134,8 +108,8 @@ def _log_weight_chunks(
     nesting = None
     for start in range(0, num_data, n_chunk):
         stop = min(start + n_chunk, num_data)
-        c_args = _slice_args((data, *args), num_data, start, stop)
-        c_kwargs = _slice_args(kwargs, num_data, start, stop)
+        c_args = slice_datapoints((data, *args), num_data, slice(start, stop))
+        c_kwargs = slice_datapoints(kwargs, num_data, slice(start, stop))
         if nesting is None:
             nesting = max_plate_nesting(model, guide, *c_args, **c_kwargs)
         yield _particle_chunks(

@@ -7,11 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def _check_dim(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+from pyro_genmodels._checks import check_positive_int
 
 
 class MLP(nn.Sequential):
@@ -40,9 +36,9 @@ class MLP(nn.Sequential):
         activation: type[nn.Module] = nn.ReLU,
         output_activation: type[nn.Module] | None = None,
     ) -> None:
-        self.in_dim = _check_dim("in_dim", in_dim)
-        self.out_dim = _check_dim("out_dim", out_dim)
-        dims = [in_dim, *(_check_dim("hidden_dims[i]", h) for h in hidden_dims), out_dim]
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        dims = [in_dim, *(check_positive_int("hidden_dims[i]", h) for h in hidden_dims), out_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(a, b))
