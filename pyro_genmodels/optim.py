@@ -40,7 +40,7 @@ class GroupedOptim(PyroOptim):
     ...                      pyro.infer.Trace_ELBO())
     >>> for _ in range(300):
     ...     _ = svi.step()
-    >>> round(float(pyro.param("loc")), 2)
+    >>> round(pyro.param("loc").item(), 2)
     3.0
     """
 
