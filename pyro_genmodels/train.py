@@ -38,6 +38,7 @@ from pyro_genmodels.checkpoint import (
     save_checkpoint,
     training_payload,
 )
+from pyro_genmodels.optim import Adam as GroupedAdam
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -423,7 +424,8 @@ def fit(
             or a tuple of floats; default ``pyro.infer.Trace_ELBO()``. If it has
             ``state_dict``/``load_state_dict`` (e.g. persistent chains) that state
             is checkpointed too.
-        optim: ``pyro.optim.PyroOptim`` (default ``Adam({"lr": 1e-3})``) or a
+        optim: ``pyro.optim.PyroOptim`` (default ``pgm.optim.Adam({"lr": 1e-3})``,
+            Pyro's Adam trajectory through one torch optimizer) or a
             ``pyro.optim.PyroLRScheduler``, whose ``.step()`` is called once per
             epoch (with the epoch loss for ``ReduceLROnPlateau``).
         epochs: total number of epochs (including those restored on resume).
@@ -465,7 +467,7 @@ def fit(
         Bingham et al., "Pyro: Deep Universal Probabilistic Programming", JMLR 2019.
     """
     loss = pyro.infer.Trace_ELBO() if loss is None else loss
-    optim = pyro.optim.Adam({"lr": 1e-3}) if optim is None else optim
+    optim = GroupedAdam({"lr": 1e-3}) if optim is None else optim
     _check_objects(model, guide, loss, optim, progress)
     epochs = _check_int("epochs", epochs, 0)
     batch_size = _check_int("batch_size", batch_size, 1)
