@@ -56,10 +56,78 @@ def discrete_guide(x):
         pyro.sample("z", dist.Bernoulli(logits=weight * x))
 
 
+def gan_args(device):
+    """Eight 2-d points and a generator z (3-d) -> x; critics are made by the loss factories."""
+    torch.manual_seed(0)
+    return torch.randn(8, 2, device=device).double(), nn.Linear(3, 2).to(device).double()
+
+
+def gan_model(x, generator):
+    pyro.module("generator", generator)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+        pyro.sample("x", dist.Delta(generator(z), event_dim=1), obs=x)
+
+
+def gan_guide(x, generator):
+    pass
+
+
+def bigan_args(device):
+    x, generator = gan_args(device)
+    return x, generator, nn.Linear(2, 6).to(device).double()
+
+
+def bigan_model(x, generator, encoder):
+    gan_model(x, generator)
+
+
+def bigan_guide(x, generator, encoder):
+    pyro.module("encoder", encoder)
+    loc, log_scale = encoder(x).split(3, -1)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+
+
+def critic(in_dim=2):
+    """A small critic (moved to the data's device by the loss on first use)."""
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Linear(in_dim, 4), nn.Tanh(), nn.Linear(4, 1)).double()
+
+
 REGISTRY = [
     (lambda: IWAELoss(num_particles=3), vae_model, vae_guide, vae_args),
     (lambda: IWAELoss(num_particles=3, dreg=True), vae_model, vae_guide, vae_args),
     (lambda: IWAELoss(num_particles=4), discrete_model, discrete_guide, discrete_args),
+    (lambda: pgm.infer.GANLoss(critic()), gan_model, gan_guide, gan_args),
+    (lambda: pgm.infer.GANLoss(critic(), "kl", "minimax"), gan_model, gan_guide, gan_args),
+    (lambda: pgm.infer.GANLoss(critic(), "hellinger"), gan_model, gan_guide, gan_args),
+    (
+        lambda: pgm.infer.GANLoss(critic(), n_critic=3, critic_optim=pyro.optim.Adam({})),
+        gan_model,
+        gan_guide,
+        gan_args,
+    ),
+    (lambda: pgm.infer.LSGANLoss(critic()), gan_model, gan_guide, gan_args),
+    (
+        lambda: pgm.infer.WGANLoss(critic(), pyro.optim.RMSprop({"lr": 1e-3}), clip_value=0.5),
+        gan_model,
+        gan_guide,
+        gan_args,
+    ),
+    (lambda: pgm.infer.WGANGPLoss(critic()), gan_model, gan_guide, gan_args),
+    (
+        lambda: pgm.infer.WGANGPLoss(critic(), n_critic=2, critic_optim=pyro.optim.Adam({})),
+        gan_model,
+        gan_guide,
+        gan_args,
+    ),
+    (
+        lambda: pgm.infer.BiGANLoss(pgm.infer.ConcatSites(critic(5), ["x", "z"])),
+        bigan_model,
+        bigan_guide,
+        bigan_args,
+    ),
 ]
 
 IDS = [f"{type(factory()).__name__}-{i}" for i, (factory, *_) in enumerate(REGISTRY)]

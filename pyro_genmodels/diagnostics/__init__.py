@@ -5,6 +5,7 @@
 - :func:`psis_khat`, :func:`active_units`, :func:`kl_per_dim`: is the guide any good?
 - :func:`plot_history`, :func:`plot_samples`, :func:`plot_reconstructions`,
   :func:`plot_latents`, :func:`plot_density_2d`: seaborn/matplotlib figures.
+- :func:`mmd`, :func:`energy_distance`, :func:`mode_coverage`: sample-based scores (GANs).
 """
 
 from pyro_genmodels.diagnostics.inference_data import to_inference_data
@@ -16,8 +17,18 @@ from pyro_genmodels.diagnostics.plots import (
     plot_samples,
 )
 from pyro_genmodels.diagnostics.posterior import active_units, kl_per_dim, psis_khat
+from pyro_genmodels.diagnostics.sample_metrics import (
+    TOY2D_MODES,
+    energy_distance,
+    mmd,
+    mode_coverage,
+)
 
 __all__ = [
+    "TOY2D_MODES",
+    "energy_distance",
+    "mmd",
+    "mode_coverage",
     "active_units",
     "kl_per_dim",
     "plot_density_2d",

@@ -10,19 +10,32 @@ the conformance tests in ``tests/test_loss_registry.py`` iterate over.
 True
 """
 
+from pyro_genmodels.infer.adversarial import ConcatSites, GANLoss, LSGANLoss
+from pyro_genmodels.infer.bigan import BiGANLoss
 from pyro_genmodels.infer.estimators import (
     bits_per_dim,
     elbo_per_datapoint,
     log_likelihood,
     rescale_log_likelihood,
 )
+from pyro_genmodels.infer.fgan import F_DIVERGENCES, FDivergence, fgan_bound
 from pyro_genmodels.infer.iwae import IWAELoss
 from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
+from pyro_genmodels.infer.wgan import WGANGPLoss, WGANLoss
 
 #: Every loss class of the package (append new ones here; the registry test checks it).
-LOSSES = (IWAELoss,)
+LOSSES = (IWAELoss, GANLoss, LSGANLoss, WGANLoss, WGANGPLoss, BiGANLoss)
 
 __all__ = [
+    "BiGANLoss",
+    "ConcatSites",
+    "FDivergence",
+    "F_DIVERGENCES",
+    "GANLoss",
+    "LSGANLoss",
+    "WGANGPLoss",
+    "WGANLoss",
+    "fgan_bound",
     "IWAELoss",
     "LOSSES",
     "WeightedTraces",
