@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -41,45 +42,48 @@ RESULTS = Path(__file__).parent / "results"
 VAE_MODELS = ["vae", "vae-conv", "iwae", "ssvae", "wae", "cvae"]
 
 
-def bench_nll(dataset: str, epochs: int, num_samples: int, components: int) -> list[dict]:
+def bench_nll(
+    dataset: str, epochs: int, num_samples: int, components: int, save: Callable[[list], None]
+) -> list[dict]:
+    """The mixture baseline, then each VAE-family model; ``save(rows)`` after each."""
     data = pgm.data.load(dataset, binarize=True)
     start = time.perf_counter()
     mixture = BernoulliMixture.fit_em(data.train, num_components=components, num_iters=200)
+    common = {"kind": "nll", "dataset": dataset, "unit": "nats"}
     rows = [
         {
-            "kind": "nll",
-            "dataset": dataset,
+            **common,
             "model": f"bernoulli-mixture-{components}",
             "value": float(-mixture.log_prob(data.test).mean()),
-            "unit": "nats",
             "estimator": "exact",
             "seconds": time.perf_counter() - start,
             "epochs": 0,
         }
     ]
-    table, _ = pgm.zoo.run(
-        data,
-        VAE_MODELS,
-        epochs=epochs,
-        num_samples=num_samples,
-        progress=False,
-        hidden=512 if dataset == "mnist5k" else 256,
-        z_dim=32 if dataset == "mnist5k" else 8,
-    )
-    for r in table.itertuples():
+    save(rows)
+    for name in VAE_MODELS:
+        table, _ = pgm.zoo.run(
+            data,
+            [name],
+            epochs=epochs,
+            num_samples=num_samples,
+            progress=False,
+            hidden=512 if dataset == "mnist5k" else 256,
+            z_dim=32 if dataset == "mnist5k" else 8,
+        )
+        r = table.iloc[0]
         rows.append(
             {
-                "kind": "nll",
-                "dataset": dataset,
-                "model": r.model,
+                **common,
+                "model": name,
                 "value": r.test_nll_nats,
-                "unit": "nats",
                 "estimator": r.estimator,
                 "seconds": r.train_seconds + r.eval_seconds,
                 "khat_bad_fraction": r.khat_bad_fraction,
                 "epochs": epochs,
             }
         )
+        save(rows)
     return rows
 
 
@@ -175,29 +179,52 @@ def bench_memory(num_samples: int, num_data: int) -> list[dict]:
     ]
 
 
+def _writer(out: str, done: list[dict]) -> Callable[[list], None]:
+    """A ``save(rows)`` that rewrites the CSV with everything measured so far."""
+
+    def save(rows: list[dict]) -> None:
+        table = pd.DataFrame(done + rows)
+        table["torch"] = torch.__version__
+        table["pyro"] = pyro.__version__
+        table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+
+    return save
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny budget smoke test")
     p.add_argument("--out", default=str(RESULTS / "vae.csv"))
+    p.add_argument(
+        "--parts",
+        default="nll,speed,memory",
+        help="comma-separated subset; rows of the other parts already in --out are kept",
+    )
     args = p.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    parts = set(args.parts.split(","))
+    rows: list[dict] = []
+    if Path(args.out).exists() and parts != {"nll", "speed", "memory"}:
+        kept = pd.read_csv(args.out)
+        rows = kept[~kept["kind"].isin(parts)].drop(columns=["torch", "pyro", "machine"])
+        rows = rows.to_dict("records")
     if args.quick:
-        rows = bench_nll("digits", epochs=1, num_samples=10, components=5)
-        rows += bench_speed("digits", steps=3, repeats=2)
-        rows += bench_memory(num_samples=50, num_data=20)
+        plan = [("digits", 1, 10, 5)]
+        speed, memory = {"steps": 3, "repeats": 2}, {"num_samples": 50, "num_data": 20}
     else:
-        rows = []
-        for dataset, epochs in (("digits", 200), ("mnist5k", 60)):
-            rows += bench_nll(dataset, epochs=epochs, num_samples=5000, components=100)
-        for dataset in ("digits", "mnist5k"):
-            rows += bench_speed(dataset, steps=50, repeats=7)
-        rows += bench_memory(num_samples=5000, num_data=1000)
-    table = pd.DataFrame(rows)
-    table["torch"] = torch.__version__
-    table["pyro"] = pyro.__version__
-    table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+        plan = [("digits", 200, 5000, 100), ("mnist5k", 60, 5000, 100)]
+        speed, memory = {"steps": 50, "repeats": 7}, {"num_samples": 5000, "num_data": 1000}
+    for dataset, epochs, k, components in plan if "nll" in parts else []:
+        rows += bench_nll(dataset, epochs, k, components, _writer(args.out, rows))
+    for dataset in (
+        (("digits",) if args.quick else ("digits", "mnist5k")) if "speed" in parts else ()
+    ):
+        rows += bench_speed(dataset, **speed)
+    if "memory" in parts:
+        rows += bench_memory(**memory)
+    _writer(args.out, [])(rows)
+    table = pd.read_csv(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[["kind", "dataset", "model", "value", "unit", "estimator", "seconds"]])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -381,3 +381,25 @@ def test_plot_density_2d(device, tmp_path):
         plot_density_2d(normal, bounds=((1, -1), (0, 1)))
     with pytest.raises(ValueError, match=r"data must have shape \(N, 2\)"):
         plot_density_2d(normal, data=data[:, :1])
+
+
+def test_psis_khat_is_chunked_with_bounded_memory():
+    # max_elements=7 forces chunks of at most 7 particle x datapoint pairs; the exact
+    # posterior guide still gives constant weights (k-hat = -inf) for every point.
+    import pyro
+    import pyro.distributions as dist
+
+    from pyro_genmodels.diagnostics import psis_khat
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(x / 2, 0.5**0.5))
+
+    x = torch.linspace(-1, 1, 5, dtype=torch.float64)
+    khat = psis_khat(model, guide, x, num_samples=40, max_elements=7)
+    assert khat.shape == (5,) and bool((khat == -math.inf).all())

@@ -18,6 +18,7 @@ import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
 from pyro_genmodels.diagnostics._util import align, latent_site, weighted_batches
+from pyro_genmodels.infer.estimators import DEFAULT_MAX_ELEMENTS, log_weight_chunks
 from pyro_genmodels.infer.weights import WeightedTraces
 
 
@@ -43,6 +44,7 @@ def psis_khat(
     num_samples: int = 1000,
     data_plate: str | None = None,
     batch_size: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Pareto-k̂ of the weights ``w_k = p(x_n, z_k) / q(z_k | x_n)``, ``z_k ~ q``, per datapoint.
@@ -67,6 +69,9 @@ def psis_khat(
         num_samples: ``K``, the number of guide draws per datapoint.
         data_plate: the name of the plate over datapoints (found when omitted).
         batch_size: optional number of datapoints per pass.
+        max_elements: at most this many particle×datapoint pairs per model pass
+            (the chunking of :func:`pyro_genmodels.infer.log_likelihood`), so
+            memory stays bounded whatever ``K`` and ``N``.
 
     Returns:
         k̂, shape ``(N,)``, on the device and dtype of the weights.
@@ -88,20 +93,11 @@ def psis_khat(
     >>> bool((psis_khat(model, narrow_guide, torch.zeros(2), num_samples=2000) > 0.7).all())
     True
     """
-    khats = [
-        _khat(w.log_weights)
-        for w in weighted_batches(
-            model,
-            guide,
-            data,
-            args,
-            kwargs,
-            num_samples=num_samples,
-            data_plate=data_plate,
-            batch_size=batch_size,
-        )
-    ]
-    return torch.cat(khats)
+    chunks = log_weight_chunks(
+        model, guide, data, args, kwargs, num_samples, batch_size, None, data_plate, max_elements
+    )
+    with torch.no_grad():
+        return torch.cat([_khat(torch.cat(list(particles))) for particles in chunks])
 
 
 def _flat(value: torch.Tensor) -> torch.Tensor:

@@ -80,7 +80,7 @@ def _particle_chunks(
         yield lw
 
 
-def _log_weight_chunks(
+def log_weight_chunks(
     model: Callable,
     guide: Callable,
     data: torch.Tensor,
@@ -177,7 +177,7 @@ def log_likelihood(
     True
     """
     out = []
-    for chunks in _log_weight_chunks(
+    for chunks in log_weight_chunks(
         model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
         data_plate, max_elements,
     ):  # fmt: skip
@@ -226,7 +226,7 @@ def elbo_per_datapoint(
     True
     """
     out = []
-    for chunks in _log_weight_chunks(
+    for chunks in log_weight_chunks(
         model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
         data_plate, max_elements,
     ):  # fmt: skip
