@@ -154,3 +154,35 @@ def kl_weight(beta: float, like: torch.Tensor) -> AbstractContextManager:
 def first_param(module: nn.Module) -> torch.Tensor:
     """A parameter of ``module``: the source of device and dtype for new tensors."""
     return next(module.parameters())
+
+
+GUIDE_FLOWS = ("iaf", "planar", "radial", "sylvester", "realnvp")
+PRIOR_FLOWS = ("maf", "realnvp", "nice", "spline", "glow")
+
+
+def latent_flows(
+    z_dim: int,
+    guide_flow: str | None,
+    guide_flow_layers: int,
+    prior_flow: str | None,
+    hidden_dims: Sequence[int] | None,
+) -> tuple[nn.Module | None, nn.Module | None]:
+    """The VAE's guide flow (conditioned on ``(loc, scale)``, context ``2 z_dim``) and
+    prior flow over ``z`` (``None`` where not asked for)."""
+    from pyro_genmodels import flows
+
+    if guide_flow is not None and guide_flow not in GUIDE_FLOWS:
+        raise ValueError(f"guide_flow must be None or one of {GUIDE_FLOWS}, got {guide_flow!r}")
+    if prior_flow is not None and prior_flow not in PRIOR_FLOWS:
+        raise ValueError(f"prior_flow must be None or one of {PRIOR_FLOWS}, got {prior_flow!r}")
+    check_dim("guide_flow_layers", guide_flow_layers)
+    hidden = [4 * z_dim, 4 * z_dim] if hidden_dims is None else list(hidden_dims)
+    guide = None
+    if guide_flow is not None:
+        guide = flows.BUILDERS[guide_flow](
+            z_dim, num_layers=guide_flow_layers, hidden_dims=hidden, context_dim=2 * z_dim
+        )
+    prior = None
+    if prior_flow is not None:
+        prior = flows.BUILDERS[prior_flow](z_dim, num_layers=guide_flow_layers, hidden_dims=hidden)
+    return guide, prior

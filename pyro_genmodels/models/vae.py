@@ -11,6 +11,9 @@ References:
     Models. D. J. Rezende, S. Mohamed, D. Wierstra, 2014.
     beta-VAE: Learning Basic Visual Concepts with a Constrained Variational
     Framework. I. Higgins et al., 2017.
+    Improved Variational Inference with Inverse Autoregressive Flow. D. P. Kingma,
+    T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling, 2016.
+    Variational Lossy Autoencoder. X. Chen et al., 2017 (flow priors).
     The continuous Bernoulli: fixing a pervasive error in variational
     autoencoders. G. Loaiza-Ganem, J. P. Cunningham, 2019.
 """
@@ -42,6 +45,13 @@ class VAE(PyroModule):
         encoder: ``"mlp"`` or ``"conv"`` (:class:`~pyro_genmodels.nn.ConvEncoder` and
             :class:`~pyro_genmodels.nn.ConvDecoder`; needs ``image_shape``).
         image_shape: ``(C, H, W)`` with ``C*H*W == x_dim``, for ``encoder="conv"``.
+        guide_flow: a flow posterior ``q(z|x) = f_x(N(loc(x), scale(x)^2))``: one of
+            ``"iaf"``, ``"planar"``, ``"radial"``, ``"sylvester"``, ``"realnvp"``; the
+            flow is amortized: conditioned on the encoder's output ``(loc, scale)``.
+        guide_flow_layers: number of layers of the guide's flow (and of the prior's).
+        prior_flow: a flow prior ``p(z) = f(N(0, I))``, ``"maf"`` (its density is one
+            network pass, as scoring guide samples needs) or another invertible builder.
+        flow_hidden_dims: hidden sizes of the flows' networks (default ``(4 z_dim,)*2``).
         beta: the KL weight, a plain mutable attribute (see
             :class:`~pyro_genmodels.models.KLAnnealing`). It is applied as
             ``poutine.scale(scale=beta)`` around the ``"z"`` site of both model and
@@ -73,6 +83,10 @@ class VAE(PyroModule):
         encoder: str = "mlp",
         image_shape: Sequence[int] | None = None,
         beta: float = 1.0,
+        guide_flow: str | None = None,
+        guide_flow_layers: int = 2,
+        prior_flow: str | None = None,
+        flow_hidden_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.x_dim = L.check_dim("x_dim", x_dim)
@@ -89,6 +103,26 @@ class VAE(PyroModule):
         else:
             raise ValueError(f"encoder must be one of {L.ENCODERS}, got {encoder!r}")
         self.encoder_type = encoder
+        self.guide_flow, self.prior_flow = L.latent_flows(
+            z_dim, guide_flow, guide_flow_layers, prior_flow, flow_hidden_dims
+        )
+        self.guide_flow_name, self.prior_flow_name = guide_flow, prior_flow
+
+    def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
+        """``p(z)``, batch shape ``like.shape[:-1]``: ``N(0, I)`` or the flow prior."""
+        base = dist.Normal(like.new_zeros(*like.shape[:-1], self.z_dim), 1.0).to_event(1)
+        if self.prior_flow is None:
+            return base
+        return dist.TransformedDistribution(base, [self.prior_flow])
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """``q(z | x)`` for ``x`` ``(N, x_dim)``: batch ``(N,)``, event ``(z_dim,)``."""
+        loc, scale = self.encode(x)
+        base = dist.Normal(loc, scale).to_event(1)
+        if self.guide_flow is None:
+            return base
+        flow = self.guide_flow.condition(torch.cat([loc, scale], dim=-1))
+        return dist.TransformedDistribution(base, [flow])
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         return L.check_x(x, self.x_dim, self.likelihood)
@@ -116,7 +150,7 @@ class VAE(PyroModule):
         draw ``x ~ p(x | z)`` (``mean=False``); returns ``(n, x_dim)``."""
         n = L.check_dim("n", n)
         like = L.first_param(self)
-        z = torch.randn(n, self.z_dim, dtype=like.dtype, device=like.device)
+        z = self.prior(like.new_zeros(n, 1)).sample()
         d = self.distribution_x(z)
         return d.mean if mean else d.sample()
 
@@ -124,16 +158,16 @@ class VAE(PyroModule):
     def model(self, x: torch.Tensor) -> None:
         """``p(x, z) = N(z; 0, I) p(x | z)``; ``x`` of shape ``(N, x_dim)``."""
         x = self._check_x(x)
-        prior_loc = x.new_zeros(x.shape[0], self.z_dim)
         with pyro.plate("data", x.shape[0]):
             with L.kl_weight(self.beta, x):
-                z = pyro.sample("z", dist.Normal(prior_loc, 1.0).to_event(1))
+                z = pyro.sample("z", self.prior(x))
             pyro.sample("x", self.distribution_x(z), obs=x)
 
     @pyro_method
     def guide(self, x: torch.Tensor) -> None:
-        """``q(z | x) = N(loc(x), diag(scale(x)^2))``; ``x`` of shape ``(N, x_dim)``."""
-        loc, scale = self.encode(x)
+        """``q(z | x) = N(loc(x), diag(scale(x)^2))`` (through the guide flow, if any);
+        ``x`` of shape ``(N, x_dim)``."""
+        q = self.posterior(x)
         with pyro.plate("data", x.shape[0]):
             with L.kl_weight(self.beta, x):
-                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+                pyro.sample("z", q)

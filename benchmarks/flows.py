@@ -1,0 +1,397 @@
+"""Flow family benchmark: 2-D toys against their entropy floor, dequantized digits
+per builder, peers ``zuko`` and ``normflows`` side by side, IAF-VAE vs diagonal VAE.
+
+Every density model is trained by the same plain loop (Adam, lr 1e-3, minibatch
+``-log p(x)``), same data, same layer count and hidden sizes, so NLL differences
+and seconds per training step compare implementations. Peers are optional (the
+``bench`` extra); their rows are skipped when they are not installed.
+
+Rows of ``benchmarks/results/flows.csv``:
+
+* ``toy``: test NLL (nats) on two_moons, 8gaussians, checkerboard; ``floor`` is
+  the data's entropy (FFJORD generators); ``gap = nll - floor``.
+* ``digits``: test NLL of uniformly dequantized digits in the pixel space
+  ``[0, 17)^64`` (nats and bits/dim), logit preprocessing for every model (peers
+  get the same preprocessing with its log-det added).
+* ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
+  diagonal-Gaussian VAE on binarized mnist5k.
+
+``nll_vs_peer`` is ``nll - nll_peer`` (nats; NLLs can be negative, so a
+difference, not a ratio) and ``time_ratio`` is seconds per step over the peer's.
+
+Usage::
+
+    python benchmarks/flows.py            # full run (about 15 minutes on 2 loaded cores)
+    python benchmarks/flows.py --quick    # smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import pyro
+import torch
+
+import pyro_genmodels as pgm
+from pyro_genmodels.models import VAE, FlowDensity
+
+RESULTS = Path(__file__).resolve().parent / "results" / "flows.csv"
+FLOORS = {"two_moons": 2.39, "8gaussians": 2.834, "checkerboard": math.log(32)}
+ALPHA, LEVELS = 0.01, 17
+
+
+# ---------------------------------------------------------------- models (log_prob fns)
+
+
+def ours(dim, flow, layers, hidden, **kw):
+    m = FlowDensity(dim, flow, num_layers=layers, hidden_dims=[hidden, hidden], **kw)
+    return m, m.log_prob
+
+
+def zuko_flow(kind, dim, layers, hidden):
+    import zuko
+
+    cls = {"MAF": zuko.flows.MAF, "NSF": zuko.flows.NSF, "RealNVP": zuko.flows.RealNVP}[kind]
+    m = cls(dim, transforms=layers, hidden_features=(hidden, hidden))
+    return m, lambda x: m().log_prob(x)
+
+
+def normflows_realnvp(dim, layers, hidden):
+    import normflows as nf
+
+    blocks = []
+    for _ in range(layers):
+        net = nf.nets.MLP([dim // 2, hidden, hidden, 2 * (dim - dim // 2)], init_zeros=True)
+        blocks += [nf.flows.AffineCouplingBlock(net), nf.flows.Permute(dim, mode="swap")]
+    m = nf.NormalizingFlow(nf.distributions.DiagGaussian(dim, trainable=False), blocks)
+    return m, m.log_prob
+
+
+def normflows_glow(layers, hidden):
+    """Single-scale Glow on 8x8 digits: squeeze to (4, 4, 4), then Glow blocks."""
+    import normflows as nf
+
+    blocks = [
+        nf.flows.GlowBlock(4, hidden, split_mode="channel", scale=True) for _ in range(layers)
+    ]
+    m = nf.NormalizingFlow(
+        nf.distributions.DiagGaussian((4, 4, 4), trainable=False), blocks + [nf.flows.Squeeze()]
+    )
+    return m, lambda x: m.log_prob(x.reshape(-1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------- training loop
+
+
+def logit_preprocess(x):
+    """``z = logit(a + (1 - 2a) x / 17)`` and ``log|dz/dx|`` per row (for peers)."""
+    p = ALPHA + (1 - 2 * ALPHA) * x / LEVELS
+    ldj = (math.log((1 - 2 * ALPHA) / LEVELS) - torch.log(p) - torch.log1p(-p)).sum(-1)
+    return torch.logit(p), ldj
+
+
+def train(module, log_prob, x, x_test, steps, batch, pre=None):
+    """Adam on minibatch ``-log p``; returns test NLL (nats) and seconds per step."""
+    pyro.clear_param_store()
+    gen = torch.Generator().manual_seed(0)
+    if pre is not None:
+        log_prob(pre(x[:batch])[0])  # lazy init (ActNorm) before the optimizer sees params
+    else:
+        log_prob(x[:batch])
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    start = time.perf_counter()
+    for _ in range(steps):
+        xb = x[torch.randint(len(x), (batch,), generator=gen)]
+        if pre is not None:
+            zb, ldj = pre(xb)
+            loss = -(log_prob(zb) + ldj).mean()
+        else:
+            loss = -log_prob(xb).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    per_step = (time.perf_counter() - start) / steps
+    module.eval()
+    with torch.no_grad():
+        if pre is not None:
+            z, ldj = pre(x_test)
+            nll = -(log_prob(z) + ldj).mean().item()
+        else:
+            nll = -log_prob(x_test).mean().item()
+    return nll, per_step
+
+
+def _peers_available():
+    try:
+        import normflows  # noqa: F401
+        import zuko  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- sections
+
+
+def toy_rows(steps, layers, hidden, n, peers):
+    rows = []
+    for toy, floor in FLOORS.items():
+        x = pgm.data.toy2d(toy, n=n, seed=0)
+        x_test = pgm.data.toy2d(toy, n=n // 4, seed=1)
+        cands = [
+            ("ours", "realnvp", lambda: ours(2, "realnvp", layers, hidden), "zuko:RealNVP"),
+            ("ours", "maf", lambda: ours(2, "maf", layers, hidden), "zuko:MAF"),
+            (
+                "ours",
+                "spline-ar",
+                lambda: ours(2, "spline", layers, hidden, kind="autoregressive", bound=5.0),
+                "zuko:NSF",
+            ),
+        ]
+        if peers:
+            cands += [
+                ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", 2, layers, hidden), None),
+                ("zuko", "MAF", lambda: zuko_flow("MAF", 2, layers, hidden), None),
+                ("zuko", "NSF", lambda: zuko_flow("NSF", 2, layers, hidden), None),
+                ("normflows", "RealNVP", lambda: normflows_realnvp(2, layers, hidden), None),
+            ]
+        for impl, model, make, peer in cands:
+            torch.manual_seed(0)
+            module, lp = make()
+            nll, sec = train(module, lp, x, x_test, steps, 256)
+            rows.append(
+                dict(
+                    section="toy",
+                    dataset=toy,
+                    impl=impl,
+                    model=model,
+                    peer=peer,
+                    layers=layers,
+                    hidden=hidden,
+                    steps=steps,
+                    test_nll_nats=nll,
+                    floor=floor,
+                    gap=nll - floor,
+                    sec_per_step=sec,
+                )
+            )
+            print(
+                f"toy {toy:>12} {impl:>9} {model:>9}: NLL {nll:.3f} (floor {floor:.3f}) "
+                f"{1e3 * sec:.1f} ms/step",
+                flush=True,
+            )
+    return rows
+
+
+def digits_rows(steps, layers, hidden, peers):
+    data = pgm.data.load("digits", binarize=False)
+    x, x_test = data.train * LEVELS, data.test * LEVELS
+    common = dict(preprocess="logit", alpha=ALPHA, levels=LEVELS)
+    cands = [
+        ("ours", "nice", lambda: ours(64, "nice", layers, hidden, **common), None),
+        ("ours", "realnvp", lambda: ours(64, "realnvp", layers, hidden, **common), "zuko:RealNVP"),
+        ("ours", "maf", lambda: ours(64, "maf", layers, hidden, **common), "zuko:MAF"),
+        ("ours", "spline", lambda: ours(64, "spline", layers, hidden, bound=5.0, **common), None),
+        (
+            "ours",
+            "spline-ar",
+            lambda: ours(64, "spline", layers, hidden, bound=5.0, kind="autoregressive", **common),
+            "zuko:NSF",
+        ),
+        (
+            "ours",
+            "glow",
+            lambda: ours(
+                64,
+                "glow",
+                layers,
+                32,
+                image_shape=(1, 8, 8),
+                levels=LEVELS,
+                preprocess="logit",
+                alpha=ALPHA,
+            ),
+            None,
+        ),
+        ("ours", "glow-1level", lambda: _glow1(layers), "normflows:Glow"),
+    ]
+    if peers:
+        cands += [
+            ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", 64, layers, hidden), None),
+            ("zuko", "MAF", lambda: zuko_flow("MAF", 64, layers, hidden), None),
+            ("zuko", "NSF", lambda: zuko_flow("NSF", 64, layers, hidden), None),
+            ("normflows", "RealNVP", lambda: normflows_realnvp(64, layers, hidden), None),
+            ("normflows", "Glow", lambda: normflows_glow(layers, 32), None),
+        ]
+    rows = []
+    for impl, model, make, peer in cands:
+        torch.manual_seed(0)
+        module, lp = make()
+        pre = None if impl == "ours" else logit_preprocess
+        nll, sec = train(module, lp, x, x_test, steps, 128, pre=pre)
+        bpd = nll / (64 * math.log(2))
+        rows.append(
+            dict(
+                section="digits",
+                dataset="digits",
+                impl=impl,
+                model=model,
+                peer=peer,
+                layers=layers,
+                hidden=hidden,
+                steps=steps,
+                test_nll_nats=nll,
+                bits_per_dim=bpd,
+                sec_per_step=sec,
+            )
+        )
+        print(
+            f"digits {impl:>9} {model:>11}: NLL {nll:.2f} nats = {bpd:.3f} bits/dim, "
+            f"{1e3 * sec:.1f} ms/step",
+            flush=True,
+        )
+    return rows
+
+
+def _glow1(layers):
+    """Our Glow with one level (squeeze + steps), the same shape as the normflows peer."""
+    m = FlowDensity(
+        64,
+        "glow",
+        num_layers=layers,
+        hidden_dims=[32],
+        image_shape=(1, 8, 8),
+        levels=LEVELS,
+        preprocess="logit",
+        alpha=ALPHA,
+    )
+    m.flow = pgm.flows.glow(
+        64, num_layers=layers, hidden_dims=[32], image_shape=(1, 8, 8), levels=1
+    )
+    return m, m.log_prob
+
+
+def vae_rows(epochs, num_samples, test_points, z_dim, hidden, layers):
+    data = pgm.data.load("mnist5k", binarize=True)
+    rows = []
+    for name, guide_flow in (("vae-diag", None), ("vae-iaf", "iaf")):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        vae = VAE(
+            784,
+            z_dim,
+            hidden_dims=(hidden, hidden),
+            guide_flow=guide_flow,
+            guide_flow_layers=layers,
+        )
+        start = time.perf_counter()
+        pgm.fit(
+            vae.model,
+            vae.guide,
+            data.train,
+            loss=pyro.infer.Trace_ELBO(),
+            optim=pgm.optim.Adam({"lr": 1e-3}),
+            epochs=epochs,
+            batch_size=100,
+            progress=False,
+        )
+        sec = time.perf_counter() - start
+        vae.eval()
+        test = data.test[:test_points]
+        with torch.no_grad():
+            ll = pgm.infer.log_likelihood(vae.model, vae.guide, test, num_samples=num_samples)
+            elbo = pyro.infer.Trace_ELBO(num_particles=10, vectorize_particles=True).loss(
+                vae.model, vae.guide, test
+            ) / len(test)
+        nll = -ll.mean().item()
+        rows.append(
+            dict(
+                section="vae",
+                dataset="mnist5k",
+                impl="ours",
+                model=name,
+                layers=layers,
+                hidden=hidden,
+                steps=epochs * 40,
+                test_nll_nats=nll,
+                neg_elbo=elbo,
+                estimator=f"IW-{num_samples}, {test_points} test",
+                train_seconds=sec,
+            )
+        )
+        print(f"vae {name}: -ELBO {elbo:.2f}, IW-{num_samples} NLL {nll:.2f} nats", flush=True)
+    return rows
+
+
+def add_ratios(df):
+    df["nll_vs_peer"] = float("nan")
+    df["time_ratio"] = float("nan")
+    for i, row in df.iterrows():
+        if not isinstance(row.get("peer"), str):
+            continue
+        impl, model = row["peer"].split(":")
+        match = df[
+            (df.section == row.section)
+            & (df.dataset == row.dataset)
+            & (df.impl == impl)
+            & (df.model == model)
+        ]
+        if len(match):
+            peer = match.iloc[0]
+            df.loc[i, "nll_vs_peer"] = row.test_nll_nats - peer.test_nll_nats
+            df.loc[i, "time_ratio"] = row.sec_per_step / peer.sec_per_step
+    return df
+
+
+def main(quick: bool = False, sections: tuple = ("toy", "digits", "vae")) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    peers = _peers_available()
+    if not peers:
+        print("zuko/normflows not installed (pip install -e .[bench]): peer rows skipped")
+    if quick:
+        cfg = dict(toy=(5, 2, 16, 1000), digits=(3, 2, 64), vae=(1, 4, 20, 4, 16, 1))
+    else:
+        cfg = dict(toy=(1500, 8, 64, 20000), digits=(800, 4, 128), vae=(10, 5000, 200, 32, 300, 4))
+    rows = []
+    if "toy" in sections:
+        rows += toy_rows(*cfg["toy"], peers)
+    if "digits" in sections:
+        rows += digits_rows(*cfg["digits"], peers)
+    if "vae" in sections:
+        rows += vae_rows(*cfg["vae"])
+    df = add_ratios(pd.DataFrame(rows))
+    cols = [
+        c
+        for c in [
+            "section",
+            "dataset",
+            "impl",
+            "model",
+            "test_nll_nats",
+            "floor",
+            "gap",
+            "bits_per_dim",
+            "sec_per_step",
+            "nll_vs_peer",
+            "time_ratio",
+            "neg_elbo",
+        ]
+        if c in df
+    ]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if not quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(RESULTS, index=False)
+    return df
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--sections", nargs="+", default=["toy", "digits", "vae"])
+    args = parser.parse_args()
+    main(args.quick, tuple(args.sections))

@@ -1,0 +1,108 @@
+"""Normalizing flows on Pyro's transforms.
+
+Transforms Pyro lacks (each a ``TransformModule`` or ``Transform``):
+:class:`AdditiveCoupling` (NICE) and its :class:`DiagonalScaling`,
+:class:`ActNorm` (data-dependent initialization), :class:`Squeeze` and
+:class:`MultiscaleSplit` for image tensors, :class:`Sylvester` flows,
+:class:`Inverse` (a module's inverse as a module), :class:`Flip`,
+:class:`MaskedAffineAutoregressive` (Pyro's, with a dtype-safe inverse),
+:class:`LogitTransform`, and the conditional :class:`ConditionalAdditiveCoupling`,
+:class:`ConditionalSplineCoupling` and :class:`ConditionalSylvester`.
+
+Builders (``input_dim -> transform``, optional ``context_dim``): :func:`nice`,
+:func:`realnvp`, :func:`maf`, :func:`iaf`, :func:`planar`, :func:`radial`,
+:func:`sylvester`, :func:`spline`, :func:`glow`; :func:`builder` binds keyword
+arguments for ``AutoNormalizingFlow``.
+
+>>> import torch, pyro.distributions as dist
+>>> from pyro_genmodels import flows
+>>> d = dist.TransformedDistribution(dist.Normal(torch.zeros(2), 1.0).to_event(1),
+...                                  flows.realnvp(2, num_layers=2))
+>>> d.sample((5,)).shape
+torch.Size([5, 2])
+"""
+
+from pyro_genmodels.flows.actnorm import ActNorm
+from pyro_genmodels.flows.autoregressive import (
+    ConditionalMaskedAffineAutoregressive,
+    MaskedAffineAutoregressive,
+)
+from pyro_genmodels.flows.basic import Flip, Inverse, LogitTransform
+from pyro_genmodels.flows.builders import (
+    BUILDERS,
+    INVERTIBLE,
+    builder,
+    iaf,
+    maf,
+    nice,
+    planar,
+    radial,
+    realnvp,
+    spline,
+    sylvester,
+)
+from pyro_genmodels.flows.coupling import (
+    AdditiveCoupling,
+    ConditionalAdditiveCoupling,
+    ConditionalSplineCoupling,
+    DiagonalScaling,
+    additive_coupling,
+    conditional_additive_coupling,
+    conditional_spline_coupling,
+)
+from pyro_genmodels.flows.glow import ConvCoupling, glow
+from pyro_genmodels.flows.multiscale import MultiscaleSplit, Squeeze
+from pyro_genmodels.flows.sylvester import ConditionalSylvester, ConditionedSylvester, Sylvester
+
+TRANSFORMS = (
+    ActNorm,
+    AdditiveCoupling,
+    ConditionalAdditiveCoupling,
+    ConditionalMaskedAffineAutoregressive,
+    ConditionalSplineCoupling,
+    ConditionalSylvester,
+    ConditionedSylvester,
+    DiagonalScaling,
+    Flip,
+    Inverse,
+    LogitTransform,
+    MaskedAffineAutoregressive,
+    MultiscaleSplit,
+    Squeeze,
+    Sylvester,
+)
+
+__all__ = [
+    "BUILDERS",
+    "INVERTIBLE",
+    "TRANSFORMS",
+    "ActNorm",
+    "AdditiveCoupling",
+    "ConditionalAdditiveCoupling",
+    "ConditionalMaskedAffineAutoregressive",
+    "ConditionalSplineCoupling",
+    "ConditionalSylvester",
+    "ConditionedSylvester",
+    "ConvCoupling",
+    "DiagonalScaling",
+    "Flip",
+    "Inverse",
+    "LogitTransform",
+    "MaskedAffineAutoregressive",
+    "MultiscaleSplit",
+    "Squeeze",
+    "Sylvester",
+    "additive_coupling",
+    "builder",
+    "conditional_additive_coupling",
+    "conditional_spline_coupling",
+    "glow",
+    "iaf",
+    "maf",
+    "nice",
+    "planar",
+    "radial",
+    "realnvp",
+    "spline",
+    "sylvester",
+]

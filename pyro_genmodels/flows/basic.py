@@ -1,0 +1,159 @@
+"""Small transforms the builders need: the inverse of a module (keeping its
+parameters registered), a flat<->image reshape, and logit preprocessing."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+from torch.distributions import Transform
+
+from pyro_genmodels.flows._checks import check_cache_size
+
+
+class Inverse(TransformModule):
+    """The inverse ``g = f^{-1}`` of a ``TransformModule`` ``f``, itself a module
+    (``f.inv`` is not an ``nn.Module``, so ``ComposeTransformModule`` would not
+    register its parameters); ``log|det J_g(x)| = -log|det J_f(g(x))|``.
+
+    MAF is ``Inverse(AffineAutoregressive(...))``: its density direction (data to
+    base) is the autoregressive network's single forward pass.
+
+    >>> import torch
+    >>> from pyro.distributions.transforms import affine_autoregressive
+    >>> f = affine_autoregressive(3)
+    >>> g = Inverse(f)
+    >>> x = torch.randn(2, 3)
+    >>> bool(torch.allclose(g.inv(g(x)), x, atol=1e-5))
+    True
+    """
+
+    def __init__(self, transform: TransformModule, cache_size: int = 1) -> None:
+        super().__init__(cache_size=check_cache_size(cache_size))
+        if not isinstance(transform, Transform):
+            raise TypeError(f"transform must be a torch Transform, got {type(transform).__name__}")
+        self.base = transform
+        self.bijective = transform.bijective
+        self.autoregressive = getattr(transform, "autoregressive", False)
+
+    @property
+    def sign(self) -> int:
+        return self.base.sign
+
+    @constraints.dependent_property(is_discrete=False)
+    def domain(self) -> constraints.Constraint:
+        return self.base.codomain
+
+    @constraints.dependent_property(is_discrete=False)
+    def codomain(self) -> constraints.Constraint:
+        return self.base.domain
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.inv(x)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.base(y)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -self.base.log_abs_det_jacobian(y, x)
+
+    def forward_shape(self, shape: torch.Size) -> torch.Size:
+        return self.base.inverse_shape(shape)
+
+    def inverse_shape(self, shape: torch.Size) -> torch.Size:
+        return self.base.forward_shape(shape)
+
+
+class LogitTransform(Transform):
+    """Logit preprocessing, base direction ``y = (sigmoid(x) - a) / (1 - 2a)``,
+    data direction ``x = logit(a + (1 - 2a) y)``; elementwise
+    ``log|dy/dx| = -softplus(-x) - softplus(x) - log(1 - 2a)``.
+
+    Put last in a flow so that ``log_prob`` is a density of data ``y`` in
+    ``[0, 1]`` (the original, dequantized pixel space): no rescaling of the
+    reported likelihood is needed.
+
+    Args:
+        alpha: ``a`` in ``[0, 0.5)``, keeps ``logit`` away from 0 and 1.
+
+    >>> import torch
+    >>> t = LogitTransform(0.05)
+    >>> t(t.inv(torch.tensor([0.0, 0.5, 1.0])))
+    tensor([0.0000, 0.5000, 1.0000])
+
+    References:
+        Density estimation using Real NVP. L. Dinh, J. Sohl-Dickstein, S. Bengio,
+        2017 (section 4.1).
+    """
+
+    domain = constraints.real
+    bijective = True
+    sign = 1
+
+    def __init__(self, alpha: float = 0.05, cache_size: int = 0) -> None:
+        super().__init__(cache_size=check_cache_size(cache_size))
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise TypeError(f"alpha must be a float in [0, 0.5), got {alpha!r}")
+        if not 0 <= alpha < 0.5:
+            raise ValueError(f"alpha must be a float in [0, 0.5), got {alpha!r}")
+        self.alpha = float(alpha)
+        width = 1 - 2 * self.alpha
+        self.codomain = constraints.interval(-self.alpha / width, (1 - self.alpha) / width)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LogitTransform) and other.alpha == self.alpha
+
+    def with_cache(self, cache_size: int = 1) -> LogitTransform:
+        return self if self._cache_size == cache_size else LogitTransform(self.alpha, cache_size)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.sigmoid(x) - self.alpha) / (1 - 2 * self.alpha)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        p = self.alpha + (1 - 2 * self.alpha) * y
+        return torch.logit(p)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return -F.softplus(-x) - F.softplus(x) - math.log(1 - 2 * self.alpha)
+
+
+class Flip(Transform):
+    """Reverses the order of a vector's entries, ``y_i = x_{D-1-i}``; ``log|det J| = 0``.
+
+    The permutation between coupling or autoregressive layers; it holds no tensor,
+    so it follows its input to any device.
+
+    >>> import torch
+    >>> Flip()(torch.tensor([1.0, 2.0, 3.0]))
+    tensor([3., 2., 1.])
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    volume_preserving = True
+
+    def __init__(self, cache_size: int = 0) -> None:
+        super().__init__(cache_size=check_cache_size(cache_size))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Flip)
+
+    def with_cache(self, cache_size: int = 1) -> Flip:
+        return self if self._cache_size == cache_size else Flip(cache_size)
+
+    @property
+    def sign(self) -> int:
+        raise NotImplementedError("the sign of a reversal depends on the dimension")
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y.flip(-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[:-1])
