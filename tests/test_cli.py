@@ -45,12 +45,12 @@ def test_zoo_writes_report(tmp_path):
 
 
 def test_every_zoo_entry_builds():
-    from pyro_genmodels.data import load
-
-    data = load("digits", binarize=True)
-    for name in zoo.ZOO:
-        setup = zoo.build(name, data, z_dim=2, hidden=8)
-        assert sum(p.numel() for p in setup.module.parameters()) > 0
+    for name, entry in zoo.ZOO.items():
+        data = zoo.dataset_for(name, "digits")
+        assert data.binarized == entry.binarize
+        setup = zoo.build(name, data)
+        assert sum(p.numel() for p in setup.module.parameters()) > 0, name
+        assert setup.test and setup.test[0].shape[0] == data.test.shape[0], name
 
 
 def test_cli_bad_input(tmp_path, capsys):
