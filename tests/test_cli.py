@@ -80,3 +80,11 @@ def test_zoo_registry_rules():
     assert zoo.dataset_for("vae", "digits").binarized
     with pytest.raises(ValueError, match="unknown models"):
         zoo.run("digits", ["vae", "nope"])
+
+
+def test_zoo_options_are_checked_per_entry(tmp_path):
+    with pytest.raises(ValueError, match="takes options"):
+        zoo.build("vae", zoo.dataset_for("vae", "digits"), no_such_option=1)
+    # the CLI passes --z-dim only to the entries that have a latent
+    out = main(["zoo", "--models", "vae,flow-nice", "--out", str(tmp_path), *TINY])
+    assert list(out["table"]["model"]) == ["vae", "flow-nice"]

@@ -17,6 +17,7 @@ zoo is first used, so a new family needs no edit of this file. The CLI
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import time
 from collections.abc import Callable
@@ -115,7 +116,16 @@ def build(name: str, data: Dataset, **kwargs: Any) -> Setup:
     if name not in ZOO:
         raise ValueError(f"unknown model {name!r}; the zoo has {sorted(ZOO)}")
     entry = ZOO[name]
+    unknown = sorted(set(kwargs) - set(options(name)))
+    if unknown:
+        raise ValueError(f"zoo entry {name!r} takes options {options(name)}, got {unknown}")
     return entry.build(data, **{**entry.defaults, **kwargs})
+
+
+def options(name: str) -> list[str]:
+    """The keyword options of zoo entry ``name``'s builder (e.g. ``["hidden", "z_dim"]``)."""
+    params = inspect.signature(ZOO[name].build).parameters.values()
+    return sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def dataset_for(name: str, data: Dataset | str) -> Dataset:
@@ -171,7 +181,8 @@ def run(
     """Trains and scores every named zoo entry.
 
     ``data`` is a :class:`~pyro_genmodels.data.Dataset` used for every entry, or
-    a dataset name loaded per entry in the variant it needs. Returns a table
+    a dataset name loaded per entry in the variant it needs. Each entry gets the
+    ``kwargs`` its builder accepts (see :func:`options`). Returns a table
     (one row per model: name, family, test NLL in nats and bits/dim, the
     estimator, other metrics, train and evaluation seconds) and, per model,
     its setup, training history and dataset.
@@ -188,7 +199,8 @@ def run(
         dataset = dataset_for(name, data)
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
-        setup = build(name, dataset, **kwargs)
+        accepted = options(name)
+        setup = build(name, dataset, **{k: v for k, v in kwargs.items() if k in accepted})
         start = time.perf_counter()
         history = fit(
             setup.model,
