@@ -3,6 +3,8 @@
 Today: :class:`BernoulliMixture`, the EM-fitted baseline for binary images.
 """
 
+from pyro_genmodels.distributions.autoregressive import AutoregressiveDistribution
 from pyro_genmodels.distributions.mixture import BernoulliMixture
 
 __all__ = ["BernoulliMixture"]
+__all__ += ["AutoregressiveDistribution"]
