@@ -8,6 +8,7 @@ import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
