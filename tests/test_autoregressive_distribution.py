@@ -190,6 +190,25 @@ def test_predictive_with_context(device, dtype):
     assert bool(((out["x"] == 0) | (out["x"] == 1)).all())
 
 
+@pytest.mark.parametrize(
+    "make", [lambda: MADE(5, [8], context_dim=3), lambda: NADE(5, 6, context_dim=3)]
+)
+def test_class_label_context_equals_one_hot(make, device, dtype):
+    net = make().to(device=device, dtype=dtype)
+    labels = torch.tensor([0, 2, 1], device=device)
+    x = (torch.rand(3, 5, device=device) < 0.5).to(dtype)
+    by_label = AutoregressiveDistribution(net, context=labels)
+    by_vector = AutoregressiveDistribution(
+        net, context=torch.eye(3, device=device, dtype=dtype)[labels]
+    )
+    assert by_label.batch_shape == (3,)
+    assert torch.equal(by_label.log_prob(x), by_vector.log_prob(x))
+    with pytest.raises(ValueError, match=r"class labels used as context must lie in \[0, 3\)"):
+        AutoregressiveDistribution(net, context=torch.tensor([3], device=device))
+    with pytest.raises(TypeError, match="context_dim = number of classes"):
+        AutoregressiveDistribution(NADE(5, 6), context=torch.tensor([0]))
+
+
 def test_bad_inputs():
     net = NADE(4, 3)
     d = AutoregressiveDistribution(net)

@@ -173,7 +173,8 @@ class AutoregressiveDistribution(TorchDistribution):
         likelihood: ``"bernoulli"`` (P = 1), ``"categorical"`` (P = K levels),
             ``"gaussian"`` (P = 2: loc, log-scale) or ``"dmol"`` (discretized
             mixture of ``P/3`` logistics over ``levels`` integer values).
-        context: optional ``(*batch, context_dim)`` conditioning vector (e.g. one-hot labels).
+        context: optional ``(*batch, context_dim)`` float conditioning vector, or integer
+            class labels ``(*batch,)`` in ``[0, context_dim)`` (one-hot encoded here).
         temperature: > 0; divides logits / multiplies scales when sampling.
         length: sequence length ``T`` for sequence conditioners (RNN).
         lengths: optional ``(*batch,)`` integer valid lengths of padded sequences:
@@ -233,10 +234,25 @@ class AutoregressiveDistribution(TorchDistribution):
             raise ValueError(f"lengths must lie in [0, {event_shape[0]}], got {lengths.tolist()}")
         self.lengths = lengths
         self.context = self._check_context(context)
-        shapes = [] if context is None else [context.shape[:-1]]
+        shapes = [] if self.context is None else [self.context.shape[:-1]]
         shapes += [] if lengths is None else [lengths.shape]
         batch_shape = torch.broadcast_shapes(*shapes) if shapes else torch.Size()
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    def _one_hot_labels(self, labels: torch.Tensor, dim: int) -> torch.Tensor:
+        """Integer class labels ``(*batch,)`` as one-hot contexts ``(*batch, dim)``."""
+        if dim == 0 or labels.dtype == torch.bool:
+            raise TypeError(
+                f"integer context (class labels) needs a conditioner with context_dim = number "
+                f"of classes > 0, got context_dim={dim} and labels of dtype {labels.dtype}"
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= dim):
+            raise ValueError(
+                f"class labels used as context must lie in [0, {dim}), got values in "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
+        param = next(self.conditioner.parameters())
+        return torch.nn.functional.one_hot(labels.long(), dim).to(param.dtype)
 
     def _check_context(self, context: torch.Tensor | None) -> torch.Tensor | None:
         dim = self.conditioner.context_dim
@@ -246,6 +262,8 @@ class AutoregressiveDistribution(TorchDistribution):
                     f"the conditioner needs a context of shape (*batch, {dim}), got None"
                 )
             return None
+        if isinstance(context, torch.Tensor) and not context.is_floating_point():
+            return self._one_hot_labels(context, dim)
         if not isinstance(context, torch.Tensor) or context.dim() == 0:
             raise TypeError(f"context must be a Tensor (*batch, {dim}), got {_describe(context)}")
         if context.shape[-1] != dim:
