@@ -1,13 +1,10 @@
 """Smoke runs of the autoregressive examples: each ``main(quick=True)`` trains briefly."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from example_loader import load_example as _load
 
 
 @pytest.fixture(autouse=True)
@@ -17,13 +14,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_autoregressive_digits_quick(capsys, tmp_path):

@@ -1,17 +1,8 @@
 """Smoke runs of the flow examples: each ``main(quick=True)`` trains briefly."""
 
-import importlib.util
 import math
-from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from example_loader import load_example as _load
 
 
 def test_flow_toy2d_quick(capsys):
