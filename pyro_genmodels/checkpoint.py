@@ -153,14 +153,11 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike, *, versioned: bool = True) -> Any:
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU).
 
     Args:
         path: the file.
-        versioned: check that it is a training checkpoint of format
-            ``FORMAT_VERSION``; ``False`` loads any weights-only dict (e.g. a
-            module's ``state_dict`` saved with :func:`save_checkpoint`).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -176,8 +173,6 @@ def load_checkpoint(path: str | os.PathLike, *, versioned: bool = True) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not versioned:
-        return payload
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise ValueError(
             f"{str(path)!r} is not a pyro_genmodels checkpoint: expected a dict with a "
