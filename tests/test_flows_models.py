@@ -230,7 +230,7 @@ def test_auto_normalizing_flow_guide_recovers_a_gaussian_posterior():
 
 
 def test_actnorm_initializes_from_the_first_data_batch(tmp_path):
-    flow = FlowDensity(3, "realnvp", num_layers=2, hidden_dims=[8], norm="actnorm")
+    flow = FlowDensity(3, "realnvp", num_layers=2, hidden_dims=[8], norm="actnorm", mask="halves")
     x = torch.randn(500, 3) * torch.tensor([1.0, 5.0, 0.1]) + 3.0
     flow.log_prob(x)
     first = [m for m in flow.modules() if isinstance(m, flows.ActNorm)][-1]  # data side
@@ -239,7 +239,7 @@ def test_actnorm_initializes_from_the_first_data_batch(tmp_path):
     assert torch.allclose(z.mean(0), torch.zeros(3), atol=1e-5)
     assert torch.allclose(z.std(0, correction=0), torch.ones(3), atol=1e-4)
     torch.save(flow.state_dict(), tmp_path / "f.pt")
-    again = FlowDensity(3, "realnvp", num_layers=2, hidden_dims=[8], norm="actnorm")
+    again = FlowDensity(3, "realnvp", num_layers=2, hidden_dims=[8], norm="actnorm", mask="halves")
     again.load_state_dict(torch.load(tmp_path / "f.pt", weights_only=True))
     assert torch.equal(again.log_prob(x), flow.log_prob(x))  # no re-initialization
 
@@ -259,6 +259,31 @@ def test_glow_multiscale_on_digits_images():
     lp = flow.log_prob(x)
     assert lp.shape == (20,) and torch.isfinite(lp).all()
     assert flow.sample(3).shape == (3, 64)
+
+
+def test_class_conditional_multiscale_glow_learns_the_label():
+    """p(x | y) with labels entering every coupling network as constant channels:
+    after training, the true label scores its digit higher than a wrong one."""
+    data = pgm.data.load("digits", binarize=False)
+    torch.manual_seed(0)
+    flow = FlowDensity(
+        64,
+        "glow",
+        num_layers=2,
+        hidden_dims=[16],
+        image_shape=(1, 8, 8),
+        num_classes=10,
+        preprocess="logit",
+        levels=17,
+    )
+    x, y = data.train[:500] * 17, data.train_labels[:500]
+    pgm.fit(flow.model, flow.guide, (x, y), epochs=3, batch_size=50, progress=False)
+    xt = data.test[:100] * 17
+    yt = data.test_labels[:100]
+    true = flow.log_prob(xt, yt)
+    wrong = flow.log_prob(xt, (yt + 5) % 10)
+    assert (true > wrong).float().mean() > 0.8
+    assert flow.sample(4, context=torch.arange(4)).shape == (4, 64)
 
 
 @pytest.mark.parametrize(
@@ -306,8 +331,14 @@ def test_transforms_and_builders_reject_bad_arguments():
         flows.Squeeze((1, 4, 4))(torch.zeros(2, 1, 4, 2))
     with pytest.raises(ValueError, match="divisible by 2\\*\\*levels"):
         flows.glow(36, image_shape=(1, 6, 6), levels=2)
-    with pytest.raises(ValueError, match="does not take a context"):
-        flows.glow(64, image_shape=(1, 8, 8), context_dim=2)
+    with pytest.raises(ValueError, match="mask must be one of"):
+        flows.realnvp(4, mask="checker")
+    with pytest.raises(ValueError, match="cache_size must be 0 or 1"):
+        flows.maf(4, cache_size=2)
+    with pytest.raises(ValueError, match="log_scale_bound must be a positive float"):
+        flows.AffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound=0.0)
+    with pytest.raises(ValueError, match="takes context_dim=None context"):
+        flows.ConvCoupling((1, 2, 2), 1, 4)(torch.zeros(1, 4), context=torch.zeros(1, 2))
     with pytest.raises(ValueError, match="alpha must be"):
         flows.LogitTransform(0.7)
     with pytest.raises(ValueError, match="event_dim must be 1"):

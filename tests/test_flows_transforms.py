@@ -65,7 +65,11 @@ def _split(cache_size):
 
 
 def _b(name, **kw):
-    return lambda cache_size: flows.BUILDERS[name](**kw)
+    return lambda cache_size: flows.BUILDERS[name](cache_size=cache_size, **kw)
+
+
+def _conditional_split(cache_size):
+    return flows.ConditionalMultiscaleSplit(flows.conditional_additive_coupling(2, C, [8]), 2, -1)
 
 
 CASES: dict[str, Case] = {
@@ -75,6 +79,18 @@ CASES: dict[str, Case] = {
     "ConditionalAdditiveCoupling": Case(
         lambda c: flows.conditional_additive_coupling(4, C, [8]), (4,), True, caches=(1,)
     ),
+    "AffineCoupling": Case(
+        lambda c: flows.AffineCoupling(1, pyro.nn.DenseNN(1, [8], [3, 3]), cache_size=c), (4,)
+    ),
+    "ConditionalAffineCoupling": Case(
+        lambda c: flows.ConditionalAffineCoupling(
+            3, pyro.nn.ConditionalDenseNN(3, C, [8], [1, 1]), cache_size=c
+        ),
+        (4,),
+        True,
+    ),
+    "ConditionalMultiscaleSplit": Case(_conditional_split, (3,), True, caches=(1,)),
+    "EvenOdd": Case(lambda c: flows.EvenOdd(cache_size=c), (5,)),
     "ConditionalSplineCoupling": Case(
         lambda c: flows.conditional_spline_coupling(4, C, [8]), (4,), True, caches=(1,)
     ),
@@ -117,33 +133,41 @@ CASES: dict[str, Case] = {
 for _name in flows.BUILDERS:
     _kw = dict(input_dim=4, num_layers=2, hidden_dims=[8])
     _inv = _name in flows.INVERTIBLE
-    CASES[f"builder:{_name}"] = Case(_b(_name, **_kw), (4,), invertible=_inv, caches=(1,))
-    CASES[f"builder:{_name}|context"] = Case(
-        _b(_name, context_dim=C, **_kw), (4,), True, _inv, caches=(1,)
-    )
+    CASES[f"builder:{_name}"] = Case(_b(_name, **_kw), (4,), invertible=_inv)
+    CASES[f"builder:{_name}|context"] = Case(_b(_name, context_dim=C, **_kw), (4,), True, _inv)
     if _name in ("maf", "iaf"):  # one layer: the Jacobian is triangular in the identity order
         CASES[f"builder:{_name}|1 layer"] = Case(
-            _b(_name, input_dim=4, num_layers=1, hidden_dims=[8]), (4,), False, _inv, True, (1,)
+            _b(_name, input_dim=4, num_layers=1, hidden_dims=[8]), (4,), False, _inv, True
+        )
+for _name in ("nice", "realnvp", "spline"):  # odd D: the alternating split sizes differ
+    for _mask in flows.MASKS:
+        CASES[f"builder:{_name}|D=5 {_mask}"] = Case(
+            _b(_name, input_dim=5, num_layers=3, hidden_dims=[8], mask=_mask), (5,)
         )
 CASES["builder:spline-autoregressive|1 layer"] = Case(
     _b("spline", input_dim=4, num_layers=1, hidden_dims=[8], kind="autoregressive"),
     (4,),
     autoregressive=True,
-    caches=(1,),
 )
 CASES["builder:spline-autoregressive|context"] = Case(
     _b("spline", input_dim=4, num_layers=1, context_dim=C, hidden_dims=[8], kind="autoregressive"),
     (4,),
     conditional=True,
-    caches=(1,),
 )
 CASES["builder:glow-image"] = Case(
-    _b("glow", input_dim=16, num_layers=1, hidden_dims=[4], image_shape=(1, 4, 4)),
+    _b("glow", input_dim=16, num_layers=1, hidden_dims=[4], image_shape=(1, 4, 4)), (16,)
+)
+CASES["builder:glow-image|context"] = Case(
+    _b("glow", input_dim=16, num_layers=1, hidden_dims=[4], image_shape=(1, 4, 4), context_dim=C),
     (16,),
-    caches=(1,),
+    conditional=True,
+)
+CASES["builder:glow-image|2 levels"] = Case(
+    _b("glow", input_dim=64, num_layers=1, hidden_dims=[4], image_shape=(1, 8, 8), levels=2),
+    (64,),
 )
 CASES["builder:realnvp-actnorm"] = Case(
-    _b("realnvp", input_dim=4, num_layers=2, hidden_dims=[8], norm="actnorm"), (4,), caches=(1,)
+    _b("realnvp", input_dim=4, num_layers=2, hidden_dims=[8], norm="actnorm"), (4,)
 )
 
 PARAMS = [
@@ -337,3 +361,48 @@ def test_registry_lists_every_public_transform_and_builder():
     assert {n.split(":")[1].split("|")[0] for n in CASES if n.startswith("builder:")} >= set(
         flows.BUILDERS
     )
+
+
+def _layers(t):
+    """Every transform inside ``t`` (parts of compositions, inverses' bases, splits)."""
+    stack, out = [t], []
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Transform) and all(t is not o for o in out):
+            out.append(t)
+            stack += list(getattr(t, "parts", ()))
+            stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
+            if isinstance(t._inv, Transform):
+                stack.append(t._inv)
+    return out
+
+
+@pytest.mark.parametrize("cache", [0, 1])
+@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("builder:")))
+def test_builder_cache_size_reaches_every_layer(name, cache):
+    _, t, _, _ = _instantiate(name, cache, "fwd", "cpu")
+    sizes = {type(p).__name__: p._cache_size for p in _layers(t)}
+    assert set(sizes.values()) == {cache}, sizes
+
+
+@pytest.mark.parametrize("name", ["nice", "realnvp", "spline"])
+@pytest.mark.parametrize("dim", [5, 6])
+def test_alternate_mask_conditions_on_odd_then_even_entries(name, dim):
+    """One coupling layer, density direction: every input that is copied (the
+    conditioning set) moves all transformed outputs, every transformed input moves
+    one output. With ``mask="alternate"`` the conditioning set is the odd entries;
+    with ``"halves"`` the last ``D // 2``."""
+    for mask, expected in (
+        ("alternate", set(range(1, dim, 2))),
+        ("halves", set(range(dim - dim // 2, dim))),
+    ):
+        torch.manual_seed(0)
+        flow = flows.BUILDERS[name](dim, num_layers=1, hidden_dims=[8], mask=mask).double()
+        _randomize_zero_params(flow)
+        with torch.no_grad():
+            for p in flow.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+        x = torch.randn(dim, dtype=torch.float64)
+        jac = torch.autograd.functional.jacobian(flow.inv, x)
+        moved = (jac.abs() > 1e-12).sum(0)  # outputs each input moves
+        assert {i for i in range(dim) if moved[i] > 1} == expected, (mask, moved)

@@ -2,17 +2,20 @@
 
 Transforms Pyro lacks (each a ``TransformModule`` or ``Transform``):
 :class:`AdditiveCoupling` (NICE) and its :class:`DiagonalScaling`,
+:class:`AffineCoupling` (Real NVP's, in the density direction, soft-clamped),
 :class:`ActNorm` (data-dependent initialization), :class:`Squeeze` and
 :class:`MultiscaleSplit` for image tensors, :class:`Sylvester` flows,
-:class:`Inverse` (a module's inverse as a module), :class:`Flip`,
+:class:`Inverse` (a module's inverse as a module), :class:`Flip`, :class:`EvenOdd`,
 :class:`MaskedAffineAutoregressive` (Pyro's, with a dtype-safe inverse),
 :class:`LogitTransform`, and the conditional :class:`ConditionalAdditiveCoupling`,
-:class:`ConditionalSplineCoupling` and :class:`ConditionalSylvester`.
+:class:`ConditionalAffineCoupling`, :class:`ConditionalSplineCoupling`,
+:class:`ConditionalMultiscaleSplit` and :class:`ConditionalSylvester`.
+:func:`set_cache_size` sets the cache size of every layer of a flow.
 
 Builders (``input_dim -> transform``, optional ``context_dim``): :func:`nice`,
 :func:`realnvp`, :func:`maf`, :func:`iaf`, :func:`planar`, :func:`radial`,
-:func:`sylvester`, :func:`spline`, :func:`glow`; :func:`builder` binds keyword
-arguments for ``AutoNormalizingFlow``.
+:func:`sylvester`, :func:`spline`, :func:`glow`, each taking ``cache_size``;
+:func:`builder` binds keyword arguments for ``AutoNormalizingFlow``.
 
 >>> import torch, pyro.distributions as dist
 >>> from pyro_genmodels import flows
@@ -27,10 +30,11 @@ from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
     MaskedAffineAutoregressive,
 )
-from pyro_genmodels.flows.basic import Flip, Inverse, LogitTransform
+from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, LogitTransform, set_cache_size
 from pyro_genmodels.flows.builders import (
     BUILDERS,
     INVERTIBLE,
+    MASKS,
     builder,
     iaf,
     maf,
@@ -43,26 +47,33 @@ from pyro_genmodels.flows.builders import (
 )
 from pyro_genmodels.flows.coupling import (
     AdditiveCoupling,
+    AffineCoupling,
     ConditionalAdditiveCoupling,
+    ConditionalAffineCoupling,
     ConditionalSplineCoupling,
     DiagonalScaling,
     additive_coupling,
     conditional_additive_coupling,
     conditional_spline_coupling,
+    soft_clamp,
 )
 from pyro_genmodels.flows.glow import ConvCoupling, glow
-from pyro_genmodels.flows.multiscale import MultiscaleSplit, Squeeze
+from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
 from pyro_genmodels.flows.sylvester import ConditionalSylvester, ConditionedSylvester, Sylvester
 
 TRANSFORMS = (
     ActNorm,
     AdditiveCoupling,
+    AffineCoupling,
     ConditionalAdditiveCoupling,
+    ConditionalAffineCoupling,
     ConditionalMaskedAffineAutoregressive,
+    ConditionalMultiscaleSplit,
     ConditionalSplineCoupling,
     ConditionalSylvester,
     ConditionedSylvester,
     DiagonalScaling,
+    EvenOdd,
     Flip,
     Inverse,
     LogitTransform,
@@ -75,16 +86,21 @@ TRANSFORMS = (
 __all__ = [
     "BUILDERS",
     "INVERTIBLE",
+    "MASKS",
     "TRANSFORMS",
     "ActNorm",
     "AdditiveCoupling",
+    "AffineCoupling",
     "ConditionalAdditiveCoupling",
+    "ConditionalAffineCoupling",
     "ConditionalMaskedAffineAutoregressive",
+    "ConditionalMultiscaleSplit",
     "ConditionalSplineCoupling",
     "ConditionalSylvester",
     "ConditionedSylvester",
     "ConvCoupling",
     "DiagonalScaling",
+    "EvenOdd",
     "Flip",
     "Inverse",
     "LogitTransform",
@@ -104,5 +120,7 @@ __all__ = [
     "radial",
     "realnvp",
     "spline",
+    "set_cache_size",
+    "soft_clamp",
     "sylvester",
 ]

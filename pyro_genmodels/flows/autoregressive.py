@@ -1,8 +1,12 @@
-"""Pyro's affine autoregressive layer with a dtype- and device-safe inverse.
+"""Pyro's affine autoregressive layer with a soft-clamped log-scale and a dtype-
+and device-safe inverse.
 
 Pyro's ``AffineAutoregressive._inverse`` starts from ``torch.zeros`` in the
-default dtype, so float64 flows fail in the sampling direction of MAF. These
-subclasses keep Pyro's forward pass, log-det and caching and fix the inverse.
+default dtype, so float64 flows fail in the sampling direction of MAF, and its
+hard clamp of the log-scale to ``[-5, 3]`` passes gradients through values it
+has cut. These subclasses keep Pyro's log-det and caching, soft-clamp the
+log-scale (:func:`~pyro_genmodels.flows.coupling.soft_clamp`, as ``zuko`` does)
+and fix the inverse.
 
 References:
     Masked Autoregressive Flow for Density Estimation. G. Papamakarios,
@@ -21,20 +25,17 @@ from pyro.distributions.util import copy_docs_from
 from pyro.nn.auto_reg_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 
 from pyro_genmodels.flows._checks import check_event
-
-
-def _clamp(t: AffineAutoregressive, log_scale: torch.Tensor) -> torch.Tensor:
-    """Pyro's ``clamp_preserve_gradients``: clamps values, keeps the identity gradient."""
-    clamped = log_scale.clamp(t.log_scale_min_clip, t.log_scale_max_clip)
-    return log_scale + (clamped - log_scale).detach()
+from pyro_genmodels.flows.coupling import soft_clamp
 
 
 class MaskedAffineAutoregressive(AffineAutoregressive):
     """``y_i = mu_i(x_{<i}) + exp(a_i(x_{<i})) x_i`` (Pyro's ``AffineAutoregressive``,
-    ``stable=False``) whose inverse, ``D`` MADE passes, keeps ``y``'s dtype and device.
+    ``stable=False``) with ``a`` soft-clamped to ``(-bound, bound)``; the inverse,
+    ``D`` MADE passes, keeps ``y``'s dtype and device.
 
     Args:
         autoregressive_nn: a ``pyro.nn.AutoRegressiveNN`` with ``param_dims=[1, 1]``.
+        log_scale_bound: the soft clamp's bound.
 
     Shapes ``(*, D) -> (*, D)``.
 
@@ -46,22 +47,30 @@ class MaskedAffineAutoregressive(AffineAutoregressive):
     torch.float64
     """
 
-    def __init__(self, autoregressive_nn, **kwargs) -> None:
-        if kwargs.get("stable", False):
-            raise ValueError("stable=True is not supported; use Pyro's AffineAutoregressive")
-        super().__init__(autoregressive_nn, **kwargs)
+    def __init__(self, autoregressive_nn, log_scale_bound: float = 7.0) -> None:
+        super().__init__(autoregressive_nn)
+        if isinstance(log_scale_bound, bool) or not log_scale_bound > 0:
+            raise ValueError(f"log_scale_bound must be a positive float, got {log_scale_bound!r}")
+        self.log_scale_bound = float(log_scale_bound)
+
+    def _log_scale(self, raw: torch.Tensor) -> torch.Tensor:
+        return soft_clamp(raw, self.log_scale_bound)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         check_event(x, "x", (len(self.arn.permutation),))
-        return super()._call(x)
+        mean, raw = self.arn(x)
+        self._cached_log_scale = self._log_scale(raw)
+        return torch.exp(self._cached_log_scale) * x + mean
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         check_event(y, "y", (len(self.arn.permutation),))
         x = [torch.zeros_like(y[..., 0])] * y.size(-1)
         for idx in self.arn.permutation.tolist():
             mean, log_scale = self.arn(torch.stack(x, dim=-1))
-            x[idx] = (y[..., idx] - mean[..., idx]) * torch.exp(-_clamp(self, log_scale[..., idx]))
-        self._cached_log_scale = _clamp(self, log_scale)
+            x[idx] = (y[..., idx] - mean[..., idx]) * torch.exp(
+                -self._log_scale(log_scale[..., idx])
+            )
+        self._cached_log_scale = self._log_scale(log_scale)
         return torch.stack(x, dim=-1)
 
 

@@ -157,3 +157,85 @@ class Flip(Transform):
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.new_zeros(x.shape[:-1])
+
+
+class EvenOdd(Transform):
+    """Puts the even-indexed entries first, ``y = (x_0, x_2, ..., x_1, x_3, ...)``;
+    ``log|det J| = 0``.
+
+    Between it and its inverse, coupling layers that split a vector in halves
+    condition on the even and the odd entries in turn: the alternating
+    (checkerboard) masks of NICE and Real NVP. It holds no tensor.
+
+    >>> import torch
+    >>> t = EvenOdd()
+    >>> t(torch.arange(5.0)), t.inv(t(torch.arange(5.0)))
+    (tensor([0., 2., 4., 1., 3.]), tensor([0., 1., 2., 3., 4.]))
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    volume_preserving = True
+
+    def __init__(self, cache_size: int = 0) -> None:
+        super().__init__(cache_size=check_cache_size(cache_size))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EvenOdd)
+
+    def with_cache(self, cache_size: int = 1) -> EvenOdd:
+        return self if self._cache_size == cache_size else EvenOdd(cache_size)
+
+    @property
+    def sign(self) -> int:
+        raise NotImplementedError("the sign of the permutation depends on the dimension")
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        evens = (y.shape[-1] + 1) // 2
+        x = torch.empty_like(y)
+        x[..., 0::2] = y[..., :evens]
+        x[..., 1::2] = y[..., evens:]
+        return x
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[:-1])
+
+
+def set_cache_size(transform: Transform, cache_size: int) -> Transform:
+    """Sets ``cache_size`` (0 or 1) on ``transform`` and on every transform inside it
+    (the parts of compositions, the base of an :class:`Inverse`, the inner transform
+    of a split, submodules); returns ``transform``.
+
+    ``torch``'s ``with_cache`` changes only the outermost cache of a composition;
+    with ``cache_size=0`` here, no layer returns a remembered input, so every
+    inverse and log-det is recomputed.
+
+    >>> from pyro_genmodels.flows import realnvp
+    >>> flow = set_cache_size(realnvp(4, num_layers=1), 0)
+    >>> {t._cache_size for t in flow.parts}
+    {0}
+    """
+    check_cache_size(cache_size)
+    stack, seen = [transform], set()
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if isinstance(t, Transform):
+            t._cache_size = cache_size
+            if cache_size == 1 and not hasattr(t, "_cached_x_y"):
+                t._cached_x_y = None, None
+            if isinstance(t._inv, Transform):  # torch's inverse holds its base
+                stack.append(t._inv)
+            else:  # a weak reference: an inverse made earlier keeps the old cache size
+                t._inv = None
+        stack += list(getattr(t, "parts", ()))
+        stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
+        if isinstance(t, torch.nn.Module):
+            stack += list(t.children())
+    return transform

@@ -4,9 +4,10 @@
 given ``context_dim``, as a ``ConditionalTransformModule`` whose
 ``condition(context)`` is the flow for that context.
 
-Every builder's permutations are deterministic (reversals, or fixed orders in
-autoregressive networks), so a model rebuilt from the same arguments accepts a
-saved ``state_dict``.
+Every builder's permutations are deterministic (reversals, even/odd
+interleaving, or fixed orders in autoregressive networks), so a model rebuilt
+from the same arguments accepts a saved ``state_dict``. ``cache_size`` (0 or 1)
+is set on every layer (:func:`~pyro_genmodels.flows.set_cache_size`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
     MaskedAffineAutoregressive,
 )
-from pyro_genmodels.flows.basic import Flip, Inverse
+from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, set_cache_size
 from pyro_genmodels.flows.coupling import (
     AdditiveCoupling,
+    AffineCoupling,
     ConditionalAdditiveCoupling,
+    ConditionalAffineCoupling,
     ConditionalSplineCoupling,
     DiagonalScaling,
     _spline_param_dims,
@@ -40,6 +43,7 @@ from pyro_genmodels.flows.sylvester import ConditionalSylvester, Sylvester
 
 Flow = ComposeTransformModule | ConditionalComposeTransformModule
 NORMS = (None, "actnorm", "batchnorm")
+MASKS = ("alternate", "halves")
 
 
 def default_hidden(input_dim: int) -> list[int]:
@@ -54,10 +58,36 @@ def _args(input_dim: object, num_layers: object, context_dim: object, least: int
         check_int("context_dim", context_dim)
 
 
-def _compose(parts: list, context_dim: int | None) -> Flow:
+class _ConditionalCompose(ConditionalComposeTransformModule):
+    """Pyro's conditional composition whose conditioned flows carry the cache size
+    on every layer."""
+
+    def condition(self, context: torch.Tensor) -> ComposeTransformModule:
+        parts = [t.condition(context) for t in self.transforms]
+        return set_cache_size(ComposeTransformModule(parts), self._cache_size)
+
+
+def _compose(parts: list, context_dim: int | None, cache_size: int = 1) -> Flow:
     if context_dim is None:
-        return ComposeTransformModule(parts, cache_size=1)
-    return ConditionalComposeTransformModule(parts, cache_size=1)
+        return set_cache_size(ComposeTransformModule(parts, cache_size=1), cache_size)
+    return set_cache_size(_ConditionalCompose(parts, cache_size=cache_size), cache_size)
+
+
+def _couplings(input_dim: int, num_layers: int, mask: str, layer: Callable) -> list[Transform]:
+    """``layer(split_dim)`` (a list of transforms) ``num_layers`` times, reversals
+    between. ``mask="halves"`` splits at ``D // 2``; ``"alternate"`` wraps the stack in
+    :class:`EvenOdd`, so the layers condition on the even and the odd entries in turn
+    (split sizes alternate for odd ``D``)."""
+    if mask not in MASKS:
+        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+    d, parts = input_dim // 2, []
+    for i in range(num_layers):
+        # the density direction meets the layers last to first, each after a reversal
+        evens_first = mask == "alternate" and (num_layers - 1 - i) % 2 == 1
+        parts += [*layer(input_dim - d if evens_first else d), Flip()]
+    if mask == "halves" or input_dim == 2:  # EvenOdd is the identity on pairs
+        return parts
+    return [EvenOdd(), *parts, Inverse(EvenOdd())]
 
 
 def _dense(in_dim: int, context_dim: int | None, hidden: list[int], out: list[int]):
@@ -88,10 +118,14 @@ def nice(
     num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
+    mask: str = "alternate",
+    cache_size: int = 1,
 ) -> Flow:
-    """NICE: additive couplings ``y_2 = x_2 + m(x_1)`` alternating halves, then the
-    diagonal scaling ``y = exp(s) x``; ``log|det J| = sum(s)``.
+    """NICE: additive couplings ``y_2 = x_2 + m(x_1)``, then the diagonal scaling
+    ``y = exp(s) x``; ``log|det J| = sum(s)``.
 
+    ``mask="alternate"`` conditions on the even and the odd entries in turn (the
+    paper's partition); ``"halves"`` on the first and the second half.
     Shapes ``(*, D) -> (*, D)``.
 
     >>> import torch, pyro.distributions as dist
@@ -105,13 +139,13 @@ def nice(
     """
     _args(input_dim, num_layers, context_dim, 2)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
-    d = input_dim // 2
-    parts: list[Transform] = [DiagonalScaling(input_dim)]
-    for _ in range(num_layers):
-        net = _dense(d, context_dim, hidden, [input_dim - d])
-        cls = AdditiveCoupling if context_dim is None else ConditionalAdditiveCoupling
-        parts += [cls(d, net), Flip()]
-    return _compose(parts, context_dim)
+    cls = AdditiveCoupling if context_dim is None else ConditionalAdditiveCoupling
+
+    def layer(d: int) -> list[Transform]:
+        return [cls(d, _dense(d, context_dim, hidden, [input_dim - d]))]
+
+    parts = [DiagonalScaling(input_dim), *_couplings(input_dim, num_layers, mask, layer)]
+    return _compose(parts, context_dim, cache_size)
 
 
 def realnvp(
@@ -120,10 +154,15 @@ def realnvp(
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
     norm: str | None = None,
+    mask: str = "alternate",
+    cache_size: int = 1,
 ) -> Flow:
-    """Real NVP: affine couplings ``y_2 = exp(s(x_1)) x_2 + t(x_1)`` alternating
-    halves (reversals), optionally preceded by ``"actnorm"`` or ``"batchnorm"``.
+    """Real NVP: affine couplings, in the density direction (data ``y`` to base ``x``)
+    ``x_2 = y_2 exp(s(y_1)) + t(y_1)`` (:class:`~pyro_genmodels.flows.AffineCoupling`),
+    each preceded in that direction by ``norm`` (``"actnorm"`` or ``"batchnorm"``).
 
+    ``mask="alternate"`` conditions on the even and the odd entries in turn (the
+    paper's checkerboard on vectors); ``"halves"`` on the first and the second half.
     Shapes ``(*, D) -> (*, D)``.
 
     >>> realnvp(4, num_layers=2, hidden_dims=[8])(torch.zeros(3, 4)).shape
@@ -134,17 +173,25 @@ def realnvp(
     """
     _args(input_dim, num_layers, context_dim, 2)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
-    d = input_dim // 2
+    _norm(norm, input_dim)
+    cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
+
+    def layer(d: int) -> list[Transform]:
+        return [cls(d, _dense(d, context_dim, hidden, [input_dim - d, input_dim - d]))]
+
     parts: list[Transform] = []
-    for _ in range(num_layers):
-        net = _dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
-        cls = T.AffineCoupling if context_dim is None else T.ConditionalAffineCoupling
-        parts += [cls(d, net), Flip(), *_norm(norm, input_dim)]
-    return _compose(parts, context_dim)
+    for part in _couplings(input_dim, num_layers, mask, layer):
+        parts += [part, *_norm(norm, input_dim)] if isinstance(part, Flip) else [part]
+    return _compose(parts, context_dim, cache_size)
 
 
 def _autoregressive(
-    input_dim: int, num_layers: int, hidden_dims, context_dim: int | None, inverse: bool
+    input_dim: int,
+    num_layers: int,
+    hidden_dims,
+    context_dim: int | None,
+    inverse: bool,
+    cache_size: int,
 ) -> Flow:
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     parts: list[Transform] = []
@@ -156,7 +203,7 @@ def _autoregressive(
         else:
             t = ConditionalMaskedAffineAutoregressive(net)
             parts.append(t.inv if inverse else t)
-    return _compose(parts, context_dim)
+    return _compose(parts, context_dim, cache_size)
 
 
 def maf(
@@ -164,6 +211,7 @@ def maf(
     num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
+    cache_size: int = 1,
 ) -> Flow:
     """MAF: ``x_i = mu_i(x_{<i}) + exp(a_i(x_{<i})) z_i`` (base ``z`` to data ``x``).
 
@@ -180,7 +228,7 @@ def maf(
         T. Pavlakou, I. Murray, 2017.
     """
     _args(input_dim, num_layers, context_dim)
-    return _autoregressive(input_dim, num_layers, hidden_dims, context_dim, inverse=True)
+    return _autoregressive(input_dim, num_layers, hidden_dims, context_dim, True, cache_size)
 
 
 def iaf(
@@ -188,6 +236,7 @@ def iaf(
     num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
+    cache_size: int = 1,
 ) -> Flow:
     """IAF: ``y_i = mu_i(x_{<i}) + exp(a_i(x_{<i})) x_i``; sampling and scoring its own
     samples are one MADE pass per layer (densities of other points cost ``D``).
@@ -202,7 +251,7 @@ def iaf(
         D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling, 2016.
     """
     _args(input_dim, num_layers, context_dim)
-    return _autoregressive(input_dim, num_layers, hidden_dims, context_dim, inverse=False)
+    return _autoregressive(input_dim, num_layers, hidden_dims, context_dim, False, cache_size)
 
 
 def planar(
@@ -210,6 +259,7 @@ def planar(
     num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
+    cache_size: int = 1,
 ) -> Flow:
     """Planar flows ``y = x + u tanh(w^T x + b)`` (no closed-form inverse: densities
     only of the flow's own samples). ``hidden_dims`` is used with a context.
@@ -222,10 +272,10 @@ def planar(
     """
     _args(input_dim, num_layers, context_dim)
     if context_dim is None:
-        return _compose([T.Planar(input_dim) for _ in range(num_layers)], None)
+        return _compose([T.Planar(input_dim) for _ in range(num_layers)], None, cache_size)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     parts = [T.conditional_planar(input_dim, context_dim, hidden) for _ in range(num_layers)]
-    return _compose(parts, context_dim)
+    return _compose(parts, context_dim, cache_size)
 
 
 def radial(
@@ -233,6 +283,7 @@ def radial(
     num_layers: int = 4,
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
+    cache_size: int = 1,
 ) -> Flow:
     """Radial flows ``y = x + b h(a, r) (x - x_0)``, ``r = |x - x_0|`` (no closed-form
     inverse). ``hidden_dims`` is used with a context.
@@ -245,10 +296,10 @@ def radial(
     """
     _args(input_dim, num_layers, context_dim)
     if context_dim is None:
-        return _compose([T.Radial(input_dim) for _ in range(num_layers)], None)
+        return _compose([T.Radial(input_dim) for _ in range(num_layers)], None, cache_size)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     parts = [T.conditional_radial(input_dim, context_dim, hidden) for _ in range(num_layers)]
-    return _compose(parts, context_dim)
+    return _compose(parts, context_dim, cache_size)
 
 
 def sylvester(
@@ -257,6 +308,7 @@ def sylvester(
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
     num_householder: int = 2,
+    cache_size: int = 1,
 ) -> Flow:
     """Orthogonal Sylvester flows ``y = x + Q R tanh(S Q^T x + b)`` with ``Q`` a
     product of Householder reflections (no closed-form inverse).
@@ -272,22 +324,21 @@ def sylvester(
     check_int("num_householder", num_householder)
     if context_dim is None:
         parts = [Sylvester(input_dim, num_householder) for _ in range(num_layers)]
-        return _compose(parts, None)
+        return _compose(parts, None, cache_size)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     parts = [
         ConditionalSylvester.build(input_dim, context_dim, hidden, num_householder)
         for _ in range(num_layers)
     ]
-    return _compose(parts, context_dim)
+    return _compose(parts, context_dim, cache_size)
 
 
-def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound) -> Transform:
-    d = input_dim // 2
+def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound, d) -> list[Transform]:
     dims = _spline_param_dims(input_dim - d, count_bins, "linear")
     net = _dense(d, context_dim, hidden, dims)
     if context_dim is None:
-        return T.SplineCoupling(input_dim, d, net, count_bins, bound)
-    return ConditionalSplineCoupling(input_dim, d, net, count_bins, bound)
+        return [T.SplineCoupling(input_dim, d, net, count_bins, bound)]
+    return [ConditionalSplineCoupling(input_dim, d, net, count_bins, bound)]
 
 
 def _spline_ar(input_dim, context_dim, hidden, count_bins, bound, i) -> Transform:
@@ -305,11 +356,13 @@ def spline(
     kind: str = "coupling",
     count_bins: int = 8,
     bound: float = 3.0,
+    mask: str = "alternate",
+    cache_size: int = 1,
 ) -> Flow:
     """Neural spline flows: monotonic rational-linear splines on ``[-K, K]`` (identity
-    outside), in coupling layers (``kind="coupling"``, alternating halves) or
-    autoregressive layers (``kind="autoregressive"``, density direction one pass,
-    as MAF).
+    outside), in coupling layers (``kind="coupling"``, with ``mask`` as in
+    :func:`realnvp`) or autoregressive layers (``kind="autoregressive"``, density
+    direction one pass, as MAF).
 
     >>> spline(2, num_layers=2, hidden_dims=[8])(torch.zeros(4, 2)).shape
     torch.Size([4, 2])
@@ -326,13 +379,15 @@ def spline(
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
         raise ValueError(f"bound must be a positive float, got {bound!r}")
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
-    parts: list[Transform] = []
-    for i in range(num_layers):
-        if kind == "coupling":
-            parts += [_spline_coupling(input_dim, context_dim, hidden, count_bins, bound), Flip()]
-        else:
-            parts.append(_spline_ar(input_dim, context_dim, hidden, count_bins, bound, i))
-    return _compose(parts, context_dim)
+    if kind == "coupling":
+        layer = partial(_spline_coupling, input_dim, context_dim, hidden, count_bins, bound)
+        parts = _couplings(input_dim, num_layers, mask, layer)
+    else:
+        parts = [
+            _spline_ar(input_dim, context_dim, hidden, count_bins, bound, i)
+            for i in range(num_layers)
+        ]
+    return _compose(parts, context_dim, cache_size)
 
 
 def _glow(*args, **kwargs) -> Flow:

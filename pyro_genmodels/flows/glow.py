@@ -23,20 +23,31 @@ from torch.distributions.transforms import ReshapeTransform
 from pyro_genmodels.flows._checks import check_hidden, check_int
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.builders import Flow, _args, _compose, _dense, default_hidden
-from pyro_genmodels.flows.multiscale import MultiscaleSplit, Squeeze
+from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
 
 
 class ConvCoupling(nn.Module):
     """Hypernetwork of an image affine coupling: flat ``(*, c1 H W)`` to the shift and
     log-scale ``(*, c2 H W)`` each, through conv3x3-ReLU-conv1x1-ReLU-conv3x3 (the last
-    initialized to zero, so each coupling starts as the identity)."""
+    initialized to zero, so each coupling starts as the identity).
 
-    def __init__(self, in_shape: tuple[int, int, int], out_channels: int, hidden: int) -> None:
+    With ``context_dim``, ``forward(x, context=c)`` takes ``c`` ``(*, C)`` and feeds it
+    as ``C`` constant extra input channels (broadcast against ``x``'s batch).
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        hidden: int,
+        context_dim: int | None = None,
+    ) -> None:
         super().__init__()
         self.in_shape = in_shape
         self.out_channels = out_channels
+        self.context_dim = context_dim
         self.net = nn.Sequential(
-            nn.Conv2d(in_shape[0], hidden, 3, padding=1),
+            nn.Conv2d(in_shape[0] + (context_dim or 0), hidden, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(hidden, hidden, 1),
             nn.ReLU(),
@@ -45,9 +56,19 @@ class ConvCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[:-1]
-        h = self.net(x.reshape(-1, *self.in_shape))
+        img = x.reshape(-1, *self.in_shape)
+        if (context is None) != (self.context_dim is None):
+            raise ValueError(f"this ConvCoupling takes context_dim={self.context_dim} context")
+        if context is not None:
+            batch = torch.broadcast_shapes(batch, context.shape[:-1])
+            img = x.expand(*batch, x.shape[-1]).reshape(-1, *self.in_shape)
+            c = context.expand(*batch, self.context_dim).reshape(-1, self.context_dim, 1, 1)
+            img = torch.cat([img, c.expand(-1, -1, *self.in_shape[1:])], dim=1)
+        h = self.net(img)
         shift, log_scale = h.chunk(2, dim=1)
         return shift.reshape(*batch, -1), log_scale.reshape(*batch, -1)
 
@@ -62,26 +83,28 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
-def _image_step(shape: tuple[int, int, int], hidden: int) -> list[Transform]:
+def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[Transform]:
     c = shape[0]
-    net = ConvCoupling((c // 2, shape[1], shape[2]), c - c // 2, hidden)
-    coupling = T.AffineCoupling(c // 2, net, dim=-3)
+    net = ConvCoupling((c // 2, shape[1], shape[2]), c - c // 2, hidden, context_dim)
+    cls = T.AffineCoupling if context_dim is None else T.ConditionalAffineCoupling
+    coupling = cls(c // 2, net, dim=-3)
     return [coupling, T.GeneralizedChannelPermute(c), ActNorm(c, event_dim=3)]
 
 
-def _level(shape: tuple[int, int, int], steps: int, hidden: int, levels: int) -> Transform:
+def _level(shape: tuple[int, int, int], steps: int, hidden: int, levels: int, context_dim) -> Flow:
     """Maps ``shape`` to ``shape`` (base to data): squeeze, [split off half and recurse],
     the steps in reverse, unsqueeze."""
     squeeze = Squeeze(shape)
     c2, h2, w2 = squeeze.out_shape
     parts: list[Transform] = [squeeze]
     if levels > 1:
-        inner = _level((c2 // 2, h2, w2), steps, hidden, levels - 1)
-        parts.append(MultiscaleSplit(inner, c2 // 2, dim=-3))
+        inner = _level((c2 // 2, h2, w2), steps, hidden, levels - 1, context_dim)
+        split = MultiscaleSplit if context_dim is None else ConditionalMultiscaleSplit
+        parts.append(split(inner, c2 // 2, dim=-3))
     for _ in range(steps):
-        parts += _image_step(squeeze.out_shape, hidden)
+        parts += _image_step(squeeze.out_shape, hidden, context_dim)
     parts.append(squeeze.inv)
-    return ComposeTransformModule(parts, cache_size=1)
+    return _compose(parts, context_dim)
 
 
 def _check_image(image_shape: object, input_dim: int, levels: int) -> tuple[int, int, int]:
@@ -105,6 +128,7 @@ def glow(
     context_dim: int | None = None,
     image_shape: Sequence[int] | None = None,
     levels: int = 2,
+    cache_size: int = 1,
 ) -> Flow:
     """Glow: ``num_layers`` steps ``ActNorm -> 1x1 conv -> affine coupling`` (data
     direction) per level.
@@ -112,9 +136,9 @@ def glow(
     With ``image_shape=(C, H, W)`` (``C H W = D``) the flow is multiscale: each of
     ``levels`` levels squeezes, runs its steps with convolutional couplings
     (``hidden_dims[0]`` channels) and, but for the last, factors out half the
+    channels; a context ``(*, C)`` enters every coupling network as ``C`` constant
     channels. Without it the flow acts on vectors, the 1x1 convolution being an
-    LU-parameterized ``D x D`` linear map; a context is supported there only.
-    Shapes ``(*, D) -> (*, D)``.
+    LU-parameterized ``D x D`` linear map. Shapes ``(*, D) -> (*, D)``.
 
     >>> glow(64, num_layers=1, hidden_dims=[8], image_shape=(1, 8, 8)).inv(torch.rand(2, 64)).shape
     torch.Size([2, 64])
@@ -127,9 +151,8 @@ def glow(
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     if image_shape is None:
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
-        return _compose(parts, context_dim)
-    if context_dim is not None:
-        raise ValueError("glow with image_shape does not take a context; use image_shape=None")
+        return _compose(parts, context_dim, cache_size)
     shape = _check_image(image_shape, input_dim, check_int("levels", levels))
     to_img = ReshapeTransform((input_dim,), shape)
-    return _compose([to_img, _level(shape, num_layers, hidden[0], levels), to_img.inv], None)
+    inner = _level(shape, num_layers, hidden[0], levels, context_dim)
+    return _compose([to_img, inner, to_img.inv], context_dim, cache_size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 from pyro.distributions import constraints
+from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
@@ -156,3 +157,39 @@ class MultiscaleSplit(TransformModule):
         x1 = self._split(x, "x")[0]
         y1 = self._split(y, "y")[0]
         return self.transform.log_abs_det_jacobian(x1, y1)
+
+
+class ConditionalMultiscaleSplit(ConditionalTransformModule):
+    """Context-conditional :class:`MultiscaleSplit`: the part kept for further
+    transformation goes through a conditional transform.
+
+    Args:
+        transform: a ``ConditionalTransformModule`` whose ``condition(c)`` acts on
+            the first ``split_size`` entries along ``dim``.
+        split_size, dim: as for :class:`MultiscaleSplit`.
+
+    ``condition(c)``, ``c`` of shape ``(*, C)``, returns a :class:`MultiscaleSplit`.
+
+    >>> import torch
+    >>> from pyro_genmodels.flows import conditional_additive_coupling
+    >>> t = ConditionalMultiscaleSplit(conditional_additive_coupling(2, 3), 2, dim=-1)
+    >>> t.condition(torch.zeros(3))(torch.zeros(5, 4)).shape
+    torch.Size([5, 4])
+    """
+
+    bijective = True
+
+    def __init__(self, transform: ConditionalTransformModule, split_size: int, dim: int = -3):
+        super().__init__()
+        if not isinstance(transform, ConditionalTransformModule):
+            raise TypeError(
+                f"transform must be a ConditionalTransformModule, got {type(transform).__name__}"
+            )
+        self.transform = transform
+        self.split_size = check_int("split_size", split_size)
+        self.dim = dim
+
+    def condition(self, context: torch.Tensor) -> MultiscaleSplit:
+        if not isinstance(context, torch.Tensor):
+            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        return MultiscaleSplit(self.transform.condition(context), self.split_size, self.dim)
