@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -41,7 +42,7 @@ from pyro_genmodels.models import VAE, FlowDensity
 
 RESULTS = Path(__file__).resolve().parent / "results" / "flows.csv"
 FLOORS = {"two_moons": 2.39, "8gaussians": 2.834, "checkerboard": math.log(32)}
-ALPHA, LEVELS = 0.01, 17
+ALPHA = 0.01
 
 
 # ---------------------------------------------------------------- models (log_prob fns)
@@ -87,15 +88,16 @@ def normflows_glow(layers, hidden):
 # ---------------------------------------------------------------- training loop
 
 
-def logit_preprocess(x):
-    """``z = logit(a + (1 - 2a) x / 17)`` and ``log|dz/dx|`` per row (for peers)."""
-    p = ALPHA + (1 - 2 * ALPHA) * x / LEVELS
-    ldj = (math.log((1 - 2 * ALPHA) / LEVELS) - torch.log(p) - torch.log1p(-p)).sum(-1)
+def logit_preprocess(x, levels=17):
+    """``z = logit(a + (1 - 2a) x / levels)`` and ``log|dz/dx|`` per row (for peers)."""
+    p = ALPHA + (1 - 2 * ALPHA) * x / levels
+    ldj = (math.log((1 - 2 * ALPHA) / levels) - torch.log(p) - torch.log1p(-p)).sum(-1)
     return torch.logit(p), ldj
 
 
-def train(module, log_prob, x, x_test, steps, batch, pre=None):
-    """Adam on minibatch ``-log p``; returns test NLL (nats) and seconds per step."""
+def train(module, log_prob, x, x_test, steps, batch, pre=None, cosine=False):
+    """Adam on minibatch ``-log p`` (lr 1e-3, cosine-annealed to 0 over ``steps`` with
+    ``cosine``); returns test NLL (nats) and seconds per step."""
     pyro.clear_param_store()
     gen = torch.Generator().manual_seed(0)
     if pre is not None:
@@ -103,6 +105,7 @@ def train(module, log_prob, x, x_test, steps, batch, pre=None):
     else:
         log_prob(x[:batch])
     opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     start = time.perf_counter()
     for _ in range(steps):
         xb = x[torch.randint(len(x), (batch,), generator=gen)]
@@ -114,6 +117,8 @@ def train(module, log_prob, x, x_test, steps, batch, pre=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     per_step = (time.perf_counter() - start) / steps
     module.eval()
     with torch.no_grad():
@@ -137,8 +142,13 @@ def _peers_available():
 # ---------------------------------------------------------------- sections
 
 
-def toy_rows(steps, layers, hidden, n, peers):
+def toy_rows(steps, layers, hidden, n, peers, best):
+    """Every candidate at the shared budget, then ``spline-ar-best``: the spline
+    flow at ``best = (layers, hidden, bins, steps)`` with a cosine schedule (the
+    best flow we know of, for the gap to the floor)."""
     rows = []
+    b_layers, b_hidden, b_bins, b_steps = best
+    best_kw = dict(kind="autoregressive", bound=5.0, count_bins=b_bins)
     for toy, floor in FLOORS.items():
         x = pgm.data.toy2d(toy, n=n, seed=0)
         x_test = pgm.data.toy2d(toy, n=n // 4, seed=1)
@@ -159,10 +169,20 @@ def toy_rows(steps, layers, hidden, n, peers):
                 ("zuko", "NSF", lambda: zuko_flow("NSF", 2, layers, hidden), None),
                 ("normflows", "RealNVP", lambda: normflows_realnvp(2, layers, hidden), None),
             ]
+        cands.append(
+            (
+                "ours",
+                "spline-ar-best",
+                lambda: ours(2, "spline", b_layers, b_hidden, **best_kw),
+                None,
+            )
+        )
         for impl, model, make, peer in cands:
             torch.manual_seed(0)
             module, lp = make()
-            nll, sec = train(module, lp, x, x_test, steps, 256)
+            is_best = model == "spline-ar-best"
+            n_steps = b_steps if is_best else steps
+            nll, sec = train(module, lp, x, x_test, n_steps, 256, cosine=is_best)
             rows.append(
                 dict(
                     section="toy",
@@ -170,9 +190,9 @@ def toy_rows(steps, layers, hidden, n, peers):
                     impl=impl,
                     model=model,
                     peer=peer,
-                    layers=layers,
-                    hidden=hidden,
-                    steps=steps,
+                    layers=b_layers if is_best else layers,
+                    hidden=b_hidden if is_best else hidden,
+                    steps=n_steps,
                     test_nll_nats=nll,
                     floor=floor,
                     gap=nll - floor,
@@ -187,71 +207,95 @@ def toy_rows(steps, layers, hidden, n, peers):
     return rows
 
 
-def digits_rows(steps, layers, hidden, peers):
-    data = pgm.data.load("digits", binarize=False)
-    x, x_test = data.train * LEVELS, data.test * LEVELS
-    common = dict(preprocess="logit", alpha=ALPHA, levels=LEVELS)
+IMAGES = {"digits": ((1, 8, 8), 17, 2), "mnist5k": ((1, 28, 28), 256, 2)}
+
+
+def image_candidates(dim, shape, levels, scales, layers, hidden, peers):
+    """(impl, model, make, peer) for every builder on dequantized images, logit
+    preprocessing throughout (peers get it with its log-det added)."""
+    common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
+    glow_kw = dict(image_shape=shape, num_scales=scales, **common)
+    spline_ar = dict(bound=5.0, kind="autoregressive", **common)
+    spline_hidden = min(hidden, 256)  # the spline hypernet's last layer is 31 D / 2 wide
     cands = [
-        ("ours", "nice", lambda: ours(64, "nice", layers, hidden, **common), None),
-        ("ours", "realnvp", lambda: ours(64, "realnvp", layers, hidden, **common), "zuko:RealNVP"),
-        ("ours", "maf", lambda: ours(64, "maf", layers, hidden, **common), "zuko:MAF"),
-        ("ours", "spline", lambda: ours(64, "spline", layers, hidden, bound=5.0, **common), None),
+        ("ours", "nice", lambda: ours(dim, "nice", layers, hidden, **common), None),
+        ("ours", "realnvp", lambda: ours(dim, "realnvp", layers, hidden, **common), "zuko:RealNVP"),
+        ("ours", "maf", lambda: ours(dim, "maf", layers, hidden, **common), "zuko:MAF"),
         (
             "ours",
-            "spline-ar",
-            lambda: ours(64, "spline", layers, hidden, bound=5.0, kind="autoregressive", **common),
-            "zuko:NSF",
-        ),
-        (
-            "ours",
-            "glow",
-            lambda: ours(
-                64,
-                "glow",
-                layers,
-                32,
-                image_shape=(1, 8, 8),
-                levels=LEVELS,
-                preprocess="logit",
-                alpha=ALPHA,
-            ),
+            "spline",
+            lambda: ours(dim, "spline", layers, spline_hidden, bound=5.0, **common),
             None,
         ),
-        ("ours", "glow-1level", lambda: _glow1(layers), "normflows:Glow"),
+        ("ours", "glow", lambda: ours(dim, "glow", layers, 32, **glow_kw), None),
     ]
+    if dim == 64:  # on mnist5k a MADE needs >= 784 hidden units: 18k spline outputs each
+        cands += [
+            (
+                "ours",
+                "spline-ar",
+                lambda: ours(dim, "spline", layers, hidden, **spline_ar),
+                "zuko:NSF",
+            ),
+            ("ours", "glow-1level", lambda: _glow1(layers), "normflows:Glow"),
+        ]
     if peers:
         cands += [
-            ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", 64, layers, hidden), None),
-            ("zuko", "MAF", lambda: zuko_flow("MAF", 64, layers, hidden), None),
-            ("zuko", "NSF", lambda: zuko_flow("NSF", 64, layers, hidden), None),
-            ("normflows", "RealNVP", lambda: normflows_realnvp(64, layers, hidden), None),
+            ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", dim, layers, hidden), None),
+            ("zuko", "MAF", lambda: zuko_flow("MAF", dim, layers, hidden), None),
+        ]
+    if peers and dim == 64:
+        cands += [
+            ("zuko", "NSF", lambda: zuko_flow("NSF", dim, layers, hidden), None),
+            ("normflows", "RealNVP", lambda: normflows_realnvp(dim, layers, hidden), None),
             ("normflows", "Glow", lambda: normflows_glow(layers, 32), None),
         ]
+    return cands
+
+
+def image_rows(dataset, steps, layers, hidden, peers, seeds, skip=()):
+    """Test NLL of every builder, mean over ``seeds`` training runs (``nll_sd`` their
+    standard deviation), in the dequantized pixel space ``[0, levels)^D``."""
+    shape, levels, scales = IMAGES[dataset]
+    data = pgm.data.load(dataset, binarize=False)
+    x, x_test = data.train * levels, data.test * levels
+    dim = x.shape[1]
+    pre = partial(logit_preprocess, levels=levels)
     rows = []
+    cands = image_candidates(dim, shape, levels, scales, layers, hidden, peers)
     for impl, model, make, peer in cands:
-        torch.manual_seed(0)
-        module, lp = make()
-        pre = None if impl == "ours" else logit_preprocess
-        nll, sec = train(module, lp, x, x_test, steps, 128, pre=pre)
-        bpd = nll / (64 * math.log(2))
+        if model in skip:
+            continue
+        nlls, secs = [], []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            module, lp = make()
+            nll, sec = train(module, lp, x, x_test, steps, 128, pre=None if impl == "ours" else pre)
+            nlls.append(nll)
+            secs.append(sec)
+        nll = sum(nlls) / seeds
+        sd = float(torch.tensor(nlls).std()) if seeds > 1 else float("nan")
+        bpd = nll / (dim * math.log(2))
         rows.append(
             dict(
-                section="digits",
-                dataset="digits",
+                section="images",
+                dataset=dataset,
                 impl=impl,
                 model=model,
                 peer=peer,
                 layers=layers,
                 hidden=hidden,
                 steps=steps,
+                seeds=seeds,
                 test_nll_nats=nll,
+                nll_sd=sd,
                 bits_per_dim=bpd,
-                sec_per_step=sec,
+                sec_per_step=min(secs),
             )
         )
         print(
-            f"digits {impl:>9} {model:>11}: NLL {nll:.2f} nats = {bpd:.3f} bits/dim, "
-            f"{1e3 * sec:.1f} ms/step",
+            f"{dataset} {impl:>9} {model:>11}: NLL {nll:.2f} (sd {sd:.2f}) nats = {bpd:.3f} "
+            f"bits/dim, {1e3 * min(secs):.1f} ms/step",
             flush=True,
         )
     return rows
@@ -265,12 +309,12 @@ def _glow1(layers):
         num_layers=layers,
         hidden_dims=[32],
         image_shape=(1, 8, 8),
-        levels=LEVELS,
+        levels=17,
         preprocess="logit",
         alpha=ALPHA,
     )
     m.flow = pgm.flows.glow(
-        64, num_layers=layers, hidden_dims=[32], image_shape=(1, 8, 8), levels=1
+        64, num_layers=layers, hidden_dims=[32], image_shape=(1, 8, 8), num_scales=1
     )
     return m, m.log_prob
 
@@ -347,42 +391,69 @@ def add_ratios(df):
     return df
 
 
-def main(quick: bool = False, sections: tuple = ("toy", "digits", "vae")) -> pd.DataFrame:
+SECTIONS = ("toy", "digits", "mnist5k", "vae")
+
+
+def merge(df):
+    """``df`` with the rows of earlier runs for the (section, dataset) pairs it lacks."""
+    if not RESULTS.exists():
+        return df
+    old = pd.read_csv(RESULTS)
+    old.loc[old.section == "digits", "section"] = "images"  # the layout before mnist5k
+    ran = set(zip(df.section, df.dataset, strict=True))
+    keep = [(a, b) not in ran for a, b in zip(old.section, old.dataset, strict=True)]
+    return pd.concat([old[keep], df], ignore_index=True)
+
+
+def main(quick=False, sections=SECTIONS, seeds=3):
     torch.set_num_threads(1)
     peers = _peers_available()
     if not peers:
         print("zuko/normflows not installed (pip install -e .[bench]): peer rows skipped")
     if quick:
-        cfg = dict(toy=(5, 2, 16, 1000), digits=(3, 2, 64), vae=(1, 4, 20, 4, 16, 1))
+        cfg = dict(
+            toy=(5, 2, 16, 1000, (2, 16, 4, 5)),
+            digits=(3, 2, 64),
+            mnist5k=(2, 1, 784),
+            vae=(1, 4, 20, 4, 16, 1),
+        )
+        seeds = 1
     else:
-        cfg = dict(toy=(1500, 8, 64, 20000), digits=(800, 4, 128), vae=(10, 5000, 200, 32, 300, 4))
+        cfg = dict(
+            toy=(1500, 8, 64, 20000, (8, 64, 16, 8000)),
+            digits=(800, 4, 128),
+            mnist5k=(800, 4, 1024),
+            vae=(10, 5000, 200, 32, 300, 4),
+        )
     rows = []
     if "toy" in sections:
-        rows += toy_rows(*cfg["toy"], peers)
-    if "digits" in sections:
-        rows += digits_rows(*cfg["digits"], peers)
+        steps, layers, hidden, n, best = cfg["toy"]
+        rows += toy_rows(steps, layers, hidden, n, peers, best)
+    for dataset in ("digits", "mnist5k"):
+        if dataset in sections:
+            n_seeds = seeds if dataset == "digits" else 1
+            rows += image_rows(dataset, *cfg[dataset], peers, n_seeds)
     if "vae" in sections:
         rows += vae_rows(*cfg["vae"])
-    df = add_ratios(pd.DataFrame(rows))
+    df = pd.DataFrame(rows)
+    if not quick:
+        df = merge(df)
+    df = add_ratios(df)
     cols = [
-        c
-        for c in [
-            "section",
-            "dataset",
-            "impl",
-            "model",
-            "test_nll_nats",
-            "floor",
-            "gap",
-            "bits_per_dim",
-            "sec_per_step",
-            "nll_vs_peer",
-            "time_ratio",
-            "neg_elbo",
-        ]
-        if c in df
+        "section",
+        "dataset",
+        "impl",
+        "model",
+        "test_nll_nats",
+        "nll_sd",
+        "gap",
+        "bits_per_dim",
+        "sec_per_step",
+        "nll_vs_peer",
+        "time_ratio",
+        "neg_elbo",
     ]
-    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(df[[c for c in cols if c in df]].to_string(index=False, float_format="{:.4g}".format))
     if not quick:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(RESULTS, index=False)
@@ -392,6 +463,7 @@ def main(quick: bool = False, sections: tuple = ("toy", "digits", "vae")) -> pd.
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
-    parser.add_argument("--sections", nargs="+", default=["toy", "digits", "vae"])
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per digits model")
     args = parser.parse_args()
-    main(args.quick, tuple(args.sections))
+    main(args.quick, tuple(args.sections), args.seeds)

@@ -329,8 +329,8 @@ def test_transforms_and_builders_reject_bad_arguments():
         flows.Squeeze((1, 3, 4))
     with pytest.raises(ValueError, match=r"x must have shape \(\*, 1, 4, 4\)"):
         flows.Squeeze((1, 4, 4))(torch.zeros(2, 1, 4, 2))
-    with pytest.raises(ValueError, match="divisible by 2\\*\\*levels"):
-        flows.glow(36, image_shape=(1, 6, 6), levels=2)
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*num_scales"):
+        flows.glow(36, image_shape=(1, 6, 6), num_scales=2)
     with pytest.raises(ValueError, match="mask must be one of"):
         flows.realnvp(4, mask="checker")
     with pytest.raises(ValueError, match="cache_size must be 0 or 1"):

@@ -162,8 +162,8 @@ CASES["builder:glow-image|context"] = Case(
     (16,),
     conditional=True,
 )
-CASES["builder:glow-image|2 levels"] = Case(
-    _b("glow", input_dim=64, num_layers=1, hidden_dims=[4], image_shape=(1, 8, 8), levels=2),
+CASES["builder:glow-image|2 scales"] = Case(
+    _b("glow", input_dim=64, num_layers=1, hidden_dims=[4], image_shape=(1, 8, 8), num_scales=2),
     (64,),
 )
 CASES["builder:realnvp-actnorm"] = Case(

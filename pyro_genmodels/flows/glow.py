@@ -91,14 +91,14 @@ def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[T
     return [coupling, T.GeneralizedChannelPermute(c), ActNorm(c, event_dim=3)]
 
 
-def _level(shape: tuple[int, int, int], steps: int, hidden: int, levels: int, context_dim) -> Flow:
+def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, context_dim) -> Flow:
     """Maps ``shape`` to ``shape`` (base to data): squeeze, [split off half and recurse],
     the steps in reverse, unsqueeze."""
     squeeze = Squeeze(shape)
     c2, h2, w2 = squeeze.out_shape
     parts: list[Transform] = [squeeze]
-    if levels > 1:
-        inner = _level((c2 // 2, h2, w2), steps, hidden, levels - 1, context_dim)
+    if scales > 1:
+        inner = _level((c2 // 2, h2, w2), steps, hidden, scales - 1, context_dim)
         split = MultiscaleSplit if context_dim is None else ConditionalMultiscaleSplit
         parts.append(split(inner, c2 // 2, dim=-3))
     for _ in range(steps):
@@ -107,16 +107,16 @@ def _level(shape: tuple[int, int, int], steps: int, hidden: int, levels: int, co
     return _compose(parts, context_dim)
 
 
-def _check_image(image_shape: object, input_dim: int, levels: int) -> tuple[int, int, int]:
+def _check_image(image_shape: object, input_dim: int, scales: int) -> tuple[int, int, int]:
     shape = tuple(image_shape)  # type: ignore[arg-type]
     if len(shape) != 3 or math.prod(shape) != input_dim:
         raise ValueError(
             f"image_shape must be (C, H, W) with C*H*W == input_dim == {input_dim}, "
             f"got {image_shape!r}"
         )
-    if shape[1] % 2**levels or shape[2] % 2**levels:
+    if shape[1] % 2**scales or shape[2] % 2**scales:
         raise ValueError(
-            f"image_shape's H and W must be divisible by 2**levels = {2**levels}, got {shape}"
+            f"image_shape's H and W must be divisible by 2**num_scales = {2**scales}, got {shape}"
         )
     return shape  # type: ignore[return-value]
 
@@ -127,14 +127,14 @@ def glow(
     hidden_dims: Sequence[int] | None = None,
     context_dim: int | None = None,
     image_shape: Sequence[int] | None = None,
-    levels: int = 2,
+    num_scales: int = 2,
     cache_size: int = 1,
 ) -> Flow:
     """Glow: ``num_layers`` steps ``ActNorm -> 1x1 conv -> affine coupling`` (data
     direction) per level.
 
     With ``image_shape=(C, H, W)`` (``C H W = D``) the flow is multiscale: each of
-    ``levels`` levels squeezes, runs its steps with convolutional couplings
+    ``num_scales`` scales squeezes, runs its steps with convolutional couplings
     (``hidden_dims[0]`` channels) and, but for the last, factors out half the
     channels; a context ``(*, C)`` enters every coupling network as ``C`` constant
     channels. Without it the flow acts on vectors, the 1x1 convolution being an
@@ -152,7 +152,7 @@ def glow(
     if image_shape is None:
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
         return _compose(parts, context_dim, cache_size)
-    shape = _check_image(image_shape, input_dim, check_int("levels", levels))
+    shape = _check_image(image_shape, input_dim, check_int("num_scales", num_scales))
     to_img = ReshapeTransform((input_dim,), shape)
-    inner = _level(shape, num_layers, hidden[0], levels, context_dim)
+    inner = _level(shape, num_layers, hidden[0], num_scales, context_dim)
     return _compose([to_img, inner, to_img.inv], context_dim, cache_size)
