@@ -353,3 +353,24 @@ def test_transforms_and_builders_reject_bad_arguments():
         flows.conditional_spline_coupling(4, 2).condition([1.0, 2.0])
     with pytest.raises(ValueError, match="split_size"):
         flows.MultiscaleSplit(flows.ActNorm(4), 4, dim=-1)(torch.zeros(2, 4))
+
+
+def test_scoring_the_same_tensor_across_an_update_is_fresh():
+    """Full-batch training reuses one tensor: with cache_size=1 layers, log_prob must
+    not answer from the pair remembered before the optimizer step."""
+    torch.manual_seed(0)
+    flow = FlowDensity(2, "realnvp", num_layers=2, hidden_dims=[8])
+    x = torch.randn(64, 2) * 2.0
+    opt = torch.optim.Adam(flow.parameters(), lr=0.05)
+    values = []
+    for _ in range(3):
+        loss = -flow.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()  # a stale cache would backward through a freed graph
+        opt.step()
+        values.append(loss.item())
+    fresh = FlowDensity(2, "realnvp", num_layers=2, hidden_dims=[8])
+    fresh.load_state_dict(flow.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(fresh.log_prob(x.clone()), flow.log_prob(x))
+    assert values[2] < values[0]

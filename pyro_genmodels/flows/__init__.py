@@ -10,7 +10,8 @@ Transforms Pyro lacks (each a ``TransformModule`` or ``Transform``):
 :class:`LogitTransform`, and the conditional :class:`ConditionalAdditiveCoupling`,
 :class:`ConditionalAffineCoupling`, :class:`ConditionalSplineCoupling`,
 :class:`ConditionalMultiscaleSplit` and :class:`ConditionalSylvester`.
-:func:`set_cache_size` sets the cache size of every layer of a flow.
+:func:`set_cache_size` sets the cache size of every layer of a flow and
+:func:`clear_cache` empties their caches.
 
 Builders (``input_dim -> transform``, optional ``context_dim``): :func:`nice`,
 :func:`realnvp`, :func:`maf`, :func:`iaf`, :func:`planar`, :func:`radial`,
@@ -30,7 +31,14 @@ from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
     MaskedAffineAutoregressive,
 )
-from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, LogitTransform, set_cache_size
+from pyro_genmodels.flows.basic import (
+    EvenOdd,
+    Flip,
+    Inverse,
+    LogitTransform,
+    clear_cache,
+    set_cache_size,
+)
 from pyro_genmodels.flows.builders import (
     BUILDERS,
     INVERTIBLE,
@@ -110,6 +118,7 @@ __all__ = [
     "Sylvester",
     "additive_coupling",
     "builder",
+    "clear_cache",
     "conditional_additive_coupling",
     "conditional_spline_coupling",
     "glow",

@@ -205,10 +205,30 @@ class EvenOdd(Transform):
         return x.new_zeros(x.shape[:-1])
 
 
+def _layers(transform: Transform) -> list[Transform]:
+    """``transform`` and every transform inside it: the parts of compositions, the
+    base of an :class:`Inverse` or of torch's inverse, the inner transform of a
+    split, submodules."""
+    stack, seen, out = [transform], set(), []
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if isinstance(t, Transform):
+            out.append(t)
+            if isinstance(t._inv, Transform):
+                stack.append(t._inv)
+        stack += list(getattr(t, "parts", ()))
+        stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
+        if isinstance(t, torch.nn.Module):
+            stack += list(t.children())
+    return out
+
+
 def set_cache_size(transform: Transform, cache_size: int) -> Transform:
-    """Sets ``cache_size`` (0 or 1) on ``transform`` and on every transform inside it
-    (the parts of compositions, the base of an :class:`Inverse`, the inner transform
-    of a split, submodules); returns ``transform``.
+    """Sets ``cache_size`` (0 or 1) on ``transform`` and on every transform inside it;
+    returns ``transform``.
 
     ``torch``'s ``with_cache`` changes only the outermost cache of a composition;
     with ``cache_size=0`` here, no layer returns a remembered input, so every
@@ -220,22 +240,31 @@ def set_cache_size(transform: Transform, cache_size: int) -> Transform:
     {0}
     """
     check_cache_size(cache_size)
-    stack, seen = [transform], set()
-    while stack:
-        t = stack.pop()
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        if isinstance(t, Transform):
-            t._cache_size = cache_size
-            if cache_size == 1 and not hasattr(t, "_cached_x_y"):
-                t._cached_x_y = None, None
-            if isinstance(t._inv, Transform):  # torch's inverse holds its base
-                stack.append(t._inv)
-            else:  # a weak reference: an inverse made earlier keeps the old cache size
-                t._inv = None
-        stack += list(getattr(t, "parts", ()))
-        stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
-        if isinstance(t, torch.nn.Module):
-            stack += list(t.children())
+    for t in _layers(transform):
+        t._cache_size = cache_size
+        if not hasattr(t, "_cached_x_y"):
+            t._cached_x_y = None, None
+        if not isinstance(t._inv, Transform):  # an inverse made earlier keeps the old size
+            t._inv = None
+    return transform
+
+
+def clear_cache(transform: Transform) -> Transform:
+    """Forgets the last ``(x, y)`` pair remembered by every layer of ``transform``.
+
+    A flow with ``cache_size=1`` answers ``inv(y)`` from its cache when ``y`` is the
+    tensor it last produced or inverted, even after its parameters have changed;
+    build distributions after clearing (as :class:`~pyro_genmodels.models.FlowDensity`
+    does) so that scoring the same tensor twice across an optimizer step is fresh.
+
+    >>> import torch
+    >>> from pyro_genmodels.flows import realnvp
+    >>> flow, y = realnvp(2, num_layers=1), torch.zeros(1, 2)
+    >>> x = flow.inv(y)
+    >>> flow.inv(y) is x, clear_cache(flow).inv(y) is x
+    (True, False)
+    """
+    for t in _layers(transform):
+        if hasattr(t, "_cached_x_y"):
+            t._cached_x_y = None, None
     return transform

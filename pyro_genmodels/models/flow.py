@@ -150,9 +150,13 @@ class FlowDensity(PyroModule):
 
     def distribution(self, context: torch.Tensor | None = None) -> dist.TorchDistribution:
         """``p(x)`` (or ``p(x | context)``), event shape ``(D,)``, batch shape ``()``
-        (or ``context``'s batch shape): a ``TransformedDistribution``."""
+        (or ``context``'s batch shape): a ``TransformedDistribution``.
+
+        The flow's caches are emptied first, so a fresh distribution never answers
+        from a pair remembered before a parameter update; a distribution kept across
+        optimizer steps should be rebuilt."""
         c = self._context(context)
-        flow = self.flow if c is None else self.flow.condition(c)
+        flow = flows.clear_cache(self.flow) if c is None else self.flow.condition(c)
         base = self.base() if c is None else self.base().expand(c.shape[:-1])
         return dist.TransformedDistribution(base, [flow, *self.post])
 

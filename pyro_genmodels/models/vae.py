@@ -27,6 +27,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from pyro_genmodels import flows
 from pyro_genmodels.models import _likelihoods as L
 
 
@@ -113,7 +114,7 @@ class VAE(PyroModule):
         base = dist.Normal(like.new_zeros(*like.shape[:-1], self.z_dim), 1.0).to_event(1)
         if self.prior_flow is None:
             return base
-        return dist.TransformedDistribution(base, [self.prior_flow])
+        return dist.TransformedDistribution(base, [flows.clear_cache(self.prior_flow)])
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """``q(z | x)`` for ``x`` ``(N, x_dim)``: batch ``(N,)``, event ``(z_dim,)``."""
