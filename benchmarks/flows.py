@@ -420,7 +420,7 @@ def main(quick=False, sections=SECTIONS, seeds=3):
         seeds = 1
     else:
         cfg = dict(
-            toy=(1500, 8, 64, 20000, (8, 64, 16, 8000)),
+            toy=(1500, 8, 64, 20000, (8, 64, 8, 6000)),
             digits=(800, 4, 128),
             mnist5k=(800, 4, 1024),
             vae=(10, 5000, 200, 32, 300, 4),
