@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 from example_loader import load_example as _load
 
 
@@ -18,9 +19,10 @@ def test_iaf_vae_mnist5k_quick(capsys):
     assert "IW-8" in capsys.readouterr().out
 
 
-def test_glow_digits_quick(capsys):
-    out = _load("glow_digits").main(quick=True)
-    # pixel-space density on [0, 17)^64: below the uniform's 64 log 17 = 181 nats after training
+@pytest.mark.parametrize("conditional", [False, True])
+def test_glow_digits_quick(capsys, conditional):
+    out = _load("glow_digits").main(quick=True, conditional=conditional)
     assert math.isfinite(out["test_nll"]) and len(out["history"]) == 1
     assert out["bits_per_dim"] == out["test_nll"] / (64 * math.log(2))
-    assert "bits/dim" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "bits/dim" in printed and ("p(x | y)" in printed) == conditional
