@@ -244,9 +244,8 @@ def test_actnorm_initializes_from_the_first_data_batch(tmp_path):
     assert torch.equal(again.log_prob(x), flow.log_prob(x))  # no re-initialization
 
 
-def test_glow_multiscale_on_digits_images():
-    data = pgm.data.load("digits", binarize=False)
-    flow = FlowDensity(
+def _digits_glow(**kwargs):
+    return FlowDensity(
         64,
         "glow",
         num_layers=2,
@@ -254,7 +253,13 @@ def test_glow_multiscale_on_digits_images():
         image_shape=(1, 8, 8),
         preprocess="logit",
         levels=17,
+        **kwargs,
     )
+
+
+def test_glow_multiscale_on_digits_images():
+    data = pgm.data.load("digits", binarize=False)
+    flow = _digits_glow()
     x = data.train[:20] * 17
     lp = flow.log_prob(x)
     assert lp.shape == (20,) and torch.isfinite(lp).all()
@@ -266,16 +271,7 @@ def test_class_conditional_multiscale_glow_learns_the_label():
     after training, the true label scores its digit higher than a wrong one."""
     data = pgm.data.load("digits", binarize=False)
     torch.manual_seed(0)
-    flow = FlowDensity(
-        64,
-        "glow",
-        num_layers=2,
-        hidden_dims=[16],
-        image_shape=(1, 8, 8),
-        num_classes=10,
-        preprocess="logit",
-        levels=17,
-    )
+    flow = _digits_glow(num_classes=10)
     x, y = data.train[:500] * 17, data.train_labels[:500]
     pgm.fit(flow.model, flow.guide, (x, y), epochs=3, batch_size=50, progress=False)
     xt = data.test[:100] * 17

@@ -127,6 +127,25 @@ CASES: dict[str, Case] = {
         autoregressive=True,
         caches=(1,),
     ),
+    "RQSplineAutoregressive": Case(
+        lambda c: flows.RQSplineAutoregressive(
+            AutoRegressiveNN(4, [8], param_dims=[5, 5, 4], permutation=torch.arange(4)),
+            count_bins=5,
+            cache_size=c,
+        ),
+        (4,),
+        autoregressive=True,
+        scale=2.0,
+    ),
+    "ConditionalRQSplineAutoregressive": Case(
+        lambda c: flows.ConditionalRQSplineAutoregressive(
+            ConditionalAutoRegressiveNN(4, C, [8], param_dims=[5, 5, 4]), count_bins=5
+        ),
+        (4,),
+        conditional=True,
+        caches=(1,),
+        scale=2.0,
+    ),
     "Flip": Case(lambda c: flows.Flip(cache_size=c), (4,)),
     "LogitTransform": Case(lambda c: flows.LogitTransform(0.05, cache_size=c), (4,)),
 }

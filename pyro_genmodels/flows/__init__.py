@@ -7,8 +7,10 @@ Transforms Pyro lacks (each a ``TransformModule`` or ``Transform``):
 :class:`MultiscaleSplit` for image tensors, :class:`Sylvester` flows,
 :class:`Inverse` (a module's inverse as a module), :class:`Flip`, :class:`EvenOdd`,
 :class:`MaskedAffineAutoregressive` (Pyro's, with a dtype-safe inverse),
-:class:`LogitTransform`, and the conditional :class:`ConditionalAdditiveCoupling`,
+:class:`LogitTransform`, :class:`RQSplineAutoregressive` (rational-quadratic
+spline layers), and the conditional :class:`ConditionalAdditiveCoupling`,
 :class:`ConditionalAffineCoupling`, :class:`ConditionalSplineCoupling`,
+:class:`ConditionalRQSplineAutoregressive`,
 :class:`ConditionalMultiscaleSplit` and :class:`ConditionalSylvester`.
 :func:`set_cache_size` sets the cache size of every layer of a flow and
 :func:`clear_cache` empties their caches.
@@ -67,6 +69,11 @@ from pyro_genmodels.flows.coupling import (
 )
 from pyro_genmodels.flows.glow import ConvCoupling, glow
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
+from pyro_genmodels.flows.spline import (
+    ConditionalRQSplineAutoregressive,
+    RQSplineAutoregressive,
+    rational_quadratic_spline,
+)
 from pyro_genmodels.flows.sylvester import ConditionalSylvester, ConditionedSylvester, Sylvester
 
 TRANSFORMS = (
@@ -77,6 +84,7 @@ TRANSFORMS = (
     ConditionalAffineCoupling,
     ConditionalMaskedAffineAutoregressive,
     ConditionalMultiscaleSplit,
+    ConditionalRQSplineAutoregressive,
     ConditionalSplineCoupling,
     ConditionalSylvester,
     ConditionedSylvester,
@@ -87,6 +95,7 @@ TRANSFORMS = (
     LogitTransform,
     MaskedAffineAutoregressive,
     MultiscaleSplit,
+    RQSplineAutoregressive,
     Squeeze,
     Sylvester,
 )
@@ -103,6 +112,7 @@ __all__ = [
     "ConditionalAffineCoupling",
     "ConditionalMaskedAffineAutoregressive",
     "ConditionalMultiscaleSplit",
+    "ConditionalRQSplineAutoregressive",
     "ConditionalSplineCoupling",
     "ConditionalSylvester",
     "ConditionedSylvester",
@@ -114,6 +124,7 @@ __all__ = [
     "LogitTransform",
     "MaskedAffineAutoregressive",
     "MultiscaleSplit",
+    "RQSplineAutoregressive",
     "Squeeze",
     "Sylvester",
     "additive_coupling",
@@ -127,6 +138,7 @@ __all__ = [
     "nice",
     "planar",
     "radial",
+    "rational_quadratic_spline",
     "realnvp",
     "spline",
     "set_cache_size",

@@ -38,18 +38,12 @@ class Inverse(TransformModule):
         self.base = transform
         self.bijective = transform.bijective
         self.autoregressive = getattr(transform, "autoregressive", False)
+        # fixed at construction: compositions query them on every log_prob
+        self.domain, self.codomain = transform.codomain, transform.domain
 
     @property
     def sign(self) -> int:
         return self.base.sign
-
-    @constraints.dependent_property(is_discrete=False)
-    def domain(self) -> constraints.Constraint:
-        return self.base.codomain
-
-    @constraints.dependent_property(is_discrete=False)
-    def codomain(self) -> constraints.Constraint:
-        return self.base.domain
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         return self.base.inv(x)
@@ -120,16 +114,9 @@ class LogitTransform(Transform):
         return -F.softplus(-x) - F.softplus(x) - math.log(1 - 2 * self.alpha)
 
 
-class Flip(Transform):
-    """Reverses the order of a vector's entries, ``y_i = x_{D-1-i}``; ``log|det J| = 0``.
-
-    The permutation between coupling or autoregressive layers; it holds no tensor,
-    so it follows its input to any device.
-
-    >>> import torch
-    >>> Flip()(torch.tensor([1.0, 2.0, 3.0]))
-    tensor([3., 2., 1.])
-    """
+class _FixedPermutation(Transform):
+    """A parameter-free permutation of a vector's entries: ``log|det J| = 0``; it
+    holds no tensor, so it follows its input to any device."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -140,14 +127,28 @@ class Flip(Transform):
         super().__init__(cache_size=check_cache_size(cache_size))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Flip)
+        return type(other) is type(self)
 
-    def with_cache(self, cache_size: int = 1) -> Flip:
-        return self if self._cache_size == cache_size else Flip(cache_size)
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        return self if self._cache_size == cache_size else type(self)(cache_size)
 
     @property
     def sign(self) -> int:
-        raise NotImplementedError("the sign of a reversal depends on the dimension")
+        raise NotImplementedError("the sign of the permutation depends on the dimension")
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.new_zeros(x.shape[:-1])
+
+
+class Flip(_FixedPermutation):
+    """Reverses the order of a vector's entries, ``y_i = x_{D-1-i}``; ``log|det J| = 0``.
+
+    The permutation between coupling or autoregressive layers.
+
+    >>> import torch
+    >>> Flip()(torch.tensor([1.0, 2.0, 3.0]))
+    tensor([3., 2., 1.])
+    """
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         return x.flip(-1)
@@ -155,41 +156,20 @@ class Flip(Transform):
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         return y.flip(-1)
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[:-1])
 
-
-class EvenOdd(Transform):
+class EvenOdd(_FixedPermutation):
     """Puts the even-indexed entries first, ``y = (x_0, x_2, ..., x_1, x_3, ...)``;
     ``log|det J| = 0``.
 
     Between it and its inverse, coupling layers that split a vector in halves
     condition on the even and the odd entries in turn: the alternating
-    (checkerboard) masks of NICE and Real NVP. It holds no tensor.
+    (checkerboard) masks of NICE and Real NVP.
 
     >>> import torch
     >>> t = EvenOdd()
     >>> t(torch.arange(5.0)), t.inv(t(torch.arange(5.0)))
     (tensor([0., 2., 4., 1., 3.]), tensor([0., 1., 2., 3., 4.]))
     """
-
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-    volume_preserving = True
-
-    def __init__(self, cache_size: int = 0) -> None:
-        super().__init__(cache_size=check_cache_size(cache_size))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, EvenOdd)
-
-    def with_cache(self, cache_size: int = 1) -> EvenOdd:
-        return self if self._cache_size == cache_size else EvenOdd(cache_size)
-
-    @property
-    def sign(self) -> int:
-        raise NotImplementedError("the sign of the permutation depends on the dimension")
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x[..., 0::2], x[..., 1::2]], dim=-1)
@@ -201,14 +181,11 @@ class EvenOdd(Transform):
         x[..., 1::2] = y[..., evens:]
         return x
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[:-1])
 
-
-def _layers(transform: Transform) -> list[Transform]:
+def _layers(transform: Transform, submodules: bool = True) -> list[Transform]:
     """``transform`` and every transform inside it: the parts of compositions, the
     base of an :class:`Inverse` or of torch's inverse, the inner transform of a
-    split, submodules."""
+    split, and (with ``submodules``) transforms among submodules."""
     stack, seen, out = [transform], set(), []
     while stack:
         t = stack.pop()
@@ -221,7 +198,7 @@ def _layers(transform: Transform) -> list[Transform]:
                 stack.append(t._inv)
         stack += list(getattr(t, "parts", ()))
         stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
-        if isinstance(t, torch.nn.Module):
+        if submodules and isinstance(t, torch.nn.Module):
             stack += list(t.children())
     return out
 
@@ -253,7 +230,9 @@ def clear_cache(transform: Transform) -> Transform:
     """Forgets the last ``(x, y)`` pair remembered by every layer of ``transform``.
 
     A flow with ``cache_size=1`` answers ``inv(y)`` from its cache when ``y`` is the
-    tensor it last produced or inverted, even after its parameters have changed;
+    tensor it last produced or inverted, even after its parameters have changed.
+    Layers are reached through compositions, inverses and splits (the transforms a
+    caller's tensor can reach unchanged);
     build distributions after clearing (as :class:`~pyro_genmodels.models.FlowDensity`
     does) so that scoring the same tensor twice across an optimizer step is fresh.
 
@@ -264,7 +243,7 @@ def clear_cache(transform: Transform) -> Transform:
     >>> flow.inv(y) is x, clear_cache(flow).inv(y) is x
     (True, False)
     """
-    for t in _layers(transform):
-        if hasattr(t, "_cached_x_y"):
+    for t in _layers(transform, submodules=False):  # submodules see only fresh tensors
+        if t._cache_size:
             t._cached_x_y = None, None
     return transform

@@ -39,6 +39,7 @@ from pyro_genmodels.flows.coupling import (
     DiagonalScaling,
     _spline_param_dims,
 )
+from pyro_genmodels.flows.spline import ConditionalRQSplineAutoregressive, RQSplineAutoregressive
 from pyro_genmodels.flows.sylvester import ConditionalSylvester, Sylvester
 
 Flow = ComposeTransformModule | ConditionalComposeTransformModule
@@ -342,10 +343,10 @@ def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound, d) -> li
 
 
 def _spline_ar(input_dim, context_dim, hidden, count_bins, bound, i) -> Transform:
-    net = _arn(input_dim, context_dim, hidden, _spline_param_dims(1, count_bins, "linear"), i)
+    net = _arn(input_dim, context_dim, hidden, [count_bins, count_bins, count_bins - 1], i)
     if context_dim is None:
-        return Inverse(T.SplineAutoregressive(input_dim, net, count_bins, bound))
-    return T.ConditionalSplineAutoregressive(input_dim, net, count_bins=count_bins, bound=bound).inv
+        return Inverse(RQSplineAutoregressive(net, count_bins, bound))
+    return ConditionalRQSplineAutoregressive(net, count_bins, bound).inv
 
 
 def spline(
@@ -359,10 +360,12 @@ def spline(
     mask: str = "alternate",
     cache_size: int = 1,
 ) -> Flow:
-    """Neural spline flows: monotonic rational-linear splines on ``[-K, K]`` (identity
-    outside), in coupling layers (``kind="coupling"``, with ``mask`` as in
-    :func:`realnvp`) or autoregressive layers (``kind="autoregressive"``, density
-    direction one pass, as MAF).
+    """Neural spline flows: monotonic splines on ``[-bound, bound]`` (identity
+    outside), in coupling layers (``kind="coupling"``: Pyro's rational-linear
+    ``SplineCoupling``, with ``mask`` as in :func:`realnvp`) or autoregressive
+    layers (``kind="autoregressive"``: rational-quadratic
+    :class:`~pyro_genmodels.flows.RQSplineAutoregressive`, density direction one
+    pass, as MAF).
 
     >>> spline(2, num_layers=2, hidden_dims=[8])(torch.zeros(4, 2)).shape
     torch.Size([4, 2])
