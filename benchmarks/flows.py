@@ -142,10 +142,11 @@ def _peers_available():
 # ---------------------------------------------------------------- sections
 
 
-def toy_rows(steps, layers, hidden, n, peers, best):
-    """Every candidate at the shared budget, then ``spline-ar-best``: the spline
-    flow at ``best = (layers, hidden, bins, steps)`` with a cosine schedule (the
-    best flow we know of, for the gap to the floor)."""
+def toy_rows(steps, layers, hidden, n, peers, best, seeds):
+    """Every candidate at the shared budget (mean over ``seeds`` runs), then
+    ``spline-ar-best``: the spline flow at ``best = (layers, hidden, bins, steps)``
+    with a cosine schedule, one run (the best flow we know of, for the gap to the
+    floor)."""
     rows = []
     b_layers, b_hidden, b_bins, b_steps = best
     best_kw = dict(kind="autoregressive", bound=5.0, count_bins=b_bins)
@@ -178,11 +179,10 @@ def toy_rows(steps, layers, hidden, n, peers, best):
             )
         )
         for impl, model, make, peer in cands:
-            torch.manual_seed(0)
-            module, lp = make()
             is_best = model == "spline-ar-best"
             n_steps = b_steps if is_best else steps
-            nll, sec = train(module, lp, x, x_test, n_steps, 256, cosine=is_best)
+            run = dict(steps=n_steps, batch=256, seeds=1 if is_best else seeds, cosine=is_best)
+            nll, sd, sec = fit_seeds(make, x, x_test, **run)
             rows.append(
                 dict(
                     section="toy",
@@ -193,18 +193,34 @@ def toy_rows(steps, layers, hidden, n, peers, best):
                     layers=b_layers if is_best else layers,
                     hidden=b_hidden if is_best else hidden,
                     steps=n_steps,
+                    seeds=run["seeds"],
                     test_nll_nats=nll,
+                    nll_sd=sd,
                     floor=floor,
                     gap=nll - floor,
                     sec_per_step=sec,
                 )
             )
             print(
-                f"toy {toy:>12} {impl:>9} {model:>9}: NLL {nll:.3f} (floor {floor:.3f}) "
-                f"{1e3 * sec:.1f} ms/step",
+                f"toy {toy:>12} {impl:>9} {model:>9}: NLL {nll:.3f} (sd {sd:.3f}, floor "
+                f"{floor:.3f}) {1e3 * sec:.1f} ms/step",
                 flush=True,
             )
     return rows
+
+
+def fit_seeds(make, x, x_test, steps, batch, seeds, pre=None, cosine=False):
+    """``train`` a fresh ``make()`` per seed: mean and sd of the test NLLs, and the
+    fastest seconds per step."""
+    nlls, secs = [], []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        module, lp = make()
+        nll, sec = train(module, lp, x, x_test, steps, batch, pre=pre, cosine=cosine)
+        nlls.append(nll)
+        secs.append(sec)
+    sd = float(torch.tensor(nlls).std()) if seeds > 1 else float("nan")
+    return sum(nlls) / seeds, sd, min(secs)
 
 
 IMAGES = {"digits": ((1, 8, 8), 17, 2), "mnist5k": ((1, 28, 28), 256, 2)}
@@ -253,9 +269,9 @@ def image_candidates(dim, shape, levels, scales, layers, hidden, peers):
     return cands
 
 
-def image_rows(dataset, steps, layers, hidden, peers, seeds, skip=()):
-    """Test NLL of every builder, mean over ``seeds`` training runs (``nll_sd`` their
-    standard deviation), in the dequantized pixel space ``[0, levels)^D``."""
+def image_rows(dataset, steps, layers, hidden, peers, seeds, models=None):
+    """Test NLL of every builder (or of ``models`` only), mean over ``seeds`` training
+    runs (``nll_sd`` their standard deviation), in the pixel space ``[0, levels)^D``."""
     shape, levels, scales = IMAGES[dataset]
     data = pgm.data.load(dataset, binarize=False)
     x, x_test = data.train * levels, data.test * levels
@@ -264,17 +280,10 @@ def image_rows(dataset, steps, layers, hidden, peers, seeds, skip=()):
     rows = []
     cands = image_candidates(dim, shape, levels, scales, layers, hidden, peers)
     for impl, model, make, peer in cands:
-        if model in skip:
+        if models is not None and model not in models:
             continue
-        nlls, secs = [], []
-        for seed in range(seeds):
-            torch.manual_seed(seed)
-            module, lp = make()
-            nll, sec = train(module, lp, x, x_test, steps, 128, pre=None if impl == "ours" else pre)
-            nlls.append(nll)
-            secs.append(sec)
-        nll = sum(nlls) / seeds
-        sd = float(torch.tensor(nlls).std()) if seeds > 1 else float("nan")
+        peer_pre = None if impl == "ours" else pre
+        nll, sd, sec = fit_seeds(make, x, x_test, steps, 128, seeds, pre=peer_pre)
         bpd = nll / (dim * math.log(2))
         rows.append(
             dict(
@@ -290,12 +299,12 @@ def image_rows(dataset, steps, layers, hidden, peers, seeds, skip=()):
                 test_nll_nats=nll,
                 nll_sd=sd,
                 bits_per_dim=bpd,
-                sec_per_step=min(secs),
+                sec_per_step=sec,
             )
         )
         print(
             f"{dataset} {impl:>9} {model:>11}: NLL {nll:.2f} (sd {sd:.2f}) nats = {bpd:.3f} "
-            f"bits/dim, {1e3 * min(secs):.1f} ms/step",
+            f"bits/dim, {1e3 * sec:.1f} ms/step",
             flush=True,
         )
     return rows
@@ -394,18 +403,21 @@ def add_ratios(df):
 SECTIONS = ("toy", "digits", "mnist5k", "vae")
 
 
+KEY = ["section", "dataset", "impl", "model"]
+
+
 def merge(df):
-    """``df`` with the rows of earlier runs for the (section, dataset) pairs it lacks."""
+    """``df`` with the rows of earlier runs that it does not replace (same ``KEY``)."""
     if not RESULTS.exists():
         return df
     old = pd.read_csv(RESULTS)
-    old.loc[old.section == "digits", "section"] = "images"  # the layout before mnist5k
-    ran = set(zip(df.section, df.dataset, strict=True))
-    keep = [(a, b) not in ran for a, b in zip(old.section, old.dataset, strict=True)]
+    old = old[old.section != "digits"]  # the layout before the images section
+    ran = set(df[KEY].itertuples(index=False, name=None))
+    keep = [row not in ran for row in old[KEY].itertuples(index=False, name=None)]
     return pd.concat([old[keep], df], ignore_index=True)
 
 
-def main(quick=False, sections=SECTIONS, seeds=3):
+def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None):
     torch.set_num_threads(1)
     peers = _peers_available()
     if not peers:
@@ -420,7 +432,7 @@ def main(quick=False, sections=SECTIONS, seeds=3):
         seeds = 1
     else:
         cfg = dict(
-            toy=(1500, 8, 64, 20000, (8, 64, 8, 6000)),
+            toy=(1500, 8, 64, 20000, (8, 64, 8, 15000)),
             digits=(800, 4, 128),
             mnist5k=(800, 4, 1024),
             vae=(10, 5000, 200, 32, 300, 4),
@@ -428,11 +440,11 @@ def main(quick=False, sections=SECTIONS, seeds=3):
     rows = []
     if "toy" in sections:
         steps, layers, hidden, n, best = cfg["toy"]
-        rows += toy_rows(steps, layers, hidden, n, peers, best)
+        rows += toy_rows(steps, layers, hidden, n, peers, best, seeds)
     for dataset in ("digits", "mnist5k"):
         if dataset in sections:
-            n_seeds = seeds if dataset == "digits" else 1
-            rows += image_rows(dataset, *cfg[dataset], peers, n_seeds)
+            n_seeds = (image_seeds or {}).get(dataset, seeds if dataset == "digits" else 1)
+            rows += image_rows(dataset, *cfg[dataset], peers, n_seeds, models)
     if "vae" in sections:
         rows += vae_rows(*cfg["vae"])
     df = pd.DataFrame(rows)
@@ -464,6 +476,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
-    parser.add_argument("--seeds", type=int, default=3, help="training runs per digits model")
+    parser.add_argument("--seeds", type=int, default=3, help="runs per toy and digits model")
+    parser.add_argument("--mnist5k-seeds", type=int, default=1, help="training runs per model")
+    parser.add_argument("--models", nargs="+", default=None, help="image models to run")
     args = parser.parse_args()
-    main(args.quick, tuple(args.sections), args.seeds)
+    image_seeds = {"mnist5k": args.mnist5k_seeds}
+    main(args.quick, tuple(args.sections), args.seeds, image_seeds, args.models)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from functools import partial
+from functools import cached_property, partial
 
 import torch
+from pyro.distributions import constraints
 from pyro.distributions import transforms as T
 from pyro.distributions.conditional import ConditionalComposeTransformModule
 from pyro.distributions.torch_transform import ComposeTransformModule
@@ -59,18 +60,32 @@ def _args(input_dim: object, num_layers: object, context_dim: object, least: int
         check_int("context_dim", context_dim)
 
 
+class _Compose(ComposeTransformModule):
+    """Pyro's composition with its domain and codomain computed once: its parts are
+    fixed, and torch recomputes both (recursively) at every access, several times per
+    ``log_prob``."""
+
+    @cached_property
+    def domain(self) -> constraints.Constraint:
+        return ComposeTransformModule.domain.fget(self)
+
+    @cached_property
+    def codomain(self) -> constraints.Constraint:
+        return ComposeTransformModule.codomain.fget(self)
+
+
 class _ConditionalCompose(ConditionalComposeTransformModule):
     """Pyro's conditional composition whose conditioned flows carry the cache size
     on every layer."""
 
     def condition(self, context: torch.Tensor) -> ComposeTransformModule:
         parts = [t.condition(context) for t in self.transforms]
-        return set_cache_size(ComposeTransformModule(parts), self._cache_size)
+        return set_cache_size(_Compose(parts), self._cache_size)
 
 
 def _compose(parts: list, context_dim: int | None, cache_size: int = 1) -> Flow:
     if context_dim is None:
-        return set_cache_size(ComposeTransformModule(parts, cache_size=1), cache_size)
+        return set_cache_size(_Compose(parts, cache_size=1), cache_size)
     return set_cache_size(_ConditionalCompose(parts, cache_size=cache_size), cache_size)
 
 

@@ -15,14 +15,13 @@ from collections.abc import Sequence
 
 import torch
 from pyro.distributions import transforms as T
-from pyro.distributions.torch_transform import ComposeTransformModule
 from torch import nn
 from torch.distributions import Transform
 from torch.distributions.transforms import ReshapeTransform
 
 from pyro_genmodels.flows._checks import check_hidden, check_int
 from pyro_genmodels.flows.actnorm import ActNorm
-from pyro_genmodels.flows.builders import Flow, _args, _compose, _dense, default_hidden
+from pyro_genmodels.flows.builders import Flow, _args, _Compose, _compose, _dense, default_hidden
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
 
 
@@ -79,7 +78,7 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform
     net = _dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
     cls = T.AffineCoupling if context_dim is None else T.ConditionalAffineCoupling
     to_img = ReshapeTransform((input_dim,), (input_dim, 1, 1))
-    mix = ComposeTransformModule([to_img, T.GeneralizedChannelPermute(input_dim), to_img.inv])
+    mix = _Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_img.inv])
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
