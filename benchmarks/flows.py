@@ -142,7 +142,7 @@ def _peers_available():
 # ---------------------------------------------------------------- sections
 
 
-def toy_rows(steps, layers, hidden, n, peers, best, seeds):
+def toy_rows(steps, layers, hidden, n, peers, best, seeds, models=None):
     """Every candidate at the shared budget (mean over ``seeds`` runs), then
     ``spline-ar-best``: the spline flow at ``best = (layers, hidden, bins, steps)``
     with a cosine schedule, one run (the best flow we know of, for the gap to the
@@ -179,6 +179,8 @@ def toy_rows(steps, layers, hidden, n, peers, best, seeds):
             )
         )
         for impl, model, make, peer in cands:
+            if models is not None and model not in models:
+                continue
             is_best = model == "spline-ar-best"
             n_steps = b_steps if is_best else steps
             run = dict(steps=n_steps, batch=256, seeds=1 if is_best else seeds, cosine=is_best)
@@ -440,7 +442,7 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
     rows = []
     if "toy" in sections:
         steps, layers, hidden, n, best = cfg["toy"]
-        rows += toy_rows(steps, layers, hidden, n, peers, best, seeds)
+        rows += toy_rows(steps, layers, hidden, n, peers, best, seeds, models)
     for dataset in ("digits", "mnist5k"):
         if dataset in sections:
             n_seeds = (image_seeds or {}).get(dataset, seeds if dataset == "digits" else 1)
@@ -478,7 +480,7 @@ if __name__ == "__main__":
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--seeds", type=int, default=3, help="runs per toy and digits model")
     parser.add_argument("--mnist5k-seeds", type=int, default=1, help="training runs per model")
-    parser.add_argument("--models", nargs="+", default=None, help="image models to run")
+    parser.add_argument("--models", nargs="+", default=None, help="run these models only")
     args = parser.parse_args()
     image_seeds = {"mnist5k": args.mnist5k_seeds}
     main(args.quick, tuple(args.sections), args.seeds, image_seeds, args.models)

@@ -425,3 +425,20 @@ def test_alternate_mask_conditions_on_odd_then_even_entries(name, dim):
         jac = torch.autograd.functional.jacobian(flow.inv, x)
         moved = (jac.abs() > 1e-12).sum(0)  # outputs each input moves
         assert {i for i in range(dim) if moved[i] > 1} == expected, (mask, moved)
+
+
+def test_rational_quadratic_spline_identity_at_zero_and_monotone():
+    """Zero parameters give the identity; any parameters give a strictly increasing
+    map of the box onto itself, identity outside, continuous at the box's ends."""
+    x = torch.linspace(-4.0, 4.0, 801, dtype=torch.float64)[:, None]
+    zeros = [torch.zeros(1, 1, k, dtype=torch.float64) for k in (6, 6, 5)]
+    y, ladj = flows.rational_quadratic_spline(x, *zeros, bound=3.0)
+    assert torch.allclose(y, x, atol=1e-12) and ladj.abs().max() < 1e-12
+    torch.manual_seed(0)
+    params = [2 * torch.randn(1, 1, k, dtype=torch.float64) for k in (6, 6, 5)]
+    y, _ = flows.rational_quadratic_spline(x, *params, bound=3.0)
+    assert (y[1:] > y[:-1]).all()
+    outside = x.abs() >= 3.0
+    assert torch.equal(y[outside], x[outside])
+    edge = torch.tensor([[-3.0 + 1e-9], [3.0 - 1e-9]], dtype=torch.float64)
+    assert torch.allclose(flows.rational_quadratic_spline(edge, *params, bound=3.0)[0], edge)

@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import torch
@@ -20,15 +21,16 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 
 from pyro_genmodels.flows._checks import check_cache_size, check_event, check_int
+from pyro_genmodels.flows.coupling import soft_clamp
 
-MIN_BIN, MIN_DERIVATIVE = 1e-3, 1e-3
+MIN_BIN, LOGIT_BOUND, LOG_DERIVATIVE_BOUND = 1e-3, math.log(1e3) / 2, math.log(1e3)
 
 
 def _knots(raw: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Bin sizes (``K``, each at least ``MIN_BIN`` of the box) and the ``K + 1`` knots
     from ``-bound`` to ``bound``."""
     k = raw.shape[-1]
-    sizes = MIN_BIN + (1 - MIN_BIN * k) * torch.softmax(raw, dim=-1)
+    sizes = MIN_BIN + (1 - MIN_BIN * k) * torch.softmax(soft_clamp(raw, LOGIT_BOUND), dim=-1)
     knots = F.pad(torch.cumsum(sizes, dim=-1), (1, 0)) * (2 * bound) - bound
     return knots[..., 1:] - knots[..., :-1], knots
 
@@ -50,9 +52,11 @@ def rational_quadratic_spline(
 
     Args:
         x: ``(*, D)`` inputs.
-        widths, heights: ``(*, D, K)`` unnormalized bin widths and heights (softmax).
-        derivatives: ``(*, D, K - 1)`` unconstrained interior knot derivatives
-            (softplus); the boundary derivatives are 1, matching the tails.
+        widths, heights: ``(*, D, K)`` logits of the bin widths and heights (soft-clamped
+            to ``(-log(1e3) / 2, log(1e3) / 2)``, then softmax).
+        derivatives: ``(*, D, K - 1)`` unconstrained log-derivatives at the interior
+            knots, soft-clamped to ``(-log 1e3, log 1e3)``; the boundary derivatives
+            are 1, matching the tails. Zero parameters give the identity.
         bound: half-width of the box.
         inverse: evaluate ``g^{-1}``; the returned log-det is then
             ``log|d g^{-1}/dy| = -log|g'(x)|``.
@@ -75,7 +79,7 @@ def rational_quadratic_spline(
         )
     bin_w, knots_x = _knots(widths, bound)
     bin_h, knots_y = _knots(heights, bound)
-    d = F.pad(MIN_DERIVATIVE + F.softplus(derivatives), (1, 1), value=1.0)
+    d = F.pad(torch.exp(soft_clamp(derivatives, LOG_DERIVATIVE_BOUND)), (1, 1), value=1.0)
     inside = (x > -bound) & (x < bound)
     v = x.clamp(-bound, bound)
     search = knots_y if inverse else knots_x
