@@ -1,28 +1,35 @@
 """Flow family benchmark: 2-D toys against their entropy floor, dequantized digits
-per builder, peers ``zuko`` and ``normflows`` side by side, IAF-VAE vs diagonal VAE.
+and mnist5k per builder, peers ``zuko`` and ``normflows`` side by side, step-time
+ratios, IAF-VAE vs diagonal VAE.
 
 Every density model is trained by the same plain loop (Adam, lr 1e-3, minibatch
 ``-log p(x)``), same data, same layer count and hidden sizes, so NLL differences
-and seconds per training step compare implementations. Peers are optional (the
-``bench`` extra); their rows are skipped when they are not installed.
+compare implementations. Peers are optional (the ``bench`` extra); their rows are
+skipped when they are not installed.
 
-Rows of ``benchmarks/results/flows.csv``:
+Rows of ``benchmarks/results/flows.csv`` (``section``):
 
-* ``toy``: test NLL (nats) on two_moons, 8gaussians, checkerboard; ``floor`` is
-  the data's entropy (FFJORD generators); ``gap = nll - floor``.
-* ``digits``: test NLL of uniformly dequantized digits in the pixel space
-  ``[0, 17)^64`` (nats and bits/dim), logit preprocessing for every model (peers
-  get the same preprocessing with its log-det added).
+* ``toy``: test NLL (nats) on two_moons, 8gaussians, checkerboard, mean of
+  ``--seeds`` runs (``nll_sd``); ``floor`` is the data's entropy (FFJORD
+  generators); ``gap = nll - floor``. ``spline-ar-best`` is one longer run.
+* ``images``: test NLL of uniformly dequantized digits (``[0, 17)^64``) and
+  mnist5k (``[0, 256)^784``) in the pixel space (nats and bits/dim), logit
+  preprocessing for every model (peers get the same preprocessing with its log-det).
+* ``speed``: seconds per step of ours over the peer, interleaved on one minibatch
+  (the step-time figures; ``sec_per_step`` of the other rows is a whole-run average
+  that moves with the machine's load).
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
   diagonal-Gaussian VAE on binarized mnist5k.
 
-``nll_vs_peer`` is ``nll - nll_peer`` (nats; NLLs can be negative, so a
-difference, not a ratio) and ``time_ratio`` is seconds per step over the peer's.
+``nll_vs_peer`` is ``nll - nll_peer`` (nats; NLLs can be negative, so a difference).
+A run of some sections or ``--models`` replaces only its own rows of the CSV.
 
 Usage::
 
-    python benchmarks/flows.py            # full run (about 15 minutes on 2 loaded cores)
-    python benchmarks/flows.py --quick    # smoke run (seconds)
+    python benchmarks/flows.py                      # everything (about an hour, 2 cores)
+    python benchmarks/flows.py --sections speed     # step-time ratios (3 minutes)
+    python benchmarks/flows.py --sections mnist5k --models maf MAF --mnist5k-seeds 3
+    python benchmarks/flows.py --quick              # smoke run (seconds)
 """
 
 from __future__ import annotations
@@ -142,42 +149,49 @@ def _peers_available():
 # ---------------------------------------------------------------- sections
 
 
+def toy_candidates(layers, hidden, peers, best):
+    """(impl, model, make, peer) on 2-D data; ``spline-ar-best`` last."""
+    b_layers, b_hidden, b_bins, _ = best
+    best_kw = dict(kind="autoregressive", bound=5.0, count_bins=b_bins)
+    cands = [
+        ("ours", "realnvp", lambda: ours(2, "realnvp", layers, hidden), "zuko:RealNVP"),
+        ("ours", "maf", lambda: ours(2, "maf", layers, hidden), "zuko:MAF"),
+        (
+            "ours",
+            "spline-ar",
+            lambda: ours(2, "spline", layers, hidden, kind="autoregressive", bound=5.0),
+            "zuko:NSF",
+        ),
+    ]
+    if peers:
+        cands += [
+            ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", 2, layers, hidden), None),
+            ("zuko", "MAF", lambda: zuko_flow("MAF", 2, layers, hidden), None),
+            ("zuko", "NSF", lambda: zuko_flow("NSF", 2, layers, hidden), None),
+            ("normflows", "RealNVP", lambda: normflows_realnvp(2, layers, hidden), None),
+        ]
+    cands.append(
+        (
+            "ours",
+            "spline-ar-best",
+            lambda: ours(2, "spline", b_layers, b_hidden, **best_kw),
+            None,
+        )
+    )
+    return cands
+
+
 def toy_rows(steps, layers, hidden, n, peers, best, seeds, models=None):
     """Every candidate at the shared budget (mean over ``seeds`` runs), then
     ``spline-ar-best``: the spline flow at ``best = (layers, hidden, bins, steps)``
     with a cosine schedule, one run (the best flow we know of, for the gap to the
     floor)."""
     rows = []
-    b_layers, b_hidden, b_bins, b_steps = best
-    best_kw = dict(kind="autoregressive", bound=5.0, count_bins=b_bins)
+    b_layers, b_hidden, _, b_steps = best
     for toy, floor in FLOORS.items():
         x = pgm.data.toy2d(toy, n=n, seed=0)
         x_test = pgm.data.toy2d(toy, n=n // 4, seed=1)
-        cands = [
-            ("ours", "realnvp", lambda: ours(2, "realnvp", layers, hidden), "zuko:RealNVP"),
-            ("ours", "maf", lambda: ours(2, "maf", layers, hidden), "zuko:MAF"),
-            (
-                "ours",
-                "spline-ar",
-                lambda: ours(2, "spline", layers, hidden, kind="autoregressive", bound=5.0),
-                "zuko:NSF",
-            ),
-        ]
-        if peers:
-            cands += [
-                ("zuko", "RealNVP", lambda: zuko_flow("RealNVP", 2, layers, hidden), None),
-                ("zuko", "MAF", lambda: zuko_flow("MAF", 2, layers, hidden), None),
-                ("zuko", "NSF", lambda: zuko_flow("NSF", 2, layers, hidden), None),
-                ("normflows", "RealNVP", lambda: normflows_realnvp(2, layers, hidden), None),
-            ]
-        cands.append(
-            (
-                "ours",
-                "spline-ar-best",
-                lambda: ours(2, "spline", b_layers, b_hidden, **best_kw),
-                None,
-            )
-        )
+        cands = toy_candidates(layers, hidden, peers, best)
         for impl, model, make, peer in cands:
             if models is not None and model not in models:
                 continue
@@ -382,10 +396,85 @@ def vae_rows(epochs, num_samples, test_points, z_dim, hidden, layers):
     return rows
 
 
+def _stepper(make, xb, pre):
+    """One Adam step on ``-log p(xb)`` of a fresh ``make()``, as a closure."""
+    torch.manual_seed(0)
+    module, lp = make()
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step():
+        if pre is None:
+            loss = -lp(xb.clone()).mean()
+        else:
+            z, ldj = pre(xb)
+            loss = -(lp(z) + ldj).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):  # warm-up (and ActNorm's data-dependent initialization)
+        step()
+    return step
+
+
+def speed_rows(cfg, peers, repeats=7):
+    """Seconds per training step of ours over the peer, the two interleaved on one
+    minibatch: ``repeats`` rounds of ``n`` steps each, the median of the per-round
+    ratios. Whole-run ``sec_per_step`` of the other sections is measured once per
+    run and moves with the machine's load; these ratios are the step-time figures."""
+    if not peers:
+        return []
+    toy_steps, layers, hidden, _, best = cfg["toy"]
+    x2 = pgm.data.toy2d("two_moons", n=256, seed=0)
+    setups = [("two_moons", toy_candidates(layers, hidden, peers, best), x2, None, 50)]
+    for dataset in ("digits", "mnist5k"):
+        shape, levels, scales = IMAGES[dataset]
+        _, i_layers, i_hidden = cfg[dataset]
+        xb = pgm.data.load(dataset, binarize=False).train[:128] * levels
+        cands = image_candidates(xb.shape[1], shape, levels, scales, i_layers, i_hidden, peers)
+        setups.append((dataset, cands, xb, partial(logit_preprocess, levels=levels), 20))
+    rows = []
+    for dataset, cands, xb, pre, n in setups:
+        by_name = {(impl, model): make for impl, model, make, _ in cands}
+        for impl, model, make, peer in cands:
+            if impl != "ours" or not isinstance(peer, str) or tuple(peer.split(":")) not in by_name:
+                continue
+            steps = {
+                "ours": _stepper(make, xb, None),
+                "peer": _stepper(by_name[tuple(peer.split(":"))], xb, pre),
+            }
+            secs = {"ours": [], "peer": []}
+            for _ in range(repeats):
+                for who, step in steps.items():
+                    start = time.perf_counter()
+                    for _ in range(n):
+                        step()
+                    secs[who].append((time.perf_counter() - start) / n)
+            ratios = sorted(o / p for o, p in zip(secs["ours"], secs["peer"], strict=True))
+            ratio = ratios[len(ratios) // 2]
+            rows.append(
+                dict(
+                    section="speed",
+                    dataset=dataset,
+                    impl="ours",
+                    model=model,
+                    peer=peer,
+                    sec_per_step=min(secs["ours"]),
+                    peer_sec_per_step=min(secs["peer"]),
+                    time_ratio=ratio,
+                )
+            )
+            print(f"speed {dataset:>9} {model:>11} / {peer}: {ratio:.3f}", flush=True)
+    return rows
+
+
 def add_ratios(df):
+    """``nll_vs_peer`` and whole-run ``time_ratio`` of every row naming a peer in its
+    section (the speed section's interleaved ratios are kept)."""
+    speed = df.section == "speed"
     df["nll_vs_peer"] = float("nan")
-    df["time_ratio"] = float("nan")
-    for i, row in df.iterrows():
+    df.loc[~speed, "time_ratio"] = float("nan")
+    for i, row in df[~speed].iterrows():
         if not isinstance(row.get("peer"), str):
             continue
         impl, model = row["peer"].split(":")
@@ -402,7 +491,7 @@ def add_ratios(df):
     return df
 
 
-SECTIONS = ("toy", "digits", "mnist5k", "vae")
+SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed")
 
 
 KEY = ["section", "dataset", "impl", "model"]
@@ -449,6 +538,8 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
             rows += image_rows(dataset, *cfg[dataset], peers, n_seeds, models)
     if "vae" in sections:
         rows += vae_rows(*cfg["vae"])
+    if "speed" in sections:
+        rows += speed_rows(cfg, peers, repeats=2 if quick else 7)
     df = pd.DataFrame(rows)
     if not quick:
         df = merge(df)
