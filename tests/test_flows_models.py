@@ -335,6 +335,19 @@ def test_transforms_and_builders_reject_bad_arguments():
         flows.AffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound=0.0)
     with pytest.raises(ValueError, match="takes context_dim=None context"):
         flows.ConvCoupling((1, 2, 2), 1, 4)(torch.zeros(1, 4), context=torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r"context must have shape \(\*, 3\), got \(1, 2\)"):
+        flows.ConvCoupling((1, 2, 2), 1, 4, 3)(torch.zeros(1, 4), context=torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="log_scale_bound must be a positive float"):
+        flows.ConditionalAffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound="big")
+    with pytest.raises(ValueError, match="bound must be a positive float"):
+        flows.ConditionalRQSplineAutoregressive(torch.nn.Linear(1, 2), bound=-1.0)
+    w = torch.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match=r"derivatives \(\*, D, K - 1\)"):
+        flows.rational_quadratic_spline(torch.zeros(2, 3), w, w, w, 3.0)
+    with pytest.raises(ValueError, match="must broadcast"):
+        flows.rational_quadratic_spline(torch.zeros(2, 5), w, w, w[..., :3], 3.0)
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        flows.rational_quadratic_spline(torch.zeros(2, 3, dtype=torch.long), w, w, w[..., :3], 3.0)
     with pytest.raises(ValueError, match="alpha must be"):
         flows.LogitTransform(0.7)
     with pytest.raises(ValueError, match="event_dim must be 1"):

@@ -35,3 +35,16 @@ def check_event(x: torch.Tensor, name: str, event_shape: tuple[int, ...]) -> Non
     if x.dim() < k or tuple(x.shape[x.dim() - k :]) != tuple(event_shape):
         shape = ", ".join(str(s) for s in event_shape)
         raise ValueError(f"{name} must have shape (*, {shape}), got {tuple(x.shape)}")
+
+
+def check_context(context: object) -> torch.Tensor:
+    """Raises unless ``context`` is a tensor (shapes are checked by the network)."""
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+    return context
+
+
+def check_positive_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive float, got {value!r}")
+    return float(value)

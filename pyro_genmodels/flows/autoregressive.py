@@ -24,7 +24,7 @@ from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffin
 from pyro.distributions.util import copy_docs_from
 from pyro.nn.auto_reg_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 
-from pyro_genmodels.flows._checks import check_event
+from pyro_genmodels.flows._checks import check_context, check_event, check_positive_float
 from pyro_genmodels.flows.coupling import soft_clamp
 
 
@@ -49,9 +49,7 @@ class MaskedAffineAutoregressive(AffineAutoregressive):
 
     def __init__(self, autoregressive_nn, log_scale_bound: float = 7.0) -> None:
         super().__init__(autoregressive_nn)
-        if isinstance(log_scale_bound, bool) or not log_scale_bound > 0:
-            raise ValueError(f"log_scale_bound must be a positive float, got {log_scale_bound!r}")
-        self.log_scale_bound = float(log_scale_bound)
+        self.log_scale_bound = check_positive_float("log_scale_bound", log_scale_bound)
 
     def _log_scale(self, raw: torch.Tensor) -> torch.Tensor:
         return soft_clamp(raw, self.log_scale_bound)
@@ -87,8 +85,7 @@ class ConditionalMaskedAffineAutoregressive(ConditionalAffineAutoregressive):
     """
 
     def condition(self, context: torch.Tensor) -> MaskedAffineAutoregressive:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         cond_nn = partial(self.nn, context=context)
         cond_nn.permutation = self.nn.permutation
         cond_nn.get_permutation = self.nn.get_permutation

@@ -24,7 +24,7 @@ from pyro.distributions.torch_transform import ComposeTransformModule
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDenseNN, DenseNN
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_hidden, check_int
+from pyro_genmodels.flows._checks import check_hidden, check_int, check_positive_float
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
@@ -270,6 +270,17 @@ def iaf(
     return _autoregressive(input_dim, num_layers, hidden_dims, context_dim, False, cache_size)
 
 
+def _residual(layer, conditional, input_dim, num_layers, hidden_dims, context_dim, cache_size):
+    """``num_layers`` of Pyro's ``layer(D)``, or with a context of
+    ``conditional(D, C, hidden)`` (planar and radial flows)."""
+    _args(input_dim, num_layers, context_dim)
+    if context_dim is None:
+        return _compose([layer(input_dim) for _ in range(num_layers)], None, cache_size)
+    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    parts = [conditional(input_dim, context_dim, hidden) for _ in range(num_layers)]
+    return _compose(parts, context_dim, cache_size)
+
+
 def planar(
     input_dim: int,
     num_layers: int = 4,
@@ -286,12 +297,9 @@ def planar(
     References:
         Variational Inference with Normalizing Flows. D. J. Rezende, S. Mohamed, 2015.
     """
-    _args(input_dim, num_layers, context_dim)
-    if context_dim is None:
-        return _compose([T.Planar(input_dim) for _ in range(num_layers)], None, cache_size)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
-    parts = [T.conditional_planar(input_dim, context_dim, hidden) for _ in range(num_layers)]
-    return _compose(parts, context_dim, cache_size)
+    return _residual(
+        T.Planar, T.conditional_planar, input_dim, num_layers, hidden_dims, context_dim, cache_size
+    )
 
 
 def radial(
@@ -310,12 +318,9 @@ def radial(
     References:
         Variational Inference with Normalizing Flows. D. J. Rezende, S. Mohamed, 2015.
     """
-    _args(input_dim, num_layers, context_dim)
-    if context_dim is None:
-        return _compose([T.Radial(input_dim) for _ in range(num_layers)], None, cache_size)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
-    parts = [T.conditional_radial(input_dim, context_dim, hidden) for _ in range(num_layers)]
-    return _compose(parts, context_dim, cache_size)
+    return _residual(
+        T.Radial, T.conditional_radial, input_dim, num_layers, hidden_dims, context_dim, cache_size
+    )
 
 
 def sylvester(
@@ -394,8 +399,7 @@ def spline(
         raise ValueError(f"kind must be 'coupling' or 'autoregressive', got {kind!r}")
     _args(input_dim, num_layers, context_dim, 2 if kind == "coupling" else 1)
     check_int("count_bins", count_bins, 2)
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
-        raise ValueError(f"bound must be a positive float, got {bound!r}")
+    check_positive_float("bound", bound)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     if kind == "coupling":
         layer = partial(_spline_coupling, input_dim, context_dim, hidden, count_bins, bound)

@@ -25,7 +25,14 @@ from pyro.distributions.transforms import ConditionalSpline, Spline, SplineCoupl
 from pyro.nn import ConditionalDenseNN, DenseNN
 from torch import nn
 
-from pyro_genmodels.flows._checks import check_cache_size, check_event, check_hidden, check_int
+from pyro_genmodels.flows._checks import (
+    check_cache_size,
+    check_context,
+    check_event,
+    check_hidden,
+    check_int,
+    check_positive_float,
+)
 
 
 class AdditiveCoupling(TransformModule):
@@ -105,8 +112,7 @@ class ConditionalAdditiveCoupling(ConditionalTransformModule):
         self.cache_size = check_cache_size(cache_size)
 
     def condition(self, context: torch.Tensor) -> AdditiveCoupling:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         return AdditiveCoupling(self.split_dim, partial(self.nn, context=context), self.cache_size)
 
 
@@ -157,9 +163,7 @@ class AffineCoupling(AdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        if isinstance(log_scale_bound, bool) or not log_scale_bound > 0:
-            raise ValueError(f"log_scale_bound must be a positive float, got {log_scale_bound!r}")
-        self.log_scale_bound = float(log_scale_bound)
+        self.log_scale_bound = check_positive_float("log_scale_bound", log_scale_bound)
         self._cached_log_scale: torch.Tensor | None = None
 
     def _params(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,11 +215,10 @@ class ConditionalAffineCoupling(ConditionalAdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        self.log_scale_bound = log_scale_bound
+        self.log_scale_bound = check_positive_float("log_scale_bound", log_scale_bound)
 
     def condition(self, context: torch.Tensor) -> AffineCoupling:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         net = partial(self.nn, context=context)
         return AffineCoupling(self.split_dim, net, self.log_scale_bound, self.cache_size)
 
@@ -316,8 +319,7 @@ class ConditionalSplineCoupling(ConditionalTransformModule):
         self.lower_spline = Spline(split_dim, count_bins, bound, order)
 
     def condition(self, context: torch.Tensor) -> SplineCoupling:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         t = SplineCoupling.__new__(SplineCoupling)
         TransformModule.__init__(t, cache_size=1)
         t.lower_spline = self.lower_spline

@@ -63,6 +63,10 @@ class ConvCoupling(nn.Module):
         if (context is None) != (self.context_dim is None):
             raise ValueError(f"this ConvCoupling takes context_dim={self.context_dim} context")
         if context is not None:
+            if context.shape[-1:] != (self.context_dim,):
+                raise ValueError(
+                    f"context must have shape (*, {self.context_dim}), got {tuple(context.shape)}"
+                )
             batch = torch.broadcast_shapes(batch, context.shape[:-1])
             img = x.expand(*batch, x.shape[-1]).reshape(-1, *self.in_shape)
             c = context.expand(*batch, self.context_dim).reshape(-1, self.context_dim, 1, 1)

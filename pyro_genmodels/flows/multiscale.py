@@ -14,7 +14,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_cache_size, check_event, check_int
+from pyro_genmodels.flows._checks import check_cache_size, check_context, check_event, check_int
 
 
 class Squeeze(Transform):
@@ -190,6 +190,5 @@ class ConditionalMultiscaleSplit(ConditionalTransformModule):
         self.dim = dim
 
     def condition(self, context: torch.Tensor) -> MultiscaleSplit:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         return MultiscaleSplit(self.transform.condition(context), self.split_size, self.dim)

@@ -1,9 +1,10 @@
 """Monotonic rational-quadratic splines (Durkan et al. 2019) in autoregressive
 layers: the transform of Neural Spline Flows, written for few tensor operations.
 
-Pyro's ``SplineAutoregressive`` defaults to rational-linear splines and spends
-about 40% more tensor operations per layer than this one; on small problems,
-where per-operation overhead dominates, that is the step time of the flow.
+Pyro's ``SplineAutoregressive`` defaults to rational-linear splines. A training
+step of an 8-layer flow on 2-D data (batch 256) made 9328 aten calls with Pyro's
+layers and 7105 with these (torch.profiler, once); on small problems, where
+per-operation overhead dominates, that is the step time of the flow.
 
 References:
     Neural Spline Flows. C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, 2019.
@@ -20,7 +21,13 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 
-from pyro_genmodels.flows._checks import check_cache_size, check_event, check_int
+from pyro_genmodels.flows._checks import (
+    check_cache_size,
+    check_context,
+    check_event,
+    check_int,
+    check_positive_float,
+)
 from pyro_genmodels.flows.coupling import soft_clamp
 
 MIN_BIN, LOGIT_BOUND, LOG_DERIVATIVE_BOUND = 1e-3, math.log(1e3) / 2, math.log(1e3)
@@ -33,6 +40,28 @@ def _knots(raw: torch.Tensor, bound: float) -> tuple[torch.Tensor, torch.Tensor]
     sizes = MIN_BIN + (1 - MIN_BIN * k) * torch.softmax(soft_clamp(raw, LOGIT_BOUND), dim=-1)
     knots = F.pad(torch.cumsum(sizes, dim=-1), (1, 0)) * (2 * bound) - bound
     return knots[..., 1:] - knots[..., :-1], knots
+
+
+def _check_spline_params(x, widths, heights, derivatives) -> None:
+    tensors = {"x": x, "widths": widths, "heights": heights, "derivatives": derivatives}
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {t!r:.60}")
+    k = widths.shape[-1] if widths.dim() else 0
+    if k < 2 or heights.shape[-1:] != (k,) or derivatives.shape[-1:] != (k - 1,):
+        raise ValueError(
+            "widths and heights must be (*, D, K) with K >= 2 and derivatives (*, D, K - 1), "
+            f"got {tuple(widths.shape)}, {tuple(heights.shape)}, {tuple(derivatives.shape)}"
+        )
+    try:
+        torch.broadcast_shapes(
+            x.shape, widths.shape[:-1], heights.shape[:-1], derivatives.shape[:-1]
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"x {tuple(x.shape)} must broadcast with the parameters' (*, D) = "
+            f"{tuple(widths.shape[:-1])}"
+        ) from None
 
 
 def rational_quadratic_spline(
@@ -71,6 +100,7 @@ def rational_quadratic_spline(
     >>> bool(torch.allclose(x2, x, atol=1e-5)), bool(torch.allclose(ladj, -ladj_inv, atol=1e-5))
     (True, True)
     """
+    _check_spline_params(x, widths, heights, derivatives)
     batch = torch.broadcast_shapes(x.shape, widths.shape[:-1])
     if x.shape != batch or widths.shape[:-1] != batch:  # gather needs equal batch shapes
         x = x.expand(batch)
@@ -144,9 +174,7 @@ class RQSplineAutoregressive(TransformModule):
         super().__init__(cache_size=check_cache_size(cache_size))
         self.arn = autoregressive_nn
         self.count_bins = check_int("count_bins", count_bins, 2)
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
-            raise ValueError(f"bound must be a positive float, got {bound!r}")
-        self.bound = float(bound)
+        self.bound = check_positive_float("bound", bound)
         self._cached_ladj: torch.Tensor | None = None
 
     def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -195,11 +223,11 @@ class ConditionalRQSplineAutoregressive(ConditionalTransformModule):
     def __init__(self, autoregressive_nn, count_bins: int = 8, bound: float = 3.0) -> None:
         super().__init__()
         self.nn = autoregressive_nn
-        self.count_bins, self.bound = count_bins, bound
+        self.count_bins = check_int("count_bins", count_bins, 2)
+        self.bound = check_positive_float("bound", bound)
 
     def condition(self, context: torch.Tensor) -> RQSplineAutoregressive:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         cond_nn = partial(self.nn, context=context)
         cond_nn.permutation = self.nn.permutation
         return RQSplineAutoregressive(cond_nn, self.count_bins, self.bound)

@@ -25,7 +25,7 @@ from pyro.nn import DenseNN
 from torch import nn
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_event, check_int
+from pyro_genmodels.flows._checks import check_context, check_event, check_int
 
 
 def householder_product(v: torch.Tensor) -> torch.Tensor:
@@ -175,8 +175,7 @@ class ConditionalSylvester(ConditionalTransformModule):
         return ConditionalSylvester(input_dim, net, num_householder)
 
     def condition(self, context: torch.Tensor) -> ConditionedSylvester:
-        if not isinstance(context, torch.Tensor):
-            raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+        check_context(context)
         d, k = self.input_dim, self.num_householder
         v, r_dense, s_dense, r_diag, s_diag, b = self.nn(context)
         batch = v.shape[:-1]
