@@ -287,16 +287,19 @@ def image_candidates(dim, shape, levels, scales, layers, hidden, peers):
     return cands
 
 
-def image_rows(dataset, steps, layers, hidden, peers, seeds, models=None):
-    """Test NLL of every builder (or of ``models`` only), mean over ``seeds`` training
-    runs (``nll_sd`` their standard deviation), in the pixel space ``[0, levels)^D``."""
+def image_rows(dataset, steps, layers, hidden, peers, seeds, models=None, cands=None):
+    """Test NLL of every builder (or of ``models`` only; or of ``cands``, the
+    ``ablation`` section), mean over ``seeds`` training runs (``nll_sd`` their
+    standard deviation), in the pixel space ``[0, levels)^D``."""
     shape, levels, scales = IMAGES[dataset]
     data = pgm.data.load(dataset, binarize=False)
     x, x_test = data.train * levels, data.test * levels
     dim = x.shape[1]
     pre = partial(logit_preprocess, levels=levels)
     rows = []
-    cands = image_candidates(dim, shape, levels, scales, layers, hidden, peers)
+    section = "images" if cands is None else "ablation"
+    if cands is None:
+        cands = image_candidates(dim, shape, levels, scales, layers, hidden, peers)
     for impl, model, make, peer in cands:
         if models is not None and model not in models:
             continue
@@ -305,7 +308,7 @@ def image_rows(dataset, steps, layers, hidden, peers, seeds, models=None):
         bpd = nll / (dim * math.log(2))
         rows.append(
             dict(
-                section="images",
+                section=section,
                 dataset=dataset,
                 impl=impl,
                 model=model,
@@ -413,48 +416,21 @@ def _pyro_realnvp(dim, layers, hidden, mask):
 def ablation_rows(steps, layers, hidden, seeds):
     """RealNVP on dequantized digits: Pyro's affine coupling or ours, halves or
     alternating masks (what closed the gap to zuko's RealNVP)."""
-    shape, levels, _ = IMAGES["digits"]
-    data = pgm.data.load("digits", binarize=False)
-    x, x_test = data.train * levels, data.test * levels
-    rows = []
-    for coupling in ("pyro", "ours"):
-        for mask in pgm.flows.MASKS:
+    levels = IMAGES["digits"][1]
+    common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
 
-            def make(coupling=coupling, mask=mask):
-                m, lp = ours(
-                    64,
-                    "realnvp",
-                    layers,
-                    hidden,
-                    mask=mask,
-                    preprocess="logit",
-                    alpha=ALPHA,
-                    levels=levels,
-                )
-                if coupling == "pyro":
-                    m.flow = _pyro_realnvp(64, layers, hidden, mask)
-                return m, lp
+    def make(coupling, mask):
+        m, lp = ours(64, "realnvp", layers, hidden, mask=mask, **common)
+        if coupling == "pyro":
+            m.flow = _pyro_realnvp(64, layers, hidden, mask)
+        return m, lp
 
-            nll, sd, sec = fit_seeds(make, x, x_test, steps, 128, seeds)
-            name = f"realnvp-{coupling}-coupling-{mask}"
-            rows.append(
-                dict(
-                    section="ablation",
-                    dataset="digits",
-                    impl="ours",
-                    model=name,
-                    layers=layers,
-                    hidden=hidden,
-                    steps=steps,
-                    seeds=seeds,
-                    test_nll_nats=nll,
-                    nll_sd=sd,
-                    bits_per_dim=nll / (64 * math.log(2)),
-                    sec_per_step=sec,
-                )
-            )
-            print(f"ablation {name}: NLL {nll:.2f} (sd {sd:.2f})", flush=True)
-    return rows
+    cands = [
+        ("ours", f"realnvp-{c}-coupling-{mask}", partial(make, c, mask), None)
+        for c in ("pyro", "ours")
+        for mask in pgm.flows.MASKS
+    ]
+    return image_rows("digits", steps, layers, hidden, False, seeds, cands=cands)
 
 
 def _stepper(make, xb, pre):
