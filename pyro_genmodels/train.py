@@ -2,11 +2,14 @@
 
 One step is exactly ``pyro.infer.SVI.step`` — trace the params, call
 ``loss.loss_and_grads(model, guide, *batch)``, update the unconstrained
-params, zero their gradients — except that the loss and the gradients are
-checked for non-finite values *before* the update, so the parameters are
-never corrupted. Around the steps, :func:`fit` shuffles reproducibly, keeps a
-per-epoch history, shows a progress bar, runs callbacks, writes atomic
-checkpoints and resumes from them exactly.
+params, zero their gradients — except that it runs inside
+:class:`~pyro_genmodels.params.own_params` (each model trains its own
+parameters, whatever their names in Pyro's param store), that the loss and
+the gradients are checked for non-finite values *before* the update and the
+parameters *after* it (a non-finite update is rolled back), so the
+parameters are never corrupted. Around the steps, :func:`fit` shuffles
+reproducibly, keeps a per-epoch history, shows a progress bar, runs
+callbacks, writes atomic checkpoints and resumes from them exactly.
 
 Reference: Bingham et al., "Pyro: Deep Universal Probabilistic Programming",
 JMLR 2019 (the SVI step mirrored here).
@@ -15,7 +18,9 @@ JMLR 2019 (the SVI step mirrored here).
 from __future__ import annotations
 
 import math
+import re
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -32,13 +37,15 @@ from pyro import poutine
 from pyro.infer.util import torch_item, zero_grads
 from tqdm.auto import tqdm
 
-from pyro_genmodels.checkpoint import (
-    load_checkpoint,
+from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.params import find_modules, own_params
+from pyro_genmodels.resume import (
+    TRAINING_KEYS,
+    data_fingerprint,
     restore_training_state,
-    save_checkpoint,
     training_payload,
 )
-from pyro_genmodels.optim import Adam as GroupedAdam
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -153,32 +160,60 @@ def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any)
 # ----------------------------------------------------------------------------- devices
 
 
-def _bound_modules(*fns: Callable) -> list[torch.nn.Module]:
-    """The distinct ``nn.Module`` instances that ``fns`` are bound methods of."""
-    modules: list[torch.nn.Module] = []
-    for fn in fns:
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, torch.nn.Module) and all(owner is not m for m in modules):
-            modules.append(owner)
-    return modules
-
-
 def _resolve_device(
     device: Any, modules: Sequence[torch.nn.Module], tensors: Sequence[torch.Tensor]
 ) -> torch.device:
     if device is not None:
         try:
-            return torch.device(device)
+            chosen = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise ValueError(
                 f"device must be a torch.device or a string like 'cpu', got {device!r}"
             ) from e
+        if chosen.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if count == 0 or (chosen.index is not None and chosen.index >= count):
+                raise ValueError(
+                    f"device={device!r} needs a CUDA device, but this process sees {count} "
+                    f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use "
+                    "device='cpu' or leave device=None"
+                )
+        return chosen
     for module in modules:
         for p in module.parameters():
             return p.device
     for p in pyro.get_param_store()._params.values():
         return p.device
     return tensors[0].device
+
+
+def _model_dtype(modules: Sequence[torch.nn.Module]) -> torch.dtype | None:
+    """The floating dtype of the first floating parameter (modules first, then param store)."""
+    tensors = [p for m in modules for p in m.parameters()]
+    tensors += list(pyro.get_param_store()._params.values())
+    for t in tensors:
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
+def _match_dtype(tensors: tuple, dtype: torch.dtype | None) -> tuple:
+    """Floating data in the parameters' dtype (the documented rule); other tensors unchanged."""
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail now, not after training, when ``folder`` cannot hold checkpoints."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"checkpoint_dir must be a writable folder, got {str(folder)!r} ({e})"
+        ) from e
 
 
 # ----------------------------------------------------------------------------- one step
@@ -202,15 +237,29 @@ def _as_floats(value: Any) -> tuple[float, ...]:
     return tuple(float(torch_item(v)) for v in values)
 
 
+_NON_FINITE_WORDS = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+
+
 def _train_step(
-    model: Callable, guide: Callable, loss: Any, optim: pyro.optim.PyroOptim, batch: tuple
+    model: Callable,
+    guide: Callable,
+    loss: Any,
+    optim: pyro.optim.PyroOptim,
+    batch: tuple,
+    names: set[str],
 ) -> tuple[float, ...]:
-    """``pyro.infer.SVI.step`` with a non-finite check of loss and gradients before the update."""
-    with poutine.trace(param_only=True) as param_capture:
-        value = loss.loss_and_grads(model, guide, *batch)
-    params = list(
-        dict.fromkeys(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
-    )
+    """``pyro.infer.SVI.step`` with non-finite checks of loss and gradients before the update
+    and of the parameters after it (a non-finite update is undone). Traced names go to ``names``.
+    """
+    with poutine.trace(param_only=True) as param_capture, own_params():
+        try:
+            value = loss.loss_and_grads(model, guide, *batch)
+        except ValueError as e:
+            _reraise_validation(e, param_capture.trace, batch)
+            raise
+    nodes = param_capture.trace.nodes
+    names.update(nodes)
+    params = list(dict.fromkeys(site["value"].unconstrained() for site in nodes.values()))
     values = _as_floats(value)
     if not all(math.isfinite(v) for v in values):
         zero_grads(params)
@@ -220,9 +269,77 @@ def _train_step(
     if bad:
         zero_grads(params)
         raise _NonFinite(f"loss {values} has non-finite gradients for parameter(s) {bad}")
+    snapshot = _Snapshot(optim, params)
     optim(params)
     zero_grads(params)
+    bad = _non_finite_params(params)
+    if bad:
+        snapshot.restore()
+        raise _NonFinite(
+            f"the update of step with loss {values} made parameter(s) {bad} non-finite "
+            "(the update was undone)"
+        )
     return values
+
+
+def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
+    """Pyro's/torch's validation error about NaN/inf values as the non-finite failure."""
+    message = str(error)
+    if "invalid values" not in message and "nan" not in message.lower():
+        return
+    params = [site["value"] for site in trace.nodes.values()]
+    floats = [t for t in (*params, *batch) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    non_finite = any(not bool(torch.isfinite(t.detach()).all()) for t in floats)
+    if non_finite or _NON_FINITE_WORDS.search(message):
+        first = message.strip().splitlines()[0]
+        raise _NonFinite(
+            f"a distribution's validation found non-finite values ({first})"
+        ) from error
+
+
+class _Snapshot:
+    """Copies of ``params`` and of their optimizer state, to undo one update."""
+
+    def __init__(self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor]) -> None:
+        self.optim, self.params = optim, params
+        self.values = [p.detach().clone() for p in params]
+        self.states = [_clone_state(self._state_of(p)) for p in params]
+
+    def _state_of(self, p: torch.Tensor) -> dict | None:
+        obj = self.optim.optim_objs.get(p)
+        if obj is None:
+            return None
+        opt = getattr(obj, "optimizer", obj)
+        return opt.state.get(p)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, value, state in zip(self.params, self.values, self.states):
+                p.copy_(value)
+                obj = self.optim.optim_objs.get(p)
+                if obj is None:
+                    continue
+                opt = getattr(obj, "optimizer", obj)
+                if state is None:
+                    opt.state.pop(p, None)
+                else:
+                    opt.state[p] = state
+
+
+def _clone_state(state: dict | None) -> dict | None:
+    if state is None:
+        return None
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def _non_finite_params(params: list[torch.Tensor]) -> list[str]:
+    if not params:
+        return []
+    finite = torch.stack([torch.isfinite(p.detach()).all() for p in params])
+    if bool(finite.all()):
+        return []
+    store = pyro.get_param_store()
+    return [str(store.param_name(p)) for p, ok in zip(params, finite.tolist()) if not ok]
 
 
 def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:
@@ -262,6 +379,9 @@ class _Run:
     callbacks: list[Any]
     seed: int
     checkpoint_dir: Path | None
+    modules: list[torch.nn.Module] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    param_names: set[str] = field(default_factory=set)
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
@@ -271,9 +391,12 @@ def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = No
         history=state.history,
         seed=ctx.seed,
         optim=ctx.optim,
+        modules=ctx.modules,
         loss=ctx.loss,
         callbacks=ctx.callbacks,
         epoch_step=epoch_step,
+        run=ctx.run,
+        param_names=ctx.param_names or None,
     )
 
 
@@ -332,9 +455,9 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
         idx = idx.to(device)
         batch = tuple(t[idx] for t in tensors)
         try:
-            values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch)
+            values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names)
         except _NonFinite as e:
-            _fail(ctx, state, i, len(batches), str(e))
+            _fail(ctx, state, i, len(batches), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
     row = {"epoch": state.epoch + 1, **_loss_columns(totals, n)}
@@ -345,28 +468,65 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
     return row
 
 
-def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, reason: str) -> None:
+def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception) -> None:
+    reason = str(error)
     where = "no checkpoint_dir was given, so nothing was saved"
     if ctx.checkpoint_dir is not None:
         path = ctx.checkpoint_dir / LAST_GOOD_NAME
-        save_checkpoint(path, _payload(ctx, state, state.epoch, i))
-        where = f"the last good state (before this step) was saved to {str(path)!r}"
+        payload = _payload(ctx, state, state.epoch, i)
+        bad = _non_finite_entries(payload)
+        if bad:
+            where = (
+                f"the state was not saved to {str(path)!r} because it already holds non-finite "
+                f"values (in {bad[:5]})"
+            )
+        else:
+            try:
+                save_checkpoint(path, payload)
+                where = f"the last good state (before this step) was saved to {str(path)!r}"
+            except OSError as e:
+                where = (
+                    f"saving the last good state to {str(path)!r} failed as well "
+                    f"({type(e).__name__}: {e})"
+                )
     raise FloatingPointError(
         f"{reason} at epoch {state.epoch + 1} of {state.epochs} (1-based), step {i + 1} of "
         f"{num_batches} within the epoch (1-based; global step {state.step + 1}); the "
         f"parameters were not updated by this step and {where}"
-    )
+    ) from error
+
+
+def _non_finite_entries(payload: dict) -> list[str]:
+    """Paths of floating tensors holding NaN/inf in the trained state of ``payload``."""
+    found: list[str] = []
+
+    def walk(obj: Any, where: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+                found.append(where)
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(obj, list | tuple):
+            for j, value in enumerate(obj):
+                walk(value, f"{where}[{j}]")
+
+    for key in ("modules", "params", "optim", "loss_state"):
+        walk(payload.get(key), key)
+    return found
 
 
 def _load_for_resume(checkpoint_dir: Path) -> dict[str, Any] | None:
     path = checkpoint_dir / CHECKPOINT_NAME
+    remove_stale_temporaries(path)
+    remove_stale_temporaries(checkpoint_dir / LAST_GOOD_NAME)
     if not path.is_file():
         warnings.warn(
             f"resume=True but there is no checkpoint at {str(path)!r}; starting from scratch",
             stacklevel=3,
         )
         return None
-    return load_checkpoint(path)
+    return load_checkpoint(path, required=TRAINING_KEYS)
 
 
 def _history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -480,13 +640,16 @@ def fit(
             "resume=True needs checkpoint_dir (the folder holding checkpoint.pt), got None"
         )
 
-    modules = _bound_modules(model, guide)
+    modules = find_modules(model, guide, loss)
     device = _resolve_device(device, modules, tensors)
     for module in modules:
         module.to(device)
-    tensors = tuple(t.to(device) for t in tensors)
+    tensors = _match_dtype(tuple(t.to(device) for t in tensors), _model_dtype(modules))
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir)
+    if ckpt_dir is not None:
+        _check_writable(ckpt_dir)
+    run = {} if ckpt_dir is None else data_fingerprint(tensors, batch_size, shuffle)
+    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir, modules, run)
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
@@ -494,7 +657,9 @@ def fit(
     if payload is not None:
         first = _epoch_order(tensors[0].shape[0], batch_size, False, seed, 0)[0].to(device)
         batch = tuple(t[first] for t in tensors)
-        restore_training_state(payload, model, guide, loss, optim, callbacks, batch, seed)
+        restore_training_state(
+            payload, model, guide, loss, optim, callbacks, batch, seed, modules, run
+        )
         state.epoch, state.step, state.history = (
             payload["epoch"],
             payload["step"],
