@@ -96,7 +96,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     bpd = float(bits_per_dim(nll, data.num_dims))
     line = f"{config['model']} on {data.name} test: NLL {nll:.3f} nats, {bpd:.4f} bits/dim"
     line += f" ({scores['estimator']})"
-    if "khat_bad_fraction" in scores:
+    if scores.get("khat_bad_fraction", float("nan")) == scores.get("khat_bad_fraction"):
         line += (
             f"; PSIS k-hat > 0.7 on {scores['khat_bad_fraction']:.0%} of the first "
             f"{zoo.KHAT_POINTS} test points"

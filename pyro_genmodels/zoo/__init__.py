@@ -143,7 +143,7 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
     The module is put in eval mode while scoring (an SSVAE drops its
     classifier term). The default returns ``test_nll_nats``,
     ``khat_bad_fraction`` (share of the first ``khat_points`` test points with
-    k-hat > 0.7) and ``estimator``.
+    k-hat > 0.7; NaN when ``num_samples <= 20``, too few for k-hat) and ``estimator``.
     """
     from pyro_genmodels.diagnostics import psis_khat
     from pyro_genmodels.infer import log_likelihood
@@ -156,13 +156,16 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
                 return setup.score(num_samples)
             nll = -log_likelihood(setup.model, setup.guide, *setup.test, num_samples=num_samples)
             head = tuple(t[:khat_points] for t in setup.test)
-            khat = psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+            bad = float("nan")  # k-hat needs K > 20 draws for its tail fit
+            if num_samples > 20:
+                khat = psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+                bad = float((khat > 0.7).float().mean())
     finally:
         setup.module.train(was_training)
     estimator = f"IW-{num_samples}" + (f", {setup.note}" if setup.note else "")
     return {
         "test_nll_nats": float(nll.mean()),
-        "khat_bad_fraction": float((khat > 0.7).float().mean()),
+        "khat_bad_fraction": bad,
         "estimator": estimator,
     }
 
