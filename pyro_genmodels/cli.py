@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.train import fit
 
     out = Path(args.out or f"runs/{args.model}")
+    _check_writable(out)
     data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -73,16 +75,51 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(out), "history": history}
 
 
+def _check_writable(out: Path) -> None:
+    """Fail before any training when ``--out`` cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} is not a writable folder ({error})") from error
+
+
+def _read_config(run: Path) -> dict:
+    path = run / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"--run {str(run)!r}: no {CONFIG} there; train a model first")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--run: {str(path)!r} is not readable JSON ({error})") from error
+    keys = {"model": str, "data": str, "kwargs": dict}
+    if not isinstance(config, dict) or any(
+        not isinstance(config.get(k), t) for k, t in keys.items()
+    ):
+        raise ValueError(
+            f"--run: {str(path)!r} must hold a JSON object with 'model' and 'data' strings and "
+            f"a 'kwargs' object, got {str(config)[:200]}"
+        )
+    return config
+
+
 def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
     from pyro_genmodels.checkpoint import load_checkpoint
 
-    if not (run / CONFIG).exists():
-        raise FileNotFoundError(f"--run {run}: no {CONFIG} there; train a model first")
-    config = json.loads((run / CONFIG).read_text())
+    config = _read_config(run)
     data = zoo.dataset_for(config["model"], config["data"])
     pyro.clear_param_store()
     setup = zoo.build(config["model"], data, **config["kwargs"])
-    setup.module.load_state_dict(load_checkpoint(run / WEIGHTS)["state_dict"])
+    weights = run / WEIGHTS
+    try:
+        setup.module.load_state_dict(
+            load_checkpoint(weights, required=("state_dict",))["state_dict"]
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"--run: the weights in {str(weights)!r} do not fit the model of {CONFIG} ({error})"
+        ) from error
     return setup, data, config
 
 
@@ -123,6 +160,7 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.report import write_report
 
     names = args.models.split(",") if args.models else None
+    _check_writable(Path(args.out))
     table, runs = zoo.run(
         args.data,
         names,
@@ -190,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad arguments, unreadable runs or checkpoints
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 
