@@ -291,7 +291,8 @@ def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
     floats = [t for t in (*params, *batch) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     non_finite = any(not bool(torch.isfinite(t.detach()).all()) for t in floats)
     if non_finite or _NON_FINITE_WORDS.search(message):
-        first = message.strip().splitlines()[0]
+        lines = [line.strip() for line in message.strip().splitlines()]
+        first = next((line for line in lines if line.startswith("Expected")), lines[0])[:300]
         raise _NonFinite(
             f"a distribution's validation found non-finite values ({first})"
         ) from error
@@ -493,7 +494,7 @@ def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception
         f"{reason} at epoch {state.epoch + 1} of {state.epochs} (1-based), step {i + 1} of "
         f"{num_batches} within the epoch (1-based; global step {state.step + 1}); the "
         f"parameters were not updated by this step and {where}"
-    ) from error
+    ) from (error.__cause__ or error)
 
 
 def _non_finite_entries(payload: dict) -> list[str]:
