@@ -257,8 +257,9 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every reader failure means the same thing here
-        detail = f"{type(error).__name__}: {error}".strip().splitlines()[0]
-        if "weights only" in str(error).lower() or "weights_only" in str(error).lower():
+        text = str(error)
+        detail = _reader_detail(error)
+        if "Unsupported global" in text:
             raise CheckpointError(
                 f"{where} holds objects other than tensors and plain containers and is "
                 f"refused (torch.load(weights_only=True): {detail})"
@@ -289,3 +290,13 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
     if missing:
         raise CheckpointError(f"{where} lacks the entries {missing}; it is not of this kind")
     return body
+
+
+def _reader_detail(error: Exception) -> str:
+    """The informative line of a ``torch.load`` failure (the unpickler's, not torch's advice)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"[:300]
