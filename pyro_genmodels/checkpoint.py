@@ -85,7 +85,7 @@ def get_rng_state() -> dict[str, Any]:
         "cuda": [s.cpu() for s in cuda],
         "numpy": [
             str(kind),
-            torch.as_tensor(key.astype(np.int64)),
+            torch.as_tensor(np.asarray(key, dtype=np.int64)),
             int(pos),
             int(has_gauss),
             float(cached),

@@ -38,6 +38,7 @@ from pyro_genmodels.params import own_params, param_keys
 __all__ = [
     "TRAINING_KEYS",
     "data_fingerprint",
+    "non_finite_entries",
     "prime_loss",
     "restore_training_state",
     "training_payload",
@@ -84,7 +85,7 @@ def _stateful(obj: Any) -> bool:
 
 def optim_kind(optim: pyro.optim.PyroOptim) -> dict[str, Any]:
     """The optimizer's wrapper and torch class, and its learning rate when one dict gives it."""
-    ctor = optim.pt_optim_constructor
+    ctor: Any = optim.pt_optim_constructor
     kind = f"{type(optim).__name__}({ctor.__module__}.{ctor.__qualname__})"
     scheduler = getattr(optim, "pt_scheduler_constructor", None)
     if scheduler is not None:
@@ -156,6 +157,26 @@ def training_payload(
         "loss_state": to_cpu(loss.state_dict()) if _stateful(loss) else None,
         "callback_states": [to_cpu(cb.state_dict()) if _stateful(cb) else None for cb in callbacks],
     }
+
+
+def non_finite_entries(payload: dict) -> list[str]:
+    """Paths of floating tensors holding NaN/inf in the trained state of ``payload``."""
+    found: list[str] = []
+
+    def walk(obj: Any, where: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
+                found.append(where)
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                walk(value, f"{where}.{key}")
+        elif isinstance(obj, list | tuple):
+            for j, value in enumerate(obj):
+                walk(value, f"{where}[{j}]")
+
+    for key in ("modules", "params", "optim", "loss_state"):
+        walk(payload.get(key), key)
+    return found
 
 
 def _needs_priming(loss: Any) -> bool:

@@ -17,10 +17,7 @@ JMLR 2019 (the SVI step mirrored here).
 
 from __future__ import annotations
 
-import math
-import re
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -33,19 +30,20 @@ import pandas as pd
 import pyro
 import pyro.optim
 import torch
-from pyro import poutine
-from pyro.infer.util import torch_item, zero_grads
 from tqdm.auto import tqdm
 
 from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from pyro_genmodels.optim import Adam as GroupedAdam
-from pyro_genmodels.params import find_modules, own_params
+from pyro_genmodels.params import find_modules
+from pyro_genmodels.placement import check_writable, match_dtype, model_dtype, resolve_device
 from pyro_genmodels.resume import (
     TRAINING_KEYS,
     data_fingerprint,
+    non_finite_entries,
     restore_training_state,
     training_payload,
 )
+from pyro_genmodels.step import NonFiniteStep, guarded_step
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -79,10 +77,6 @@ class FitState:
     device: torch.device
     row: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
-
-
-class _NonFinite(Exception):
-    """Internal: a step produced a non-finite loss or gradient (params untouched)."""
 
 
 # ----------------------------------------------------------------------------- validation
@@ -157,65 +151,6 @@ def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any)
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
 
 
-# ----------------------------------------------------------------------------- devices
-
-
-def _resolve_device(
-    device: Any, modules: Sequence[torch.nn.Module], tensors: Sequence[torch.Tensor]
-) -> torch.device:
-    if device is not None:
-        try:
-            chosen = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(
-                f"device must be a torch.device or a string like 'cpu', got {device!r}"
-            ) from e
-        if chosen.type == "cuda":
-            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if count == 0 or (chosen.index is not None and chosen.index >= count):
-                raise ValueError(
-                    f"device={device!r} needs a CUDA device, but this process sees {count} "
-                    f"(torch.cuda.is_available() is {torch.cuda.is_available()}); use "
-                    "device='cpu' or leave device=None"
-                )
-        return chosen
-    for module in modules:
-        for p in module.parameters():
-            return p.device
-    for p in pyro.get_param_store()._params.values():
-        return p.device
-    return tensors[0].device
-
-
-def _model_dtype(modules: Sequence[torch.nn.Module]) -> torch.dtype | None:
-    """The floating dtype of the first floating parameter (modules first, then param store)."""
-    tensors = [p for m in modules for p in m.parameters()]
-    tensors += list(pyro.get_param_store()._params.values())
-    for t in tensors:
-        if t.is_floating_point():
-            return t.dtype
-    return None
-
-
-def _match_dtype(tensors: tuple, dtype: torch.dtype | None) -> tuple:
-    """Floating data in the parameters' dtype (the documented rule); other tensors unchanged."""
-    if dtype is None:
-        return tensors
-    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
-
-
-def _check_writable(folder: Path) -> None:
-    """Fail now, not after training, when ``folder`` cannot hold checkpoints."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ValueError(
-            f"checkpoint_dir must be a writable folder, got {str(folder)!r} ({e})"
-        ) from e
-
-
 # ----------------------------------------------------------------------------- one step
 
 
@@ -232,131 +167,9 @@ def _epoch_order(
     return list(order.split(batch_size))
 
 
-def _as_floats(value: Any) -> tuple[float, ...]:
-    values = value if isinstance(value, tuple | list) else (value,)
-    return tuple(float(torch_item(v)) for v in values)
-
-
-_NON_FINITE_WORDS = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
-
-
-def _train_step(
-    model: Callable,
-    guide: Callable,
-    loss: Any,
-    optim: pyro.optim.PyroOptim,
-    batch: tuple,
-    names: set[str],
-) -> tuple[float, ...]:
-    """``pyro.infer.SVI.step`` with non-finite checks of loss and gradients before the update
-    and of the parameters after it (a non-finite update is undone). Traced names go to ``names``.
-    """
-    with poutine.trace(param_only=True) as param_capture, own_params():
-        try:
-            value = loss.loss_and_grads(model, guide, *batch)
-        except ValueError as e:
-            _reraise_validation(e, param_capture.trace, batch)
-            raise
-    nodes = param_capture.trace.nodes
-    names.update(nodes)
-    params = list(dict.fromkeys(site["value"].unconstrained() for site in nodes.values()))
-    values = _as_floats(value)
-    if not all(math.isfinite(v) for v in values):
-        zero_grads(params)
-        shown = values[0] if len(values) == 1 else values
-        raise _NonFinite(f"non-finite loss {shown}")
-    bad = _non_finite_grads(params)
-    if bad:
-        zero_grads(params)
-        raise _NonFinite(f"loss {values} has non-finite gradients for parameter(s) {bad}")
-    snapshot = _Snapshot(optim, params)
-    optim(params)
-    zero_grads(params)
-    bad = _non_finite_params(params)
-    if bad:
-        snapshot.restore()
-        raise _NonFinite(
-            f"the update of step with loss {values} made parameter(s) {bad} non-finite "
-            "(the update was undone)"
-        )
-    return values
-
-
-def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
-    """Pyro's/torch's validation error about NaN/inf values as the non-finite failure."""
-    message = str(error)
-    if "invalid values" not in message and "nan" not in message.lower():
-        return
-    params = [site["value"] for site in trace.nodes.values()]
-    floats = [t for t in (*params, *batch) if isinstance(t, torch.Tensor) and t.is_floating_point()]
-    non_finite = any(not bool(torch.isfinite(t.detach()).all()) for t in floats)
-    if non_finite or _NON_FINITE_WORDS.search(message):
-        lines = [line.strip() for line in message.strip().splitlines()]
-        first = next((line for line in lines if line.startswith("Expected")), lines[0])[:300]
-        raise _NonFinite(
-            f"a distribution's validation found non-finite values ({first})"
-        ) from error
-
-
-class _Snapshot:
-    """Copies of ``params`` and of their optimizer state, to undo one update."""
-
-    def __init__(self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor]) -> None:
-        self.optim, self.params = optim, params
-        self.values = [p.detach().clone() for p in params]
-        self.states = [_clone_state(self._state_of(p)) for p in params]
-
-    def _state_of(self, p: torch.Tensor) -> dict | None:
-        obj = self.optim.optim_objs.get(p)
-        if obj is None:
-            return None
-        opt = getattr(obj, "optimizer", obj)
-        return opt.state.get(p)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for p, value, state in zip(self.params, self.values, self.states):
-                p.copy_(value)
-                obj = self.optim.optim_objs.get(p)
-                if obj is None:
-                    continue
-                opt = getattr(obj, "optimizer", obj)
-                if state is None:
-                    opt.state.pop(p, None)
-                else:
-                    opt.state[p] = state
-
-
-def _clone_state(state: dict | None) -> dict | None:
-    if state is None:
-        return None
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-
-
-def _non_finite_params(params: list[torch.Tensor]) -> list[str]:
-    if not params:
-        return []
-    finite = torch.stack([torch.isfinite(p.detach()).all() for p in params])
-    if bool(finite.all()):
-        return []
-    store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(params, finite.tolist()) if not ok]
-
-
-def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:
-    with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return []
-    finite = torch.stack([torch.isfinite(p.grad).all() for p in with_grad])
-    if bool(finite.all()):
-        return []
-    store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(with_grad, finite.tolist()) if not ok]
-
-
 def _read_lr(optim: pyro.optim.PyroOptim) -> float | None:
     """The learning rate in use, when every parameter's optimizer shares one."""
-    lrs = set()
+    lrs: set[float] = set()
     for obj in optim.optim_objs.values():
         opt = getattr(obj, "optimizer", obj)
         lrs.update(float(group["lr"]) for group in opt.param_groups if "lr" in group)
@@ -456,8 +269,8 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
         idx = idx.to(device)
         batch = tuple(t[idx] for t in tensors)
         try:
-            values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names)
-        except _NonFinite as e:
+            values = guarded_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names)
+        except NonFiniteStep as e:
             _fail(ctx, state, i, len(batches), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
@@ -475,7 +288,7 @@ def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception
     if ctx.checkpoint_dir is not None:
         path = ctx.checkpoint_dir / LAST_GOOD_NAME
         payload = _payload(ctx, state, state.epoch, i)
-        bad = _non_finite_entries(payload)
+        bad = non_finite_entries(payload)
         if bad:
             where = (
                 f"the state was not saved to {str(path)!r} because it already holds non-finite "
@@ -495,26 +308,6 @@ def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception
         f"{num_batches} within the epoch (1-based; global step {state.step + 1}); the "
         f"parameters were not updated by this step and {where}"
     ) from (error.__cause__ or error)
-
-
-def _non_finite_entries(payload: dict) -> list[str]:
-    """Paths of floating tensors holding NaN/inf in the trained state of ``payload``."""
-    found: list[str] = []
-
-    def walk(obj: Any, where: str) -> None:
-        if isinstance(obj, torch.Tensor):
-            if obj.is_floating_point() and not bool(torch.isfinite(obj).all()):
-                found.append(where)
-        elif isinstance(obj, dict):
-            for key, value in obj.items():
-                walk(value, f"{where}.{key}")
-        elif isinstance(obj, list | tuple):
-            for j, value in enumerate(obj):
-                walk(value, f"{where}[{j}]")
-
-    for key in ("modules", "params", "optim", "loss_state"):
-        walk(payload.get(key), key)
-    return found
 
 
 def _load_for_resume(checkpoint_dir: Path) -> dict[str, Any] | None:
@@ -561,11 +354,23 @@ def fit(
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
     Each step mirrors ``pyro.infer.SVI.step`` but checks the loss and the
-    gradients for non-finite values *before* the optimizer update: on a
-    non-finite value it saves the still-good state to
-    ``checkpoint_dir/last_good.pt`` (when given) and raises
-    ``FloatingPointError`` naming the epoch and step. Epoch ``e`` visits the
-    data in an order drawn from a generator seeded by ``(seed, e)``.
+    gradients for non-finite values *before* the optimizer update and the
+    parameters *after* it (a non-finite update is undone, optimizer state
+    included); Pyro's and torch's validation errors about NaN/inf values count
+    as the same failure. On a failure it saves the still-good state to
+    ``checkpoint_dir/last_good.pt`` (when given, and only if every value in it
+    is finite) and raises ``FloatingPointError`` naming the epoch and step (and
+    the write error too, if saving fails). Epoch ``e`` visits the data in an
+    order drawn from a generator seeded by ``(seed, e)``.
+
+    Steps run inside :class:`~pyro_genmodels.params.own_params`: a model trains
+    its own parameters even when another model in the process registered the
+    same names in Pyro's param store. The modules that ``fit`` trains and
+    checkpoints (parameters *and* buffers) are those the model, guide and loss
+    use (:func:`~pyro_genmodels.params.find_modules`: bound methods, closures,
+    global names, attributes of the loss). Floating-point data are converted to
+    the dtype of those modules' parameters (else of the param store's; else
+    kept): float64 arrays from NumPy or scikit-learn train a float32 model.
 
     History convention: one row per epoch with ``epoch`` (1-based), ``loss``
     = (sum of the step losses over the epoch) / N — the mean per datapoint for
@@ -592,13 +397,21 @@ def fit(
         epochs: total number of epochs (including those restored on resume).
         batch_size: datapoints per step; the last batch of an epoch may be smaller.
         shuffle: reshuffle every epoch; otherwise batches are taken in order.
-        device: where to train; default: device of the bound module's first
-            parameter, else of the first param in the param store, else of ``data``.
+        device: where to train (``"cuda"`` without a CUDA device is a
+            ``ValueError``); default: device of the modules' first parameter,
+            else of the first param in the param store, else of ``data``.
         seed: seeds all generators at start (``pyro.set_rng_seed``) and the batch order.
-        checkpoint_dir: folder for ``checkpoint.pt`` (atomic; every
-            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``.
-        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (params,
-            optimizer, RNG states, history); warns and starts fresh if absent.
+        checkpoint_dir: folder for ``checkpoint.pt`` (atomic, checksummed; every
+            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``;
+            checked writable before training starts.
+        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (module
+            parameters and buffers, params, optimizer, loss and callback state,
+            RNG states, history); warns and starts fresh if absent. It refuses
+            (``ValueError``) another optimizer kind, other data, ``batch_size``,
+            ``shuffle`` or ``seed``; a new learning rate applies, with a
+            warning. ``last_good.pt`` (written mid-epoch on a failure, with its
+            ``epoch_step``) is never resumed from: resume continues from the
+            last finished epoch in ``checkpoint.pt``.
         callbacks: each either ``cb(state) -> dict | None`` called at epoch end,
             or an object with optional ``on_epoch_start(state)`` /
             ``on_epoch_end(state) -> dict | None``; ``state`` is a
@@ -642,19 +455,19 @@ def fit(
         )
 
     modules = find_modules(model, guide, loss)
-    device = _resolve_device(device, modules, tensors)
+    device = resolve_device(device, modules, tensors)
     for module in modules:
         module.to(device)
-    tensors = _match_dtype(tuple(t.to(device) for t in tensors), _model_dtype(modules))
+    tensors = match_dtype(tuple(t.to(device) for t in tensors), model_dtype(modules))
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
     if ckpt_dir is not None:
-        _check_writable(ckpt_dir)
+        check_writable(ckpt_dir)
     run = {} if ckpt_dir is None else data_fingerprint(tensors, batch_size, shuffle)
     ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir, modules, run)
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
-    payload = _load_for_resume(ckpt_dir) if resume else None
+    payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None else None
     if payload is not None:
         first = _epoch_order(tensors[0].shape[0], batch_size, False, seed, 0)[0].to(device)
         batch = tuple(t[first] for t in tensors)
