@@ -227,3 +227,38 @@ def test_model_guide_zero_rows_are_a_clear_error():
     assert vae.encode(torch.zeros(0, 6))[0].shape == (0, 2)
     with pytest.raises(ValueError, match="at least one datapoint"):
         pyro.infer.Trace_ELBO().loss(vae.model, vae.guide, torch.zeros(0, 6))
+
+
+def test_batchnorm_statistics_of_a_closure_model_resume_exactly(tmp_path):
+    def build(seed):
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(
+            torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 6)
+        )
+
+        def model(x):
+            pyro.module("net", net)
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("x", pyro.distributions.Bernoulli(logits=net(x)).to_event(1), obs=x)
+
+        return net, model
+
+    def run(epochs, seed, **kwargs):
+        pyro.clear_param_store()
+        net, model = build(seed)
+        fit(
+            model,
+            lambda x: None,
+            X,
+            optim=Adam({"lr": 0.01}),
+            epochs=epochs,
+            batch_size=8,
+            progress=False,
+            **kwargs,
+        )
+        return _state(net)
+
+    full = run(5, 0)
+    run(2, 0, checkpoint_dir=tmp_path)
+    resumed = run(5, 1, checkpoint_dir=tmp_path, resume=True)
+    assert "1.running_mean" in full and _equal(full, resumed)
