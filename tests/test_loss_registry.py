@@ -164,6 +164,9 @@ def test_loss_methods_agree(factory, model, guide, make_args, device):
     args = make_args(device)
     values = []
     for method in ("loss", "differentiable_loss", "loss_and_grads"):
+        # each call gets a fresh loss (and critic): start it from an empty param store, as a
+        # critic registered by the previous call would otherwise shadow the new one
+        pyro.clear_param_store()
         pyro.set_rng_seed(11)
         values.append(_floats(getattr(factory(), method)(model, guide, *args)))
     assert all(math.isfinite(v) for v in values[0]), values
