@@ -262,3 +262,23 @@ def test_batchnorm_statistics_of_a_closure_model_resume_exactly(tmp_path):
     run(2, 0, checkpoint_dir=tmp_path)
     resumed = run(5, 1, checkpoint_dir=tmp_path, resume=True)
     assert "1.running_mean" in full and _equal(full, resumed)
+
+
+def test_resume_and_an_undone_update_on_device(tmp_path, device):
+    x = X.to(device)
+
+    def run(epochs, seed, optim=None, **kwargs):
+        pyro.clear_param_store()
+        vae = _vae(seed).to(device)
+        _fit(vae, epochs, optim, data=x, device=device, **kwargs)
+        return vae
+
+    full = _state(run(5, 0))
+    run(2, 0, checkpoint_dir=tmp_path)
+    assert _equal(full, _state(run(5, 1, checkpoint_dir=tmp_path, resume=True)))
+    vae = run(1, 0)
+    before = _state(vae)
+    with pytest.raises(FloatingPointError, match="update was undone"):
+        _fit(vae, 1, Adam({"lr": float("inf")}), data=x, device=device)
+    assert _equal(before, _state(vae))
+    assert all(p.device.type == device.type for p in vae.parameters())
