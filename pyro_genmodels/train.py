@@ -17,6 +17,7 @@ JMLR 2019 (the SVI step mirrored here).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -33,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pyro_genmodels.early_stopping import make_monitor
 from pyro_genmodels.optim import Adam as GroupedAdam
 from pyro_genmodels.params import find_modules
 from pyro_genmodels.placement import check_writable, match_dtype, model_dtype, resolve_device
@@ -176,6 +178,14 @@ def _read_lr(optim: pyro.optim.PyroOptim) -> float | None:
     return lrs.pop() if len(lrs) == 1 else None
 
 
+def _plateau_value(row: dict[str, Any], monitor: str | None) -> float:
+    """What ``ReduceLROnPlateau`` sees: the monitored (validation) value when there is one."""
+    value = row.get(monitor) if monitor is not None else None
+    if value is not None and math.isfinite(float(value)):
+        return float(value)
+    return next(v for k, v in row.items() if k.startswith("loss"))
+
+
 def _scheduler_step(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
     if isinstance(optim, pyro.optim.PyroLRScheduler):
         if optim.pt_scheduler_constructor is torch.optim.lr_scheduler.ReduceLROnPlateau:
@@ -196,6 +206,7 @@ class _Run:
     modules: list[torch.nn.Module] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     param_names: set[str] = field(default_factory=set)
+    monitor: str | None = None
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
@@ -350,6 +361,11 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
+    validation: Any = None,
+    validation_every: int = 1,
+    early_stopping: int | None = None,
+    keep_best: bool = False,
+    monitor: str = "val_loss",
 ) -> pd.DataFrame:
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
@@ -463,7 +479,22 @@ def fit(
     if ckpt_dir is not None:
         check_writable(ckpt_dir)
     run = {} if ckpt_dir is None else data_fingerprint(tensors, batch_size, shuffle)
+    watcher = make_monitor(
+        validation,
+        tensors,
+        batch_size=batch_size,
+        seed=seed,
+        modules=modules,
+        checkpoint_dir=ckpt_dir,
+        every=validation_every,
+        patience=early_stopping,
+        keep_best=keep_best,
+        monitor=monitor,
+    )
+    if watcher is not None:
+        callbacks = [*callbacks, watcher]  # last: it may monitor the other callbacks' metrics
     ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir, modules, run)
+    ctx.monitor = None if watcher is None else watcher.monitor
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
@@ -480,6 +511,8 @@ def fit(
             payload["history"],
         )
     _train(ctx, state, tensors, batch_size, shuffle, checkpoint_every, progress)
+    if watcher is not None and keep_best:
+        watcher.restore_best()
     return _history_frame(state.history)
 
 
@@ -499,13 +532,13 @@ def _train(
         for epoch in range(start, state.epochs):
             state.epoch, state.row = epoch, {}
             _run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            if state.stop:  # set at epoch start: end before training this epoch
+                break
             batches = _epoch_order(tensors[0].shape[0], batch_size, shuffle, ctx.seed, epoch)
             state.row = _run_epoch(ctx, state, tensors, batches, state.device)
             _run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
-            _scheduler_step(
-                ctx.optim, next(v for k, v in state.row.items() if k.startswith("loss"))
-            )
+            _scheduler_step(ctx.optim, _plateau_value(state.row, ctx.monitor))
             bar.update(1)
             bar.set_postfix(_postfix(state.row))
             last = epoch + 1 == state.epochs or state.stop
