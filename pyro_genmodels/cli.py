@@ -42,7 +42,15 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
+    if args.validation_fraction:
+        data = data.split_validation(args.validation_fraction, args.seed)
     setup = zoo.build(args.model, data, **_model_kwargs(args))
+    valid = zoo.validation_args(args.model, data, **_model_kwargs(args))
+    if args.early_stopping is not None and valid is None:
+        raise ValueError(
+            f"--early-stopping needs a validation split in the form {args.model} trains on: "
+            "give --validation-fraction (an SSVAE, scored without labels, has none)"
+        )
     history = fit(
         setup.model,
         setup.guide,
@@ -55,6 +63,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
         progress=None if not args.quiet else False,
+        validation=valid,
+        early_stopping=args.early_stopping,
+        keep_best=valid is not None,
     )
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
@@ -70,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2))
     last = history.iloc[-1].to_dict() if len(history) else {}
-    print(f"trained {args.model} on {args.data} for {args.epochs} epochs -> {out}")
+    print(f"trained {args.model} on {args.data} for {len(history)} epochs -> {out}")
     print(f"final loss per datapoint: {last.get('loss', float('nan')):.4f}")
     return {"out": str(out), "history": history}
 
@@ -170,6 +181,8 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
         num_samples=args.num_samples,
         seed=args.seed,
         progress=False if args.quiet else None,
+        validation_fraction=args.validation_fraction,
+        early_stopping=args.early_stopping,
         **_model_kwargs(args),
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -192,6 +205,20 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--lr", type=float, default=1e-3)
             q.add_argument("--z-dim", type=int, default=None, help="latent size (VAEs, GANs)")
             q.add_argument("--hidden", type=int, default=None, help="hidden width")
+            q.add_argument(
+                "--validation-fraction",
+                type=float,
+                default=0.0,
+                help="share of the training split held out for validation (val_loss, best "
+                "epoch kept); 0: none",
+            )
+            q.add_argument(
+                "--early-stopping",
+                type=int,
+                default=None,
+                metavar="PATIENCE",
+                help="stop after this many epochs without a better val_loss",
+            )
             q.add_argument(
                 "--num-samples",
                 type=int,

@@ -171,3 +171,56 @@ def test_plateau_scheduler_follows_the_validation_score():
 def test_bad_validation_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         _run(2, **kwargs)
+
+
+# ----------------------------------------------------------------------------- data, zoo, CLI
+
+
+def test_split_validation_is_deterministic_and_leaves_test_alone():
+    from pyro_genmodels.data import load
+
+    data = load("digits", binarize=True)
+    a, b = data.split_validation(0.1, seed=3), data.split_validation(0.1, seed=3)
+    assert torch.equal(a.valid, b.valid) and torch.equal(a.test, data.test)
+    assert a.train.shape[0] + a.valid.shape[0] == data.train.shape[0]
+    assert a.valid.shape[0] == round(0.1 * data.train.shape[0])
+    rows = {tuple(r.tolist()) for r in data.train}
+    assert all(tuple(r.tolist()) in rows for r in a.valid)
+    assert torch.equal(a.valid_labels, data.train_labels[~_kept_mask(data, a)])
+    with pytest.raises(ValueError, match="fraction must be a float in"):
+        data.split_validation(1.5)
+    with pytest.raises(ValueError, match="already has a validation split"):
+        a.split_validation(0.1)
+
+
+def _kept_mask(data, split):
+    import numpy as np
+
+    perm = np.random.RandomState(3).permutation(data.train.shape[0])
+    mask = torch.ones(data.train.shape[0], dtype=torch.bool)
+    mask[torch.as_tensor(perm[-split.valid.shape[0] :])] = False
+    return mask
+
+
+def test_zoo_and_cli_train_with_validation_and_early_stopping(tmp_path):
+    from pyro_genmodels import zoo
+    from pyro_genmodels.cli import main
+    from pyro_genmodels.data import Dataset, load
+
+    full = load("digits", binarize=True)
+    tiny = Dataset("digits", full.train[:60], full.test[:20], full.train_labels[:60],
+                   full.test_labels[:20], full.image_shape, True)  # fmt: skip
+    table, runs = zoo.run(tiny, ["vae", "ssvae"], epochs=40, batch_size=20, num_samples=30,
+                          validation_fraction=0.25, early_stopping=2, progress=False,
+                          hidden=8, z_dim=2)  # fmt: skip
+    vae_history = runs["vae"][1]
+    assert "val_loss" in vae_history and len(vae_history) < 40  # stopped early
+    assert table.set_index("model").loc["vae", "best_epoch"] == len(vae_history) - 2
+    assert math.isnan(table.set_index("model").loc["ssvae", "best_epoch"])  # no validation
+    out = tmp_path / "run"
+    result = main(["train", "vae", "--out", str(out), "--epochs", "2", "--z-dim", "2",
+                   "--hidden", "8", "--validation-fraction", "0.1", "--early-stopping", "5",
+                   "--quiet"])  # fmt: skip
+    assert "val_loss" in result["history"] and (out / "checkpoints" / "best.pt").is_file()
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--out", str(out), "--early-stopping", "2", "--quiet"])
