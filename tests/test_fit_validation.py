@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -224,3 +225,13 @@ def test_zoo_and_cli_train_with_validation_and_early_stopping(tmp_path):
     assert "val_loss" in result["history"] and (out / "checkpoints" / "best.pt").is_file()
     with pytest.raises(SystemExit):
         main(["train", "vae", "--out", str(out), "--early-stopping", "2", "--quiet"])
+
+
+def test_tabular_example_quick(capsys):
+    from example_loader import load_example
+
+    table = load_example("tabular_density").main(quick=True)
+    assert set(table["dataset"]) == {"wine", "breast_cancer"}
+    numbers = table[["gaussian", "kde", "maf", "spline"]].to_numpy()
+    assert np.isfinite(numbers).all()
+    assert "test NLL per dimension" in capsys.readouterr().out
