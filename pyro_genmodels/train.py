@@ -434,6 +434,19 @@ def fit(
             :class:`FitState`. Returned entries become history columns.
             Callbacks with ``state_dict``/``load_state_dict`` are checkpointed.
         progress: tqdm bar over epochs; ``None`` shows it only if stderr is a TTY.
+        validation: held-out data shaped like ``data`` (tensors ``(M, ...)``, or a
+            ``Dataset`` with a ``.valid`` split): every ``validation_every`` epochs
+            the history gets ``val_loss``, ``loss.loss`` per datapoint on it (the
+            same estimator as ``loss``), computed with modules in eval mode and
+            forked random states, so training is unaffected
+            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`).
+        validation_every: validate every this many epochs.
+        early_stopping: ``None`` or a patience: stop when ``monitor`` has not
+            improved for that many epochs.
+        keep_best: restore the parameters and buffers of the epoch with the lowest
+            ``monitor`` at the end (they are also written to ``checkpoint_dir/best.pt``).
+        monitor: the history column minimized by ``early_stopping``/``keep_best``
+            and followed by ``ReduceLROnPlateau``: ``"val_loss"`` or a callback's metric.
 
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
