@@ -21,7 +21,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import pyro.optim
 import torch
 from tqdm.auto import tqdm
 
+from pyro_genmodels._callbacks import check_callbacks, run_callbacks
 from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from pyro_genmodels.early_stopping import make_monitor
 from pyro_genmodels.optim import Adam as GroupedAdam
@@ -114,25 +115,6 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
     if lengths[0] == 0:
         raise ValueError("data must hold at least one datapoint, got N = 0")
     return tuple(tensors)
-
-
-def _check_callbacks(callbacks: Iterable[Any]) -> list[Any]:
-    if callable(callbacks) or not isinstance(callbacks, Iterable):
-        raise TypeError(
-            f"callbacks must be a sequence of callbacks, got {type(callbacks).__name__}"
-        )
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not (callable(cb) or _has_hooks(cb)):
-            raise TypeError(
-                f"callbacks[{i}] must be callable cb(state) or have on_epoch_start/on_epoch_end "
-                f"methods, got {type(cb).__name__}"
-            )
-    return callbacks
-
-
-def _has_hooks(cb: Any) -> bool:
-    return hasattr(cb, "on_epoch_start") or hasattr(cb, "on_epoch_end")
 
 
 def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any) -> None:
@@ -226,43 +208,6 @@ def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = No
 
 
 # ----------------------------------------------------------------------------- epochs
-
-
-def _run_callbacks(callbacks: list[Any], hook: str, state: FitState) -> None:
-    for i, cb in enumerate(callbacks):
-        if _has_hooks(cb):
-            method = getattr(cb, hook, None)
-            result = method(state) if method is not None else None
-        else:
-            result = cb(state) if hook == "on_epoch_end" else None
-        if hook == "on_epoch_end" and result is not None:
-            _merge_metrics(state.row, result, i)
-
-
-def _merge_metrics(row: dict[str, Any], metrics: Any, index: int) -> None:
-    if not isinstance(metrics, dict):
-        raise TypeError(
-            f"callbacks[{index}] must return a dict of metrics or None, "
-            f"got {type(metrics).__name__}"
-        )
-    for key, value in metrics.items():
-        if key in row:
-            raise ValueError(
-                f"callbacks[{index}] returned metric {key!r}, which is already a column"
-            )
-        if isinstance(value, torch.Tensor) and value.numel() != 1:
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be a scalar, got a tensor of shape "
-                f"{tuple(value.shape)}"
-            )
-        if isinstance(value, torch.Tensor | np.generic):
-            value = value.item()
-        if not isinstance(value, int | float | str):
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be an int, float or str, got "
-                f"{type(value).__name__}"
-            )
-        row[str(key)] = value
 
 
 def _loss_columns(totals: list[float], n: int) -> dict[str, float]:
@@ -477,7 +422,7 @@ def fit(
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     seed = _check_int("seed", seed, 0)
     tensors = _as_tensors(data)
-    callbacks = _check_callbacks(callbacks)
+    callbacks = check_callbacks(callbacks)
     if resume and checkpoint_dir is None:
         raise ValueError(
             "resume=True needs checkpoint_dir (the folder holding checkpoint.pt), got None"
@@ -544,12 +489,12 @@ def _train(
     try:
         for epoch in range(start, state.epochs):
             state.epoch, state.row = epoch, {}
-            _run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            run_callbacks(ctx.callbacks, "on_epoch_start", state)
             if state.stop:  # set at epoch start: end before training this epoch
                 break
             batches = _epoch_order(tensors[0].shape[0], batch_size, shuffle, ctx.seed, epoch)
             state.row = _run_epoch(ctx, state, tensors, batches, state.device)
-            _run_callbacks(ctx.callbacks, "on_epoch_end", state)
+            run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
             _scheduler_step(ctx.optim, _plateau_value(state.row, ctx.monitor))
             bar.update(1)
