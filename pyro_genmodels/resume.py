@@ -115,8 +115,10 @@ def training_payload(
     steps), ``epoch_step`` (steps completed inside an unfinished epoch, or
     ``None``), ``modules`` (each module's ``state_dict``: parameters and
     buffers), ``module_types``, ``params`` (param-store name → unconstrained
-    tensor, for params of no module; restricted to ``param_names`` when
-    given), ``optim`` (state per stable parameter key), ``optim_kind``,
+    tensor, for every param of no module), ``params_used`` (the sorted
+    ``param_names`` the training steps traced, or ``None``: the params a
+    resumed run must recreate; others are restored when present), ``optim``
+    (state per stable parameter key), ``optim_kind``,
     ``rng`` (:func:`~pyro_genmodels.checkpoint.get_rng_state`), ``history``,
     ``seed``, ``run`` (:func:`data_fingerprint`), ``loss_state`` and
     ``callback_states`` (their ``state_dict()`` where they have one).
@@ -130,11 +132,7 @@ def training_payload(
     """
     store = pyro.get_param_store()
     keys = param_keys(list(modules))
-    params = {
-        name: to_cpu(p)
-        for name, p in store._params.items()
-        if p not in keys and (param_names is None or name in param_names)
-    }
+    params = {name: to_cpu(p) for name, p in store._params.items() if p not in keys}
     optim_state = {}
     for name, state in optim.get_state().items():
         tensor = store._params.get(name) if name is not None else None
@@ -148,6 +146,7 @@ def training_payload(
         "modules": [to_cpu(m.state_dict()) for m in modules],
         "module_types": [type(m).__qualname__ for m in modules],
         "params": params,
+        "params_used": None if param_names is None else sorted(param_names),
         "optim": optim_state,
         "optim_kind": optim_kind(optim),
         "rng": get_rng_state(),
@@ -220,6 +219,8 @@ def _create_params(
     """Run guide and model (and, if params are still missing, the loss) once on ``batch``."""
     store = pyro.get_param_store()
     names = set(payload["params"])
+    if payload.get("params_used") is not None:  # untraced leftovers need not be recreated
+        names &= set(payload["params_used"])
 
     def missing() -> list[str]:
         unnamed = [k for k in payload["optim"] if k in keys and store.param_name(keys[k]) is None]
@@ -298,7 +299,9 @@ def _load_params(payload: Mapping[str, Any]) -> None:
     store = pyro.get_param_store()
     with torch.no_grad():
         for name, value in payload["params"].items():
-            target = store._params[name]
+            target = store._params.get(name)
+            if target is None:  # a param no training step used (see _create_params)
+                continue
             if target.shape != value.shape:
                 raise ValueError(
                     f"checkpoint param {name!r} has shape {tuple(value.shape)} but the model's "

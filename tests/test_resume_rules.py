@@ -282,3 +282,16 @@ def test_resume_and_an_undone_update_on_device(tmp_path, device):
         _fit(vae, 1, Adam({"lr": float("inf")}), data=x, device=device)
     assert _equal(before, _state(vae))
     assert all(p.device.type == device.type for p in vae.parameters())
+
+
+def test_resume_ignores_unrelated_leftovers_of_the_param_store(tmp_path):
+    pyro.param("leftover", torch.ones(3))  # from an earlier experiment in the same notebook
+    reference = _vae()
+    _fit(reference, 3)
+    pyro.clear_param_store()
+    pyro.param("leftover", torch.ones(3))
+    _fit(_vae(), 1, checkpoint_dir=tmp_path)
+    pyro.clear_param_store()  # a fresh process: nothing creates "leftover" any more
+    resumed = _vae(seed=2)
+    _fit(resumed, 3, checkpoint_dir=tmp_path, resume=True)
+    assert _equal(_state(reference), _state(resumed))
