@@ -39,7 +39,10 @@ class own_params(Messenger):
     ``PyroModule`` pass their own parameters) and the store holds a different
     tensor under that name, the store entry is replaced by ``p``. Plain tensors
     passed as initial values (``pyro.param("loc", torch.zeros(2))``) keep Pyro's
-    rule: the stored value wins.
+    rule: the stored value wins. (So does not ``pyro.module(name, net,
+    update_module_params=True)`` after loading a param store from disk: inside
+    this handler the module's own tensors win; load weights with
+    ``net.load_state_dict`` instead.)
 
     >>> import pyro, torch
     >>> a, b = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
