@@ -330,7 +330,9 @@ class AutoregressiveDistribution(TorchDistribution):
     def _flat_context(self, batch: torch.Size, n: int) -> torch.Tensor | None:
         if self.context is None:
             return None
-        return self.context.expand(batch + self.context.shape[-1:]).reshape(n, -1)
+        return self.context.expand(batch + self.context.shape[-1:]).reshape(
+            n, self.context.shape[-1]
+        )
 
     def _check_support(self, value: torch.Tensor) -> None:
         bad = self.likelihood.invalid(value)
@@ -352,7 +354,7 @@ class AutoregressiveDistribution(TorchDistribution):
             value = torch.where(valid, value, torch.zeros_like(value))
         if self._validate_args:
             self._check_support(value)
-        flat = value.reshape((-1,) + self.event_shape)
+        flat = value.reshape((batch.numel(),) + self.event_shape)
         if flat.shape[0] == 0:  # no rows: nothing to score, the network is not called
             like = next(self.conditioner.parameters())
             return torch.zeros(batch, dtype=like.dtype, device=value.device)

@@ -81,13 +81,15 @@ class BernoulliMixture(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         broadcast_value_shape(type(self).__name__, value, self.batch_shape, self.event_shape)
-        if self._validate_args:
+        if self._validate_args and value.numel():  # torch's check fails on empty values
             self._validate_sample(value)
         log_pi = self.logits.log_softmax(-1)
         return torch.logsumexp(log_pi + self._component_log_prob(value), dim=-1)
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
+        if shape.numel() == 0:  # Categorical cannot draw zero samples
+            return self.probs.new_zeros(shape + self.event_shape)
         with torch.no_grad():
             k = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
             mu = self.probs.expand(shape + self.probs.shape[-2:])

@@ -173,13 +173,13 @@ class FlowDistribution(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         batch = broadcast_value_shape("FlowDistribution", value, self.batch_shape, self.event_shape)
+        n = batch.numel()
+        if n == 0:  # no rows: nothing to check or score, the networks are not called
+            return torch.zeros(batch, dtype=self.base.sample((0,)).dtype, device=value.device)
         if self._validate_args:
             self._validate_sample(value)
-        n = batch.numel()
         if self._drawn is not None and value is self._drawn[0]:
             rows, d = self._drawn[1], self._drawn[2]
-        elif n == 0:  # no rows: nothing to score, the networks are not called
-            return torch.zeros(batch, dtype=self.base.sample((0,)).dtype, device=value.device)
         else:
             rows = value.expand(batch + self.event_shape)
             rows = rows if rows.shape == (n,) + self.event_shape else rows.reshape(n, -1)
