@@ -412,3 +412,15 @@ def test_every_public_distribution_is_registered():
     missing = sorted(c.__qualname__ for c in public - registered)
     assert not missing, f"distributions without a case in CASES: {missing}"
     assert {AutoregressiveDistribution, BernoulliMixture} <= public  # the discovery works
+
+
+def test_the_registry_check_sees_a_new_class(monkeypatch):
+    """A public distribution defined in a package module is found (and would fail above)."""
+
+    class Unregistered(BernoulliMixture):
+        pass
+
+    Unregistered.__module__ = pyro_genmodels.distributions.mixture.__name__
+    monkeypatch.setattr(pyro_genmodels.distributions.mixture, "Unregistered", Unregistered, False)
+    assert Unregistered in _public_distribution_classes()
+    assert Unregistered not in {type(_build(case, torch.device("cpu"))) for case in CASES}
