@@ -283,20 +283,26 @@ class AutoregressiveDistribution(TorchDistribution):
         return constraints.independent(self.likelihood.base_support, len(self.event_shape))
 
     @classmethod
-    def infer_shapes(
-        cls, conditioner: tuple, context: tuple | None = None, lengths: tuple | None = None
-    ) -> tuple[torch.Size, torch.Size]:
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
         """``(batch_shape, event_shape)`` from the shapes of the arguments: ``conditioner``
         stands for its event shape (``conditioner.event_shape_for(length)``), ``context``
         is ``(*batch, context_dim)`` (for class labels ``(*batch,)``, the shape of their
-        one-hot encoding ``(*batch, num_classes)``), ``lengths`` is ``(*batch,)``.
+        one-hot encoding ``(*batch, num_classes)``), ``lengths`` is ``(*batch,)``; the
+        other arguments do not shape the distribution.
 
         >>> AutoregressiveDistribution.infer_shapes(conditioner=(5,), context=(4, 1, 3))
         (torch.Size([4, 1]), torch.Size([5]))
         """
+        known = {"conditioner", "likelihood", "context", "temperature", "length", "lengths"}
+        if set(arg_shapes) - known - {"levels"} or "conditioner" not in arg_shapes:
+            raise TypeError(
+                "infer_shapes takes conditioner=event_shape, context=(*batch, C) and "
+                f"lengths=(*batch,), got {sorted(arg_shapes)}"
+            )
+        context, lengths = arg_shapes.get("context"), arg_shapes.get("lengths")
         shapes = [] if context is None else [torch.Size(context[:-1])]
         shapes += [] if lengths is None else [torch.Size(lengths)]
-        return torch.broadcast_shapes(*shapes), torch.Size(conditioner)
+        return torch.broadcast_shapes(*shapes), torch.Size(arg_shapes["conditioner"])
 
     def expand(self, batch_shape, _instance=None) -> AutoregressiveDistribution:
         batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)

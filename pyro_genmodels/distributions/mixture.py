@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
@@ -53,14 +54,19 @@ class BernoulliMixture(TorchDistribution):
         super().__init__(logits.shape[:-1], probs.shape[-1:], validate_args=validate_args)
 
     @classmethod
-    def infer_shapes(cls, logits: tuple, probs: tuple) -> tuple[torch.Size, torch.Size]:
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
         """``(batch_shape, event_shape)`` of ``BernoulliMixture(logits, probs)`` from the
-        shapes ``(*batch, K)`` and ``(*batch, K, D)``.
+        shapes ``logits=(*batch, K)`` and ``probs=(*batch, K, D)``.
 
         >>> BernoulliMixture.infer_shapes(logits=(4, 3), probs=(4, 3, 5))
         (torch.Size([4]), torch.Size([5]))
         """
-        return torch.Size(logits[:-1]), torch.Size(probs[-1:])
+        if set(arg_shapes) - {"logits", "probs"} or "probs" not in arg_shapes:
+            raise TypeError(
+                f"infer_shapes takes logits=(*batch, K), probs=(*batch, K, D), got {arg_shapes}"
+            )
+        probs = tuple(arg_shapes["probs"])
+        return torch.Size(probs[:-2]), torch.Size(probs[-1:])
 
     def expand(self, batch_shape, _instance=None) -> BernoulliMixture:
         batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)

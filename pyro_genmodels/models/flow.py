@@ -20,6 +20,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
@@ -37,6 +38,7 @@ from pyro_genmodels.models import _likelihoods as L
 
 PREPROCESS = (None, "logit")
 DEQUANTIZE = (None, "uniform", "variational")
+_Size = torch.Size | list[int] | tuple[int, ...]
 
 
 def _check_choice(name: str, value: object, choices: tuple) -> None:
@@ -122,16 +124,22 @@ class FlowDistribution(TorchDistribution):
         return self._support
 
     @classmethod
-    def infer_shapes(
-        cls, base: tuple, context: tuple | None = None, **others: object
-    ) -> tuple[torch.Size, torch.Size]:
-        """``(batch_shape, event_shape)``: ``base`` stands for its event shape ``(D,)``,
-        ``context`` is ``(*batch, C)``; the other arguments do not shape the distribution.
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
+        """``(batch_shape, event_shape)`` from the shapes of the arguments: ``base`` stands
+        for its event shape ``(D,)``, ``context`` is ``(*batch, C)``; ``flow``,
+        ``transforms`` and ``support`` do not shape the distribution.
 
         >>> FlowDistribution.infer_shapes(base=(2,), context=(4, 1, 3))
         (torch.Size([4, 1]), torch.Size([2]))
         """
-        return torch.Size(() if context is None else context[:-1]), torch.Size(base)
+        unknown = set(arg_shapes) - {"flow", "base", "context", "transforms", "support"}
+        if unknown or "base" not in arg_shapes:
+            raise TypeError(
+                f"infer_shapes takes base=(D,) and context=(*batch, C), got {sorted(arg_shapes)}"
+            )
+        context = arg_shapes.get("context")
+        batch = torch.Size(() if context is None else context[:-1])
+        return batch, torch.Size(arg_shapes["base"])
 
     def expand(self, batch_shape, _instance=None) -> FlowDistribution:
         batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)
@@ -147,16 +155,15 @@ class FlowDistribution(TorchDistribution):
 
     def _rows(self, batch: torch.Size, n: int) -> dist.TransformedDistribution:
         """The flow on ``n`` rows of ``batch``: the context expanded and flattened."""
-        if self.context is None:
-            flow = self.flow
-        else:
+        flow = self.flow
+        if self.context is not None and isinstance(flow, ConditionalTransform):
             c = self.context.expand(batch + self.context.shape[-1:]).reshape(n, -1)
-            flow = self.flow.condition(c)
+            flow = flow.condition(c)
         return dist.TransformedDistribution(
             self.base.expand((n,)), [flow, *self.transforms], validate_args=False
         )
 
-    def rsample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+    def rsample(self, sample_shape: _Size = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         n = shape.numel()
         if n == 0:
@@ -167,7 +174,7 @@ class FlowDistribution(TorchDistribution):
         self._drawn = (out, rows, d)
         return out
 
-    def sample(self, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+    def sample(self, sample_shape: _Size = ()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
@@ -307,7 +314,7 @@ class FlowDensity(PyroModule):
         if logit is None:
             return constraints.real_vector
         top = 1.0 if self.levels is None else float(self.levels)
-        box = logit.codomain
+        box = cast(constraints.interval, logit.codomain)
         return constraints.independent(
             constraints.interval(box.lower_bound * top, box.upper_bound * top), 1
         )
