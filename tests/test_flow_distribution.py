@@ -117,3 +117,32 @@ def test_expand_support_and_bad_arguments():
         FlowDistribution(flow.flow, base, torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="event_shape"):
         FlowDistribution(flows.realnvp(2, 2), base.expand((3,)))
+
+
+def test_vectorized_particles_of_a_latent_context():
+    """A global latent context under ``vectorize_particles`` has shape (P, 1, C) against data
+    (N, D): the ELBO equals the mean over particles of its one-particle values."""
+    flow = _density("realnvp", context_dim=3)
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    loc = torch.tensor([0.3, -0.2, 0.5], dtype=torch.float64)
+
+    def model(x):
+        c = pyro.sample("c", pyro.distributions.Normal(loc, 1.0).to_event(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", flow.distribution(c), obs=x)
+
+    def guide(x):
+        pyro.sample("c", pyro.distributions.Normal(loc, 0.5).to_event(1))
+
+    elbo = pyro.infer.Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=1)
+    pyro.set_rng_seed(0)
+    vectorized = elbo.differentiable_loss(model, guide, x)
+    pyro.set_rng_seed(0)
+    prior, q = pyro.distributions.Normal(loc, 1.0), pyro.distributions.Normal(loc, 0.5)
+    cs = q.to_event(1).sample((4,))  # the guide's draws: the same generator calls
+    with torch.no_grad():
+        one = [
+            q.log_prob(c).sum() - prior.log_prob(c).sum() - flow.log_prob(x, c.expand(6, 3)).sum()
+            for c in cs
+        ]
+    torch.testing.assert_close(vectorized, torch.stack(one).mean(), rtol=1e-10, atol=1e-10)
