@@ -166,14 +166,14 @@ def _perturb(module: nn.Module) -> None:
             m.initialized.fill_(True)
 
 
-def _flow(name: str, context: str, **kwargs: Any):
+def _flow(name: str, context: str, dim: int = 2, **kwargs: Any):
     def make(device: torch.device) -> pyro_genmodels.models.FlowDistribution:
         extra: dict[str, Any] = {}
         if context == "vectors":
             extra["context_dim"] = 3
         elif context == "labels":
             extra["num_classes"] = 3
-        density = FlowDensity(2, name, num_layers=2, hidden_dims=[6], **extra, **kwargs)
+        density = FlowDensity(dim, name, num_layers=2, hidden_dims=[6], **extra, **kwargs)
         density = density.to(device=device, dtype=DTYPE).eval()
         _perturb(density)
         c = None
@@ -183,7 +183,7 @@ def _flow(name: str, context: str, **kwargs: Any):
             c = torch.tensor([2, 0, 1], device=device)
         return density.distribution(c)
 
-    shapes: dict[str, Any] = {"base": (2,)}
+    shapes: dict[str, Any] = {"base": (dim,)}
     if context == "vectors":
         shapes["context"] = (2, 1, 3)
     elif context == "labels":
@@ -206,6 +206,9 @@ _make, _shapes = _flow("realnvp", "vectors", preprocess="logit", levels=4)
 CASES.append(Case("flow-realnvp-logit-levels", _make, _shapes, outside=9.0))
 _make, _shapes = _flow("spline", "labels", kind="autoregressive")
 CASES.append(Case("flow-spline-autoregressive-labels", _make, _shapes))
+for _ctx in ("none", "labels"):
+    _make, _shapes = _flow("glow", _ctx, dim=16, image_shape=(1, 4, 4), num_scales=2)
+    CASES.append(Case(f"flow-glow-multiscale-{_ctx}", _make, _shapes))
 
 
 # ---- the checks ---------------------------------------------------------------------------

@@ -269,7 +269,7 @@ class FlowDensity(PyroModule):
             context_dim=context_dim,
             **flow_kwargs,
         )(dim)
-        self.post = []  # fixed transforms after the flow (no parameters)
+        self.post: list[TT.Transform] = []  # fixed transforms after the flow (no parameters)
         if preprocess == "logit":
             self.post.append(flows.LogitTransform(alpha))
         if self.levels is not None:
