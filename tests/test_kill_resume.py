@@ -15,10 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kill_worker
 import pytest
 import torch
-
-import kill_worker
 
 WORKER = Path(kill_worker.__file__)
 ROOT = WORKER.parent.parent  # the checkout under test, imported first by the worker
