@@ -49,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.early_stopping is not None and valid is None:
         raise ValueError(
             f"--early-stopping needs a validation split in the form {args.model} trains on: "
-            "give --validation-fraction (an SSVAE, scored without labels, has none)"
+            "give --validation-fraction (an SSVAE, scored without labels, and the GANs, with two "
+            "losses, have none)"
         )
     history = fit(
         setup.model,

@@ -211,13 +211,15 @@ def test_zoo_and_cli_train_with_validation_and_early_stopping(tmp_path):
     full = load("digits", binarize=True)
     tiny = Dataset("digits", full.train[:60], full.test[:20], full.train_labels[:60],
                    full.test_labels[:20], full.image_shape, True)  # fmt: skip
-    table, runs = zoo.run(tiny, ["vae", "ssvae"], epochs=40, batch_size=20, num_samples=30,
+    table, runs = zoo.run(tiny, ["vae", "ssvae", "gan"], epochs=40, batch_size=20, num_samples=30,
                           validation_fraction=0.25, early_stopping=2, progress=False,
                           hidden=8, z_dim=2)  # fmt: skip
     vae_history = runs["vae"][1]
     assert "val_loss" in vae_history and len(vae_history) < 40  # stopped early
     assert table.set_index("model").loc["vae", "best_epoch"] == len(vae_history) - 2
-    assert math.isnan(table.set_index("model").loc["ssvae", "best_epoch"])  # no validation
+    for name in ("ssvae", "gan"):  # scored on (x,) not (x, y); two losses, no single score
+        assert math.isnan(table.set_index("model").loc[name, "best_epoch"])
+        assert "val_loss" not in runs[name][1]
     out = tmp_path / "run"
     result = main(["train", "vae", "--out", str(out), "--epochs", "2", "--z-dim", "2",
                    "--hidden", "8", "--validation-fraction", "0.1", "--early-stopping", "5",

@@ -177,7 +177,8 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
     place of the test split (random states forked, so the real build is
     unaffected) and its test arguments are returned, when they have the
     structure of its training data (an SSVAE trains on ``(x, y)`` but is
-    scored on ``(x,)``: no validation for it).
+    scored on ``(x,)``: no validation for it) and its loss is one number (a
+    GAN's critic and generator losses are not a validation score).
     """
     import dataclasses
 
@@ -186,14 +187,21 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
     if data.valid is None:
         return None
     as_test = dataclasses.replace(data, test=data.valid, test_labels=data.valid_labels)
-    rng = get_rng_state()
+    rng, store = get_rng_state(), pyro.get_param_store()
+    before = set(store.keys())
     try:
         setup = build(name, as_test, **kwargs)
+        train = setup.train if isinstance(setup.train, tuple | list) else (setup.train,)
+        if len(train) != len(setup.test):
+            return None
+        with torch.no_grad():  # a loss of several values (a GAN's) is no validation score
+            probe = setup.loss.loss(setup.model, setup.guide, *(t[:2] for t in setup.test))
+        if isinstance(probe, tuple | list):
+            return None
     finally:
+        for key in set(store.keys()) - before:  # the probe's params leave no trace
+            del store[key]
         set_rng_state(rng)
-    train = setup.train if isinstance(setup.train, tuple | list) else (setup.train,)
-    if len(train) != len(setup.test):
-        return None
     return tuple(setup.test)
 
 
