@@ -47,9 +47,11 @@ def guarded_step(
     optim: pyro.optim.PyroOptim,
     batch: tuple,
     names: set[str],
+    undo_buffers: dict | None = None,
 ) -> tuple[float, ...]:
     """``pyro.infer.SVI.step`` with non-finite checks of loss and gradients before the update
-    and of the parameters after it (a non-finite update is undone). Traced names go to ``names``.
+    and of the parameters after it (a non-finite update is undone). Traced names go to ``names``;
+    ``undo_buffers`` (a dict kept across steps) holds the reusable copies for the undo.
     """
     with poutine.trace(param_only=True) as param_capture, own_params():
         try:
@@ -70,7 +72,7 @@ def guarded_step(
     if bad:
         zero_grads(params)
         raise NonFiniteStep(f"loss {values} has non-finite gradients for parameter(s) {bad}")
-    snapshot = _Snapshot(optim, params)
+    snapshot = _Snapshot(optim, params, {} if undo_buffers is None else undo_buffers)
     optim(params)
     zero_grads(params)
     bad = _non_finite_params(params)
@@ -100,56 +102,92 @@ def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
 
 
 class _Snapshot:
-    """Copies of ``params`` and of their optimizer state, to undo one update."""
+    """Copies of ``params`` and of their optimizer state, to undo one update.
 
-    def __init__(self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor]) -> None:
+    The copies go into buffers kept in ``buffers`` (one per tensor, reused from
+    step to step), so taking a snapshot allocates nothing after the first step.
+    """
+
+    def __init__(
+        self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor], buffers: dict
+    ) -> None:
         self.optim, self.params = optim, params
-        self.values = [p.detach().clone() for p in params]
-        self.states = [_clone_state(self._state_of(p)) for p in params]
+        self.values = [_buffer(buffers, (p, None), p) for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(self.values, [p.detach() for p in params])
+            self.states: list[dict | None] = []
+            for p in params:
+                state = self._state_of(p)
+                if state is None:
+                    self.states.append(None)
+                    continue
+                saved = {}
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor):
+                        saved[key] = _buffer(buffers, (p, key), value).copy_(value)
+                    else:
+                        saved[key] = value
+                self.states.append(saved)
+
+    def _optimizer_of(self, p: torch.Tensor) -> Any:
+        obj = self.optim.optim_objs.get(p)
+        return None if obj is None else getattr(obj, "optimizer", obj)
 
     def _state_of(self, p: torch.Tensor) -> dict | None:
-        obj = self.optim.optim_objs.get(p)
-        if obj is None:
-            return None
-        opt = getattr(obj, "optimizer", obj)
-        return opt.state.get(p)
+        opt = self._optimizer_of(p)
+        return None if opt is None else opt.state.get(p)
 
     def restore(self) -> None:
         with torch.no_grad():
-            for p, value, state in zip(self.params, self.values, self.states):
+            for p, value, saved in zip(self.params, self.values, self.states):
                 p.copy_(value)
-                obj = self.optim.optim_objs.get(p)
-                if obj is None:
+                opt = self._optimizer_of(p)
+                if opt is None:
                     continue
-                opt = getattr(obj, "optimizer", obj)
-                if state is None:
+                if saved is None:
                     opt.state.pop(p, None)
                 else:
-                    opt.state[p] = state
+                    opt.state[p] = {
+                        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in saved.items()
+                    }
 
 
-def _clone_state(state: dict | None) -> dict | None:
-    if state is None:
-        return None
-    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+def _buffer(buffers: dict, key: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A reusable tensor shaped like ``like`` (same dtype and device), cached under ``key``."""
+    buffer = buffers.get(key)
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+    elif buffer.device != like.device:
+        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+    return buffer
+
+
+def _non_finite_indices(tensors: list[torch.Tensor]) -> list[int]:
+    """Indices of the tensors holding NaN/inf: exact, with a fast path for the common case.
+
+    A tensor's sum is finite whenever all its entries are (a NaN or inf entry
+    makes it NaN or inf), so one reduction per tensor and one sync decide the
+    usual all-finite case; only a non-finite sum (an entry, or an overflow of
+    huge finite entries) pays for the exact entry-wise check.
+    """
+    if not tensors:
+        return []
+    try:
+        sums = torch.stack([t.detach().sum() for t in tensors])
+    except RuntimeError:  # mixed dtypes or devices: no stacking
+        sums = None
+    if sums is not None and bool(torch.isfinite(sums).all()):
+        return []
+    return [i for i, t in enumerate(tensors) if not bool(torch.isfinite(t.detach()).all())]
 
 
 def _non_finite_params(params: list[torch.Tensor]) -> list[str]:
-    if not params:
-        return []
-    finite = torch.stack([torch.isfinite(p.detach()).all() for p in params])
-    if bool(finite.all()):
-        return []
     store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(params, finite.tolist()) if not ok]
+    return [str(store.param_name(params[i])) for i in _non_finite_indices(params)]
 
 
 def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:
     with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return []
-    finite = torch.stack([torch.isfinite(p.grad).all() for p in with_grad if p.grad is not None])
-    if bool(finite.all()):
-        return []
+    grads = [p.grad for p in with_grad if p.grad is not None]
     store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(with_grad, finite.tolist()) if not ok]
+    return [str(store.param_name(with_grad[i])) for i in _non_finite_indices(grads)]

@@ -189,6 +189,7 @@ class _Run:
     run: dict[str, Any] = field(default_factory=dict)
     param_names: set[str] = field(default_factory=set)
     monitor: str | None = None
+    undo: dict = field(default_factory=dict)  # reusable copies for undoing an update
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
@@ -225,7 +226,9 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
         idx = idx.to(device)
         batch = tuple(t[idx] for t in tensors)
         try:
-            values = guarded_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names)
+            values = guarded_step(
+                ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
+            )
         except NonFiniteStep as e:
             _fail(ctx, state, i, len(batches), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
