@@ -7,10 +7,10 @@ batches, loss and optimizer (``pgm.optim.Adam``) under ``pgm.fit`` and under a
 plain ``SVI`` loop, interleaved in one process, and writes seconds per step
 and the ratio to ``benchmarks/results/fit_guard.csv``.
 
-Usage::
+Usage (from the repository root, so that this checkout is the one imported)::
 
-    python benchmarks/fit_guard.py            # digits, hidden 256 and 1024 (about 2 minutes)
-    python benchmarks/fit_guard.py --quick    # smoke test (seconds)
+    PYTHONPATH=. python benchmarks/fit_guard.py          # hidden 256 and 1024 (2 minutes)
+    PYTHONPATH=. python benchmarks/fit_guard.py --quick  # smoke test (seconds)
 """
 
 from __future__ import annotations

@@ -180,3 +180,14 @@ def test_actnorm_rejects_a_non_finite_first_batch():
     assert not bool(layer.initialized)
     layer.inv(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
     assert bool(layer.initialized) and bool(torch.isfinite(layer.loc).all())
+
+
+def test_the_finite_check_is_exact_for_huge_finite_values():
+    from pyro_genmodels.step import _non_finite_indices
+
+    huge = torch.full((4,), 3e38)  # finite, but its sum overflows to inf
+    assert _non_finite_indices([huge, torch.zeros(2)]) == []
+    assert _non_finite_indices([huge, torch.tensor([0.0, math.inf])]) == [1]
+    assert _non_finite_indices([torch.tensor([math.nan]), torch.zeros(2, dtype=torch.float64)]) == [
+        0
+    ]
