@@ -31,6 +31,7 @@ import numpy as np
 import pyro
 import torch
 
+from pyro_genmodels._checks import check_bool, check_int
 from pyro_genmodels.checkpoint import (
     FORMAT_VERSION,
     get_rng_state,
@@ -263,16 +264,9 @@ def make_monitor(
     Validation tensors are moved to the device and floating dtype of the training
     tensors ``train`` (the rule ``fit`` applies to training data).
     """
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"validation_every must be an int >= 1, got {every!r}")
-    if patience is not None and (
-        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
-    ):
-        raise ValueError(
-            f"early_stopping must be None or a patience in epochs (an int >= 1), got {patience!r}"
-        )
-    if not isinstance(keep_best, bool):
-        raise TypeError(f"keep_best must be True or False, got {keep_best!r}")
+    check_int("validation_every", every, minimum=1)
+    check_int("early_stopping", patience, minimum=1, allow_none=True)  # patience in epochs
+    check_bool("keep_best", keep_best)
     if not isinstance(monitor, str):
         raise TypeError(f"monitor must be the name of a history column, got {monitor!r}")
     if validation is None and patience is None and not keep_best:

@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_genmodels._callbacks import check_callbacks, run_callbacks
+from pyro_genmodels._checks import check_int, check_programs
 from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from pyro_genmodels.early_stopping import make_monitor
 from pyro_genmodels.optim import Adam as GroupedAdam
@@ -85,14 +86,6 @@ class FitState:
 # ----------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return int(value)
-
-
 def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
     """``data`` as a non-empty tuple of tensors sharing their leading length."""
     if not isinstance(data, torch.Tensor | list | tuple) and hasattr(data, "train"):
@@ -118,9 +111,7 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
 
 
 def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any) -> None:
-    for name, fn in (("model", model), ("guide", guide)):
-        if not callable(fn):
-            raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+    check_programs(model, guide)
     if not callable(getattr(loss, "loss_and_grads", None)):
         raise TypeError(
             "loss must have a loss_and_grads(model, guide, *args) method (e.g. "
@@ -420,10 +411,10 @@ def fit(
     loss = pyro.infer.Trace_ELBO() if loss is None else loss
     optim = GroupedAdam({"lr": 1e-3}) if optim is None else optim
     _check_objects(model, guide, loss, optim, progress)
-    epochs = _check_int("epochs", epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
-    seed = _check_int("seed", seed, 0)
+    epochs = check_int("epochs", epochs, 0)
+    batch_size = check_int("batch_size", batch_size, 1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+    seed = check_int("seed", seed, 0)
     tensors = _as_tensors(data)
     callbacks = check_callbacks(callbacks)
     if resume and checkpoint_dir is None:

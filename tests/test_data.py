@@ -300,8 +300,8 @@ def test_from_tensors_rejects_bad_input():
         from_tensors(np.zeros((4, 2, 2)), image_shape=(4, 1, 1))
     with pytest.raises(TypeError, match="train must be a torch.Tensor or numpy.ndarray, got list"):
         from_tensors([[0.0]])
-    with pytest.raises(ValueError, match="seed must be an int"):
-        from_tensors(x, seed=1.5)
+    with pytest.raises(TypeError, match="seed must be an int >= 0, got float 1.5"):
+        from_tensors(x, seed=1.5)  # a float where an int is meant: TypeError
 
 
 # ---------------------------------------------------------------------------- IDX files

@@ -320,7 +320,7 @@ def test_detach_distribution_rejects_learnable_transforms():
         ({"num_particles": True}, TypeError, "num_particles"),
         ({"dreg": 1}, TypeError, "dreg must be a bool"),
         ({"data_plate": 0}, TypeError, "data_plate must be a plate name"),
-        ({"max_plate_nesting": -1}, ValueError, "max_plate_nesting must be a non-negative int"),
+        ({"max_plate_nesting": -1}, ValueError, "max_plate_nesting must be an int >= 0 or None"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, exc, words):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from pyro_genmodels._checks import check_image_shape
 from pyro_genmodels.data.preprocess import binarize as _binarize
 from pyro_genmodels.data.preprocess import dequantize_unchecked
 from pyro_genmodels.data.validation import (
@@ -192,21 +192,8 @@ binarized=False, dtype=torch.float32, device=cpu))
 
 
 def _check_image_shape(image_shape: object, num_dims: int) -> tuple[int, int, int]:
-    ok = (
-        isinstance(image_shape, (tuple, list))
-        and len(image_shape) == 3
-        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in image_shape)
-    )
-    if not ok:
-        raise ValueError(
-            f"image_shape must be a tuple (C, H, W) of positive ints, got {image_shape!r}"
-        )
-    if math.prod(image_shape) != num_dims:
-        raise ValueError(
-            f"image_shape {tuple(image_shape)} must have C*H*W equal to the number of "
-            f"features D={num_dims}, got C*H*W={math.prod(image_shape)}"
-        )
-    return tuple(image_shape)
+    c, h, w = check_image_shape(image_shape, size=num_dims)
+    return c, h, w
 
 
 # ---------------------------------------------------------------------------- bundled datasets

@@ -9,9 +9,31 @@ from __future__ import annotations
 
 import torch
 
+from pyro_genmodels._checks import (
+    check_binary,
+    check_bool,
+    check_finite,
+    check_int,
+    check_positive_int,
+)
+
+__all__ = [
+    "check_bool",
+    "check_data",
+    "check_device",
+    "check_finite",
+    "check_float_dtype",
+    "check_positive_int",
+    "check_seed",
+]
+
 
 def check_data(
-    x: torch.Tensor, name: str = "x", event_dim: int | None = None, binary: bool = False
+    x: torch.Tensor,
+    name: str = "x",
+    event_dim: int | None = None,
+    binary: bool = False,
+    values: bool = True,
 ) -> torch.Tensor:
     """Checks that ``x`` is a finite data matrix ``x ∈ R^{N×D}`` (or ``{0,1}^{N×D}``).
 
@@ -25,6 +47,9 @@ def check_data(
         event_dim: the expected number of features ``D`` (size of the last dim),
             or ``None`` to accept any ``D >= 1``.
         binary: if true, every value must be 0 or 1.
+        values: whether to check the values (finite, binary) besides kind and shape; models
+            pass :func:`pyro_genmodels._checks.validating` so that these checks, which
+            read every value, follow ``pyro.enable_validation``.
 
     Returns:
         ``x`` itself, unchanged.
@@ -51,44 +76,27 @@ def check_data(
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}")
     if event_dim is not None and x.shape[-1] != event_dim:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}")
-    check_finite(x, name)
-    if binary:
-        bad = (x != 0) & (x != 1)
-        num_bad = int(bad.sum())
-        if num_bad:
-            example = x[bad][0].item()
-            raise ValueError(
-                f"{name} must be binary (values in {{0, 1}}), but {num_bad} of {x.numel()} "
-                f"values are not, e.g. {example}"
-            )
+    if values:
+        check_finite(x, name)
+        if binary:
+            check_binary(x, name)
     return x
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raises ValueError naming ``name`` and the count of NaN/inf values in ``x``."""
-    if x.is_floating_point() and not bool(torch.isfinite(x.sum())):  # one cheap pass first
-        num_bad = int((~torch.isfinite(x)).sum())
-        if num_bad:
-            raise ValueError(
-                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf"
-            )
-
-
-def check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def check_seed(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+    """``value`` if it is an int in ``[0, 2**32)`` (numpy's seed range)."""
+    seed: int = check_int("seed", value, minimum=0)
+    if seed >= 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {value!r}")
-    return value
+    return seed
 
 
 def check_float_dtype(dtype: object) -> torch.dtype:
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype!r}")
+    expected = "a floating torch.dtype (e.g. torch.float32)"
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be {expected}, got {type(dtype).__name__} {dtype!r}")
+    if not dtype.is_floating_point:  # a dtype is a kind of tensor: TypeError
+        raise TypeError(f"dtype must be {expected}, got {dtype}")
     return dtype
 
 
@@ -101,9 +109,3 @@ def check_device(device: object) -> torch.device | None:
         return torch.device(device)
     except RuntimeError as e:
         raise ValueError(f"device must name a torch device, got {device!r}") from e
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value

@@ -18,6 +18,8 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
+from pyro_genmodels._checks import check_image_shape, check_int
+
 _NOT_METRICS = ("epoch", "step", "time")
 
 
@@ -30,20 +32,10 @@ def _check_tensor(name: str, value: object, shape: str) -> torch.Tensor:
 
 
 def _check_image_shape(image_shape: Sequence[int], dim: int, name: str) -> tuple[int, ...]:
-    shape = tuple(image_shape) if isinstance(image_shape, (tuple, list, torch.Size)) else None
-    if (
-        shape is None
-        or len(shape) not in (2, 3)
-        or not all(isinstance(s, int) and s >= 1 for s in shape)
-        or (len(shape) == 3 and shape[0] not in (1, 3))
-    ):
+    shape = check_image_shape(image_shape, size=dim, lengths=(2, 3))
+    if len(shape) == 3 and shape[0] not in (1, 3):
         raise ValueError(
             f"image_shape must be (C, H, W) with C in {{1, 3}} or (H, W), got {image_shape!r}"
-        )
-    if math.prod(shape) != dim:
-        raise ValueError(
-            f"image_shape {shape} has {math.prod(shape)} pixels but {name} has {dim} features "
-            f"per image (its last dim)"
         )
     return shape
 
@@ -143,8 +135,7 @@ def plot_samples(
     >>> fig.axes[0].images[0].get_array().shape  # 2 rows, 5 columns of 8x8 images
     (17, 44)
     """
-    if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
-        raise ValueError(f"nrow must be a positive int, got {nrow!r}")
+    check_int("nrow", nrow, minimum=1)
     array = _images("images", images, image_shape)
     grid = _grid(array, nrow)
     fig = Figure(figsize=(0.8 * min(nrow, len(array)) + 0.4, 0.8 * math.ceil(len(array) / nrow)))
@@ -172,8 +163,7 @@ def plot_reconstructions(
     >>> [ax.get_title() for ax in fig.axes]
     ['data', 'reconstruction']
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_int("n", n, minimum=1)
     _check_tensor("x", x, "(N, C*H*W)")
     _check_tensor("x_rec", x_rec, "(N, C*H*W)")
     if x.shape != x_rec.shape:
@@ -295,8 +285,7 @@ def plot_density_2d(
     >>> fig.axes[0].images[0].get_array().shape
     (50, 50)
     """
-    if isinstance(grid, bool) or not isinstance(grid, int) or grid < 2:
-        raise ValueError(f"grid must be an int >= 2, got {grid!r}")
+    check_int("grid", grid, minimum=2)
     try:
         (x0, x1), (y0, y1) = ((float(a), float(b)) for a, b in bounds)
         ok = x0 < x1 and y0 < y1

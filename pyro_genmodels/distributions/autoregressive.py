@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
-from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
+from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, check_int
 from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
 
@@ -147,8 +147,7 @@ def _make_likelihood(name: Any, num_params: int, levels: int) -> _Likelihood:
             f"got num_params={num_params}"
         )
     if name == "dmol":
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-            raise ValueError(f"levels must be an int >= 2, got {levels!r}")
+        check_int("levels", levels, minimum=2)
         return _DiscretizedLogisticMixture(num_params, levels)
     return {"bernoulli": _Bernoulli, "categorical": _Categorical, "gaussian": _Gaussian}[name](
         num_params

@@ -61,6 +61,7 @@ from pyro.infer.util import torch_item
 from pyro.util import warn_if_nan
 from torch import nn
 
+from pyro_genmodels._checks import check_int
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, get_divergence
 
 Values = dict[str, torch.Tensor]
@@ -93,12 +94,6 @@ class ConcatSites(nn.Module):
         if missing:
             raise ValueError(f"ConcatSites expected sites {self.sites}, got {sorted(values)}")
         return self.net(torch.cat([values[s] for s in self.sites], dim=-1))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def describe(fn: Any) -> str:
@@ -145,7 +140,7 @@ class AdversarialLoss(ELBO):
             )
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str (the param store prefix), got {name!r}")
-        self.n_critic = _check_int("n_critic", n_critic, 1)
+        self.n_critic = check_int("n_critic", n_critic, 1)
         if self.n_critic > 1 and critic_optim is None:
             raise ValueError(
                 f"n_critic={n_critic} needs critic_optim (the optimizer of the inner critic "

@@ -16,6 +16,7 @@ import torch
 
 from pyro_genmodels._checks import (
     check_batched_tensor,
+    check_int,
     check_positive_int,
     check_programs,
     slice_datapoints,
@@ -235,10 +236,7 @@ def elbo_per_datapoint(
 
 
 def _check_num_dims(num_dims: Any) -> None:
-    if isinstance(num_dims, bool) or not isinstance(num_dims, int) or num_dims < 1:
-        raise ValueError(
-            f"num_dims must be a positive int (D, dims per datapoint), got {num_dims!r}"
-        )
+    check_int("num_dims", num_dims, minimum=1)  # D, dims per datapoint
 
 
 def _check_nats(name: str, value: Any) -> None:

@@ -25,6 +25,7 @@ from pyro.infer.util import torch_item
 from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
 
+from pyro_genmodels._checks import check_bool, check_int
 from pyro_genmodels.infer.weights import (
     _PARTICLE_PLATE,
     Site,
@@ -257,22 +258,11 @@ class IWAELoss(ELBO):
         data_plate: str | None = None,
         max_plate_nesting: int | None = None,
     ) -> None:
-        if isinstance(num_particles, bool) or not isinstance(num_particles, int):
-            raise TypeError(f"num_particles must be a positive int, got {num_particles!r}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
-        if not isinstance(dreg, bool):
-            raise TypeError(f"dreg must be a bool, got {dreg!r}")
+        check_int("num_particles", num_particles, minimum=1)
+        check_bool("dreg", dreg)
         if data_plate is not None and not isinstance(data_plate, str):
             raise TypeError(f"data_plate must be a plate name (str) or None, got {data_plate!r}")
-        if max_plate_nesting is not None and (
-            isinstance(max_plate_nesting, bool)
-            or not isinstance(max_plate_nesting, int)
-            or max_plate_nesting < 0
-        ):
-            raise ValueError(
-                f"max_plate_nesting must be a non-negative int or None, got {max_plate_nesting!r}"
-            )
+        check_int("max_plate_nesting", max_plate_nesting, minimum=0, allow_none=True)
         nesting = float("inf") if max_plate_nesting is None else max_plate_nesting
         super().__init__(num_particles=num_particles, max_plate_nesting=nesting)
         self.dreg = dreg

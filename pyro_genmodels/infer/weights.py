@@ -25,6 +25,8 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
+from pyro_genmodels._checks import check_int
+
 _PARTICLE_PLATE = "_pgm_particles"
 
 
@@ -185,8 +187,7 @@ def importance_log_weights(
     >>> bool(torch.allclose(w.log_weights, exact.expand(4, 2), atol=1e-5))
     True
     """
-    if not isinstance(num_particles, int) or num_particles < 1:
-        raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+    check_int("num_particles", num_particles, minimum=1)
     if plate_nesting is None:
         plate_nesting = max_plate_nesting(model, guide, *args, **kwargs)
     particle_dim = -(plate_nesting + 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyro_genmodels._checks import check_int
 from pyro_genmodels.models._likelihoods import check_dim, check_weight
 
 
@@ -58,8 +59,7 @@ class KLAnnealing:
 
     def value(self, epoch: int) -> float:
         """The weight at 0-based ``epoch`` (a non-negative int)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        check_int("epoch", epoch, minimum=0)
         if epoch >= self.epochs:
             return self.end
         return self.start + (self.end - self.start) * epoch / self.epochs

@@ -13,16 +13,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_image_shape
+
 
 def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    shape = tuple(image_shape)
-    if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"image_shape must be (C, H, W) of positive ints, got {image_shape!r}")
-    if shape[1] % 4 or shape[2] % 4:
+    c, h, w = check_image_shape(image_shape)
+    if h % 4 or w % 4:
         raise ValueError(
-            f"image_shape (C, H, W) needs H and W divisible by 4 (two stride-2 layers), got {shape}"
+            f"image_shape (C, H, W) needs H and W divisible by 4 (two stride-2 layers), "
+            f"got {(c, h, w)}"
         )
-    return shape
+    return c, h, w
 
 
 class ConvEncoder(nn.Module):

@@ -13,12 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_int
 
-def check_positive_int(name: str, value: object) -> int:
-    """Returns ``value`` if it is a positive int, else raises a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+__all__ = [
+    "Conditioner",
+    "check_context_dim",
+    "check_input_levels",
+    "check_ordering",
+]
 
 
 def check_context_dim(value: object) -> int:
@@ -27,11 +29,8 @@ def check_context_dim(value: object) -> int:
     >>> check_context_dim(3)
     3
     """
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"context_dim must be an int >= 0 (0: no context), got {value!r}")
-    if value < 0:
-        raise ValueError(f"context_dim must be an int >= 0 (0: no context), got {value}")
-    return value
+    dim: int = check_int("context_dim", value, minimum=0)  # 0: no context
+    return dim
 
 
 def check_input_levels(value: object) -> int | None:
@@ -44,14 +43,13 @@ def check_input_levels(value: object) -> int | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"input_levels must be None or an int K >= 2, got {value!r}")
-    if value < 2:
+    levels: int = check_int("input_levels (None or an int K >= 2)", value, minimum=None)
+    if levels < 2:
         raise ValueError(
             f"input_levels must be None or an int K >= 2 (inputs in [0, K) are rescaled by "
             f"2 / (K - 1)), got {value}"
         )
-    return value
+    return levels
 
 
 def check_ordering(ordering: Any, dim: int) -> torch.Tensor:

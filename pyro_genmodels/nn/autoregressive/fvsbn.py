@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.nn.autoregressive.base import (
     Conditioner,
     check_context_dim,
     check_input_levels,
     check_ordering,
-    check_positive_int,
 )
 
 

@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyro_genmodels._checks import check_image_shape, check_int, check_positive_int
 from pyro_genmodels.nn.autoregressive.base import (
     Conditioner,
     check_context_dim,
     check_input_levels,
-    check_positive_int,
 )
 
 
@@ -135,12 +135,9 @@ class PixelCNN(Conditioner):
         input_levels: int | None = None,
     ) -> None:
         super().__init__()
-        if len(image_shape) != 3:
-            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        c, h, w = (check_positive_int("image_shape[i]", int(s)) for s in image_shape)
+        c, h, w = check_image_shape(image_shape)
         check_positive_int("channels", channels)
-        if not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"num_layers must be an int >= 0, got {num_layers!r}")
+        check_int("num_layers", num_layers, minimum=0)
         self.num_params = p = check_positive_int("num_params", num_params)
         self.context_dim = context_dim = check_context_dim(context_dim)
         self.input_levels = input_levels = check_input_levels(input_levels)

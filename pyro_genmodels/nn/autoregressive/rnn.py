@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_context_dim, check_positive_int
+from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels.nn.autoregressive.base import Conditioner, check_context_dim
 
 
 class RNN(Conditioner):
