@@ -235,7 +235,7 @@ def test_vae_constructor_errors():
         VAE(4, 2, encoder="rnn")
     with pytest.raises(ValueError, match="needs image_shape"):
         VAE(64, 2, encoder="conv")
-    with pytest.raises(ValueError, match="C\\*H\\*W == x_dim"):
+    with pytest.raises(ValueError, match="C\\*H\\*W equal to the number of features D=64"):
         VAE(64, 2, encoder="conv", image_shape=(1, 4, 4))
     with pytest.raises(ValueError, match="z_dim must be a positive int"):
         VAE(4, 0)

@@ -7,7 +7,6 @@ written once. Nothing in this module is public API.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
@@ -18,6 +17,8 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
+from pyro_genmodels._checks import check_image_shape as check_image_shape_of
+from pyro_genmodels._checks import check_in_range, check_positive_int, check_real, validating
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.nn import MLP, ConvDecoder, ConvEncoder
 
@@ -26,55 +27,27 @@ ENCODERS = ("mlp", "conv")
 MIN_SCALE = 1e-5  # floor of every softplus scale, keeps Normal(loc, scale) valid
 
 
-def check_dim(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def check_hidden_dims(hidden_dims: object) -> tuple[int, ...]:
-    if not isinstance(hidden_dims, Sequence) or isinstance(hidden_dims, str):
-        raise TypeError(f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}")
-    return tuple(check_dim("hidden_dims[i]", h) for h in hidden_dims)
-
-
-def check_likelihood(likelihood: object) -> str:
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    return likelihood  # type: ignore[return-value]
-
-
-def check_weight(name: str, value: object) -> float:
-    """A non-negative finite real (``beta``, ``alpha``, ``mmd_scale``...)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a non-negative real number, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a non-negative finite real number, got {value!r}")
-    return float(value)
-
-
 def check_x(x: object, x_dim: int, likelihood: str, name: str = "x") -> torch.Tensor:
-    """Checks a batch of flat data ``(N, x_dim)`` against the support of the likelihood."""
-    t = check_data(x, name, event_dim=x_dim, binary=likelihood == "bernoulli")  # type: ignore[arg-type]
+    """Checks a batch of flat data ``(N, x_dim)`` against the support of the likelihood.
+
+    Kind and shape are always checked; the values (finite, binary, in ``[0, 1]``) only while
+    Pyro's validation is enabled, since each check reads every value (a host sync on CUDA).
+    """
+    values = validating()
+    t = check_data(x, name, event_dim=x_dim, binary=likelihood == "bernoulli", values=values)  # type: ignore[arg-type]
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
-    if likelihood == "continuous_bernoulli" and ((t < 0) | (t > 1)).any():
-        raise ValueError(
-            f"{name} must lie in [0, 1] for likelihood='continuous_bernoulli'; "
-            f"found values in [{t.min().item():.3g}, {t.max().item():.3g}]"
-        )
+    if values and likelihood == "continuous_bernoulli":
+        check_in_range(t, name, 0, 1, " for likelihood='continuous_bernoulli'")
     return t
 
 
 def check_image_shape(image_shape: object, x_dim: int) -> tuple[int, int, int]:
+    """The ``(C, H, W)`` of a conv encoder, whose product must be ``x_dim``."""
     if image_shape is None:
         raise ValueError("encoder='conv' needs image_shape=(C, H, W), got None")
-    shape = tuple(image_shape)  # type: ignore[arg-type]
-    if len(shape) != 3 or math.prod(shape) != x_dim:
-        raise ValueError(
-            f"image_shape must be (C, H, W) with C*H*W == x_dim == {x_dim}, got {image_shape!r}"
-        )
-    return shape  # type: ignore[return-value]
+    c, h, w = check_image_shape_of(image_shape, size=x_dim)
+    return c, h, w
 
 
 def num_params(likelihood: str) -> int:
@@ -144,7 +117,7 @@ def kl_weight(beta: float, like: torch.Tensor) -> AbstractContextManager:
     mask would also hide the site from importance-weighted evaluation, which
     ignores scales and honours masks. A zero tensor scale keeps the site.
     """
-    beta = check_weight("beta", beta)
+    beta = check_real("beta", beta, minimum=0.0)
     if beta > 0:
         return poutine.scale(scale=beta)
     with pyro.validation_enabled(False):
@@ -175,7 +148,7 @@ def latent_flows(
         raise ValueError(f"guide_flow must be None or one of {GUIDE_FLOWS}, got {guide_flow!r}")
     if prior_flow is not None and prior_flow not in PRIOR_FLOWS:
         raise ValueError(f"prior_flow must be None or one of {PRIOR_FLOWS}, got {prior_flow!r}")
-    check_dim("guide_flow_layers", guide_flow_layers)
+    check_positive_int("guide_flow_layers", guide_flow_layers)
     hidden = [4 * z_dim, 4 * z_dim] if hidden_dims is None else list(hidden_dims)
     guide = None
     if guide_flow is not None:

@@ -19,6 +19,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positive_int, check_real
 from pyro_genmodels.models import _likelihoods as L
 from pyro_genmodels.nn import MLP
 
@@ -70,14 +71,18 @@ class CVAE(PyroModule):
                 "exactly one of num_classes (labels) and context_dim (context vectors) must be "
                 f"given, got num_classes={num_classes!r}, context_dim={context_dim!r}"
             )
-        self.x_dim = L.check_dim("x_dim", x_dim)
-        self.z_dim = L.check_dim("z_dim", z_dim)
-        self.num_classes = None if num_classes is None else L.check_dim("num_classes", num_classes)
-        self.context_dim = None if context_dim is None else L.check_dim("context_dim", context_dim)
+        self.x_dim = check_positive_int("x_dim", x_dim)
+        self.z_dim = check_positive_int("z_dim", z_dim)
+        self.num_classes = (
+            check_positive_int("num_classes", num_classes, allow_none=True)
+        )
+        self.context_dim = (
+            check_positive_int("context_dim", context_dim, allow_none=True)
+        )
         self.c_dim: int = self.num_classes or self.context_dim or 0  # exactly one is set
-        self.likelihood = L.check_likelihood(likelihood)
-        self.beta = L.check_weight("beta", beta)
-        hidden = L.check_hidden_dims(hidden_dims)
+        self.likelihood = check_choice("likelihood", likelihood, L.LIKELIHOODS)
+        self.beta = check_real("beta", beta, minimum=0.0)
+        hidden = check_hidden_dims(hidden_dims)
         self.encoder, self.decoder = L.mlp_pair(
             x_dim, z_dim, hidden, likelihood, x_dim + self.c_dim, z_dim + self.c_dim
         )

@@ -32,9 +32,13 @@ from pyro.nn import PyroModule, pyro_method
 from torch.distributions import transforms as TT
 
 from pyro_genmodels import flows
-from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
+from pyro_genmodels._checks import (
+    broadcast_value_shape,
+    check_expand_shape,
+    check_positive_int,
+    validating,
+)
 from pyro_genmodels.data.validation import check_data, check_finite
-from pyro_genmodels.models import _likelihoods as L
 
 PREPROCESS = (None, "logit")
 DEQUANTIZE = (None, "uniform", "variational")
@@ -248,7 +252,7 @@ class FlowDensity(PyroModule):
         **flow_kwargs,
     ) -> None:
         super().__init__()
-        self.dim = L.check_dim("dim", dim)
+        self.dim = check_positive_int("dim", dim)
         if flow not in flows.BUILDERS:
             raise ValueError(f"flow must be one of {sorted(flows.BUILDERS)}, got {flow!r}")
         _check_choice("preprocess", preprocess, PREPROCESS)
@@ -256,10 +260,10 @@ class FlowDensity(PyroModule):
         if num_classes is not None:
             if context_dim is not None:
                 raise ValueError("give num_classes or context_dim, not both")
-            context_dim = L.check_dim("num_classes", num_classes)
+            context_dim = check_positive_int("num_classes", num_classes)
         if dequantize is not None and levels is None:
             raise ValueError(f"dequantize={dequantize!r} needs levels (the number of pixel values)")
-        self.levels = None if levels is None else L.check_dim("levels", levels)
+        self.levels = None if levels is None else check_positive_int("levels", levels)
         self.num_classes, self.context_dim = num_classes, context_dim
         self.flow_name, self.preprocess, self.dequantize = flow, preprocess, dequantize
         self.flow = flows.builder(
@@ -351,10 +355,11 @@ class FlowDensity(PyroModule):
         return d.sample(() if context is not None else (n,))
 
     def _check_x(self, x: object, continuous: bool) -> torch.Tensor:
-        t = check_data(x, "x", event_dim=self.dim)
+        values = validating()  # the value checks read every value: they follow Pyro's switch
+        t = check_data(x, "x", event_dim=self.dim, values=values)
         if not t.is_floating_point():
             t = t.to(self._zero.dtype)
-        if self.levels is None and self.preprocess != "logit":
+        if not values or (self.levels is None and self.preprocess != "logit"):
             return t
         top = 1.0 if self.levels is None else float(self.levels)
         bad = (t < 0) | (t > top if continuous else t > top - 1)

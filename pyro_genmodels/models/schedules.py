@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyro_genmodels._checks import check_int
-from pyro_genmodels.models._likelihoods import check_dim, check_weight
+from pyro_genmodels._checks import check_int, check_positive_int, check_real
 
 
 class KLAnnealing:
@@ -52,9 +51,9 @@ class KLAnnealing:
                 f"({type(module).__name__}), got {attribute!r}"
             )
         self.module = module
-        self.start = check_weight("start", start)
-        self.end = check_weight("end", end)
-        self.epochs = check_dim("epochs", epochs)
+        self.start = check_real("start", start, minimum=0.0)
+        self.end = check_real("end", end, minimum=0.0)
+        self.epochs = check_positive_int("epochs", epochs)
         self.attribute = attribute
 
     def value(self, epoch: int) -> float:

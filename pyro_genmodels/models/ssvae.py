@@ -23,6 +23,13 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
 
+from pyro_genmodels._checks import (
+    check_choice,
+    check_hidden_dims,
+    check_positive_int,
+    check_real,
+    validating,
+)
 from pyro_genmodels.models import _likelihoods as L
 from pyro_genmodels.nn import MLP
 
@@ -79,12 +86,12 @@ class SSVAE(PyroModule):
         alpha: float = 50.0,
     ) -> None:
         super().__init__()
-        self.x_dim = L.check_dim("x_dim", x_dim)
-        self.z_dim = L.check_dim("z_dim", z_dim)
-        self.num_classes = L.check_dim("num_classes", num_classes)
-        self.likelihood = L.check_likelihood(likelihood)
-        self.alpha = L.check_weight("alpha", alpha)
-        hidden = L.check_hidden_dims(hidden_dims)
+        self.x_dim = check_positive_int("x_dim", x_dim)
+        self.z_dim = check_positive_int("z_dim", z_dim)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.likelihood = check_choice("likelihood", likelihood, L.LIKELIHOODS)
+        self.alpha = check_real("alpha", alpha, minimum=0.0)
+        hidden = check_hidden_dims(hidden_dims)
         c = self.num_classes
         self.classifier = MLP(x_dim, hidden, c)
         self.encoder, self.decoder = L.mlp_pair(
@@ -99,7 +106,7 @@ class SSVAE(PyroModule):
             expected = "(N,)" if n < 0 else f"(N,) = ({n},) (that of x)"
             raise ValueError(f"y must have shape {expected}, got {tuple(y.shape)}")
         low = -1 if allow_unknown else 0
-        if y.numel() and (y.min() < low or y.max() >= self.num_classes):
+        if validating() and y.numel() and (y.min() < low or y.max() >= self.num_classes):
             known = " or -1 (unknown)" if allow_unknown else ""
             raise ValueError(
                 f"y must hold labels in [0, {self.num_classes}){known}, got values in "

@@ -28,6 +28,7 @@ import torch
 from pyro.nn import PyroModule, pyro_method
 
 from pyro_genmodels import flows
+from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positive_int, check_real
 from pyro_genmodels.models import _likelihoods as L
 
 
@@ -92,11 +93,11 @@ class VAE(PyroModule):
         flow_hidden_dims: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.x_dim = L.check_dim("x_dim", x_dim)
-        self.z_dim = L.check_dim("z_dim", z_dim)
-        self.likelihood = L.check_likelihood(likelihood)
-        self.beta = L.check_weight("beta", beta)
-        hidden = L.check_hidden_dims(hidden_dims)
+        self.x_dim = check_positive_int("x_dim", x_dim)
+        self.z_dim = check_positive_int("z_dim", z_dim)
+        self.likelihood = check_choice("likelihood", likelihood, L.LIKELIHOODS)
+        self.beta = check_real("beta", beta, minimum=0.0)
+        hidden = check_hidden_dims(hidden_dims)
         if encoder == "mlp":
             self.image_shape = None if image_shape is None else tuple(image_shape)
             self.encoder, self.decoder = L.mlp_pair(x_dim, z_dim, hidden, likelihood, x_dim, z_dim)
@@ -165,7 +166,7 @@ class VAE(PyroModule):
     def sample(self, n: int, mean: bool = True) -> torch.Tensor:
         """``n`` draws ``z ~ N(0, I)`` decoded to ``E[x | z]`` (``mean=True``) or to a
         draw ``x ~ p(x | z)`` (``mean=False``); returns ``(n, x_dim)``."""
-        n = L.check_dim("n", n)
+        n = check_positive_int("n", n)
         like = L.first_param(self)
         z = self.prior(like.new_zeros(n, 1)).sample()
         d = self.distribution_x(z)

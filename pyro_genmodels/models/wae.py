@@ -23,7 +23,7 @@ import torch
 from pyro.contrib.gp.kernels import Kernel
 from pyro.infer import Trace_MMD
 
-from pyro_genmodels.models import _likelihoods as L
+from pyro_genmodels._checks import check_positive_int, check_real
 from pyro_genmodels.models.vae import VAE
 
 KERNELS = ("imq", "rbf")
@@ -50,7 +50,7 @@ class LatentKernel(Kernel):
     """
 
     def __init__(self, z_dim: int, kind: str = "imq", bandwidth: float | None = None) -> None:
-        super().__init__(input_dim=L.check_dim("z_dim", z_dim))
+        super().__init__(input_dim=check_positive_int("z_dim", z_dim))
         if kind not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kind!r}")
         if bandwidth is None:
@@ -127,8 +127,8 @@ class WAE(VAE):
             num_particles: draws of ``z`` per datapoint.
         """
         k = LatentKernel(self.z_dim, kernel, bandwidth)
-        scale = L.check_weight("mmd_scale", mmd_scale)
-        num_particles = L.check_dim("num_particles", num_particles)
+        scale = check_real("mmd_scale", mmd_scale, minimum=0.0)
+        num_particles = check_positive_int("num_particles", num_particles)
         # Pyro's vectorized path needs a particle dim, which it adds only for K > 1.
         return Trace_MMD(
             kernel=k,
