@@ -32,6 +32,7 @@ import pyro
 import torch
 
 from pyro_genmodels._checks import check_bool, check_int
+from pyro_genmodels._compat import store_params
 from pyro_genmodels.checkpoint import (
     FORMAT_VERSION,
     get_rng_state,
@@ -154,7 +155,7 @@ class ValidationMonitor:
         owned = param_keys(self.modules)
         return {
             "modules": [to_cpu(m.state_dict()) for m in self.modules],
-            "params": {k: to_cpu(v) for k, v in store._params.items() if v not in owned},
+            "params": {k: to_cpu(v) for k, v in store_params(store).items() if v not in owned},
         }
 
     def _keep(self, epoch: int) -> None:
@@ -179,8 +180,8 @@ class ValidationMonitor:
             for module, saved in zip(self.modules, self.best_state["modules"]):
                 module.load_state_dict(saved)
             for name, value in self.best_state["params"].items():
-                if name in store._params:
-                    store._params[name].copy_(value)
+                if name in store_params(store):
+                    store_params(store)[name].copy_(value)
 
     # ---------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:

@@ -21,6 +21,8 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 
+from pyro_genmodels._compat import grad_clip_of, pending_optim_state, store_params
+
 
 class GroupedOptim(PyroOptim):
     """A :class:`~pyro.optim.PyroOptim` with one torch optimizer for all parameters.
@@ -78,9 +80,9 @@ class GroupedOptim(PyroOptim):
             self._optimizer.add_param_group({"params": [param], **args})
             self._groups[key] = self._optimizer.param_groups[-1]
         self.optim_objs[param] = self._optimizer
-        self.grad_clip[param] = self._get_grad_clip(param)
+        self.grad_clip[param] = grad_clip_of(self, param)
         name = pyro.get_param_store().param_name(param)
-        state = self._state_waiting_to_be_consumed.pop(name, None)
+        state = pending_optim_state(self).pop(name, None)
         if state is not None:
             self._optimizer.state[param] = _to_device(state, param)
 
@@ -119,11 +121,11 @@ class GroupedOptim(PyroOptim):
         """Restores :meth:`get_state`; parameters not yet seen pick theirs up on first use."""
         store = pyro.get_param_store()
         for name, state in state_dict.items():
-            param = store._params.get(name)
+            param = store_params(store).get(name)
             if self._optimizer is not None and param in self.optim_objs:
                 self._optimizer.state[param] = _to_device(state, param)
             else:
-                self._state_waiting_to_be_consumed[name] = state
+                pending_optim_state(self)[name] = state
 
 
 def _to_device(state: dict, param: torch.Tensor) -> dict:

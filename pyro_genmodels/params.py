@@ -27,6 +27,8 @@ import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 
+from pyro_genmodels._compat import rebind_param, store_params
+
 __all__ = ["find_modules", "own_params", "param_keys"]
 
 
@@ -60,12 +62,10 @@ class own_params(Messenger):
             return
         name, own = args[0], args[1]
         store = pyro.get_param_store()
-        current = store._params.get(name)
+        current = store_params(store).get(name)
         if current is None or current is own:
             return
-        store._param_to_name.pop(current, None)
-        store._params[name] = own
-        store._param_to_name[own] = name
+        rebind_param(store, name, own)
 
 
 def _closure_objects(fn: Any, seen: set[int], depth: int = 0) -> Iterable[Any]:

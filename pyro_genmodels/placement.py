@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyro
 import torch
+
+from pyro_genmodels._compat import store_params
 
 __all__ = ["check_writable", "match_dtype", "model_dtype", "resolve_device"]
 
@@ -43,7 +44,7 @@ def resolve_device(
     for module in modules:
         for p in module.parameters():
             return p.device
-    for stored in pyro.get_param_store()._params.values():
+    for stored in store_params().values():
         return stored.device
     return tensors[0].device
 
@@ -51,7 +52,7 @@ def resolve_device(
 def model_dtype(modules: Sequence[torch.nn.Module]) -> torch.dtype | None:
     """The floating dtype of the first floating parameter (modules first, then param store)."""
     tensors: list[torch.Tensor] = [p for m in modules for p in m.parameters()]
-    tensors += list(pyro.get_param_store()._params.values())
+    tensors += list(store_params().values())
     for t in tensors:
         if t.is_floating_point():
             return t.dtype

@@ -26,6 +26,7 @@ import pyro.optim
 import torch
 from pyro import poutine
 
+from pyro_genmodels._compat import guess_max_plate_nesting, optim_args_of, store_params
 from pyro_genmodels.checkpoint import (
     FORMAT_VERSION,
     get_rng_state,
@@ -132,10 +133,10 @@ def training_payload(
     """
     store = pyro.get_param_store()
     keys = param_keys(list(modules))
-    params = {name: to_cpu(p) for name, p in store._params.items() if p not in keys}
+    params = {name: to_cpu(p) for name, p in store_params(store).items() if p not in keys}
     optim_state = {}
     for name, state in optim.get_state().items():
-        tensor = store._params.get(name) if name is not None else None
+        tensor = store_params(store).get(name) if name is not None else None
         if tensor is not None:
             optim_state[keys.get(tensor, name)] = to_cpu(state)
     return {
@@ -205,7 +206,7 @@ def prime_loss(loss: Any, model: Callable, guide: Callable, batch: tuple) -> Non
         if isinstance(loss, IWAELoss):
             loss.max_plate_nesting = max_plate_nesting(model, guide, *batch)
         else:
-            loss._guess_max_plate_nesting(model, guide, batch, {})
+            guess_max_plate_nesting(loss, model, guide, batch)
 
 
 def _create_params(
@@ -224,7 +225,7 @@ def _create_params(
 
     def missing() -> list[str]:
         unnamed = [k for k in payload["optim"] if k in keys and store.param_name(keys[k]) is None]
-        return sorted(names - set(store._params)) + unnamed
+        return sorted(names - set(store_params(store))) + unnamed
 
     with torch.no_grad(), poutine.block(), own_params():
         guide_trace = poutine.trace(guide).get_trace(*batch)
@@ -299,7 +300,7 @@ def _load_params(payload: Mapping[str, Any]) -> None:
     store = pyro.get_param_store()
     with torch.no_grad():
         for name, value in payload["params"].items():
-            target = store._params.get(name)
+            target = store_params(store).get(name)
             if target is None:  # a param no training step used (see _create_params)
                 continue
             if target.shape != value.shape:
@@ -325,7 +326,7 @@ def _optim_state_by_name(
             raise ValueError(f"optimizer state for {key!r} has no parameter in the param store")
         if plain_pyro and "param_groups" in value:
             # The arguments given now (e.g. a new lr) apply, as with pgm.optim.GroupedOptim.
-            args = optim._get_optim_args(store._params[name])
+            args = optim_args_of(optim, store_params(store)[name])
             value = dict(value)
             value["param_groups"] = [{**g, **args} for g in value["param_groups"]]
         state[name] = value

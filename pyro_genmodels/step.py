@@ -23,6 +23,7 @@ import torch
 from pyro import poutine
 from pyro.infer.util import torch_item, zero_grads
 
+from pyro_genmodels._compat import foreach_copy_
 from pyro_genmodels.params import own_params
 
 __all__ = ["NonFiniteStep", "guarded_step"]
@@ -114,7 +115,7 @@ class _Snapshot:
         self.optim, self.params = optim, params
         self.values = [_buffer(buffers, (p, None), p) for p in params]
         with torch.no_grad():
-            torch._foreach_copy_(self.values, [p.detach() for p in params])
+            foreach_copy_(self.values, [p.detach() for p in params])
             self.states: list[dict | None] = []
             for p in params:
                 state = self._state_of(p)

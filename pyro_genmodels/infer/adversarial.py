@@ -62,6 +62,7 @@ from pyro.util import warn_if_nan
 from torch import nn
 
 from pyro_genmodels._checks import check_int
+from pyro_genmodels._compat import foreach_norm, store_params
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, get_divergence
 
 Values = dict[str, torch.Tensor]
@@ -239,7 +240,7 @@ class AdversarialLoss(ELBO):
         names = getattr(self, "_names", None)
         if names is None or len(names) != len(params):
             return False
-        stored = pyro.get_param_store()._params
+        stored = store_params()
         return all(stored.get(n) is p for n, p in zip(names, params))
 
     def discriminate(self, values: Values, batch: torch.Size) -> torch.Tensor:
@@ -363,7 +364,7 @@ def _finite(loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
     grads = [p.grad for p in params if p.grad is not None]
     total = loss.detach().sum()
     if grads:
-        total = total + torch.stack(torch._foreach_norm(grads)).sum().to(total.dtype)
+        total = total + torch.stack(foreach_norm(grads)).sum().to(total.dtype)
     return bool(torch.isfinite(total))
 
 

@@ -26,6 +26,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.util import warn_if_nan
 
 from pyro_genmodels._checks import check_bool, check_int
+from pyro_genmodels._compat import masked_distribution_mask, mvn_scale_tril
 from pyro_genmodels.infer.weights import (
     _PARTICLE_PLATE,
     Site,
@@ -98,11 +99,11 @@ def _detach_distribution(d: Any) -> torch.distributions.Distribution:
     if isinstance(d, ExpandedDistribution):
         return _detach_distribution(d.base_dist).expand(d.batch_shape)
     if isinstance(d, MaskedDistribution):
-        return MaskedDistribution(_detach_distribution(d.base_dist), d._mask)
+        return MaskedDistribution(_detach_distribution(d.base_dist), masked_distribution_mask(d))
     if isinstance(d, dist.Delta):
         return type(d)(d.v.detach(), d.log_density.detach(), event_dim=len(d.event_shape))
     if isinstance(d, torch.distributions.MultivariateNormal):
-        tril = d._unbroadcasted_scale_tril.detach()
+        tril = mvn_scale_tril(d).detach()
         return type(d)(d.loc.detach(), scale_tril=tril).expand(d.batch_shape)
     if isinstance(d, torch.distributions.TransformedDistribution):
         base = _detach_distribution(d.base_dist)

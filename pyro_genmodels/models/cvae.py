@@ -73,12 +73,8 @@ class CVAE(PyroModule):
             )
         self.x_dim = check_positive_int("x_dim", x_dim)
         self.z_dim = check_positive_int("z_dim", z_dim)
-        self.num_classes = (
-            check_positive_int("num_classes", num_classes, allow_none=True)
-        )
-        self.context_dim = (
-            check_positive_int("context_dim", context_dim, allow_none=True)
-        )
+        self.num_classes = check_positive_int("num_classes", num_classes, allow_none=True)
+        self.context_dim = check_positive_int("context_dim", context_dim, allow_none=True)
         self.c_dim: int = self.num_classes or self.context_dim or 0  # exactly one is set
         self.likelihood = check_choice("likelihood", likelihood, L.LIKELIHOODS)
         self.beta = check_real("beta", beta, minimum=0.0)
