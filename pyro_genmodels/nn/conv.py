@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_image_shape
+from pyro_genmodels._checks import check_hidden_dims, check_image_shape, check_positive_int
 
 
 def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -24,6 +24,13 @@ def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
             f"got {(c, h, w)}"
         )
     return c, h, w
+
+
+def _check_channels(channels: Sequence[int]) -> tuple[int, int]:
+    sizes = check_hidden_dims(channels, name="channels")
+    if len(sizes) != 2:
+        raise ValueError(f"channels must be two positive ints (one per conv layer), got {sizes}")
+    return sizes[0], sizes[1]
 
 
 class ConvEncoder(nn.Module):
@@ -47,7 +54,8 @@ class ConvEncoder(nn.Module):
         super().__init__()
         self.image_shape = _check_image_shape(image_shape)
         c, h, w = self.image_shape
-        c1, c2 = channels
+        check_positive_int("out_dim", out_dim)
+        c1, c2 = _check_channels(channels)
         self.convs = nn.Sequential(
             nn.Conv2d(c, c1, 4, stride=2, padding=1),
             nn.ReLU(),
@@ -96,8 +104,9 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.image_shape = _check_image_shape(image_shape)
         c, h, w = self.image_shape
-        c1, c2 = channels
-        self.in_dim = in_dim
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        check_positive_int("out_channels_factor", out_channels_factor)
+        c1, c2 = _check_channels(channels)
         self.hidden_shape = (c1, h // 4, w // 4)
         self.head = nn.Sequential(nn.Linear(in_dim, c1 * (h // 4) * (w // 4)), nn.ReLU())
         self.deconvs = nn.Sequential(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_hidden_dims, check_positive_int
 
 
 class MLP(nn.Sequential):
@@ -38,7 +38,7 @@ class MLP(nn.Sequential):
     ) -> None:
         self.in_dim = check_positive_int("in_dim", in_dim)
         self.out_dim = check_positive_int("out_dim", out_dim)
-        dims = [in_dim, *(check_positive_int("hidden_dims[i]", h) for h in hidden_dims), out_dim]
+        dims = [in_dim, *check_hidden_dims(hidden_dims), out_dim]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(a, b))
