@@ -22,7 +22,10 @@ from pyro_genmodels.infer.estimators import (
 )
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, FDivergence, fgan_bound
 from pyro_genmodels.infer.iwae import IWAELoss
+from pyro_genmodels.infer.langevin import Langevin, annealed_langevin
+from pyro_genmodels.infer.nce import NCELoss
 from pyro_genmodels.infer.samplers import EnergySampler, LangevinSampler
+from pyro_genmodels.infer.score_matching import ScoreMatchingLoss
 from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
 from pyro_genmodels.infer.wgan import WGANGPLoss, WGANLoss
 
@@ -35,6 +38,8 @@ LOSSES = (
     WGANGPLoss,
     BiGANLoss,
     ContrastiveDivergenceLoss,
+    ScoreMatchingLoss,
+    NCELoss,
 )
 
 __all__ = [
@@ -43,7 +48,11 @@ __all__ = [
     "ContrastiveDivergenceLoss",
     "EnergyAnnealingPath",
     "EnergySampler",
+    "Langevin",
     "LangevinSampler",
+    "NCELoss",
+    "ScoreMatchingLoss",
+    "annealed_langevin",
     "ais",
     "run_ais",
     "BiGANLoss",
