@@ -249,7 +249,7 @@ def annealed_langevin(
         >>> _ = torch.manual_seed(0)
         >>> x = annealed_langevin(e, torch.rand(2000, 2) * 8 - 4, [1.0, 0.5, 0.25, 0.1], 0.05, 50)
         >>> x.shape, bool(abs(x.std() - 1) < 0.05)
-        (torch.Size([500, 2]), True)
+        (torch.Size([2000, 2]), True)
 
     References:
         Song & Ermon, "Generative Modeling by Estimating Gradients of the Data Distribution",
