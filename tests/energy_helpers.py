@@ -64,7 +64,7 @@ def no_guide(*args, **kwargs):
 
 
 def minimize(loss, model, x, params, seed=1, max_iter=200):
-    """Full-batch L-BFGS of ``loss.differentiable_loss / N``; the loss's draws are fixed by ``seed``."""
+    """Full-batch L-BFGS of ``loss.differentiable_loss / N``, the loss's draws fixed by ``seed``."""
     opt = torch.optim.LBFGS(
         params, max_iter=max_iter, tolerance_grad=1e-10, line_search_fn="strong_wolfe"
     )

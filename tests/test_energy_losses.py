@@ -178,7 +178,7 @@ def test_nce_recovers_log_normalizer(device):
 
 
 def test_cd_gradient_is_energy_difference(device):
-    """CD-k's differentiable loss is Σ E(x⁺) − E(x⁻) (+ α(E⁺² + E⁻²)): check against recomputation."""
+    """CD-k's loss is Σ E(x⁺) − E(x⁻) + α(E⁺² + E⁻²): checked against a recomputation."""
     x, _, _ = gaussian_data(32, device)
     energy = _fixed_quadratic(device)
     sampler = pgm.infer.LangevinSampler(0.05)
