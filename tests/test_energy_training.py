@@ -17,7 +17,7 @@ def _setup(seed):
 
 
 def test_pcd_resume_is_exact(tmp_path):
-    """2 epochs + resume to 4 equals 4 uninterrupted epochs: params, losses and the buffer, bit for bit."""
+    """2 epochs + resume to 4 = 4 uninterrupted epochs: params, losses, buffer, bit for bit."""
     x = torch.randn(64, 2, dtype=torch.float64)
     kwargs = dict(batch_size=16, seed=3, progress=False)
 
@@ -33,7 +33,9 @@ def test_pcd_resume_is_exact(tmp_path):
 
     pyro.clear_param_store()
     net, model, loss = _setup(7)  # different init and an empty buffer: all must come from the file
-    resumed = pgm.fit(model, no_guide, x, loss=loss, epochs=4, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    resumed = pgm.fit(
+        model, no_guide, x, loss=loss, epochs=4, checkpoint_dir=tmp_path, resume=True, **kwargs
+    )
     assert list(resumed["loss"]) == list(ref["loss"])
     for name, value in pyro.get_param_store().items():
         assert torch.equal(value.detach(), ref_params[name]), name
