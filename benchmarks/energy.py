@@ -157,7 +157,7 @@ def flow_run(x, x_test, batches):
     from pyro_genmodels.models import FlowDensity
 
     pyro.clear_param_store()
-    flow = FlowDensity(2, "spline", num_layers=4, hidden_dims=[128, 128])
+    flow = FlowDensity(2, "spline", num_layers=4, hidden_dims=[128, 128], bound=5.0)
     opt = torch.optim.Adam(flow.parameters(), lr=1e-3)
     start = time.perf_counter()
     for xb in batches:
