@@ -62,7 +62,8 @@ def energy_sites(
             dist = site["fn"]
         else:
             dist = base.expand(site["fn"].batch_shape)  # type: ignore[attr-defined]
-        value, event = site["value"], dist.event_shape
+        value: Any = site["value"]
+        event = dist.event_shape
         if value.dim() < len(event) or value.shape[value.dim() - len(event) :] != event:
             raise ValueError(
                 f"site {name!r}: EnergyDistribution expects x of shape (*, "
