@@ -42,7 +42,11 @@ LOSSES = (
     NCELoss,
 )
 
+#: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
+KERNELS = (Langevin,)
+
 __all__ = [
+    "KERNELS",
     "AISResult",
     "AnnealingPath",
     "ContrastiveDivergenceLoss",
