@@ -26,7 +26,6 @@ LEVELS = {"digits": 17, "mnist5k": 256}
 OBJECTIVES = ("pcd", "dsm", "ssm", "nce")
 
 
-
 def _energy_setup(
     data: Dataset,
     *,
