@@ -280,7 +280,11 @@ def test_bigan_rejects_non_reparameterized_guide(device):
         (lambda: GANLoss("net"), TypeError, "discriminator must be a torch.nn.Module"),
         (lambda: GANLoss(nn.Linear(2, 1), "chi"), ValueError, "divergence must be one of"),
         (lambda: GANLoss(nn.Linear(2, 1), generator_loss="x"), ValueError, "generator_loss"),
-        (lambda: GANLoss(nn.Linear(2, 1), n_critic=0), ValueError, "n_critic must be a positive int"),
+        (
+            lambda: GANLoss(nn.Linear(2, 1), n_critic=0),
+            ValueError,
+            "n_critic must be a positive int",
+        ),
         (lambda: GANLoss(nn.Linear(2, 1), n_critic=5), ValueError, "needs critic_optim"),
         (lambda: GANLoss(nn.Linear(2, 1), critic_optim="adam"), TypeError, "critic_optim"),
         (lambda: GANLoss(nn.Linear(2, 1), name=""), ValueError, "name must be"),

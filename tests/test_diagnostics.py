@@ -321,7 +321,10 @@ def test_plot_samples_grid(device, tmp_path):
     fig.savefig(tmp_path / "samples.png")
     rgb = plot_samples(torch.rand(2, 3 * 4 * 4, device=device), (3, 4, 4))
     assert np.asarray(rgb.axes[0].images[0].get_array()).shape == (4, 9, 3)
-    with pytest.raises(ValueError, match="image_shape .* must have H\\*W equal to the number of features D=12, got H\\*W=16"):
+    with pytest.raises(
+        ValueError,
+        match="image_shape .* must have H\\*W equal to the number of features D=12, got H\\*W=16",
+    ):
         plot_samples(images, (4, 4))
     with pytest.raises(ValueError, match="image_shape must be"):
         plot_samples(images, (2, 2, 3))

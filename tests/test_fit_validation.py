@@ -162,7 +162,11 @@ def test_plateau_scheduler_follows_the_validation_score():
         ({"validation": torch.zeros(0, 6)}, ValueError, "M >= 1"),
         ({"validation": (X, X)}, TypeError, "1 tensor"),
         ({"validation": "valid"}, TypeError, "validation must be a Tensor"),
-        ({"validation": X, "early_stopping": 0}, ValueError, "early_stopping must be a positive int or None"),
+        (
+            {"validation": X, "early_stopping": 0},
+            ValueError,
+            "early_stopping must be a positive int or None",
+        ),
         ({"validation": X, "validation_every": 0}, ValueError, "validation_every"),
         ({"validation": X, "keep_best": 1}, TypeError, "keep_best"),
         ({"keep_best": True}, ValueError, "need validation= data"),
