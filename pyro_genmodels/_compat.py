@@ -69,7 +69,8 @@ def rebind_param(store: ParamStoreDict, name: str, param: torch.Tensor) -> None:
 
 def grad_clip_of(optim: pyro.optim.PyroOptim, param: torch.Tensor) -> Callable | None:
     """The gradient clipper ``PyroOptim`` applies to ``param`` (``_get_grad_clip``)."""
-    clip: Callable | None = optim._get_grad_clip(param)
+    # Pyro annotates the argument as the param's name; PyroOptim passes the tensor itself.
+    clip: Callable | None = optim._get_grad_clip(param)  # type: ignore[arg-type]
     return clip
 
 

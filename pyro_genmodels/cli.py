@@ -162,7 +162,8 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     with torch.no_grad():
         x = setup.sample(args.n)
     out = Path(args.out or Path(args.run) / "samples.png")
-    fig = plot_samples(x, data.image_shape, nrow=int(args.n**0.5) or 1)
+    shape = data.image_shape or (1, data.num_dims)  # no image shape: one row of pixels each
+    fig = plot_samples(x, shape, nrow=int(args.n**0.5) or 1)
     fig.savefig(out, dpi=120)
     print(f"wrote {args.n} samples to {out}")
     return {"samples": x, "out": str(out)}

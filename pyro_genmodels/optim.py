@@ -21,7 +21,7 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 
-from pyro_genmodels._compat import grad_clip_of, pending_optim_state, store_params
+from pyro_genmodels._compat import grad_clip_of, optim_args_of, pending_optim_state, store_params
 
 
 class GroupedOptim(PyroOptim):
@@ -69,10 +69,11 @@ class GroupedOptim(PyroOptim):
         self._groups: dict[tuple, dict] = {}
 
     def _add(self, param: torch.Tensor) -> None:
-        args = self._get_optim_args(param)
+        args = optim_args_of(self, param)
         key = tuple(sorted((k, repr(v)) for k, v in args.items()))
         if self._optimizer is None:
-            self._optimizer = self.pt_optim_constructor([param], **args)
+            # Pyro annotates pt_optim_constructor as an Optimizer; it is the Optimizer class.
+            self._optimizer = self.pt_optim_constructor([param], **args)  # type: ignore[operator]
             self._groups[key] = self._optimizer.param_groups[0]
         elif key in self._groups:
             self._groups[key]["params"].append(param)
@@ -82,7 +83,7 @@ class GroupedOptim(PyroOptim):
         self.optim_objs[param] = self._optimizer
         self.grad_clip[param] = grad_clip_of(self, param)
         name = pyro.get_param_store().param_name(param)
-        state = pending_optim_state(self).pop(name, None)
+        state = None if name is None else pending_optim_state(self).pop(name, None)
         if state is not None:
             self._optimizer.state[param] = _to_device(state, param)
 
@@ -111,18 +112,19 @@ class GroupedOptim(PyroOptim):
         store = pyro.get_param_store()
         if self._optimizer is None:
             return {}
-        return {
-            store.param_name(p): dict(self._optimizer.state[p])
-            for p in self.optim_objs
-            if p in self._optimizer.state
-        }
+        states = {}
+        for p in self.optim_objs:
+            name = store.param_name(p)
+            if name is not None and p in self._optimizer.state:
+                states[name] = dict(self._optimizer.state[p])
+        return states
 
     def set_state(self, state_dict: dict[str, dict]) -> None:
         """Restores :meth:`get_state`; parameters not yet seen pick theirs up on first use."""
         store = pyro.get_param_store()
         for name, state in state_dict.items():
             param = store_params(store).get(name)
-            if self._optimizer is not None and param in self.optim_objs:
+            if self._optimizer is not None and param is not None and param in self.optim_objs:
                 self._optimizer.state[param] = _to_device(state, param)
             else:
                 pending_optim_state(self)[name] = state

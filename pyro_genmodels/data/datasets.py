@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyro_genmodels._checks import check_image_shape
+from pyro_genmodels._checks import check_image_shape, check_real
 from pyro_genmodels.data.preprocess import binarize as _binarize
 from pyro_genmodels.data.preprocess import dequantize_unchecked
 from pyro_genmodels.data.validation import (
@@ -124,19 +124,20 @@ binarized=False, dtype=torch.float32, device=cpu))
         if dtype is not None:
             check_float_dtype(dtype)
 
-        def move(t: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
-            if t is None:
-                return None
+        def move(t: torch.Tensor, cast: bool) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if cast else None)
+
+        def maybe(t: torch.Tensor | None, cast: bool) -> torch.Tensor | None:
+            return None if t is None else move(t, cast)
 
         return dataclasses.replace(
             self,
             train=move(self.train, True),
             test=move(self.test, True),
-            train_labels=move(self.train_labels, False),
-            test_labels=move(self.test_labels, False),
-            valid=move(self.valid, True),
-            valid_labels=move(self.valid_labels, False),
+            train_labels=maybe(self.train_labels, False),
+            test_labels=maybe(self.test_labels, False),
+            valid=maybe(self.valid, True),
+            valid_labels=maybe(self.valid_labels, False),
         )
 
     def split_validation(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
@@ -250,14 +251,14 @@ def _split_bundled(
     generator = torch.Generator().manual_seed(0)
     values = pixels_to_values(pixels, levels, threshold, binarize, generator, dtype)
     perm = torch.from_numpy(np.random.RandomState(0).permutation(len(pixels)))
-    values, labels = values[perm].to(device=device, dtype=dtype), torch.tensor(labels)[perm]
-    labels = labels.to(device=device)
+    values = values[perm].to(device=device, dtype=dtype)
+    label_tensor = torch.tensor(labels)[perm].to(device=device)
     return Dataset(
         name,
         train=values[:num_train],
         test=values[num_train:],
-        train_labels=labels[:num_train],
-        test_labels=labels[num_train:],
+        train_labels=label_tensor[:num_train],
+        test_labels=label_tensor[num_train:],
         image_shape=image_shape,
         binarized=binarize,
     )
@@ -392,11 +393,11 @@ def _prepare_labels(
 def _split(
     x: torch.Tensor, labels: torch.Tensor | None, test_fraction: object, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    ok = isinstance(test_fraction, float | int) and not isinstance(test_fraction, bool)
-    if not ok or not 0 < test_fraction < 1:
+    fraction = check_real("test_fraction", test_fraction)
+    if not 0 < fraction < 1:
         raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
     n = x.shape[0]
-    num_test = round(n * test_fraction)
+    num_test = round(n * fraction)
     if not 1 <= num_test <= n - 1:
         raise ValueError(
             f"test_fraction={test_fraction} of N={n} rows leaves {num_test} test and "

@@ -21,7 +21,7 @@ from pyro_genmodels.data.validation import check_bool, check_device, check_float
 
 PathLike = str | os.PathLike
 
-_CODE_TO_DTYPE = {
+_CODE_TO_DTYPE: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),

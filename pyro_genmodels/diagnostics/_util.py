@@ -10,6 +10,7 @@ event dims).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from pyro.poutine.trace_struct import Trace
@@ -71,7 +72,7 @@ def align(value: torch.Tensor, event_dim: int, w: WeightedTraces) -> torch.Tenso
     return value.expand(num_particles, num_data, *value.shape[2:])
 
 
-def sample_sites(trace: Trace, observed: bool) -> dict[str, dict]:
+def sample_sites(trace: Trace, observed: bool) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()

@@ -279,7 +279,7 @@ def kl_per_dim(
     >>> kl_per_dim(model, guide, torch.zeros(3), num_samples=1)  # (log 2 - 1/2) / 2 in dim 1
     tensor([0.0000, 0.0966])
     """
-    num_data, total = 0, None
+    num_data, total = 0, None  # total: torch.Tensor | None
     for w in weighted_batches(
         model,
         guide,
@@ -293,4 +293,6 @@ def kl_per_dim(
         kl = _kl_elementwise(w, site).mean(0).sum(0)
         total = kl if total is None else total + kl
         num_data += w.log_weights.shape[1]
+    if total is None:
+        raise ValueError("kl_per_dim needs at least one datapoint, got none")
     return total / num_data

@@ -19,6 +19,8 @@ class _Likelihood:
 
     name = ""
     discrete = True
+    base_support: constraints.Constraint  # the support of one position
+    expectation: str  # the support in words, for error messages
 
     def __init__(self, num_params: int) -> None:
         self.num_params = num_params
@@ -399,7 +401,9 @@ class AutoregressiveDistribution(TorchDistribution):
         return (torch.logsumexp(torch.stack(per_mask), 0) - math.log(m))[:, None]
 
     # ---- sampling -------------------------------------------------------------------
-    def sample(self, sample_shape: tuple[int, ...] = (), incremental: bool = True) -> torch.Tensor:
+    def sample(
+        self, sample_shape: torch.Size | list[int] | tuple[int, ...] = (), incremental: bool = True
+    ) -> torch.Tensor:
         """Draws ``sample_shape + batch_shape + event_shape`` values in the conditioner's order."""
         shape = torch.Size(sample_shape) + self.batch_shape
         n = shape.numel()

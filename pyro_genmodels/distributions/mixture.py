@@ -92,7 +92,7 @@ class BernoulliMixture(TorchDistribution):
         log_pi = self.logits.log_softmax(-1)
         return torch.logsumexp(log_pi + self._component_log_prob(value), dim=-1)
 
-    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         if shape.numel() == 0:  # Categorical cannot draw zero samples
             return self.probs.new_zeros(shape + self.event_shape)

@@ -156,7 +156,7 @@ class AdversarialLoss(ELBO):
         """The discriminator's objective to minimize, summed over the batch ``(B,)``."""
         raise NotImplementedError
 
-    def generator_loss(self, out_real: torch.Tensor, out_fake: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, out_real: torch.Tensor | None, out_fake: torch.Tensor) -> torch.Tensor:
         """The generator's objective to minimize, summed over the batch ``(B,)``."""
         raise NotImplementedError
 
@@ -208,9 +208,9 @@ class AdversarialLoss(ELBO):
         (not collected when ``capture`` is false)."""
         if not capture:
             return (*self._site_values(model, guide, args, kwargs), [])
-        with poutine.trace(param_only=True) as capture:
+        with poutine.trace(param_only=True) as tracer:
             real, fake, batch = self._site_values(model, guide, args, kwargs)
-        params = [site["value"].unconstrained() for site in capture.trace.nodes.values()]
+        params = [site["value"].unconstrained() for site in tracer.trace.nodes.values()]  # type: ignore[union-attr]  # param sites hold a value
         critic = {id(p) for p in self.discriminator.parameters()}
         params = [p for p in dict.fromkeys(params) if id(p) not in critic and p.requires_grad]
         return real, fake, batch, params
@@ -220,7 +220,7 @@ class AdversarialLoss(ELBO):
     def _register(self, hidden: bool, like: torch.Tensor) -> list[torch.Tensor]:
         """``pyro.module(name, discriminator)`` (under ``poutine.block`` if ``hidden``),
         first moving a not yet registered discriminator to the data's device."""
-        params = list(self.discriminator.parameters())
+        params: list[torch.Tensor] = list(self.discriminator.parameters())
         if hidden and self._in_store(params):
             return params  # nothing to record for the caller and nothing to sync: skip
         if params and params[0].device != like.device:
@@ -293,7 +293,7 @@ class AdversarialLoss(ELBO):
         """One training step's gradients (and inner critic updates); returns ``(L_D, L_G)``."""
         if self.critic_optim is None:
             return self._simultaneous(model, guide, args, kwargs)
-        return self._alternating(model, guide, args, kwargs)
+        return self._alternating(self.critic_optim, model, guide, args, kwargs)
 
     def _simultaneous(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
@@ -309,16 +309,21 @@ class AdversarialLoss(ELBO):
         return torch_item(d_loss), torch_item(g_loss)
 
     def _alternating(
-        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+        self,
+        critic_optim: pyro.optim.PyroOptim,
+        model: Callable,
+        guide: Callable,
+        args: tuple,
+        kwargs: dict,
     ) -> tuple[float, float]:
-        reported = None
+        reported: tuple[float, float] = (math.nan, math.nan)
         for k in range(self.n_critic):
             real, fake, batch, _ = self._samples(model, guide, args, kwargs, capture=False)
             d_params = self._register(True, next(iter(real.values())))
             for p in d_params:
                 p.grad = None
             d_loss, g_loss, _ = self._objectives(real, fake, batch, detach_fake=True)
-            if reported is None:
+            if k == 0:
                 reported = (torch_item(d_loss), torch_item(g_loss))
             d_loss.backward(inputs=d_params)
             if not _finite(d_loss, d_params):
@@ -326,9 +331,10 @@ class AdversarialLoss(ELBO):
                     p.grad = None
                 value = torch_item(d_loss)
                 bad = value if not math.isfinite(value) else math.nan
-                warn_if_nan(bad, f"critic loss (inner update {k + 1} of {self.n_critic})")
+                # Pyro annotates the value as numbers.Number, which floats are not for mypy.
+                warn_if_nan(bad, f"critic loss (inner update {k + 1} of {self.n_critic})")  # type: ignore[arg-type]
                 return bad, reported[1]
-            self.critic_optim(d_params)
+            critic_optim(d_params)
             self.critic_updates += 1
             self.after_critic_update()
         for p in d_params:  # the generator's gradient reaches the players, not the critic
@@ -341,8 +347,9 @@ class AdversarialLoss(ELBO):
                 p.requires_grad_(True)
         if g_loss.requires_grad:
             g_loss.backward()
-        warn_if_nan(reported[0], "critic loss")
-        warn_if_nan(reported[1], "generator loss")
+        # Pyro's overloads of warn_if_nan name Tensor and Number; a float is a Number at run time.
+        warn_if_nan(reported[0], "critic loss")  # type: ignore[call-overload]
+        warn_if_nan(reported[1], "generator loss")  # type: ignore[call-overload]
         return reported
 
     # ------------------------------------------------------------------ checkpointing

@@ -182,11 +182,8 @@ def log_likelihood(
         model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
         data_plate, max_elements,
     ):  # fmt: skip
-        acc = None
-        for lw in chunks:
-            lse = torch.logsumexp(lw, 0)
-            acc = lse if acc is None else torch.logaddexp(acc, lse)
-        out.append(acc - math.log(num_samples))
+        lse = torch.stack([torch.logsumexp(lw, 0) for lw in chunks])
+        out.append(torch.logsumexp(lse, 0) - math.log(num_samples))
     return torch.cat(out)
 
 
@@ -231,7 +228,7 @@ def elbo_per_datapoint(
         model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
         data_plate, max_elements,
     ):  # fmt: skip
-        out.append(sum(lw.sum(0) for lw in chunks) / num_samples)
+        out.append(torch.stack([lw.sum(0) for lw in chunks]).sum(0) / num_samples)
     return torch.cat(out)
 
 

@@ -26,6 +26,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule, pyro_method
+from torch import nn
 
 from pyro_genmodels import flows
 from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positive_int, check_real
@@ -77,6 +78,9 @@ class VAE(PyroModule):
         Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
         beta-VAE. I. Higgins et al., 2017.
     """
+
+    encoder: nn.Module
+    decoder: nn.Module
 
     def __init__(
         self,

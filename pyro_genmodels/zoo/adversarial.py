@@ -43,6 +43,7 @@ def _gan(
     data: Dataset, *, objective: str = "gan", z_dim: int = 16, hidden: int = 128, lr: float = 1e-3
 ) -> Setup:
     from pyro_genmodels.infer import GANLoss, LSGANLoss, WGANGPLoss
+    from pyro_genmodels.infer.adversarial import AdversarialLoss
     from pyro_genmodels.nn import MLP
     from pyro_genmodels.optim import Adam
 
@@ -62,6 +63,7 @@ def _gan(
 
     betas = (0.5, 0.9) if objective == "wgan-gp" else (0.5, 0.999)
     critic_optim = Adam({"lr": lr, "betas": betas})
+    loss: AdversarialLoss
     if objective == "gan":
         loss = GANLoss(net["critic"], critic_optim=critic_optim)
     elif objective == "lsgan":

@@ -12,6 +12,7 @@ import pyro
 import torch
 
 from pyro_genmodels.data import Dataset
+from pyro_genmodels.nn.autoregressive.base import Conditioner
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 SCORE_CHUNK = 250  # test points per log_prob call (bounds NADE's (N, D, H) activations)
@@ -23,7 +24,7 @@ def _empty_guide(x: torch.Tensor) -> None:
 
 
 def autoregressive_setup(
-    net: torch.nn.Module, data: Dataset, event_shape: tuple[int, ...], **dist_kwargs: Any
+    net: Conditioner, data: Dataset, event_shape: tuple[int, ...], **dist_kwargs: Any
 ) -> Setup:
     """A :class:`Setup` for conditioner ``net`` on binarized flat data ``(N, D)``,
     viewed as events of ``event_shape`` (``(D,)``, ``(C, H, W)``)."""
@@ -85,6 +86,8 @@ def _made(data: Dataset, *, hidden: int = 256, num_masks: int = 1, layers: int =
 def _pixelcnn(data: Dataset, *, channels: int = 32, layers: int = 3, gated: bool = False) -> Setup:
     from pyro_genmodels.nn import PixelCNN
 
+    if data.image_shape is None:
+        raise ValueError(f"pixelcnn needs image data with an image_shape, got {data.name!r}")
     shape = tuple(data.image_shape)
     net = PixelCNN(shape, channels=channels, num_layers=layers, kernel_size=5, gated=gated)
     return autoregressive_setup(net, data, shape)

@@ -38,10 +38,18 @@ def _vae(
     return Setup(vae, vae.model, vae.guide, data.train, (data.test,), objective, vae.sample)
 
 
+def _labels(data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data``'s train and test labels; a ``ValueError`` for a dataset without labels."""
+    if data.train_labels is None or data.test_labels is None:
+        raise ValueError(f"this zoo entry needs class labels; dataset {data.name!r} has none")
+    return data.train_labels, data.test_labels
+
+
 def _cvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256) -> Setup:
     from pyro_genmodels.models import CVAE
 
-    k = int(data.train_labels.max()) + 1
+    train_labels, test_labels = _labels(data)
+    k = int(train_labels.max()) + 1
     cvae = CVAE(
         data.num_dims,
         z_dim,
@@ -57,8 +65,8 @@ def _cvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256) -> Setup:
         cvae,
         cvae.model,
         cvae.guide,
-        (data.train, data.train_labels),
-        (data.test, data.test_labels),
+        (data.train, train_labels),
+        (data.test, test_labels),
         pyro.infer.Trace_ELBO(),
         sample,
         note="log p(x | y)",
@@ -68,7 +76,8 @@ def _cvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256) -> Setup:
 def _ssvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256, labeled: float = 0.1) -> Setup:
     from pyro_genmodels.models import SSVAE
 
-    k = int(data.train_labels.max()) + 1
+    train_labels, _ = _labels(data)
+    k = int(train_labels.max()) + 1
     ssvae = SSVAE(
         data.num_dims,
         z_dim,
@@ -78,7 +87,7 @@ def _ssvae(data: Dataset, *, z_dim: int = 8, hidden: int = 256, labeled: float =
     )
     n = data.train.shape[0]
     keep = torch.arange(n, device=data.train.device) < math.ceil(labeled * n)
-    y = torch.where(keep, data.train_labels, torch.full_like(data.train_labels, -1))
+    y = torch.where(keep, train_labels, torch.full_like(train_labels, -1))
 
     def sample(num: int) -> torch.Tensor:
         return ssvae.sample(_cycle_labels(num, k, data))

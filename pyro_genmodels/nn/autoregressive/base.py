@@ -8,7 +8,7 @@ time.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -96,6 +96,7 @@ class Conditioner(nn.Module):
     input_levels: int | None = None
     block_size: int = 1
     mask_index: int = 0  # the ordering in use (see :meth:`set_ordering`)
+    event_shape: torch.Size  # fixed-shape conditioners set it; sequence models use lengths
 
     # ---- shape and order -------------------------------------------------------------
     def event_shape_for(self, length: int | None = None) -> torch.Size:
@@ -109,7 +110,7 @@ class Conditioner(nn.Module):
 
     def ordering_for(self, event_shape: torch.Size) -> torch.Tensor:
         """Flat event indices in generation order (a permutation of ``range(numel)``)."""
-        return self.ordering
+        return cast(torch.Tensor, self.ordering)  # the buffer of single-order subclasses
 
     @property
     def num_orderings(self) -> int:

@@ -40,6 +40,11 @@ class FVSBN(Conditioner):
     torch.Size([3, 5, 1])
     """
 
+    mask: torch.Tensor
+    context_net: nn.Linear | None
+
+    ordering: torch.Tensor
+
     def __init__(
         self,
         input_dim: int,

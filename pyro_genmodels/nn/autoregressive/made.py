@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +73,11 @@ class MADE(Conditioner):
     (torch.Size([3, 5, 1]), 2)
     """
 
+    orderings: torch.Tensor
+    layers: nn.ModuleList
+    context_hidden: nn.Linear | None
+    context_out: nn.Linear | None
+
     def __init__(
         self,
         input_dim: int,
@@ -122,25 +127,32 @@ class MADE(Conditioner):
     def ordering(self) -> torch.Tensor:
         return self.orderings[self.mask_index]
 
+    def _linear(self, layer: int) -> nn.Linear:
+        return cast(nn.Linear, self.layers[layer])
+
     def _weight(self, layer: int) -> torch.Tensor:
-        return self.layers[layer].weight * getattr(self, f"masks_{layer}")[self.mask_index]
+        return self._linear(layer).weight * getattr(self, f"masks_{layer}")[self.mask_index]
 
     def _first(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        pre = F.linear(x, self._weight(0), self.layers[0].bias)
-        return pre if context is None else pre + self.context_hidden(context)
+        pre = F.linear(x, self._weight(0), self._linear(0).bias)
+        return (
+            pre
+            if context is None or self.context_hidden is None
+            else pre + self.context_hidden(context)
+        )
 
     def _rest(self, pre: torch.Tensor) -> torch.Tensor:
         h = self.activation(pre)
         for layer in range(1, len(self.layers) - 1):
-            h = self.activation(F.linear(h, self._weight(layer), self.layers[layer].bias))
+            h = self.activation(F.linear(h, self._weight(layer), self._linear(layer).bias))
         return h
 
     def _forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         last = len(self.layers) - 1
         out = F.linear(
-            self._rest(self._first(x, context)), self._weight(last), self.layers[-1].bias
+            self._rest(self._first(x, context)), self._weight(last), self._linear(-1).bias
         )
-        if context is not None:
+        if context is not None and self.context_out is not None:
             out = out + self.context_out(context)
         return out.reshape(x.shape[0], -1, self.num_params)
 
@@ -150,7 +162,9 @@ class MADE(Conditioner):
             "pre": self._first(torch.zeros_like(x), context).clone(),
             "w0": self._weight(0),
             "w_out": self._weight(last),
-            "out_ctx": None if context is None else self.context_out(context),
+            "out_ctx": None
+            if context is None or self.context_out is None
+            else self.context_out(context),
         }
 
     def step(
@@ -162,7 +176,7 @@ class MADE(Conditioner):
             state["pre"] = state["pre"] + self.encode(x[:, prev])[:, None] * state["w0"][:, prev]
         d = int(order[i])
         rows = slice(d * p, (d + 1) * p)
-        out = F.linear(self._rest(state["pre"]), state["w_out"][rows], self.layers[-1].bias[rows])
+        out = F.linear(self._rest(state["pre"]), state["w_out"][rows], self._linear(-1).bias[rows])
         if state["out_ctx"] is not None:
             out = out + state["out_ctx"][:, rows]
         return out[:, None, :], state

@@ -42,6 +42,11 @@ class NADE(Conditioner):
     torch.Size([2, 6, 1])
     """
 
+    context_hidden: nn.Linear | None
+    context_out: nn.Linear | None
+
+    ordering: torch.Tensor
+
     def __init__(
         self,
         input_dim: int,
@@ -68,10 +73,14 @@ class NADE(Conditioner):
 
     def _start(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         a = self.c.expand(x.shape[0], -1)
-        return a if context is None else a + self.context_hidden(context)
+        return (
+            a
+            if context is None or self.context_hidden is None
+            else a + self.context_hidden(context)
+        )
 
     def _out_bias(self, context: torch.Tensor | None) -> torch.Tensor:
-        if context is None:
+        if context is None or self.context_out is None:
             return self.b
         return self.b + self.context_out(context).reshape(-1, *self.b.shape)
 

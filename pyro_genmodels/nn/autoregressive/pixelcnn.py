@@ -50,6 +50,8 @@ class MaskedConv2d(nn.Conv2d):
     [[1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
 
+    mask: torch.Tensor
+
     def __init__(
         self,
         in_channels: int,
@@ -72,6 +74,8 @@ class MaskedConv2d(nn.Conv2d):
 class _Block(nn.Module):
     """Residual masked-B block: ``h + conv(relu(h))`` or the gated ``h + tanh(a) σ(g)``."""
 
+    context: nn.Linear | None
+
     def __init__(self, channels: int, kernel: int, colors: int, gated: bool, context_dim: int):
         super().__init__()
         self.gated = gated
@@ -81,7 +85,7 @@ class _Block(nn.Module):
 
     def forward(self, h: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         a = self.conv(h if self.gated else F.relu(h))
-        if context is not None:
+        if context is not None and self.context is not None:
             a = a + self.context(context)[:, :, None, None]
         if self.gated:
             value, gate = a.chunk(2, dim=1)
@@ -123,6 +127,10 @@ class PixelCNN(Conditioner):
     torch.Size([2, 1, 4, 4, 1])
     """
 
+    first_context: nn.Linear | None
+
+    ordering: torch.Tensor
+
     def __init__(
         self,
         image_shape: Sequence[int],
@@ -154,7 +162,7 @@ class PixelCNN(Conditioner):
 
     def _forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         h = self.first(x)
-        if context is not None:
+        if context is not None and self.first_context is not None:
             h = h + self.first_context(context)[:, :, None, None]
         for block in self.blocks:
             h = block(h, context)
