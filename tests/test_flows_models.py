@@ -318,52 +318,133 @@ def test_flow_density_rejects_bad_inputs():
         plain.log_prob(torch.ones(1, 2), torch.zeros(1, 3))
 
 
-def test_transforms_and_builders_reject_bad_arguments():
-    with pytest.raises(ValueError, match="unknown flow 'x'"):
-        flows.builder("x")
-    with pytest.raises(TypeError, match="invalid keyword"):
-        flows.builder("maf", bogus=1)
-    with pytest.raises(ValueError, match="even H and W"):
-        flows.Squeeze((1, 3, 4))
-    with pytest.raises(ValueError, match=r"x must have shape \(\*, 1, 4, 4\)"):
-        flows.Squeeze((1, 4, 4))(torch.zeros(2, 1, 4, 2))
-    with pytest.raises(ValueError, match="divisible by 2\\*\\*num_scales"):
-        flows.glow(36, image_shape=(1, 6, 6), num_scales=2)
-    with pytest.raises(ValueError, match="mask must be one of"):
-        flows.realnvp(4, mask="checker")
-    with pytest.raises(ValueError, match="cache_size must be 0 or 1"):
-        flows.maf(4, cache_size=2)
-    with pytest.raises(ValueError, match="log_scale_bound must be a positive float"):
-        flows.AffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound=0.0)
-    with pytest.raises(ValueError, match="takes context_dim=None context"):
-        flows.ConvCoupling((1, 2, 2), 1, 4)(torch.zeros(1, 4), context=torch.zeros(1, 2))
-    with pytest.raises(ValueError, match=r"context must have shape \(\*, 3\), got \(1, 2\)"):
-        flows.ConvCoupling((1, 2, 2), 1, 4, 3)(torch.zeros(1, 4), context=torch.zeros(1, 2))
-    with pytest.raises(ValueError, match="log_scale_bound must be a positive float"):
-        flows.ConditionalAffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound="big")
-    with pytest.raises(ValueError, match="bound must be a positive float"):
-        flows.ConditionalRQSplineAutoregressive(torch.nn.Linear(1, 2), bound=-1.0)
-    w = torch.zeros(2, 3, 4)
-    with pytest.raises(ValueError, match=r"derivatives \(\*, D, K - 1\)"):
-        flows.rational_quadratic_spline(torch.zeros(2, 3), w, w, w, 3.0)
-    with pytest.raises(ValueError, match="must broadcast"):
-        flows.rational_quadratic_spline(torch.zeros(2, 5), w, w, w[..., :3], 3.0)
-    with pytest.raises(TypeError, match="x must be a floating-point"):
-        flows.rational_quadratic_spline(torch.zeros(2, 3, dtype=torch.long), w, w, w[..., :3], 3.0)
-    with pytest.raises(ValueError, match="alpha must be"):
-        flows.LogitTransform(0.7)
-    with pytest.raises(ValueError, match="event_dim must be 1"):
-        flows.ActNorm(3, event_dim=2)
-    with pytest.raises(ValueError, match=r"x must have shape \(\*, 3\)"):
-        flows.DiagonalScaling(3)(torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="kind must be"):
-        flows.spline(2, kind="cubic")
-    with pytest.raises(ValueError, match="input_dim must be an int >= 2"):
-        flows.realnvp(1)
-    with pytest.raises(TypeError, match="context must be a torch.Tensor"):
-        flows.conditional_spline_coupling(4, 2).condition([1.0, 2.0])
-    with pytest.raises(ValueError, match="split_size"):
-        flows.MultiscaleSplit(flows.ActNorm(4), 4, dim=-1)(torch.zeros(2, 4))
+_W = torch.zeros(2, 3, 4)
+
+BAD_FLOW_ARGUMENTS = [
+    pytest.param(ValueError, "unknown flow 'x'", lambda: flows.builder("x"), id="unknown_flow"),
+    pytest.param(
+        TypeError,
+        "invalid keyword",
+        lambda: flows.builder("maf", bogus=1),
+        id="builder_bad_keyword",
+    ),
+    pytest.param(
+        ValueError, "even H and W", lambda: flows.Squeeze((1, 3, 4)), id="squeeze_odd_shape"
+    ),
+    pytest.param(
+        ValueError,
+        r"x must have shape \(\*, 1, 4, 4\)",
+        lambda: flows.Squeeze((1, 4, 4))(torch.zeros(2, 1, 4, 2)),
+        id="squeeze_bad_input",
+    ),
+    pytest.param(
+        ValueError,
+        "divisible by 2\\*\\*num_scales",
+        lambda: flows.glow(36, image_shape=(1, 6, 6), num_scales=2),
+        id="glow_indivisible",
+    ),
+    pytest.param(
+        ValueError,
+        "mask must be one of",
+        lambda: flows.realnvp(4, mask="checker"),
+        id="realnvp_mask",
+    ),
+    pytest.param(
+        ValueError,
+        "cache_size must be 0 or 1",
+        lambda: flows.maf(4, cache_size=2),
+        id="maf_cache_size",
+    ),
+    pytest.param(
+        ValueError,
+        "log_scale_bound must be a positive float",
+        lambda: flows.AffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound=0.0),
+        id="coupling_bound_zero",
+    ),
+    pytest.param(
+        ValueError,
+        "takes context_dim=None context",
+        lambda: flows.ConvCoupling((1, 2, 2), 1, 4)(torch.zeros(1, 4), context=torch.zeros(1, 2)),
+        id="conv_coupling_unexpected_context",
+    ),
+    pytest.param(
+        ValueError,
+        r"context must have shape \(\*, 3\), got \(1, 2\)",
+        lambda: flows.ConvCoupling((1, 2, 2), 1, 4, 3)(
+            torch.zeros(1, 4), context=torch.zeros(1, 2)
+        ),
+        id="conv_coupling_context_shape",
+    ),
+    pytest.param(
+        ValueError,
+        "log_scale_bound must be a positive float",
+        lambda: flows.ConditionalAffineCoupling(1, torch.nn.Linear(1, 2), log_scale_bound="big"),
+        id="conditional_coupling_bound_str",
+    ),
+    pytest.param(
+        ValueError,
+        "bound must be a positive float",
+        lambda: flows.ConditionalRQSplineAutoregressive(torch.nn.Linear(1, 2), bound=-1.0),
+        id="spline_ar_bound_negative",
+    ),
+    pytest.param(
+        ValueError,
+        r"derivatives \(\*, D, K - 1\)",
+        lambda: flows.rational_quadratic_spline(torch.zeros(2, 3), _W, _W, _W, 3.0),
+        id="rqs_derivatives_shape",
+    ),
+    pytest.param(
+        ValueError,
+        "must broadcast",
+        lambda: flows.rational_quadratic_spline(torch.zeros(2, 5), _W, _W, _W[..., :3], 3.0),
+        id="rqs_broadcast",
+    ),
+    pytest.param(
+        TypeError,
+        "x must be a floating-point",
+        lambda: flows.rational_quadratic_spline(
+            torch.zeros(2, 3, dtype=torch.long), _W, _W, _W[..., :3], 3.0
+        ),
+        id="rqs_integer_x",
+    ),
+    pytest.param(ValueError, "alpha must be", lambda: flows.LogitTransform(0.7), id="logit_alpha"),
+    pytest.param(
+        ValueError,
+        "event_dim must be 1",
+        lambda: flows.ActNorm(3, event_dim=2),
+        id="actnorm_event_dim",
+    ),
+    pytest.param(
+        ValueError,
+        r"x must have shape \(\*, 3\)",
+        lambda: flows.DiagonalScaling(3)(torch.zeros(2, 4)),
+        id="diagonal_scaling_input",
+    ),
+    pytest.param(
+        ValueError, "kind must be", lambda: flows.spline(2, kind="cubic"), id="spline_kind"
+    ),
+    pytest.param(
+        ValueError, "input_dim must be an int >= 2", lambda: flows.realnvp(1), id="realnvp_dim_1"
+    ),
+    pytest.param(
+        TypeError,
+        "context must be a torch.Tensor",
+        lambda: flows.conditional_spline_coupling(4, 2).condition([1.0, 2.0]),
+        id="conditional_spline_context_list",
+    ),
+    pytest.param(
+        ValueError,
+        "split_size",
+        lambda: flows.MultiscaleSplit(flows.ActNorm(4), 4, dim=-1)(torch.zeros(2, 4)),
+        id="multiscale_split_size",
+    ),
+]
+
+
+@pytest.mark.parametrize("error,match,build", BAD_FLOW_ARGUMENTS)
+def test_transforms_and_builders_reject_bad_arguments(error, match, build):
+    with pytest.raises(error, match=match):
+        build()
 
 
 def test_scoring_the_same_tensor_across_an_update_is_fresh():
