@@ -2,9 +2,11 @@
 
 The package reaches into a few internals that Pyro and torch do not export:
 the param store's name ↔ parameter dicts, the per-parameter machinery of
-``pyro.optim.PyroOptim``, ``ELBO``'s plate-nesting guess, the cache of
-``torch.distributions.Transform``, two attributes of Pyro/torch distributions
-and torch's fused ``_foreach`` kernels. Each is read or written only through a
+``pyro.optim.PyroOptim``, ``ELBO``'s plate-nesting guess, the
+cache of ``torch.distributions.Transform``, two attributes of Pyro/torch
+distributions, the subclassing helpers of ``torch.distributions.Distribution``
+(``expand``'s checked instance, ``log_prob``'s sample validation) and torch's
+fused ``_foreach`` kernels. Each is read or written only through a
 function here, and ``tests/test_compat.py`` checks each one against the
 installed versions, so that an upgrade that moves one fails there, loudly,
 naming the internal, instead of somewhere deep in training.
@@ -20,9 +22,11 @@ import pyro
 import torch
 from pyro.distributions import MaskedDistribution
 from pyro.params.param_store import ParamStoreDict
-from torch.distributions import MultivariateNormal, Transform
+from torch.distributions import Distribution, MultivariateNormal, Transform
 
 __all__ = [
+    "checked_instance",
+    "validate_sample",
     "clear_transform_cache",
     "foreach_copy_",
     "foreach_norm",
@@ -149,6 +153,18 @@ def mvn_scale_tril(d: MultivariateNormal) -> torch.Tensor:
     (``_unbroadcasted_scale_tril``)."""
     tril: torch.Tensor = d._unbroadcasted_scale_tril
     return tril
+
+
+def checked_instance(d: Distribution, cls: type, instance: Any) -> Any:
+    """The new instance ``expand`` fills: ``instance`` or an uninitialized ``cls``, checked
+    against subclassing (``Distribution._get_checked_instance``)."""
+    return d._get_checked_instance(cls, instance)
+
+
+def validate_sample(d: Distribution, value: torch.Tensor) -> None:
+    """torch's argument validation of a value given to ``log_prob``: type, shape against
+    batch and event shapes, support (``Distribution._validate_sample``)."""
+    d._validate_sample(value)
 
 
 # ----------------------------------------------------------------------------- torch kernels

@@ -139,3 +139,16 @@ def test_foreach_kernels():
     _compat.foreach_copy_(targets, a)
     for t, s in zip(targets, a):
         assert torch.equal(t, s), "torch._foreach_copy_ changed"
+
+
+def test_checked_instance_and_validate_sample():
+    from pyro_genmodels.distributions import BernoulliMixture
+
+    d = BernoulliMixture(torch.zeros(2), torch.full((2, 3), 0.5))
+    new = _compat.checked_instance(d, BernoulliMixture, None)
+    assert type(new) is BernoulliMixture, "Distribution._get_checked_instance moved"
+    with pytest.raises(ValueError, match="support"):
+        _compat.validate_sample(d, torch.full((3,), 0.5))  # not binary
+    _compat.validate_sample(d, torch.ones(3))
+    with pytest.raises(ValueError):
+        _compat.validate_sample(d, torch.ones(4))  # event shape (3,)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
 from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, check_int
+from pyro_genmodels._compat import checked_instance
 from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
 
@@ -307,7 +308,7 @@ class AutoregressiveDistribution(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None) -> AutoregressiveDistribution:
         batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(AutoregressiveDistribution, _instance)
+        new = checked_instance(self, AutoregressiveDistribution, _instance)
         new.conditioner, new.likelihood, new.temperature = (
             self.conditioner,
             self.likelihood,

@@ -11,6 +11,8 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.util import is_validation_enabled
 
+from pyro_genmodels._compat import validate_sample
+
 _CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
 
 
@@ -243,7 +245,7 @@ class EnergyDistribution(TorchDistribution):
     def unnormalized_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``-E(x)``, shape ``sample_shape + batch_shape``."""
         if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
-            self._validate_sample(x)
+            validate_sample(self, x)
         return -self.energy_of(x)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 
 from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
+from pyro_genmodels._compat import checked_instance, validate_sample
 
 
 class BernoulliMixture(TorchDistribution):
@@ -70,7 +71,7 @@ class BernoulliMixture(TorchDistribution):
 
     def expand(self, batch_shape, _instance=None) -> BernoulliMixture:
         batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)
-        new = self._get_checked_instance(BernoulliMixture, _instance)
+        new = checked_instance(self, BernoulliMixture, _instance)
         k, d = self.probs.shape[-2:]
         new.logits = self.logits.expand(batch_shape + (k,))
         new.probs = self.probs.expand(batch_shape + (k, d))
@@ -88,7 +89,7 @@ class BernoulliMixture(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         broadcast_value_shape(type(self).__name__, value, self.batch_shape, self.event_shape)
         if self._validate_args and value.numel():  # torch's check fails on empty values
-            self._validate_sample(value)
+            validate_sample(self, value)
         log_pi = self.logits.log_softmax(-1)
         return torch.logsumexp(log_pi + self._component_log_prob(value), dim=-1)
 
