@@ -405,12 +405,12 @@ def _pyro_realnvp(dim, layers, hidden, mask):
     """RealNVP from Pyro's ``AffineCoupling`` (sampling direction, hard clamp)."""
     from pyro.distributions.transforms import AffineCoupling
 
-    from pyro_genmodels.flows.builders import _compose, _couplings, _dense
+    from pyro_genmodels.flows._assembly import compose, couplings, dense
 
     def layer(d):
-        return [AffineCoupling(d, _dense(d, None, [hidden, hidden], [dim - d, dim - d]))]
+        return [AffineCoupling(d, dense(d, None, [hidden, hidden], [dim - d, dim - d]))]
 
-    return _compose(_couplings(dim, layers, mask, layer), None)
+    return compose(couplings(dim, layers, mask, layer), None)
 
 
 def ablation_rows(steps, layers, hidden, seeds):
