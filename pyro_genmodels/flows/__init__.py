@@ -36,6 +36,7 @@ builders), ``glow``, ``registry`` (the records, :func:`builder`).
 torch.Size([5, 2])
 """
 
+from pyro_genmodels.flows._assembly import MASKS
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
@@ -49,7 +50,6 @@ from pyro_genmodels.flows.basic import (
     clear_cache,
     set_cache_size,
 )
-from pyro_genmodels.flows._assembly import MASKS
 from pyro_genmodels.flows.builders import (
     iaf,
     maf,
