@@ -19,7 +19,8 @@ Rows of ``benchmarks/results/flows.csv`` (``section``):
   (the step-time figures; ``sec_per_step`` of the other rows is a whole-run average
   that moves with the machine's load).
 * ``ablation``: RealNVP on digits with Pyro's affine coupling or ours
-  (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks.
+  (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks; the
+  spline flow with Pyro's rational-linear coupling (the former default).
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
   diagonal-Gaussian VAE on binarized mnist5k.
 
@@ -250,7 +251,7 @@ def image_candidates(dim, shape, levels, scales, layers, hidden, peers):
     common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
     glow_kw = dict(image_shape=shape, num_scales=scales, **common)
     spline_ar = dict(bound=5.0, kind="autoregressive", **common)
-    spline_hidden = min(hidden, 256)  # the spline hypernet's last layer is 31 D / 2 wide
+    spline_hidden = min(hidden, 256)  # the spline hypernet's last layer is 23 D / 2 wide
     cands = [
         ("ours", "nice", lambda: ours(dim, "nice", layers, hidden, **common), None),
         ("ours", "realnvp", lambda: ours(dim, "realnvp", layers, hidden, **common), "zuko:RealNVP"),
@@ -413,9 +414,26 @@ def _pyro_realnvp(dim, layers, hidden, mask):
     return compose(couplings(dim, layers, mask, layer), None)
 
 
-def ablation_rows(steps, layers, hidden, seeds):
-    """RealNVP on dequantized digits: Pyro's affine coupling or ours, halves or
-    alternating masks (what closed the gap to zuko's RealNVP)."""
+def _pyro_spline(dim, layers, hidden, count_bins=8, bound=5.0):
+    """The spline builder's former default: Pyro's rational-linear ``SplineCoupling``
+    (a learnable spline on ``x_1`` too), alternating masks."""
+    from pyro.distributions.transforms import SplineCoupling
+
+    from pyro_genmodels.flows._assembly import compose, couplings, dense
+
+    def layer(d):
+        m, k = dim - d, count_bins
+        net = dense(d, None, [hidden, hidden], [m * k, m * k, m * (k - 1), m * k])
+        return [SplineCoupling(dim, d, net, count_bins, bound)]
+
+    return compose(couplings(dim, layers, "alternate", layer), None)
+
+
+def ablation_rows(steps, layers, hidden, seeds, models=None):
+    """On dequantized digits: RealNVP with Pyro's affine coupling or ours, halves or
+    alternating masks (what closed the gap to zuko's RealNVP); the spline flow with
+    Pyro's rational-linear coupling (the former default) or our rational-quadratic
+    one (the ``images`` section's ``spline`` row)."""
     levels = IMAGES["digits"][1]
     common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
 
@@ -425,12 +443,18 @@ def ablation_rows(steps, layers, hidden, seeds):
             m.flow = _pyro_realnvp(64, layers, hidden, mask)
         return m, lp
 
+    def make_spline():
+        m, lp = ours(64, "spline", layers, hidden, bound=5.0, **common)
+        m.flow = _pyro_spline(64, layers, hidden)
+        return m, lp
+
     cands = [
         ("ours", f"realnvp-{c}-coupling-{mask}", partial(make, c, mask), None)
         for c in ("pyro", "ours")
         for mask in pgm.flows.MASKS
     ]
-    return image_rows("digits", steps, layers, hidden, False, seeds, cands=cands)
+    cands.append(("ours", "spline-pyro-linear-coupling-alternate", make_spline, None))
+    return image_rows("digits", steps, layers, hidden, False, seeds, models, cands=cands)
 
 
 def _stepper(make, xb, pre):
@@ -454,7 +478,7 @@ def _stepper(make, xb, pre):
     return step
 
 
-def speed_rows(cfg, peers, repeats=7):
+def speed_rows(cfg, peers, repeats=7, models=None):
     """Seconds per training step of ours over the peer, the two interleaved on one
     minibatch: ``repeats`` rounds of ``n`` steps each, the median of the per-round
     ratios. Whole-run ``sec_per_step`` of the other sections is measured once per
@@ -475,6 +499,8 @@ def speed_rows(cfg, peers, repeats=7):
         by_name = {(impl, model): make for impl, model, make, _ in cands}
         for impl, model, make, peer in cands:
             if impl != "ours" or not isinstance(peer, str) or tuple(peer.split(":")) not in by_name:
+                continue
+            if models is not None and model not in models:
                 continue
             steps = {
                 "ours": _stepper(make, xb, None),
@@ -576,9 +602,9 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
     if "vae" in sections:
         rows += vae_rows(*cfg["vae"])
     if "ablation" in sections:
-        rows += ablation_rows(*cfg["digits"], seeds)
+        rows += ablation_rows(*cfg["digits"], seeds, models)
     if "speed" in sections:
-        rows += speed_rows(cfg, peers, repeats=2 if quick else 7)
+        rows += speed_rows(cfg, peers, repeats=2 if quick else 7, models=models)
     df = pd.DataFrame(rows)
     if not quick:
         df = merge(df)

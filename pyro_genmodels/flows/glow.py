@@ -95,7 +95,8 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform
     net = dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
     to_img = ReshapeTransform((input_dim,), (input_dim, 1, 1))
-    mix = Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_img.inv])
+    to_vec = ReshapeTransform((input_dim, 1, 1), (input_dim,))  # its own cache: not to_img.inv
+    mix = Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_vec])
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
@@ -110,7 +111,7 @@ def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[T
 def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, context_dim) -> Flow:
     """Maps ``shape`` to ``shape`` (base to data): squeeze, [split off half and recurse],
     the steps in reverse, unsqueeze."""
-    squeeze = Squeeze(shape)
+    squeeze = Squeeze(shape)  # one object per use: each remembers its own last pair
     c2, h2, w2 = squeeze.out_shape
     parts: list[Transform] = [squeeze]
     if scales > 1:
@@ -119,7 +120,7 @@ def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, co
         parts.append(split(inner, c2 // 2, dim=-3))
     for _ in range(steps):
         parts += _image_step(squeeze.out_shape, hidden, context_dim)
-    parts.append(squeeze.inv)
+    parts.append(Squeeze(shape).inv)
     return compose(parts, context_dim)
 
 
@@ -170,6 +171,6 @@ def glow(
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
         return compose(parts, context_dim, cache_size)
     shape = _check_image(image_shape, input_dim, check_int("num_scales", num_scales))
-    to_img = ReshapeTransform((input_dim,), shape)
+    to_img, to_vec = ReshapeTransform((input_dim,), shape), ReshapeTransform(shape, (input_dim,))
     inner = _level(shape, num_layers, hidden[0], num_scales, context_dim)
-    return compose([to_img, inner, to_img.inv], context_dim, cache_size)
+    return compose([to_img, inner, to_vec], context_dim, cache_size)
