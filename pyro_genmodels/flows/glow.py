@@ -94,8 +94,9 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform
     d = input_dim // 2
     net = dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
-    to_img = ReshapeTransform((input_dim,), (input_dim, 1, 1))
-    to_vec = ReshapeTransform((input_dim, 1, 1), (input_dim,))  # its own cache: not to_img.inv
+    vec, img = torch.Size((input_dim,)), torch.Size((input_dim, 1, 1))
+    to_img, to_vec = ReshapeTransform(vec, img), ReshapeTransform(img, vec)  # not to_img.inv:
+    # one object per use, each remembering its own last pair
     mix = Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_vec])
     return [cls(d, net), mix, ActNorm(input_dim)]
 
@@ -171,6 +172,7 @@ def glow(
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
         return compose(parts, context_dim, cache_size)
     shape = _check_image(image_shape, input_dim, check_int("num_scales", num_scales))
-    to_img, to_vec = ReshapeTransform((input_dim,), shape), ReshapeTransform(shape, (input_dim,))
+    vec, img = torch.Size((input_dim,)), torch.Size(shape)
+    to_img, to_vec = ReshapeTransform(vec, img), ReshapeTransform(img, vec)
     inner = _level(shape, num_layers, hidden[0], num_scales, context_dim)
     return compose([to_img, inner, to_vec], context_dim, cache_size)

@@ -108,10 +108,10 @@ INVERTIBLE = names(invertible=True)
 
 def check_flow(
     argument: str, name: object, choices: tuple[str, ...], optional: bool = False
-) -> FlowRecord | None:
-    """The record of ``name`` (``None`` for ``None`` when ``optional``), or a
-    ``ValueError`` naming ``argument``, the valid ``choices`` and, for a known builder
-    outside them, its properties.
+) -> FlowRecord:
+    """The record of ``name``, or a ``ValueError`` naming ``argument``, the valid
+    ``choices`` (and ``None`` when the argument is ``optional``: its caller handles
+    ``None`` before) and, for a known builder outside them, its properties.
 
     >>> check_flow("flow", "planar", INVERTIBLE)
     Traceback (most recent call last):
@@ -120,8 +120,6 @@ def check_flow(
 got 'planar' (planar: invertible=False, density_passes=None, sample_passes='1', images=False, \
 conditional=True)
     """
-    if optional and name is None:
-        return None
     if isinstance(name, str) and name in choices:
         return RECORDS[name]
     message = f"{argument} must be {'None or ' if optional else ''}one of {choices}, got {name!r}"

@@ -284,22 +284,22 @@ class RQSplineCoupling(AdditiveCoupling):
         self.bound = check_positive_float("bound", bound)
         self._cached_ladj: torch.Tensor | None = None
 
-    def _params(self, x1: torch.Tensor) -> list[torch.Tensor]:
-        """The hypernetwork's flat outputs as ``(*, m, K)``, ``(*, m, K)``, ``(*, m, K - 1)``."""
+    def _spline(self, v: torch.Tensor, x1: torch.Tensor, inverse: bool):
+        """``g`` (or ``g^{-1}``) of ``v`` with the parameters computed from ``x1``: the
+        hypernetwork's flat outputs as ``(*, m, K)``, ``(*, m, K)``, ``(*, m, K - 1)``."""
         k = self.count_bins
-        raw = self.nn(x1)
-        return [p.unflatten(-1, (-1, n)) for p, n in zip(raw, (k, k, k - 1), strict=True)]
+        w, h, d = self.nn(x1)
+        w, h, d = w.unflatten(-1, (-1, k)), h.unflatten(-1, (-1, k)), d.unflatten(-1, (-1, k - 1))
+        return rational_quadratic_spline(v, w, h, d, self.bound, inverse=inverse)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self._split(x, "x")
-        y2, self._cached_ladj = rational_quadratic_spline(
-            x2, *self._params(x1), self.bound, inverse=True
-        )
+        y2, self._cached_ladj = self._spline(x2, x1, inverse=True)
         return torch.cat([x1, y2], dim=-1)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = self._split(y, "y")
-        x2, ladj = rational_quadratic_spline(y2, *self._params(y1), self.bound)
+        x2, ladj = self._spline(y2, y1, inverse=False)
         self._cached_ladj = -ladj
         return torch.cat([y1, x2], dim=-1)
 
@@ -307,8 +307,7 @@ class RQSplineCoupling(AdditiveCoupling):
         cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
         if self._cached_ladj is None or x is not cached[0] or y is not cached[1]:
             x1, x2 = self._split(x, "x")
-            ladj = rational_quadratic_spline(x2, *self._params(x1), self.bound, inverse=True)[1]
-            return ladj.sum(-1)
+            return self._spline(x2, x1, inverse=True)[1].sum(-1)
         return self._cached_ladj.sum(-1)
 
 

@@ -173,8 +173,11 @@ def latent_flows(
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """The VAE's guide flow (conditioned on ``(loc, scale)``, context ``2 z_dim``) and
     prior flow over ``z`` (``None`` where not asked for)."""
-    guide_record = flows.check_flow("guide_flow", guide_flow, GUIDE_FLOWS, optional=True)
-    prior_record = flows.check_flow("prior_flow", prior_flow, PRIOR_FLOWS, optional=True)
+    guide_record = prior_record = None
+    if guide_flow is not None:
+        guide_record = flows.check_flow("guide_flow", guide_flow, GUIDE_FLOWS, optional=True)
+    if prior_flow is not None:
+        prior_record = flows.check_flow("prior_flow", prior_flow, PRIOR_FLOWS, optional=True)
     check_dim("guide_flow_layers", guide_flow_layers)
     hidden = [4 * z_dim, 4 * z_dim] if hidden_dims is None else list(hidden_dims)
     guide = None
