@@ -3,9 +3,10 @@
 architecture for images (squeeze, steps, split off half the channels).
 
 The couplings are the package's :class:`~pyro_genmodels.flows.AffineCoupling`
-(density direction, soft-clamped log-scale); on dequantized digits (2 levels x 4
-steps, 800 Adam steps, 3 seeds) it scores better than Pyro's sampling-direction,
-hard-clamped ``AffineCoupling`` that Glow used before (``benchmarks/flows.py``).
+(density direction, soft-clamped log-scale). On dequantized digits (2 levels x 4
+steps, 800 Adam steps, 3 seeds, ``benchmarks/flows.py``) the test NLL went from
+105.4 (sd 4.9) nats with Pyro's sampling-direction, hard-clamped ``AffineCoupling``
+to 103.0 (sd 0.9); with one level from 99.8 (sd 0.9) to 99.3 (sd 0.5).
 
 References:
     Glow: Generative Flow with Invertible 1x1 Convolutions. D. P. Kingma,
