@@ -21,6 +21,9 @@ Rows of ``benchmarks/results/flows.csv`` (``section``):
 * ``ablation``: RealNVP on digits with Pyro's affine coupling or ours
   (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks; the
   spline flow with Pyro's rational-linear coupling (the former default).
+* ``curve``: train and test NLL of the two spline couplings on digits every 200
+  steps (one seed): the rational-quadratic flow's best test NLL comes early, then
+  it overfits.
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
   diagonal-Gaussian VAE on binarized mnist5k.
 
@@ -457,6 +460,57 @@ def ablation_rows(steps, layers, hidden, seeds, models=None):
     return image_rows("digits", steps, layers, hidden, False, seeds, models, cands=cands)
 
 
+def curve_rows(steps, layers, hidden, every=200):
+    """Learning curves of the spline couplings on digits, one seed: train (first 500
+    images) and test NLL every ``every`` Adam steps, for our rational-quadratic layer
+    and Pyro's rational-linear one (the former default): where the fixed budget of
+    the other rows stops each of them."""
+    levels = IMAGES["digits"][1]
+    data = pgm.data.load("digits", binarize=False)
+    x, x_test = data.train * levels, data.test * levels
+    common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
+    rows = []
+    for name in ("spline", "spline-pyro-linear-coupling-alternate"):
+        torch.manual_seed(0)
+        m = FlowDensity(
+            64, "spline", num_layers=layers, hidden_dims=[hidden] * 2, bound=5.0, **common
+        )
+        if name != "spline":
+            m.flow = _pyro_spline(64, layers, hidden)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        for step in range(steps + 1):
+            if step % every == 0:
+                with torch.no_grad():
+                    train_nll = -m.log_prob(x[:500]).mean().item()
+                    nll = -m.log_prob(x_test).mean().item()
+                rows.append(
+                    dict(
+                        section="curve",
+                        dataset="digits",
+                        impl="ours",
+                        model=f"{name}@{step}",
+                        layers=layers,
+                        hidden=hidden,
+                        steps=step,
+                        seeds=1,
+                        test_nll_nats=nll,
+                        train_nll_nats=train_nll,
+                    )
+                )
+                print(
+                    f"curve {name} step {step}: train {train_nll:.1f}, test {nll:.1f}", flush=True
+                )
+            if step == steps:
+                break
+            xb = x[torch.randint(len(x), (128,), generator=gen)]
+            loss = -m.log_prob(xb).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return rows
+
+
 def _stepper(make, xb, pre):
     """One Adam step on ``-log p(xb)`` of a fresh ``make()``, as a closure."""
     torch.manual_seed(0)
@@ -554,7 +608,7 @@ def add_ratios(df):
     return df
 
 
-SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation")
+SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "curve")
 
 
 KEY = ["section", "dataset", "impl", "model"]
@@ -605,6 +659,9 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
         rows += ablation_rows(*cfg["digits"], seeds, models)
     if "speed" in sections:
         rows += speed_rows(cfg, peers, repeats=2 if quick else 7, models=models)
+    if "curve" in sections:
+        steps, layers, hidden = cfg["digits"]
+        rows += curve_rows(steps, layers, hidden, every=max(1, steps // 4))
     df = pd.DataFrame(rows)
     if not quick:
         df = merge(df)
@@ -622,6 +679,7 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
         "nll_vs_peer",
         "time_ratio",
         "neg_elbo",
+        "train_nll_nats",
     ]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format="{:.4g}".format))
     if not quick:
