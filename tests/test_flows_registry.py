@@ -35,14 +35,14 @@ def _counted(flow):
     return calls
 
 
-def _distribution(flow, context, event=(D,)):
-    base = dist.Normal(torch.zeros(event), 1.0).to_event(len(event))
+def _distribution(flow, context, event=(D,), device="cpu"):
+    base = dist.Normal(torch.zeros(event, device=device), 1.0).to_event(len(event))
     t = flow.condition(context) if context is not None else flows.clear_cache(flow)
     return dist.TransformedDistribution(base, [t])
 
 
 @pytest.mark.parametrize("name", list(flows.RECORDS))
-def test_record_is_true_of_its_flow(name):
+def test_record_is_true_of_its_flow(name, device):
     record = flows.RECORDS[name]
     params = inspect.signature(record.build).parameters
     assert ("context_dim" in params) == record.conditional
@@ -51,28 +51,28 @@ def test_record_is_true_of_its_flow(name):
 
     # network passes per layer: with a context every builder has networks to count
     torch.manual_seed(0)
-    context = torch.randn(C) if record.conditional else None
+    context = torch.randn(C, device=device) if record.conditional else None
     extra = {"context_dim": C} if record.conditional else {}
-    flow = record.build(D, num_layers=LAYERS, hidden_dims=[8], **extra)
+    flow = record.build(D, num_layers=LAYERS, hidden_dims=[8], **extra).to(device)
     calls = _counted(flow)
-    d = _distribution(flow, context)
+    d = _distribution(flow, context, device=device)
     x = d.rsample((5,))
     lp = d.log_prob(x)  # its own sample: scored from the cache
     assert torch.isfinite(lp).all()
     assert len(calls) == PASSES[record.sample_passes], (name, len(calls))
     calls.clear()
-    fresh = torch.randn(5, D)
+    fresh = torch.randn(5, D, device=device)
     if record.invertible:
-        lp = _distribution(flow, context).log_prob(fresh)
+        lp = _distribution(flow, context, device=device).log_prob(fresh)
         assert torch.isfinite(lp).all()
         assert len(calls) == PASSES[record.density_passes], (name, len(calls))
         t = flow.condition(context) if context is not None else flow
-        z = torch.randn(5, D)
+        z = torch.randn(5, D, device=device)
         assert torch.allclose(t.inv(t(z).clone()), z, atol=1e-5)
         record.build(D, num_layers=1, cache_size=0)  # the cache is optional
     else:
         with pytest.raises((NotImplementedError, KeyError)):
-            _distribution(flow, context).log_prob(fresh)
+            _distribution(flow, context, device=device).log_prob(fresh)
         with pytest.raises(ValueError, match=f"cache_size must be 1 for {name}"):
             record.build(D, num_layers=1, cache_size=0)
 
@@ -86,13 +86,13 @@ def test_record_is_true_of_its_flow(name):
     if record.images:  # one scale of convolutional steps: still one pass per layer
         flow = record.build(
             16, num_layers=LAYERS, hidden_dims=[4], image_shape=(1, 4, 4), num_scales=1
-        )
+        ).to(device)
         calls = _counted(flow)
-        d = _distribution(flow, None, (16,))
+        d = _distribution(flow, None, (16,), device)
         d.log_prob(d.sample((3,)))
         assert len(calls) == LAYERS
         calls.clear()
-        _distribution(flow, None, (16,)).log_prob(torch.randn(3, 16))
+        _distribution(flow, None, (16,), device).log_prob(torch.randn(3, 16, device=device))
         assert len(calls) == LAYERS
 
 
@@ -110,11 +110,11 @@ def test_registries_derive_from_the_records():
 
 
 @pytest.mark.parametrize("name", list(flows.RECORDS))
-def test_flow_density_accepts_exactly_the_invertible_builders(name):
+def test_flow_density_accepts_exactly_the_invertible_builders(name, device):
     if flows.RECORDS[name].invertible:
         kwargs = {"image_shape": (1, 2, 2), "num_scales": 1} if flows.RECORDS[name].images else {}
-        flow = pgm.models.FlowDensity(4, name, num_layers=1, hidden_dims=[4], **kwargs)
-        assert flow.log_prob(torch.randn(3, 4)).shape == (3,)
+        flow = pgm.models.FlowDensity(4, name, num_layers=1, hidden_dims=[4], **kwargs).to(device)
+        assert flow.log_prob(torch.randn(3, 4, device=device)).shape == (3,)
         return
     valid = str(flows.INVERTIBLE).replace("(", r"\(").replace(")", r"\)")
     with pytest.raises(ValueError, match=f"flow must be one of {valid}, got '{name}'"):
