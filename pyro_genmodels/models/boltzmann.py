@@ -192,9 +192,6 @@ class BoltzmannGibbsSampler(EnergySampler):
             states = m.gibbs_sweep(states, parity_first=1, params=params)
         return states[0]
 
-    def sample(self, dist: Any, sample_shape: torch.Size | tuple = torch.Size()) -> torch.Tensor:
-        return self.run(dist, self.init(dist, sample_shape), self.num_steps)
-
 
 class RBM(LayeredBoltzmann, PyroModule):
     """A restricted Boltzmann machine, ``p(v) = exp(-F(v)) / Z`` with ``F`` the free energy.
