@@ -13,13 +13,14 @@ from typing import Any
 
 import torch
 from pyro import poutine
+from pyro.infer import ELBO
 from pyro.infer.util import torch_item
 from pyro.util import warn_if_nan
 
 from pyro_genmodels._checks import check_positive_int
 
 
-class DBMLoss:
+class DBMLoss(ELBO):
     """One SVI loss for a DBM: mean-field positive phase + persistent-chain negative phase.
 
     ``loss = Σ_n [E(v_n, μ_n) - H(q_n)] - N · mean_c E(x_c)``, where ``μ_n`` comes from the
@@ -35,17 +36,23 @@ class DBMLoss:
     """
 
     def __init__(self, num_chains: int = 100, k: int = 1) -> None:
+        super().__init__()
         self.num_chains = check_positive_int("num_chains", num_chains)
         self.k = check_positive_int("k", k)
         self.chains: list[torch.Tensor] | None = None
 
-    def differentiable_loss(
-        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
-    ) -> torch.Tensor:
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
+        """``(model_trace, guide_trace)``: the model replayed against the guide."""
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             *args, **kwargs
         )
+        return model_trace, guide_trace
+
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         sites = [s for s in model_trace.nodes.values() if "boltzmann_machine" in s.get("infer", {})]
         if len(sites) != 1 or guide_trace.nodes.get("h1") is None:
             raise ValueError(

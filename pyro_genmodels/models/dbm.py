@@ -113,7 +113,7 @@ class DBM(LayeredBoltzmann, PyroModule):
             mu.append(torch.sigmoid(factor * (mu[-1] @ weights[l - 1]) + biases[l]))
         for _ in range(steps):
             for parity in (1, 0):
-                for l in range(max(parity, 1), len(mu), 2):
+                for l in range(parity if parity else 2, len(mu), 2):
                     mu[l] = torch.sigmoid(self.coupling_input(l, mu, weights) + biases[l])
         return mu
 
