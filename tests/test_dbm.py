@@ -99,7 +99,7 @@ def test_model_log_joint_is_minus_energy(device):
 
 
 def test_dbm_loss_gradient_is_minus_elbo_gradient_plus_chains(device):
-    """Positive phase = ∇[E(v, μ) - H(μ)]; negative = the chains' mean ∇E (after the loss's sweep)."""
+    """Positive phase ∇[E(v, μ) - H(μ)]; negative: the chains' mean ∇E after the loss's sweep."""
     dbm = random_dbm([4, 3, 2], device)
     v = binary_states(4, 0, 16, dbm.b0)
     loss = pgm.infer.DBMLoss(num_chains=7, k=1)
@@ -122,8 +122,9 @@ def test_pretrain_and_fit_improve_the_bound():
     data = pgm.data.load("digits", binarize=True, dtype=torch.float64)
     dbm = pgm.models.DBM([64, 16, 8]).double()
     dbm.pretrain(data.train[:500], epochs=3, lr=0.1)
-    pgm.fit(dbm.model, dbm.guide, data.train[:500], loss=pgm.infer.DBMLoss(num_chains=50),
-            optim=pyro.optim.Adam({"lr": 3e-3}), epochs=3, batch_size=50, progress=False)  # fmt: skip
+    loss = pgm.infer.DBMLoss(num_chains=50)
+    pgm.fit(dbm.model, dbm.guide, data.train[:500], loss=loss, optim=pyro.optim.Adam({"lr": 3e-3}),
+            epochs=3, batch_size=50, progress=False)  # fmt: skip
     torch.manual_seed(0)
     log_z, se = pgm.infer.ais(dbm, num_chains=50, num_betas=1000, data=data.train)
     bound = dbm.elbo(data.test, log_z).mean()
