@@ -28,24 +28,32 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.infer.ais import AnnealingPath
 
 
-def salakhutdinov_murray_betas(like: torch.Tensor | None = None) -> torch.Tensor:
+def salakhutdinov_murray_betas(
+    like: torch.Tensor | None = None, num_steps: int = 14500
+) -> torch.Tensor:
     """The schedule of Salakhutdinov & Murray's code: steps of ``1e-3`` to 0.5, ``1e-4`` to 0.9,
     ``1e-5`` to 1 — 14,500 transitions, 14,501 values from 0 to 1 (float64 unless ``like``).
+    Another ``num_steps`` keeps the three segments' shares (500 : 4000 : 10000).
 
     >>> betas = salakhutdinov_murray_betas()
     >>> len(betas), float(betas[0]), float(betas[-1])
     (14501, 0.0, 1.0)
     """
+    check_positive_int("num_steps", num_steps)
     kw: dict[str, Any] = {"dtype": torch.float64}
     if like is not None:
         kw = {"dtype": like.dtype, "device": like.device}
+    n1 = max(1, round(num_steps * 500 / 14500))
+    n2 = max(1, round(num_steps * 4000 / 14500))
+    n3 = max(1, num_steps - n1 - n2)
     parts = [
-        torch.linspace(0.0, 0.5, 501, **kw),
-        torch.linspace(0.5, 0.9, 4001, **kw)[1:],
-        torch.linspace(0.9, 1.0, 10001, **kw)[1:],
+        torch.linspace(0.0, 0.5, n1 + 1, **kw),
+        torch.linspace(0.5, 0.9, n2 + 1, **kw)[1:],
+        torch.linspace(0.9, 1.0, n3 + 1, **kw)[1:],
     ]
     return torch.cat(parts)
 
