@@ -97,8 +97,18 @@ def train_dbm(data, layers, pre_epochs, epochs, lr, batch, seed=0):
     return dbm, time.perf_counter() - start
 
 
-def nll_section(data, a) -> list[dict]:
-    rows, est = [], _estimator(a.ais_steps, a.ais_chains)
+def save(rows: list[dict], out: str | None) -> pd.DataFrame:
+    """The table so far (written to ``out`` after every row, so a cut-short run keeps its rows)."""
+    table = pd.DataFrame(rows)
+    table["torch"], table["pyro"] = torch.__version__, pyro.__version__
+    table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
+    if out:
+        table.to_csv(out, index=False)
+    return table
+
+
+def nll_section(data, a, done: list[dict]) -> list[dict]:
+    rows, est = done, _estimator(a.ais_steps, a.ais_chains)
     runs = [("RBM CD-1", 1, False), (f"RBM CD-{a.k}", a.k, False), ("RBM PCD", 1, True)]
     for name, k, persistent in runs:
         rbm, secs = train_rbm(data, a.hidden, a.epochs, a.lr, a.batch, k, persistent)
@@ -109,6 +119,7 @@ def nll_section(data, a) -> list[dict]:
                          a.epochs, float(res.stderr)))  # fmt: skip
         rows.append(_row("ais", data.name, "s", f"AIS wall time, {name}", ais_secs, est))
         print(rows[-2], flush=True)
+        save(rows, a.save)
     _, sk_rbm, secs = train_sklearn(data, a.hidden, a.epochs, a.lr, a.batch)
     res, _ = _ais(sk_rbm, data, a.ais_steps, a.ais_chains)
     with torch.no_grad():
@@ -119,6 +130,7 @@ def nll_section(data, a) -> list[dict]:
         _row("nll", data.name, "nats", name, nll, sk_est, secs, a.epochs, float(res.stderr))
     )
     print(rows[-1], flush=True)
+    save(rows, a.save)
     layers = [data.num_dims, a.hidden, a.hidden2]
     dbm, secs = train_dbm(data, layers, a.pre_epochs, a.dbm_epochs, a.lr, a.batch)
     res, _ = _ais(dbm, data, a.ais_steps, a.ais_chains)
@@ -204,9 +216,9 @@ def speed_section(D=784, H=500, chains=100) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist5k")
-    p.add_argument("--hidden", type=int, default=200)
-    p.add_argument("--hidden2", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--hidden", type=int, default=500)
+    p.add_argument("--hidden2", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--pre-epochs", type=int, default=5)
     p.add_argument("--dbm-epochs", type=int, default=10)
     p.add_argument("--k", type=int, default=10)
@@ -229,17 +241,15 @@ def main() -> None:
         )
         a.k, a.ais_steps, a.ais_chains = 2, 200, 20
     data = pgm.data.load(a.dataset, binarize=True)
-    rows = []
+    a.save = None if a.quick else a.out
+    rows: list[dict] = []
     sections = a.sections.split(",")
-    if "nll" in sections:
-        rows += nll_section(data, a) + reference_rows(a.dataset)
     if "speed" in sections:
         rows += speed_section(*((64, 16, 20) if a.quick else ()))
-    table = pd.DataFrame(rows)
-    table["torch"], table["pyro"] = torch.__version__, pyro.__version__
-    table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
-    if not a.quick:
-        table.to_csv(a.out, index=False)
+        save(rows, a.save)
+    if "nll" in sections:
+        rows = nll_section(data, a, rows) + reference_rows(a.dataset)
+    table = save(rows, a.save)
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(table.drop(columns=["torch", "pyro", "machine"]).to_string())
 
