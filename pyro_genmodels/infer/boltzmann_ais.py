@@ -63,7 +63,7 @@ def base_rate_logits(data: torch.Tensor, smoothing: float = 0.05) -> torch.Tenso
     Salakhutdinov & Murray's code (``s = 0.05`` keeps them finite); returns ``(D,)``.
 
     >>> base_rate_logits(torch.tensor([[1.0, 0.0], [1.0, 1.0]])).tolist()  # doctest: +ELLIPSIS
-    [2.9957..., 0.0]
+    [3.0445..., 0.0]
     """
     if not isinstance(data, torch.Tensor) or data.dim() != 2:
         raise ValueError("data must be a tensor of shape (N, D) for the base-rate model")

@@ -129,7 +129,7 @@ class DiscreteGibbs(MCMCKernel):
     def _log_joint(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         conditioned = poutine.condition(self.model, data=values)
         trace = poutine.trace(conditioned).get_trace(*self._args, **self._kwargs)
-        return trace.log_prob_sum()
+        return torch.as_tensor(trace.log_prob_sum())
 
     def setup(self, warmup_steps: int, *args: Any, **kwargs: Any) -> None:
         self._args, self._kwargs, self._t = args, kwargs, 0
@@ -138,7 +138,7 @@ class DiscreteGibbs(MCMCKernel):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                 continue
-            fn = site["fn"]
+            fn: Any = site["fn"]
             if not getattr(fn, "has_enumerate_support", False):
                 raise ValueError(
                     "DiscreteGibbs needs every latent site discrete with finite support "
@@ -149,7 +149,7 @@ class DiscreteGibbs(MCMCKernel):
         if not self._sites:
             raise ValueError("DiscreteGibbs found no latent sample site in the model")
         if self._initial_params is None:
-            self._initial_params = {k: trace.nodes[k]["value"].detach() for k in self._sites}
+            self._initial_params = {k: trace.nodes[k]["value"].detach() for k in self._sites}  # type: ignore[union-attr]
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor] | None:

@@ -81,6 +81,7 @@ class LayeredBoltzmann:
 
     layer_sizes: list[int]
     visible: str
+    log_var: torch.Tensor
 
     def layer_weights(self) -> list[torch.Tensor]:
         raise NotImplementedError

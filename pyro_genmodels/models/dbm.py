@@ -95,7 +95,7 @@ class DBM(LayeredBoltzmann, PyroModule):
         """``E(x_0, ..., x_L)`` for ``states[l]`` of shape ``(*, n_l)`` (binary or mean-field
         probabilities: ``E`` is multilinear, so ``E(μ) = E_q[E]``); returns ``(*,)``."""
         weights, biases = self.layer_weights(), self.layer_biases()
-        out = -sum((x * b).sum(-1) for x, b in zip(states, biases, strict=True))
+        out = -torch.stack([(x * b).sum(-1) for x, b in zip(states, biases, strict=True)]).sum(0)
         for l, w in enumerate(weights, start=1):
             out = out - ((states[l - 1] @ w) * states[l]).sum(-1)
         return out
@@ -160,7 +160,12 @@ class DBM(LayeredBoltzmann, PyroModule):
             log_uniform = sum(self.layer_sizes[1:]) * math.log(2.0)
             pyro.factor("hidden_energy", rest + F.softplus(logits).sum(-1) + log_uniform)
             visible = dist.Bernoulli(logits=logits).to_event(1)
-            return pyro.sample("v", visible, obs=v, infer={"boltzmann_machine": self})
+            return pyro.sample(
+                "v",
+                visible,
+                obs=v,
+                infer={"boltzmann_machine": self},  # type: ignore[arg-type]
+            )
 
     @pyro_method
     def guide(self, v: torch.Tensor) -> list[torch.Tensor]:

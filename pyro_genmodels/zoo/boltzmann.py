@@ -12,6 +12,8 @@ test split.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pyro_genmodels.data import Dataset
@@ -23,7 +25,7 @@ def _check_binary(data: Dataset) -> None:
         raise ValueError(f"Boltzmann zoo entries need binarized data, got {data.name!r}")
 
 
-def _ais(machine: torch.nn.Module, data: Dataset, chains: int, steps: int) -> tuple:
+def _ais(machine: Any, data: Dataset, chains: int, steps: int) -> tuple:
     from pyro_genmodels.infer import run_ais, salakhutdinov_murray_betas
 
     path = machine.annealing_path(data=data.train)
@@ -104,6 +106,7 @@ def _dbm(
         kernel = BlockGibbs(dbm, batch_size=n)
         kernel.setup(0)
         params = kernel.initial_params
+        assert params is not None
         for _ in range(gibbs_steps):
             params = kernel.sample(params)
         return params["v"]
