@@ -7,6 +7,7 @@ from typing import Any
 
 import pyro.poutine as poutine
 import torch
+from pyro.infer.elbo import ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
@@ -61,6 +62,12 @@ def energy_sites(
             dist = site["fn"]
         else:
             dist = base.expand(site["fn"].batch_shape)  # type: ignore[attr-defined]
+        value, event = site["value"], dist.event_shape
+        if value.dim() < len(event) or value.shape[value.dim() - len(event) :] != event:
+            raise ValueError(
+                f"site {name!r}: EnergyDistribution expects x of shape (*, "
+                f"{', '.join(map(str, event))}), got data of shape {tuple(value.shape)}"
+            )
         site["energy_dist"] = dist  # type: ignore[typeddict-unknown-key]
         sites.append(site)
     if not sites:
@@ -90,7 +97,7 @@ def check_real_support(loss_name: str, site: dict[str, Any]) -> None:
         )
 
 
-class EnergyLoss:
+class EnergyLoss(ELBO):
     """Shared ``loss``/``differentiable_loss``/``loss_and_grads`` over ``_differentiable_loss``.
 
     Subclasses implement ``_differentiable_loss(model, guide, *args, **kwargs) -> Tensor``
@@ -98,6 +105,14 @@ class EnergyLoss:
     """
 
     name = "EnergyLoss"
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
+        """The ``(model_trace, guide_trace)`` pair (no particles are drawn)."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        return model_trace, guide_trace
 
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any

@@ -71,6 +71,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         sampler: EnergySampler | None = None,
         energy_reg: float = 0.0,
     ) -> None:
+        super().__init__()
         self.k = check_positive_int("k", k)
         if not isinstance(persistent, bool):
             raise TypeError(f"persistent must be a bool, got {type(persistent).__name__}")

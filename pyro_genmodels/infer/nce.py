@@ -52,6 +52,7 @@ class NCELoss(EnergyLoss):
     name = "NCELoss"
 
     def __init__(self, noise: Distribution, noise_ratio: int = 1) -> None:
+        super().__init__()
         if not isinstance(noise, torch.distributions.Distribution):
             raise TypeError(f"noise must be a torch/Pyro distribution, got {type(noise).__name__}")
         if noise.batch_shape != torch.Size():

@@ -92,6 +92,8 @@ class LangevinSampler(EnergySampler):
         noise_scale: ``s``; default ``√(2η)``.
         adjust: Metropolis-adjust (MALA).
         clamp: ``(low, high)`` or None.
+        init_loc, init_scale: fresh chains start at ``init_loc + init_scale · N(0, I)``
+            (floats or tensors broadcastable to the event shape).
 
     After :meth:`run` with ``adjust=True``, ``accept_rate`` holds the mean acceptance.
 
@@ -118,8 +120,11 @@ class LangevinSampler(EnergySampler):
         noise_scale: float | None = None,
         adjust: bool = False,
         clamp: Sequence[float] | None = None,
+        init_loc: torch.Tensor | float = 0.0,
+        init_scale: torch.Tensor | float = 1.0,
     ) -> None:
         self.step_size = _check_positive_float("step_size", step_size)
+        self.init_loc, self.init_scale = init_loc, init_scale
         self.num_steps = check_positive_int("num_steps", num_steps)
         if noise_scale is not None and not isinstance(noise_scale, bool):
             if isinstance(noise_scale, int | float) and noise_scale == 0:
@@ -141,6 +146,15 @@ class LangevinSampler(EnergySampler):
         if adjust and self.clamp is not None:
             raise ValueError("clamp cannot be combined with adjust=True (MALA)")
         self.accept_rate: float | None = None
+
+    def init(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
+        """Fresh chains ``init_loc + init_scale · ε`` (clamped to the box when given)."""
+        x = super().init(dist, sample_shape)
+        if dist.support.is_discrete:
+            return x
+        loc, scale = torch.as_tensor(self.init_loc).to(x), torch.as_tensor(self.init_scale).to(x)
+        x = loc + scale * x
+        return x.clamp(*self.clamp) if self.clamp is not None else x
 
     def step(self, energy_fn: Any, x: torch.Tensor, step_size: float | None = None) -> torch.Tensor:
         """One transition of every chain in ``x`` under energy ``energy_fn(x) -> (*chains)``."""

@@ -79,6 +79,7 @@ class ScoreMatchingLoss(EnergyLoss):
         num_projections: int = 1,
         projection: str = "rademacher",
     ) -> None:
+        super().__init__()
         if not isinstance(method, str):
             raise TypeError(f"method must be a str, got {type(method).__name__}")
         if method not in METHODS:
