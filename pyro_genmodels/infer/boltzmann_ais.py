@@ -149,9 +149,13 @@ class BoltzmannAnnealingPath(AnnealingPath):
         if self.sigma is None:
             v = torch.bernoulli(torch.sigmoid(self.base).expand(num_chains, -1))
         else:
-            v = self.biases[0] + self.sigma * torch.randn(num_chains, self.sizes[0]).to(like)
+            v = self.biases[0] + self.sigma * torch.randn(
+                num_chains, self.sizes[0], dtype=like.dtype, device=like.device
+            )
         hidden = [
-            torch.bernoulli(torch.full((num_chains, self.sizes[l]), 0.5).to(like))
+            torch.bernoulli(
+                torch.full((num_chains, self.sizes[l]), 0.5, dtype=like.dtype, device=like.device)
+            )
             for l in self.even[1:]
         ]
         return torch.cat([v, *hidden], dim=-1)

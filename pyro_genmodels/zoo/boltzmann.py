@@ -65,7 +65,8 @@ def _rbm(
     )
 
     def sample(n: int) -> torch.Tensor:
-        return rbm.distribution(log_normalizer=torch.zeros(()), num_steps=gibbs_steps).sample((n,))
+        d = rbm.distribution(log_normalizer=train.new_zeros(()), num_steps=gibbs_steps)  # no log Z
+        return d.sample((n,))
 
     def score(num_samples: int) -> dict:
         result, name = _ais(rbm, data, ais_chains, ais_steps)
