@@ -46,7 +46,7 @@ def _rbm(
     hidden: int = 100,
     k: int = 1,
     persistent: bool = False,
-    chains: int = 100,
+    chains: int = 1000,
     ais_chains: int = 100,
     ais_steps: int = 14500,
     gibbs_steps: int = 1000,
@@ -131,7 +131,7 @@ for _entry in [
     ZooEntry(
         "rbm-pcd",
         "boltzmann",
-        "RBM, 100 hidden units, persistent CD (100 chains)",
+        "RBM, 100 hidden units, persistent CD (1000 chains)",
         _rbm,
         {"k": 1, "persistent": True},
     ),
