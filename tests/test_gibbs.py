@@ -47,12 +47,12 @@ def test_block_gibbs_mcmc_matches_the_exact_joint(device):
 
 def test_block_gibbs_num_chains_and_arviz(device):
     dbm = pgm.models.DBM([4, 3, 2]).to(device)
-    mcmc = pyro.infer.MCMC(
-        pgm.infer.BlockGibbs(dbm, batch_size=2), num_samples=6, warmup_steps=2, num_chains=2,
-        disable_progbar=True,
-    )  # fmt: skip
+    kernel = pgm.infer.BlockGibbs(dbm, batch_size=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # chains drawn sequentially on few CPUs
+        mcmc = pyro.infer.MCMC(
+            kernel, num_samples=6, warmup_steps=2, num_chains=2, disable_progbar=True
+        )
         mcmc.run()
     samples = mcmc.get_samples(group_by_chain=True)
     assert {k: tuple(v.shape) for k, v in samples.items()} == {
