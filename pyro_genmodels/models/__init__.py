@@ -8,14 +8,15 @@ site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
 - :class:`CVAE`, conditioned on labels or context vectors;
 - :class:`SSVAE`, the semi-supervised M2 model (enumerated labels);
 - :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``;
-- :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood);
+- :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood),
+  whose :class:`FlowDistribution` is the density at the site;
 - :class:`RBM` and :class:`DBM`, Boltzmann machines (observed site ``"v"``).
 """
 
 from pyro_genmodels.models.boltzmann import RBM
 from pyro_genmodels.models.cvae import CVAE
 from pyro_genmodels.models.dbm import DBM
-from pyro_genmodels.models.flow import FlowDensity
+from pyro_genmodels.models.flow import FlowDensity, FlowDistribution
 from pyro_genmodels.models.schedules import KLAnnealing
 from pyro_genmodels.models.ssvae import SSVAE
 from pyro_genmodels.models.vae import VAE
@@ -26,6 +27,7 @@ __all__ = [
     "RBM",
     "CVAE",
     "FlowDensity",
+    "FlowDistribution",
     "SSVAE",
     "VAE",
     "WAE",
