@@ -252,10 +252,19 @@ def test_bad_inputs_get_clear_errors(device):
     wrong = energy_model(Wrapped(lambda v: v))  # (N, 2) instead of (N,)
     with pytest.raises(ValueError, match="energy must return shape"):
         ScoreMatchingLoss("sliced").loss(wrong, no_guide, x)
-    # energy returning non-finite values (validation on)
-    bad = energy_model(Wrapped(lambda v: energy(v) / 0.0))
+    # energy returning non-finite values: log_prob says so; in training fit's guard stops
+    bad = Wrapped(lambda v: energy(v) / 0.0)
     with pyro.validation_enabled(True), pytest.raises(ValueError, match="non-finite"):
-        ContrastiveDivergenceLoss().loss(bad, no_guide, x)
+        EnergyDistribution(bad, (2,)).log_prob(x)
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        pgm.fit(
+            energy_model(bad),
+            no_guide,
+            x,
+            loss=ContrastiveDivergenceLoss(),
+            epochs=1,
+            progress=False,
+        )
 
     # a latent site, a guide with sites, no energy site
     def latent_model(x):

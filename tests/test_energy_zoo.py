@@ -82,3 +82,13 @@ def test_pcd_entry_resumes_exactly(tmp_path):
     assert torch.equal(setup.loss.state_dict()["buffer.x"], buffer)
     for name, value in pyro.get_param_store().items():
         assert torch.equal(value.detach(), params[name]), name
+
+
+def test_digits_entry_reports_pixel_space_nll():
+    data = pgm.data.load("digits")
+    small = Dataset("digits", data.train[:128], data.test[:32], image_shape=(1, 8, 8))
+    setup = build("ebm-pcd", small, **SMALL)
+    pgm.fit(setup.model, setup.guide, setup.train, loss=setup.loss, epochs=1, progress=False)
+    scores = evaluate(setup)
+    assert "pixel space [0, 17)" in scores["estimator"] and math.isfinite(scores["test_nll_nats"])
+    assert setup.sample(4).shape == (4, 64)

@@ -97,7 +97,9 @@ def energy_args(device):
 
 
 def score_args(device):
-    """As energy_args, without the output bias: score matching is blind to E's additive constant."""
+    """As energy_args without the output bias: E's additive constant is invisible to score
+    matching and to CD without an energy penalty (E(x+) - E(x-) cancels it).
+    """
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(2, 4), nn.Softplus(), nn.Linear(4, 1, bias=False))
     return torch.randn(8, 2, device=device).double(), net.to(device).double()
@@ -191,7 +193,7 @@ REGISTRY = [
         lambda: pgm.infer.ContrastiveDivergenceLoss(k=2, sampler=_langevin()),
         energy_model,
         energy_guide,
-        energy_args,
+        score_args,
     ),
     (
         lambda: pgm.infer.ContrastiveDivergenceLoss(persistent=True, buffer_size=4, energy_reg=0.1),

@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.util import is_validation_enabled
+
+_CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
+
+
+@contextlib.contextmanager
+def unchecked_energies() -> Iterator[None]:
+    """Inside, ``energy_of`` lets non-finite energies through (no ``ValueError``).
+
+    The training losses use it so that a diverging energy yields a non-finite loss
+    that reaches ``pgm.fit``'s guard (which keeps the last good state) rather than
+    an error in the middle of a step.
+    """
+    token = _CHECK_FINITE.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE.reset(token)
 
 
 def _factory_kwargs(*candidates: Any) -> dict[str, Any]:
@@ -199,7 +218,8 @@ class EnergyDistribution(TorchDistribution):
                 f"energy must return shape {tuple(lead)} or {tuple(lead) + (1,)} for inputs "
                 f"of shape {tuple(x.shape)}, got shape {tuple(out.shape)}"
             )
-        if is_validation_enabled() and not torch.isfinite(out).all():
+        check = is_validation_enabled() and _CHECK_FINITE.get()
+        if check and not torch.isfinite(out).all():
             raise ValueError(
                 f"energy returned non-finite values ({int((~torch.isfinite(out)).sum())} of "
                 f"{out.numel()}); check the network and its inputs"

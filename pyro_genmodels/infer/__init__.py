@@ -50,7 +50,11 @@ LOSSES = (
     DBMLoss,
 )
 
+#: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
+KERNELS = (Langevin,)
+
 __all__ = [
+    "KERNELS",
     "AISResult",
     "AnnealingPath",
     "ContrastiveDivergenceLoss",

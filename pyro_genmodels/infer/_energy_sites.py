@@ -12,7 +12,7 @@ from pyro.infer.util import torch_item
 from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
-from pyro_genmodels.distributions.energy import EnergyDistribution
+from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
 
 
 def _base(fn: Any) -> Any:
@@ -62,7 +62,8 @@ def energy_sites(
             dist = site["fn"]
         else:
             dist = base.expand(site["fn"].batch_shape)  # type: ignore[attr-defined]
-        value, event = site["value"], dist.event_shape
+        value: Any = site["value"]
+        event = dist.event_shape
         if value.dim() < len(event) or value.shape[value.dim() - len(event) :] != event:
             raise ValueError(
                 f"site {name!r}: EnergyDistribution expects x of shape (*, "
@@ -101,7 +102,9 @@ class EnergyLoss(ELBO):
     """Shared ``loss``/``differentiable_loss``/``loss_and_grads`` over ``_differentiable_loss``.
 
     Subclasses implement ``_differentiable_loss(model, guide, *args, **kwargs) -> Tensor``
-    (a scalar summed over datapoints) and set ``name``.
+    (a scalar summed over datapoints) and set ``name``. Energies are not checked for
+    finiteness inside a loss: a non-finite value makes a non-finite loss, which
+    ``pgm.fit``'s guard reports (``FloatingPointError``, last good state kept).
     """
 
     name = "EnergyLoss"
@@ -123,19 +126,22 @@ class EnergyLoss(ELBO):
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """The loss as a scalar tensor to differentiate."""
-        loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
         warn_if_nan(loss, "loss")
         return loss
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float (no gradients)."""
-        loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
         warn_if_nan(loss, "loss")
         return torch_item(loss)
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients are accumulated on the parameters by ``backward``."""
-        loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
         warn_if_nan(loss, "loss")
         if loss.requires_grad:
             loss.backward()

@@ -31,7 +31,11 @@ class AISResult(NamedTuple):
 
 
 class AnnealingPath:
-    """Protocol of an annealing path ``f_β``, ``f_0`` a normalized-able base, ``f_1`` the target."""
+    """A path ``f_β``, ``β ∈ [0, 1]``: ``f_0`` a base with exact draws, ``f_1`` the target.
+
+    :func:`run_ais` uses only these four methods; :class:`EnergyAnnealingPath` is the
+    geometric path of an ``EnergyDistribution``.
+    """
 
     def init(self, num_chains: int) -> torch.Tensor:
         """Exact draws ``(num_chains, *event)`` from the normalized base ``f_0 / Z_0``."""
@@ -62,6 +66,13 @@ class EnergyAnnealingPath(AnnealingPath):
         adapt_step_size: multiply ``η`` by ``exp(acceptance − 0.57)`` after every
             temperature (faster mixing; the moves then depend on the other chains,
             so ``Ẑ`` is consistent but no longer exactly unbiased).
+
+    Example:
+        >>> d = EnergyDistribution(lambda x: 0.5 * (x**2).sum(-1), (2,))
+        >>> path = EnergyAnnealingPath(d, base_scale=2.0)
+        >>> x = path.init(5)
+        >>> x.shape, path.log_density(x, 0.5).shape, path.transition(x, 0.5).shape
+        (torch.Size([5, 2]), torch.Size([5]), torch.Size([5, 2]))
     """
 
     def __init__(

@@ -46,6 +46,15 @@ class EnergySampler:
 
     Attributes:
         num_steps: default number of transitions for :meth:`sample`.
+
+    Example (an exact sampler for a unit-Gaussian energy: one transition is a fresh draw):
+        >>> from pyro_genmodels.distributions import EnergyDistribution
+        >>> class Exact(EnergySampler):
+        ...     def run(self, dist, x, num_steps=None):
+        ...         return torch.randn_like(x)
+        >>> d = EnergyDistribution(lambda x: 0.5 * (x**2).sum(-1), (3,))
+        >>> Exact().sample(d, (4,)).shape
+        torch.Size([4, 3])
     """
 
     num_steps: int = 1

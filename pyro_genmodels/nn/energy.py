@@ -36,6 +36,9 @@ class EnergyMLP(nn.Module):
         Du & Mordatch, "Implicit Generation and Generalization in Energy-Based Models", 2019.
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(
         self,
         dim: int,

@@ -12,6 +12,7 @@ the energy distance between Langevin (MALA) samples and the test split.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -60,13 +61,14 @@ def _energy_setup(
     if data.binarized:
         raise ValueError("energy zoo entries need continuous data (binarize=False)")
     train, test = data.train, data.test
-    kw = {"dtype": train.dtype, "device": train.device}
+    kw: dict[str, Any] = {"dtype": train.dtype, "device": train.device}
     dim = data.num_dims
     loc, scale = train.mean(0), train.std(0).clamp_min(1e-3)
-    net = nn.Module()
-    net.energy = EnergyMLP(dim, [hidden, hidden], loc, scale, confine=confine).to(**kw)
-    if objective == "nce":
-        net.log_z = nn.Parameter(torch.zeros((), **kw))
+    energy = EnergyMLP(dim, [hidden, hidden], loc, scale, confine=confine).to(**kw)
+    net = nn.ModuleDict({"energy": energy})
+    log_z = nn.Parameter(torch.zeros((), **kw)) if objective == "nce" else None
+    if log_z is not None:
+        net.register_parameter("log_z", log_z)
     step = _sampler_steps(float(scale.mean()))
     bounded = data.name in LEVELS
     clamp = (0.0, 1.0) if bounded else None
@@ -74,14 +76,14 @@ def _energy_setup(
 
     def model(x: torch.Tensor) -> None:
         pyro.module("ebm", net)
-        log_z = net.log_z if objective == "nce" else None
         with pyro.plate("data", x.shape[0]):
-            d = EnergyDistribution(net.energy, (dim,), log_normalizer=log_z, sampler=train_sampler)
+            d = EnergyDistribution(energy, (dim,), log_normalizer=log_z, sampler=train_sampler)
             pyro.sample("x", d, obs=x)
 
     def guide(x: torch.Tensor) -> None:
         pass
 
+    loss: Any
     if objective == "pcd":
         loss = ContrastiveDivergenceLoss(
             k=k, persistent=True, buffer_size=buffer_size, energy_reg=energy_reg
@@ -94,7 +96,7 @@ def _energy_setup(
         noise = dist.Normal(loc, 1.5 * scale).to_event(1)
         loss = NCELoss(noise, noise_ratio=4)
 
-    target = EnergyDistribution(net.energy, (dim,))
+    target = EnergyDistribution(energy, (dim,))
     pixel_shift = dim * math.log(LEVELS[data.name]) if bounded else 0.0
 
     def sample(n: int) -> torch.Tensor:
