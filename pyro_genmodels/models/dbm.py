@@ -193,8 +193,9 @@ class DBM(LayeredBoltzmann, PyroModule):
     ) -> list[Any]:
         """Greedy layer-wise pretraining by a stack of CD-1 RBMs (Salakhutdinov & Hinton 2009):
         RBM ``l`` learns the mean activations of layer ``l-1``; the weights of layers with two
-        neighbours are halved when copied in (each is driven from both sides in the DBM).
-        Returns the training histories."""
+        neighbours are halved when copied in (each is driven from both sides in the DBM). The
+        paper's doubled bottom-up/top-down inputs of the first and last RBM are not used.
+        Clears the param store (call it before ``fit``). Returns the training histories."""
         from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
         from pyro_genmodels.models.boltzmann import RBM
         from pyro_genmodels.train import fit
@@ -204,19 +205,18 @@ class DBM(LayeredBoltzmann, PyroModule):
         for l in range(1, L + 1):
             rbm = RBM(self.layer_sizes[l - 1], self.layer_sizes[l]).to(data)
             inputs = torch.bernoulli(x) if l > 1 else x
-            pyro.clear_param_store()
-            if True:
-                hist = fit(
-                    rbm.model,
-                    rbm.guide,
-                    inputs,
-                    loss=ContrastiveDivergenceLoss(k=1),
-                    optim=rbm.sgd(lr=lr, momentum=0.5, weight_decay=2e-4, batch_size=batch_size),
-                    epochs=epochs,
-                    batch_size=batch_size,
-                    seed=seed + l,
-                    progress=False,
-                )
+            pyro.clear_param_store()  # each RBM's parameters ("W", ...) start afresh
+            hist = fit(
+                rbm.model,
+                rbm.guide,
+                inputs,
+                loss=ContrastiveDivergenceLoss(k=1),
+                optim=rbm.sgd(lr=lr, momentum=0.5, weight_decay=2e-4, batch_size=batch_size),
+                epochs=epochs,
+                batch_size=batch_size,
+                seed=seed + l,
+                progress=False,
+            )
             histories.append(hist)
             scale = 1.0 if l in (1, L) else 0.5
             with torch.no_grad():
