@@ -51,7 +51,7 @@ LOSSES = (
 )
 
 #: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
-KERNELS = (Langevin,)
+KERNELS = (Langevin, BlockGibbs, DiscreteGibbs)
 
 __all__ = [
     "KERNELS",

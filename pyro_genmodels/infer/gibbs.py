@@ -105,6 +105,9 @@ class DiscreteGibbs(MCMCKernel):
     model's log joint at every value ``k`` of the site's ``enumerate_support``. A sweep costs
     ``Σ_sites (#elements × #values)`` model evaluations: meant for small discrete models.
 
+    Draws of integer-valued sites (``Categorical``) come back as floats, since Pyro's MCMC
+    diagnostics and ArviZ need floating samples; the model always sees its own dtype.
+
     Args:
         model: a Pyro model; its latent sites need ``fn.has_enumerate_support``.
 
@@ -124,6 +127,7 @@ class DiscreteGibbs(MCMCKernel):
         self.transforms: dict = {}
         self._initial_params: dict[str, torch.Tensor] | None = None
         self._sites: dict[str, Any] = {}
+        self._dtypes: dict[str, torch.dtype] = {}
         self._t = 0
 
     def _log_joint(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -146,10 +150,17 @@ class DiscreteGibbs(MCMCKernel):
                 )
             event_dim = len(fn.event_shape)
             self._sites[name] = (fn.enumerate_support(expand=False), event_dim)
+            self._dtypes[name] = site["value"].dtype  # type: ignore[union-attr]
         if not self._sites:
             raise ValueError("DiscreteGibbs found no latent sample site in the model")
         if self._initial_params is None:
-            self._initial_params = {k: trace.nodes[k]["value"].detach() for k in self._sites}  # type: ignore[union-attr]
+            values = {k: trace.nodes[k]["value"].detach() for k in self._sites}  # type: ignore[union-attr]
+            self._initial_params = self._floating(values)
+
+    @staticmethod
+    def _floating(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        dtype = torch.get_default_dtype()
+        return {k: v if v.is_floating_point() else v.to(dtype) for k, v in values.items()}
 
     @property
     def initial_params(self) -> dict[str, torch.Tensor] | None:
@@ -164,7 +175,7 @@ class DiscreteGibbs(MCMCKernel):
 
     @torch.no_grad()
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        values = {k: v.clone() for k, v in params.items()}
+        values = {k: v.to(self._dtypes[k], copy=True) for k, v in params.items()}
         for name, (support, event_dim) in self._sites.items():
             value = values[name]
             batch_shape = value.shape[: value.dim() - event_dim]
@@ -179,7 +190,7 @@ class DiscreteGibbs(MCMCKernel):
                 pick = torch.distributions.Categorical(logits=torch.stack(logits)).sample()
                 value[index] = choices[pick]
         self._t += 1
-        return values
+        return self._floating(values)
 
     def logging(self) -> OrderedDict:
         return OrderedDict(sweeps=self._t)
