@@ -143,9 +143,16 @@ class EnergyDistribution(TorchDistribution):
             batch_shape = torch.broadcast_shapes(batch_shape, log_normalizer.shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    @constraints.dependent_property
     def support(self) -> constraints.Constraint:
         return self._support
+
+    @classmethod
+    def infer_shapes(cls, **arg_shapes: Any) -> Any:
+        """Not inferable: the event shape is a constructor argument, not a parameter's shape."""
+        raise NotImplementedError(
+            "EnergyDistribution takes its event_shape as an argument; it cannot be inferred"
+        )
 
     @property
     def normalized(self) -> bool:
@@ -203,10 +210,17 @@ class EnergyDistribution(TorchDistribution):
                 f"got shape {tuple(x.shape)}"
             )
         lead = x.shape[: x.dim() - event_dim]
+        try:
+            full = torch.broadcast_shapes(lead, self.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"x of shape {tuple(x.shape)} does not broadcast against the batch shape "
+                f"{tuple(self.batch_shape)} (event shape {tuple(self.event_shape)})"
+            ) from None
         if self.context is None:
             out = self.energy(x)
         else:
-            lead = torch.broadcast_shapes(lead, self.context.shape[:-1])
+            lead = full
             x = x.expand(lead + self.event_shape)
             out = self.energy(x, self.context.expand(lead + self.context.shape[-1:]))
         if not isinstance(out, torch.Tensor):
@@ -224,11 +238,11 @@ class EnergyDistribution(TorchDistribution):
                 f"energy returned non-finite values ({int((~torch.isfinite(out)).sum())} of "
                 f"{out.numel()}); check the network and its inputs"
             )
-        return out
+        return out.expand(full) if out.shape != full else out
 
     def unnormalized_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``-E(x)``, shape ``sample_shape + batch_shape``."""
-        if self._validate_args:
+        if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
             self._validate_sample(x)
         return -self.energy_of(x)
 

@@ -26,10 +26,6 @@ LEVELS = {"digits": 17, "mnist5k": 256}
 OBJECTIVES = ("pcd", "dsm", "ssm", "nce")
 
 
-def _sampler_steps(scale: float) -> float:
-    """A Langevin step size for data of per-dimension scale ``scale``."""
-    return 0.01 * scale**2
-
 
 def _energy_setup(
     data: Dataset,
@@ -43,7 +39,8 @@ def _energy_setup(
     ais_chains: int = 100,
     ais_betas: int = 1000,
     sample_steps: int = 500,
-    confine: float = 4.0,
+    confine: float = 2.0,
+    step_factor: float = 0.01,
 ) -> Setup:
     from pyro_genmodels.diagnostics import energy_distance
     from pyro_genmodels.distributions import EnergyDistribution
@@ -69,7 +66,7 @@ def _energy_setup(
     log_z = nn.Parameter(torch.zeros((), **kw)) if objective == "nce" else None
     if log_z is not None:
         net.register_parameter("log_z", log_z)
-    step = _sampler_steps(float(scale.mean()))
+    step = step_factor * float(scale.mean()) ** 2  # Langevin step for the data's scale
     bounded = data.name in LEVELS
     clamp = (0.0, 1.0) if bounded else None
     train_sampler = LangevinSampler(step, k, clamp=clamp, init_loc=loc, init_scale=scale)
