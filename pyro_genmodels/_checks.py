@@ -207,6 +207,44 @@ def check_image_shape(
     return shape
 
 
+def check_cache_size(cache_size: Any) -> int:
+    """``cache_size`` if it is 0 or 1 (the sizes torch's ``Transform`` cache takes).
+
+    >>> check_cache_size(1)
+    1
+    """
+    if not _is_int(cache_size):
+        raise TypeError(
+            f"cache_size must be 0 or 1, got {type(cache_size).__name__} {cache_size!r}"
+        )
+    if cache_size not in (0, 1):
+        raise ValueError(f"cache_size must be 0 or 1, got {cache_size!r}")
+    return int(cache_size)
+
+
+def check_event(x: Any, name: str, event_shape: Sequence[int]) -> None:
+    """Raises unless ``x`` is a tensor whose rightmost dims equal ``event_shape``.
+
+    >>> check_event(torch.zeros(2, 3), "x", (4,))
+    Traceback (most recent call last):
+    ...
+    ValueError: x must have shape (*, 4), got (2, 3)
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    k = len(event_shape)
+    if x.dim() < k or tuple(x.shape[x.dim() - k :]) != tuple(event_shape):
+        shape = ", ".join(str(s) for s in event_shape)
+        raise ValueError(f"{name} must have shape (*, {shape}), got {tuple(x.shape)}")
+
+
+def check_context(context: Any) -> torch.Tensor:
+    """``context`` if it is a tensor (its shape is checked by the network that reads it)."""
+    if not isinstance(context, torch.Tensor):
+        raise TypeError(f"context must be a torch.Tensor, got {type(context).__name__}")
+    return context
+
+
 def check_finite(x: torch.Tensor, name: str) -> None:
     """Raises a ``ValueError`` naming ``name`` and the count of NaN/inf values in ``x``.
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyro_genmodels as pgm
-from pyro_genmodels import _checks
+from pyro_genmodels import _checks, flows
 from pyro_genmodels.infer import (
     GANLoss,
     IWAELoss,
@@ -48,6 +48,15 @@ INT_ARGUMENTS = [
     ),
     pytest.param("z_dim", lambda v: LatentKernel(v), id="LatentKernel.z_dim"),
     pytest.param("dim", lambda v: FlowDensity(v), id="FlowDensity.dim"),
+    pytest.param("num_layers", lambda v: FlowDensity(2, num_layers=v), id="FlowDensity.num_layers"),
+    pytest.param(
+        "hidden_dims[0]", lambda v: flows.realnvp(4, hidden_dims=[v]), id="realnvp.hidden"
+    ),
+    pytest.param("num_layers", lambda v: flows.maf(4, num_layers=v), id="maf.num_layers"),
+    pytest.param("cache_size", lambda v: flows.maf(4, cache_size=v), id="maf.cache_size"),
+    pytest.param(
+        "image_shape[1]", lambda v: flows.glow(16, image_shape=(1, v, 4)), id="glow.image"
+    ),
     pytest.param("in_dim", lambda v: MLP(v, [2], 2), id="MLP.in_dim"),
     pytest.param("hidden_dims[0]", lambda v: MLP(2, [v], 2), id="MLP.hidden_dims"),
     pytest.param(

@@ -21,7 +21,7 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDe
 from torch import nn
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_cache_size, check_int
+from pyro_genmodels._checks import check_cache_size, check_int
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, set_cache_size
 

@@ -7,7 +7,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
-from pyro_genmodels.flows._checks import check_cache_size, check_event, check_int
+from pyro_genmodels._checks import check_cache_size, check_event, check_int
 
 
 class ActNorm(TransformModule):

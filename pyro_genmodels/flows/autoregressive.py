@@ -24,7 +24,7 @@ from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffin
 from pyro.distributions.util import copy_docs_from
 from pyro.nn.auto_reg_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 
-from pyro_genmodels.flows._checks import check_context, check_event, check_positive_float
+from pyro_genmodels._checks import check_context, check_event, check_positive_float
 from pyro_genmodels.flows.coupling import soft_clamp
 
 

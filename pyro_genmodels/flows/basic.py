@@ -11,7 +11,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_cache_size
+from pyro_genmodels._checks import check_cache_size
 
 
 class Inverse(TransformModule):

@@ -22,6 +22,7 @@ import torch  # noqa: F401 (doctests)
 from pyro.distributions import transforms as T
 from torch.distributions import Transform
 
+from pyro_genmodels._checks import check_hidden_dims, check_int, check_positive_float
 from pyro_genmodels.flows._assembly import (
     Flow,
     arn,
@@ -33,7 +34,6 @@ from pyro_genmodels.flows._assembly import (
     dense,
     norm_layers,
 )
-from pyro_genmodels.flows._checks import check_hidden, check_int, check_positive_float
 from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
     MaskedAffineAutoregressive,
@@ -82,7 +82,7 @@ def nice(
         Y. Bengio, 2015.
     """
     check_args(input_dim, num_layers, context_dim, 2)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     cls = AdditiveCoupling if context_dim is None else ConditionalAdditiveCoupling
 
     def layer(d: int) -> list[Transform]:
@@ -116,7 +116,7 @@ def realnvp(
         Density estimation using Real NVP. L. Dinh, J. Sohl-Dickstein, S. Bengio, 2017.
     """
     check_args(input_dim, num_layers, context_dim, 2)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     norm_layers(norm, input_dim)
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
 
@@ -137,7 +137,7 @@ def _autoregressive(
     inverse: bool,
     cache_size: int,
 ) -> Flow:
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     parts: list[Transform] = []
     for i in range(num_layers):
         net = arn(input_dim, context_dim, hidden, [1, 1], i)
@@ -205,7 +205,7 @@ def _residual(name, layer, conditional, input_dim, num_layers, hidden_dims, cont
     check_own_samples_cache(name, cache)
     if context_dim is None:
         return compose([layer(input_dim) for _ in range(num_layers)], None, cache)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     parts = [conditional(input_dim, context_dim, hidden) for _ in range(num_layers)]
     return compose(parts, context_dim, cache)
 
@@ -293,7 +293,7 @@ def sylvester(
     if context_dim is None:
         parts = [Sylvester(input_dim, num_householder) for _ in range(num_layers)]
         return compose(parts, None, cache_size)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     parts = [
         ConditionalSylvester.build(input_dim, context_dim, hidden, num_householder)
         for _ in range(num_layers)
@@ -348,7 +348,7 @@ def spline(
     check_args(input_dim, num_layers, context_dim, 2 if kind == "coupling" else 1)
     check_int("count_bins", count_bins, 2)
     check_positive_float("bound", bound)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     if kind == "coupling":
         layer = partial(_spline_coupling, input_dim, context_dim, hidden, count_bins, bound)
         parts = couplings(input_dim, num_layers, mask, layer)

@@ -25,11 +25,11 @@ from pyro.distributions.transforms import ConditionalSpline, Spline, SplineCoupl
 from pyro.nn import ConditionalDenseNN, DenseNN
 from torch import nn
 
-from pyro_genmodels.flows._checks import (
+from pyro_genmodels._checks import (
     check_cache_size,
     check_context,
     check_event,
-    check_hidden,
+    check_hidden_dims,
     check_int,
     check_positive_float,
 )
@@ -394,7 +394,7 @@ def additive_coupling(
     2
     """
     d = _default_split(input_dim, split_dim)
-    hidden = check_hidden(hidden_dims, [10 * input_dim])
+    hidden = list(check_hidden_dims(hidden_dims, [10 * input_dim]))
     return AdditiveCoupling(d, DenseNN(d, hidden, [input_dim - d]))
 
 
@@ -406,7 +406,7 @@ def conditional_additive_coupling(
 ) -> ConditionalAdditiveCoupling:
     """A :class:`ConditionalAdditiveCoupling` with a ``ConditionalDenseNN`` shift."""
     d = _default_split(input_dim, split_dim)
-    hidden = check_hidden(hidden_dims, [10 * input_dim])
+    hidden = list(check_hidden_dims(hidden_dims, [10 * input_dim]))
     net = ConditionalDenseNN(d, check_int("context_dim", context_dim), hidden, [input_dim - d])
     return ConditionalAdditiveCoupling(d, net)
 
@@ -422,7 +422,7 @@ def conditional_spline_coupling(
 ) -> ConditionalSplineCoupling:
     """A :class:`ConditionalSplineCoupling` with a ``ConditionalDenseNN`` hypernet."""
     d = _default_split(input_dim, split_dim)
-    hidden = check_hidden(hidden_dims, [10 * input_dim, 10 * input_dim])
+    hidden = list(check_hidden_dims(hidden_dims, [10 * input_dim, 10 * input_dim]))
     check_int("count_bins", count_bins, 2)
     dims = _spline_param_dims(input_dim - d, count_bins, order)
     net = ConditionalDenseNN(d, check_int("context_dim", context_dim), hidden, dims)

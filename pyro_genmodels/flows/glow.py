@@ -16,7 +16,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -25,6 +24,7 @@ from torch import nn
 from torch.distributions import Transform
 from torch.distributions.transforms import ReshapeTransform
 
+from pyro_genmodels._checks import check_hidden_dims, check_image_shape, check_int
 from pyro_genmodels.flows._assembly import (
     Compose,
     Flow,
@@ -33,7 +33,6 @@ from pyro_genmodels.flows._assembly import (
     default_hidden,
     dense,
 )
-from pyro_genmodels.flows._checks import check_hidden, check_int
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.coupling import AffineCoupling, ConditionalAffineCoupling
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
@@ -127,17 +126,13 @@ def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, co
 
 
 def _check_image(image_shape: object, input_dim: int, scales: int) -> tuple[int, int, int]:
-    shape = tuple(image_shape)  # type: ignore[arg-type]
-    if len(shape) != 3 or math.prod(shape) != input_dim:
+    c, h, w = check_image_shape(image_shape, size=input_dim)
+    if h % 2**scales or w % 2**scales:
         raise ValueError(
-            f"image_shape must be (C, H, W) with C*H*W == input_dim == {input_dim}, "
-            f"got {image_shape!r}"
+            f"image_shape's H and W must be divisible by 2**num_scales = {2**scales}, "
+            f"got {(c, h, w)}"
         )
-    if shape[1] % 2**scales or shape[2] % 2**scales:
-        raise ValueError(
-            f"image_shape's H and W must be divisible by 2**num_scales = {2**scales}, got {shape}"
-        )
-    return shape  # type: ignore[return-value]
+    return c, h, w
 
 
 def glow(
@@ -168,7 +163,7 @@ def glow(
         P. Dhariwal, 2018.
     """
     check_args(input_dim, num_layers, context_dim, 2)
-    hidden = check_hidden(hidden_dims, default_hidden(input_dim))
+    hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     if image_shape is None:
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
         return compose(parts, context_dim, cache_size)

@@ -14,7 +14,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_cache_size, check_context, check_event, check_int
+from pyro_genmodels._checks import check_cache_size, check_context, check_event, check_int
 
 
 class Squeeze(Transform):

@@ -23,7 +23,7 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 
-from pyro_genmodels.flows._checks import (
+from pyro_genmodels._checks import (
     check_cache_size,
     check_context,
     check_event,

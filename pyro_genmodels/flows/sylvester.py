@@ -25,7 +25,7 @@ from pyro.nn import DenseNN
 from torch import nn
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_context, check_event, check_int
+from pyro_genmodels._checks import check_context, check_event, check_int
 
 
 def householder_product(v: torch.Tensor) -> torch.Tensor:
