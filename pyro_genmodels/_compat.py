@@ -122,11 +122,13 @@ def clear_transform_cache(t: Transform) -> None:
 
 
 def set_transform_cache_size(t: Transform, cache_size: int) -> None:
-    """Sets ``t``'s cache size in place (``_cache_size``) and empties its cache
-    (``_cached_x_y``); an inverse made earlier (``_inv``) is kept when ``t`` holds it itself
-    and dropped when only a weak reference remains (older torch), so it is made anew."""
+    """Sets ``t``'s cache size in place (``_cache_size``), creating the cache slot
+    (``_cached_x_y``) if ``t`` was built without one; an inverse made earlier (``_inv``) is
+    kept when ``t`` holds it itself and dropped when only a weak reference remains (older
+    torch), so that it is made anew."""
     t._cache_size = cache_size
-    t._cached_x_y = None, None
+    if not hasattr(t, "_cached_x_y"):
+        t._cached_x_y = None, None
     if not isinstance(t._inv, Transform):
         t._inv = None
 

@@ -113,8 +113,11 @@ def test_set_transform_cache_size_and_inverses():
     y = t(x)
     assert _compat.transform_cached_x_y(t) == (x, y)
     _compat.set_transform_cache_size(t, 0)
-    assert _compat.transform_cached_x_y(t) == (None, None)
+    assert _compat.transform_cache_size(t) == 0
     assert t(x) is not y  # recomputed, not the remembered output
+    plain = ExpTransform()  # built with cache_size=0: torch makes no cache slot
+    _compat.set_transform_cache_size(plain, 1)
+    assert _compat.transform_cached_x_y(plain) == (None, None)
 
 
 def test_masked_distribution_mask():

@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributions import Transform
 
 from pyro_genmodels._checks import check_cache_size, check_int
+from pyro_genmodels._compat import transform_cache_size
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, set_cache_size
 
@@ -74,7 +75,7 @@ class ConditionalCompose(ConditionalComposeTransformModule):
 
     def condition(self, context: torch.Tensor) -> ComposeTransformModule:
         parts = [t.condition(context) for t in self.transforms]
-        return set_cache_size(Compose(parts), self._cache_size)
+        return set_cache_size(Compose(parts), transform_cache_size(self))
 
 
 def compose(parts: list, context_dim: int | None, cache_size: int = 1) -> Flow:

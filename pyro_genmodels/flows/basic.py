@@ -12,6 +12,12 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
 from pyro_genmodels._checks import check_cache_size
+from pyro_genmodels._compat import (
+    clear_transform_cache,
+    set_transform_cache_size,
+    transform_cache_size,
+    transform_inverse,
+)
 
 
 class Inverse(TransformModule):
@@ -101,7 +107,11 @@ class LogitTransform(Transform):
         return isinstance(other, LogitTransform) and other.alpha == self.alpha
 
     def with_cache(self, cache_size: int = 1) -> LogitTransform:
-        return self if self._cache_size == cache_size else LogitTransform(self.alpha, cache_size)
+        return (
+            self
+            if transform_cache_size(self) == cache_size
+            else LogitTransform(self.alpha, cache_size)
+        )
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         return (torch.sigmoid(x) - self.alpha) / (1 - 2 * self.alpha)
@@ -130,7 +140,7 @@ class _FixedPermutation(Transform):
         return type(other) is type(self)
 
     def with_cache(self, cache_size: int = 1) -> Transform:
-        return self if self._cache_size == cache_size else type(self)(cache_size)
+        return self if transform_cache_size(self) == cache_size else type(self)(cache_size)
 
     @property
     def sign(self) -> int:
@@ -194,8 +204,9 @@ def _layers(transform: Transform, submodules: bool = True) -> list[Transform]:
         seen.add(id(t))
         if isinstance(t, Transform):
             out.append(t)
-            if isinstance(t._inv, Transform):
-                stack.append(t._inv)
+            inverse = transform_inverse(t)
+            if inverse is not None:
+                stack.append(inverse)
         stack += list(getattr(t, "parts", ()))
         stack += [getattr(t, a) for a in ("base", "transform") if hasattr(t, a)]
         if submodules and isinstance(t, torch.nn.Module):
@@ -213,16 +224,13 @@ def set_cache_size(transform: Transform, cache_size: int) -> Transform:
 
     >>> from pyro_genmodels.flows import realnvp
     >>> flow = set_cache_size(realnvp(4, num_layers=1), 0)
-    >>> {t._cache_size for t in flow.parts}
+    >>> from pyro_genmodels._compat import transform_cache_size
+    >>> {transform_cache_size(t) for t in flow.parts}
     {0}
     """
     check_cache_size(cache_size)
     for t in _layers(transform):
-        t._cache_size = cache_size
-        if not hasattr(t, "_cached_x_y"):
-            t._cached_x_y = None, None
-        if not isinstance(t._inv, Transform):  # an inverse made earlier keeps the old size
-            t._inv = None
+        set_transform_cache_size(t, cache_size)
     return transform
 
 
@@ -244,6 +252,5 @@ def clear_cache(transform: Transform) -> Transform:
     (True, False)
     """
     for t in _layers(transform, submodules=False):  # submodules see only fresh tensors
-        if t._cache_size:
-            t._cached_x_y = None, None
+        clear_transform_cache(t)
     return transform

@@ -33,6 +33,7 @@ from pyro_genmodels._checks import (
     check_int,
     check_positive_float,
 )
+from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 
 
 def _check_dim(dim: object) -> int:
@@ -228,7 +229,7 @@ class AffineCoupling(AdditiveCoupling):
         return torch.cat([y1, y2 * torch.exp(log_scale) + shift], dim=self.dim)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        cached = transform_cached_x_y(self) if transform_cache_size(self) else (None, None)
         if self._cached_log_scale is not None and x is cached[0] and y is cached[1]:
             log_scale = self._cached_log_scale
         else:

@@ -15,6 +15,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
 from pyro_genmodels._checks import check_cache_size, check_context, check_event, check_int
+from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 
 
 class Squeeze(Transform):
@@ -52,7 +53,11 @@ class Squeeze(Transform):
         return isinstance(other, Squeeze) and other.image_shape == self.image_shape
 
     def with_cache(self, cache_size: int = 1) -> Squeeze:
-        return self if self._cache_size == cache_size else Squeeze(self.image_shape, cache_size)
+        return (
+            self
+            if transform_cache_size(self) == cache_size
+            else Squeeze(self.image_shape, cache_size)
+        )
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         check_event(x, "x", self.image_shape)
@@ -148,7 +153,7 @@ class MultiscaleSplit(TransformModule):
     def _remember(self, x, y, x1, y1) -> None:
         """With a cache, the halves of the last pair: the inner transform's log-det then
         meets the very tensors it produced and answers from its own caches."""
-        self._halves = (x, y, x1, y1) if self._cache_size else None
+        self._halves = (x, y, x1, y1) if transform_cache_size(self) else None
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self._split(x, "x")
@@ -166,7 +171,7 @@ class MultiscaleSplit(TransformModule):
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         halves = getattr(self, "_halves", None)
-        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        cached = transform_cached_x_y(self) if transform_cache_size(self) else (None, None)
         if halves is not None and x is halves[0] is cached[0] and y is halves[1] is cached[1]:
             return self.transform.log_abs_det_jacobian(halves[2], halves[3])
         x1 = self._split(x, "x")[0]

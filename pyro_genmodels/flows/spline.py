@@ -30,6 +30,7 @@ from pyro_genmodels._checks import (
     check_int,
     check_positive_float,
 )
+from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 from pyro_genmodels.flows.coupling import (
     AdditiveCoupling,
     ConditionalAdditiveCoupling,
@@ -203,7 +204,7 @@ class RQSplineAutoregressive(TransformModule):
         return x
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        cached = transform_cached_x_y(self) if transform_cache_size(self) else (None, None)
         if self._cached_ladj is None or x is not cached[0] or y is not cached[1]:
             return rational_quadratic_spline(x, *self._params(x), self.bound)[1].sum(-1)
         return self._cached_ladj.sum(-1)
@@ -304,7 +305,7 @@ class RQSplineCoupling(AdditiveCoupling):
         return torch.cat([y1, x2], dim=-1)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        cached = transform_cached_x_y(self) if transform_cache_size(self) else (None, None)
         if self._cached_ladj is None or x is not cached[0] or y is not cached[1]:
             x1, x2 = self._split(x, "x")
             return self._spline(x2, x1, inverse=True)[1].sum(-1)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.distributions import Transform
 
 from pyro_genmodels._checks import check_context, check_event, check_int
+from pyro_genmodels._compat import transform_cached_x_y
 
 
 def householder_product(v: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ class _SylvesterBase:
         )
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x_old, y_old = getattr(self, "_cached_x_y", (None, None))
+        x_old, y_old = transform_cached_x_y(self)
         if x is not x_old or y is not y_old or self._cached_logdet is None:
             return sylvester_map(x, *self.matrices())[1]
         return self._cached_logdet
