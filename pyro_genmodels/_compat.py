@@ -103,25 +103,25 @@ def guess_max_plate_nesting(loss: Any, model: Callable, guide: Callable, args: t
 # ----------------------------------------------------------------------------- transforms
 
 
-def transform_cache_size(t: Transform) -> int:
+def transform_cache_size(t: Any) -> int:
     """The cache size (0 or 1) of a torch ``Transform`` (``_cache_size``)."""
     size: int = t._cache_size
     return size
 
 
-def transform_cached_x_y(t: Transform) -> tuple[Any, Any]:
+def transform_cached_x_y(t: Any) -> tuple[Any, Any]:
     """The last ``(x, y)`` pair a size-1 cache holds, ``(None, None)`` if none (``_cached_x_y``)."""
     cached: tuple[Any, Any] = getattr(t, "_cached_x_y", (None, None))
     return cached
 
 
-def clear_transform_cache(t: Transform) -> None:
+def clear_transform_cache(t: Any) -> None:
     """Forgets the cached ``(x, y)`` pair of ``t`` (the next call recomputes)."""
     if t._cache_size:
         t._cached_x_y = None, None
 
 
-def set_transform_cache_size(t: Transform, cache_size: int) -> None:
+def set_transform_cache_size(t: Any, cache_size: int) -> None:
     """Sets ``t``'s cache size in place (``_cache_size``), creating the cache slot
     (``_cached_x_y``) if ``t`` was built without one; an inverse made earlier (``_inv``) is
     kept when ``t`` holds it itself and dropped when only a weak reference remains (older
@@ -133,7 +133,7 @@ def set_transform_cache_size(t: Transform, cache_size: int) -> None:
         t._inv = None
 
 
-def transform_inverse(t: Transform) -> Transform | None:
+def transform_inverse(t: Any) -> Transform | None:
     """The inverse ``t`` has made and holds (``_inv``, a reference or a weak one), else None."""
     inv = t._inv
     if isinstance(inv, weakref.ref):

@@ -7,6 +7,8 @@ expected, what was received).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pyro_genmodels._checks import (
@@ -29,7 +31,7 @@ __all__ = [
 
 
 def check_data(
-    x: torch.Tensor,
+    x: Any,
     name: str = "x",
     event_dim: int | None = None,
     binary: bool = False,

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cached_property
+from typing import cast
 
 import torch
 from pyro.distributions import constraints
 from pyro.distributions import transforms as T
-from pyro.distributions.conditional import ConditionalComposeTransformModule
+from pyro.distributions.conditional import (
+    ConditionalComposeTransformModule,
+    ConditionalTransformModule,
+)
 from pyro.distributions.torch_transform import ComposeTransformModule
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDenseNN, DenseNN
 from torch import nn
@@ -27,6 +31,7 @@ from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.basic import EvenOdd, Flip, Inverse, set_cache_size
 
 Flow = ComposeTransformModule | ConditionalComposeTransformModule
+Part = Transform | ConditionalTransformModule  # a layer of a flow, conditional or not
 NORMS = (None, "actnorm", "batchnorm")
 MASKS = ("alternate", "halves")
 
@@ -60,13 +65,14 @@ class Compose(ComposeTransformModule):
     fixed, and torch recomputes both (recursively) at every access, several times per
     ``log_prob``."""
 
+    # torch declares domain/codomain as attributes of Transform; ComposeTransform computes them
     @cached_property
-    def domain(self) -> constraints.Constraint:
-        return ComposeTransformModule.domain.fget(self)
+    def domain(self) -> constraints.Constraint:  # type: ignore[override]
+        return super().domain
 
     @cached_property
-    def codomain(self) -> constraints.Constraint:
-        return ComposeTransformModule.codomain.fget(self)
+    def codomain(self) -> constraints.Constraint:  # type: ignore[override]
+        return super().codomain
 
 
 class ConditionalCompose(ConditionalComposeTransformModule):
@@ -87,7 +93,7 @@ def compose(parts: list, context_dim: int | None, cache_size: int = 1) -> Flow:
     return set_cache_size(ConditionalCompose(parts, cache_size=cache_size), cache_size)
 
 
-def couplings(input_dim: int, num_layers: int, mask: str, layer: Callable) -> list[Transform]:
+def couplings(input_dim: int, num_layers: int, mask: str, layer: Callable) -> list[Part]:
     """``layer(split_dim)`` (a list of transforms) ``num_layers`` times, reversals
     between. ``mask="halves"`` splits at ``D // 2``; ``"alternate"`` wraps the stack in
     :class:`EvenOdd`, so the layers condition on the even and the odd entries in turn
@@ -116,11 +122,13 @@ def arn(input_dim: int, context_dim: int | None, hidden: list[int], out: list[in
     order = torch.arange(input_dim)
     order = order.flip(0) if i % 2 else order
     if context_dim is None:
-        return AutoRegressiveNN(input_dim, hidden, out, permutation=order)
-    return ConditionalAutoRegressiveNN(input_dim, context_dim, hidden, out, permutation=order)
+        return AutoRegressiveNN(input_dim, hidden, out, permutation=cast(torch.LongTensor, order))
+    return ConditionalAutoRegressiveNN(
+        input_dim, context_dim, hidden, out, permutation=cast(torch.LongTensor, order)
+    )
 
 
-def norm_layers(norm: str | None, input_dim: int) -> list[Transform]:
+def norm_layers(norm: str | None, input_dim: int) -> list[Part]:
     """``[]``, ``[ActNorm]`` or ``[BatchNorm]`` for ``norm`` in :data:`NORMS`."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")

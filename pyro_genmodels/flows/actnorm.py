@@ -43,6 +43,8 @@ class ActNorm(TransformModule):
     bijective = True
     sign = 1
 
+    initialized: torch.Tensor  # a bool buffer: data-dependent init done
+
     def __init__(self, num_features: int, event_dim: int = 1, cache_size: int = 1) -> None:
         super().__init__(cache_size=check_cache_size(cache_size))
         self.num_features = check_int("num_features", num_features)

@@ -18,6 +18,7 @@ References:
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffineAutoregressive
@@ -86,7 +87,7 @@ class ConditionalMaskedAffineAutoregressive(ConditionalAffineAutoregressive):
 
     def condition(self, context: torch.Tensor) -> MaskedAffineAutoregressive:
         check_context(context)
-        cond_nn = partial(self.nn, context=context)
+        cond_nn: Any = partial(self.nn, context=context)  # carries the MADE's order too
         cond_nn.permutation = self.nn.permutation
         cond_nn.get_permutation = self.nn.get_permutation
         return MaskedAffineAutoregressive(cond_nn, **self.kwargs)

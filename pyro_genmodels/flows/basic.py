@@ -4,6 +4,7 @@ parameters registered), a flat<->image reshape, and logit preprocessing."""
 from __future__ import annotations
 
 import math
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,8 @@ from pyro_genmodels._compat import (
     transform_cache_size,
     transform_inverse,
 )
+
+_T = TypeVar("_T")  # a transform, or a conditional transform module
 
 
 class Inverse(TransformModule):
@@ -37,7 +40,7 @@ class Inverse(TransformModule):
     True
     """
 
-    def __init__(self, transform: TransformModule, cache_size: int = 1) -> None:
+    def __init__(self, transform: Transform, cache_size: int = 1) -> None:
         super().__init__(cache_size=check_cache_size(cache_size))
         if not isinstance(transform, Transform):
             raise TypeError(f"transform must be a torch Transform, got {type(transform).__name__}")
@@ -192,11 +195,13 @@ class EvenOdd(_FixedPermutation):
         return x
 
 
-def _layers(transform: Transform, submodules: bool = True) -> list[Transform]:
+def _layers(transform: Any, submodules: bool = True) -> list[Transform]:
     """``transform`` and every transform inside it: the parts of compositions, the
     base of an :class:`Inverse` or of torch's inverse, the inner transform of a
     split, and (with ``submodules``) transforms among submodules."""
-    stack, seen, out = [transform], set(), []
+    stack: list[Any] = [transform]
+    seen: set[int] = set()
+    out: list[Transform] = []
     while stack:
         t = stack.pop()
         if id(t) in seen:
@@ -214,7 +219,7 @@ def _layers(transform: Transform, submodules: bool = True) -> list[Transform]:
     return out
 
 
-def set_cache_size(transform: Transform, cache_size: int) -> Transform:
+def set_cache_size(transform: _T, cache_size: int) -> _T:
     """Sets ``cache_size`` (0 or 1) on ``transform`` and on every transform inside it;
     returns ``transform``.
 
@@ -234,7 +239,7 @@ def set_cache_size(transform: Transform, cache_size: int) -> Transform:
     return transform
 
 
-def clear_cache(transform: Transform) -> Transform:
+def clear_cache(transform: _T) -> _T:
     """Forgets the last ``(x, y)`` pair remembered by every layer of ``transform``.
 
     A flow with ``cache_size=1`` answers ``inv(y)`` from its cache when ``y`` is the

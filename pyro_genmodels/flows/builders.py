@@ -20,11 +20,11 @@ from functools import partial
 
 import torch  # noqa: F401 (doctests)
 from pyro.distributions import transforms as T
-from torch.distributions import Transform
 
 from pyro_genmodels._checks import check_hidden_dims, check_int, check_positive_float
 from pyro_genmodels.flows._assembly import (
     Flow,
+    Part,
     arn,
     check_args,
     check_own_samples_cache,
@@ -85,7 +85,7 @@ def nice(
     hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     cls = AdditiveCoupling if context_dim is None else ConditionalAdditiveCoupling
 
-    def layer(d: int) -> list[Transform]:
+    def layer(d: int) -> list[Part]:
         return [cls(d, dense(d, context_dim, hidden, [input_dim - d]))]
 
     parts = [DiagonalScaling(input_dim), *couplings(input_dim, num_layers, mask, layer)]
@@ -120,10 +120,10 @@ def realnvp(
     norm_layers(norm, input_dim)
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
 
-    def layer(d: int) -> list[Transform]:
+    def layer(d: int) -> list[Part]:
         return [cls(d, dense(d, context_dim, hidden, [input_dim - d, input_dim - d]))]
 
-    parts: list[Transform] = []
+    parts: list[Part] = []
     for part in couplings(input_dim, num_layers, mask, layer):
         parts += [part, *norm_layers(norm, input_dim)] if isinstance(part, Flip) else [part]
     return compose(parts, context_dim, cache_size)
@@ -138,15 +138,15 @@ def _autoregressive(
     cache_size: int,
 ) -> Flow:
     hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
-    parts: list[Transform] = []
+    parts: list[Part] = []
     for i in range(num_layers):
         net = arn(input_dim, context_dim, hidden, [1, 1], i)
         if context_dim is None:
             t = MaskedAffineAutoregressive(net)
             parts.append(Inverse(t) if inverse else t)
         else:
-            t = ConditionalMaskedAffineAutoregressive(net)
-            parts.append(t.inv if inverse else t)
+            ct = ConditionalMaskedAffineAutoregressive(net)
+            parts.append(ct.inv if inverse else ct)
     return compose(parts, context_dim, cache_size)
 
 
@@ -291,8 +291,8 @@ def sylvester(
     check_int("num_householder", num_householder)
     check_own_samples_cache("sylvester", cache_size)
     if context_dim is None:
-        parts = [Sylvester(input_dim, num_householder) for _ in range(num_layers)]
-        return compose(parts, None, cache_size)
+        plain: list[Part] = [Sylvester(input_dim, num_householder) for _ in range(num_layers)]
+        return compose(plain, None, cache_size)
     hidden = list(check_hidden_dims(hidden_dims, default_hidden(input_dim)))
     parts = [
         ConditionalSylvester.build(input_dim, context_dim, hidden, num_householder)
@@ -301,7 +301,7 @@ def sylvester(
     return compose(parts, context_dim, cache_size)
 
 
-def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound, d) -> list[Transform]:
+def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound, d) -> list[Part]:
     m = input_dim - d
     net = dense(d, context_dim, hidden, [m * count_bins, m * count_bins, m * (count_bins - 1)])
     if context_dim is None:
@@ -309,7 +309,7 @@ def _spline_coupling(input_dim, context_dim, hidden, count_bins, bound, d) -> li
     return [ConditionalRQSplineCoupling(d, net, count_bins, bound)]
 
 
-def _spline_ar(input_dim, context_dim, hidden, count_bins, bound, i) -> Transform:
+def _spline_ar(input_dim, context_dim, hidden, count_bins, bound, i) -> Part:
     net = arn(input_dim, context_dim, hidden, [count_bins, count_bins, count_bins - 1], i)
     if context_dim is None:
         return Inverse(RQSplineAutoregressive(net, count_bins, bound))

@@ -17,17 +17,19 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from pyro.distributions import transforms as T
+from pyro.distributions.conditional import ConditionalComposeTransformModule
 from torch import nn
-from torch.distributions import Transform
 from torch.distributions.transforms import ReshapeTransform
 
 from pyro_genmodels._checks import check_hidden_dims, check_image_shape, check_int
 from pyro_genmodels.flows._assembly import (
     Compose,
     Flow,
+    Part,
     check_args,
     compose,
     default_hidden,
@@ -65,8 +67,10 @@ class ConvCoupling(nn.Module):
             nn.ReLU(),
             nn.Conv2d(hidden, 2 * out_channels, 3, padding=1),
         )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        last = cast(nn.Conv2d, self.net[-1])
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(
         self, x: torch.Tensor, context: torch.Tensor | None = None
@@ -75,7 +79,7 @@ class ConvCoupling(nn.Module):
         img = x.reshape(-1, *self.in_shape)
         if (context is None) != (self.context_dim is None):
             raise ValueError(f"this ConvCoupling takes context_dim={self.context_dim} context")
-        if context is not None:
+        if context is not None and self.context_dim is not None:
             if context.shape[-1:] != (self.context_dim,):
                 raise ValueError(
                     f"context must have shape (*, {self.context_dim}), got {tuple(context.shape)}"
@@ -89,7 +93,7 @@ class ConvCoupling(nn.Module):
         return shift.reshape(*batch, -1), log_scale.reshape(*batch, -1)
 
 
-def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform]:
+def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Part]:
     """One flat Glow step in the base-to-data order (coupling, 1x1 conv, ActNorm)."""
     d = input_dim // 2
     net = dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
@@ -101,7 +105,7 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
-def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[Transform]:
+def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[Part]:
     c = shape[0]
     net = ConvCoupling((c // 2, shape[1], shape[2]), c - c // 2, hidden, context_dim)
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
@@ -114,11 +118,13 @@ def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, co
     the steps in reverse, unsqueeze."""
     squeeze = Squeeze(shape)  # one object per use: each remembers its own last pair
     c2, h2, w2 = squeeze.out_shape
-    parts: list[Transform] = [squeeze]
+    parts: list[Part] = [squeeze]
     if scales > 1:
         inner = _level((c2 // 2, h2, w2), steps, hidden, scales - 1, context_dim)
-        split = MultiscaleSplit if context_dim is None else ConditionalMultiscaleSplit
-        parts.append(split(inner, c2 // 2, dim=-3))
+        if isinstance(inner, ConditionalComposeTransformModule):  # context_dim given
+            parts.append(ConditionalMultiscaleSplit(inner, c2 // 2, dim=-3))
+        else:
+            parts.append(MultiscaleSplit(inner, c2 // 2, dim=-3))
     for _ in range(steps):
         parts += _image_step(squeeze.out_shape, hidden, context_dim)
     parts.append(Squeeze(shape).inv)

@@ -14,7 +14,13 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 from torch.distributions import Transform
 
-from pyro_genmodels._checks import check_cache_size, check_context, check_event, check_int
+from pyro_genmodels._checks import (
+    check_cache_size,
+    check_context,
+    check_event,
+    check_image_shape,
+    check_int,
+)
 from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 
 
@@ -40,13 +46,10 @@ class Squeeze(Transform):
 
     def __init__(self, image_shape: tuple[int, int, int], cache_size: int = 0) -> None:
         super().__init__(cache_size=check_cache_size(cache_size))
-        shape = tuple(image_shape)
-        if len(shape) != 3 or any(not isinstance(s, int) or s < 1 for s in shape):
-            raise ValueError(f"image_shape must be (C, H, W) of positive ints, got {image_shape!r}")
-        if shape[1] % 2 or shape[2] % 2:
-            raise ValueError(f"image_shape must have even H and W to squeeze, got {shape}")
-        self.image_shape = shape
-        c, h, w = shape
+        c, h, w = check_image_shape(image_shape)
+        if h % 2 or w % 2:
+            raise ValueError(f"image_shape must have even H and W to squeeze, got {(c, h, w)}")
+        self.image_shape = (c, h, w)
         self.out_shape = (4 * c, h // 2, w // 2)
 
     def __eq__(self, other: object) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -184,9 +185,10 @@ class RQSplineAutoregressive(TransformModule):
         self.bound = check_positive_float("bound", bound)
         self._cached_ladj: torch.Tensor | None = None
 
-    def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The MADE's ``(*, K, D)`` outputs as ``(*, D, K)``."""
-        return tuple(p.transpose(-1, -2) for p in self.arn(x))
+        w, h, d = (p.transpose(-1, -2) for p in self.arn(x))
+        return w, h, d
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         check_event(x, "x", (len(self.arn.permutation),))
@@ -195,11 +197,11 @@ class RQSplineAutoregressive(TransformModule):
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         check_event(y, "y", (len(self.arn.permutation),))
-        x = [torch.zeros_like(y[..., 0])] * y.shape[-1]
+        cols = [torch.zeros_like(y[..., 0])] * y.shape[-1]
         for i in self.arn.permutation.tolist():
-            params = [p[..., i, :] for p in self._params(torch.stack(x, dim=-1))]
-            x[i] = rational_quadratic_spline(y[..., i], *params, self.bound, inverse=True)[0]
-        x = torch.stack(x, dim=-1)
+            w, h, d = (p[..., i, :] for p in self._params(torch.stack(cols, dim=-1)))
+            cols[i] = rational_quadratic_spline(y[..., i], w, h, d, self.bound, inverse=True)[0]
+        x = torch.stack(cols, dim=-1)
         self._cached_ladj = rational_quadratic_spline(x, *self._params(x), self.bound)[1]
         return x
 
@@ -235,7 +237,7 @@ class ConditionalRQSplineAutoregressive(ConditionalTransformModule):
 
     def condition(self, context: torch.Tensor) -> RQSplineAutoregressive:
         check_context(context)
-        cond_nn = partial(self.nn, context=context)
+        cond_nn: Any = partial(self.nn, context=context)  # carries the MADE's order too
         cond_nn.permutation = self.nn.permutation
         return RQSplineAutoregressive(cond_nn, self.count_bins, self.bound)
 

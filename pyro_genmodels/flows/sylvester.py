@@ -28,6 +28,8 @@ from torch.distributions import Transform
 from pyro_genmodels._checks import check_context, check_event, check_int
 from pyro_genmodels._compat import transform_cached_x_y
 
+Matrices = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # (Q, R, S, b)
+
 
 def householder_product(v: torch.Tensor) -> torch.Tensor:
     """``Q = prod_k (I - 2 v_k v_k^T / |v_k|^2)`` from ``v`` of shape ``(*, K, D)``;
@@ -60,6 +62,13 @@ def sylvester_map(x, q, r, s, b) -> tuple[torch.Tensor, torch.Tensor]:
 
 class _SylvesterBase:
     """Shared ``_call``/``_inverse``/``log_abs_det_jacobian`` of the two variants."""
+
+    input_dim: int
+    _cached_logdet: torch.Tensor | None
+
+    def matrices(self) -> Matrices:
+        """``(Q, R, S, b)`` of the map; the subclasses build them."""
+        raise NotImplementedError
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         check_event(x, "x", (self.input_dim,))
@@ -110,7 +119,7 @@ class Sylvester(_SylvesterBase, TransformModule):
         self.b = nn.Parameter(torch.empty(input_dim).uniform_(-0.01, 0.01))
         self._cached_logdet = None
 
-    def matrices(self) -> tuple[torch.Tensor, ...]:
+    def matrices(self) -> Matrices:
         q = householder_product(self.v)
         return (
             q,
@@ -134,7 +143,7 @@ class ConditionedSylvester(_SylvesterBase, Transform):
         self._matrices = (q, r, s, b)
         self._cached_logdet = None
 
-    def matrices(self) -> tuple[torch.Tensor, ...]:
+    def matrices(self) -> Matrices:
         return self._matrices
 
 

@@ -35,7 +35,7 @@ def check_x(x: object, x_dim: int, likelihood: str, name: str = "x") -> torch.Te
     Pyro's validation is enabled, since each check reads every value (a host sync on CUDA).
     """
     values = validating()
-    t = check_data(x, name, event_dim=x_dim, binary=likelihood == "bernoulli", values=values)  # type: ignore[arg-type]
+    t = check_data(x, name, event_dim=x_dim, binary=likelihood == "bernoulli", values=values)
     if not t.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {t.dtype}")
     if values and likelihood == "continuous_bernoulli":

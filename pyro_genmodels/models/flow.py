@@ -27,7 +27,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
-from pyro.distributions.conditional import ConditionalTransform
+from pyro.distributions.conditional import ConditionalTransform, ConditionalTransformModule
 from pyro.nn import PyroModule, pyro_method
 from torch.distributions import transforms as TT
 
@@ -365,9 +365,7 @@ class FlowDensity(PyroModule):
         if not continuous:
             bad = bad | (t != torch.floor(t))
         if bad.any():
-            what = (
-                f"in [0, {top:g}]" if continuous else f"integers in {{0, ..., {self.levels - 1}}}"
-            )
+            what = f"in [0, {top:g}]" if continuous else f"integers in {{0, ..., {int(top) - 1}}}"
             raise ValueError(
                 f"x must hold {what}; found values in [{t.min().item():.3g}, {t.max().item():.3g}]"
             )
@@ -377,7 +375,9 @@ class FlowDensity(PyroModule):
         """The dequantization distribution ``q(u | x)`` on ``[0, 1)^D``."""
         if self.dequantize == "uniform":
             return dist.Uniform(torch.zeros_like(x), 1.0).to_event(1)
-        flow = self.dequantizer.condition(x / self.levels)
+        # built with context_dim=dim when dequantize="variational", which needs levels
+        dequantizer = cast(ConditionalTransformModule, self.dequantizer)
+        flow = dequantizer.condition(x / float(cast(int, self.levels)))
         base = dist.Normal(torch.zeros_like(x), 1.0).to_event(1)
         return dist.TransformedDistribution(base, [flow, TT.SigmoidTransform()])
 

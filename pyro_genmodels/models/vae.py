@@ -21,10 +21,12 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.nn import PyroModule, pyro_method
 from torch import nn
 
@@ -131,7 +133,8 @@ class VAE(PyroModule):
         base = dist.Normal(loc, scale).to_event(1)
         if self.guide_flow is None:
             return base
-        flow = self.guide_flow.condition(torch.cat([loc, scale], dim=-1))
+        guide_flow = cast(ConditionalTransformModule, self.guide_flow)  # built with a context
+        flow = guide_flow.condition(torch.cat([loc, scale], dim=-1))
         return dist.TransformedDistribution(base, [flow])
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
