@@ -32,6 +32,8 @@ from pyro import poutine
 from pyro.infer.util import torch_item, zero_grads
 from tqdm.auto import tqdm
 
+from pyro_genmodels import distributed as ddp
+from pyro_genmodels.batches import TensorBatches, make_batches
 from pyro_genmodels.checkpoint import (
     load_checkpoint,
     restore_training_state,
@@ -39,6 +41,7 @@ from pyro_genmodels.checkpoint import (
     training_payload,
 )
 from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.precision import check_precision, with_precision
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -87,30 +90,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return int(value)
-
-
-def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
-    """``data`` as a non-empty tuple of tensors sharing their leading length."""
-    if not isinstance(data, torch.Tensor | list | tuple) and hasattr(data, "train"):
-        data = data.train
-    tensors = (data,) if isinstance(data, torch.Tensor) else data
-    if not isinstance(tensors, list | tuple) or not all(
-        isinstance(t, torch.Tensor) for t in tensors
-    ):
-        raise TypeError(
-            "data must be a Tensor of shape (N, ...), a tuple/list of such tensors, or a "
-            f"dataset with a .train attribute; got {type(data).__name__}"
-        )
-    if len(tensors) == 0:
-        raise ValueError("data must hold at least one tensor, got an empty tuple/list")
-    if any(t.dim() == 0 for t in tensors):
-        raise ValueError("data tensors must have a leading datapoint dim (N, ...), got a 0-dim one")
-    lengths = [t.shape[0] for t in tensors]
-    if len(set(lengths)) != 1:
-        raise ValueError(f"data tensors must have equal leading lengths N, got lengths {lengths}")
-    if lengths[0] == 0:
-        raise ValueError("data must hold at least one datapoint, got N = 0")
-    return tuple(tensors)
 
 
 def _check_callbacks(callbacks: Iterable[Any]) -> list[Any]:
@@ -163,9 +142,7 @@ def _bound_modules(*fns: Callable) -> list[torch.nn.Module]:
     return modules
 
 
-def _resolve_device(
-    device: Any, modules: Sequence[torch.nn.Module], tensors: Sequence[torch.Tensor]
-) -> torch.device:
+def _resolve_device(device: Any, modules: Sequence[torch.nn.Module], batches: Any) -> torch.device:
     if device is not None:
         try:
             return torch.device(device)
@@ -178,23 +155,12 @@ def _resolve_device(
             return p.device
     for p in pyro.get_param_store()._params.values():
         return p.device
-    return tensors[0].device
+    if isinstance(batches, TensorBatches):
+        return batches.tensors[0].device
+    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- one step
-
-
-def _epoch_order(
-    n: int, batch_size: int, shuffle: bool, seed: int, epoch: int
-) -> list[torch.Tensor]:
-    """Index batches of epoch ``epoch`` (0-based); shuffled by a generator seeded (seed, epoch)."""
-    if shuffle:
-        (epoch_seed,) = np.random.SeedSequence([seed, epoch]).generate_state(1)
-        generator = torch.Generator().manual_seed(int(epoch_seed))
-        order = torch.randperm(n, generator=generator)
-    else:
-        order = torch.arange(n)
-    return list(order.split(batch_size))
 
 
 def _as_floats(value: Any) -> tuple[float, ...]:
@@ -262,10 +228,11 @@ class _Run:
     callbacks: list[Any]
     seed: int
     checkpoint_dir: Path | None
+    batches: Any = None
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
-    return training_payload(
+    payload = training_payload(
         epoch=epoch,
         step=state.step,
         history=state.history,
@@ -275,6 +242,9 @@ def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = No
         callbacks=ctx.callbacks,
         epoch_step=epoch_step,
     )
+    if ctx.batches is not None:
+        payload["batches"] = ctx.batches.state_dict()
+    return payload
 
 
 # ----------------------------------------------------------------------------- epochs
@@ -323,18 +293,16 @@ def _loss_columns(totals: list[float], n: int) -> dict[str, float]:
     return {f"loss_{i}": total / n for i, total in enumerate(totals)}
 
 
-def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device) -> dict:
+def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
     """Train one epoch; returns the row with loss columns and time."""
-    n = tensors[0].shape[0]
+    n = batches.num_data
     totals: list[float] = []
     start = time.perf_counter()
-    for i, idx in enumerate(batches):
-        idx = idx.to(device)
-        batch = tuple(t[idx] for t in tensors)
+    for i, batch in enumerate(batches.epoch(state.epoch)):
         try:
             values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch)
         except _NonFinite as e:
-            _fail(ctx, state, i, len(batches), str(e))
+            _fail(ctx, state, i, batches.num_batches(state.epoch), str(e))
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
     row = {"epoch": state.epoch + 1, **_loss_columns(totals, n)}
@@ -387,8 +355,8 @@ def fit(
     loss: Any = None,
     optim: pyro.optim.PyroOptim | None = None,
     epochs: int = 10,
-    batch_size: int = 128,
-    shuffle: bool = True,
+    batch_size: int | None = None,
+    shuffle: bool | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -396,6 +364,8 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
+    precision: str = "fp32",
+    distributed: bool | None = None,
 ) -> pd.DataFrame:
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
@@ -419,7 +389,11 @@ def fit(
             bound method of an ``nn.Module`` (e.g. ``vae.model``), that module is
             moved to ``device``.
         data: a tensor ``(N, ...)`` (called as ``model(batch)``), a tuple/list of
-            tensors ``(N, ...)`` (``model(*batch)``), or a dataset with ``.train``.
+            tensors ``(N, ...)`` (``model(*batch)``), a dataset with ``.train``, a
+            map-style ``torch.utils.data.Dataset`` or a ``DataLoader`` over one (its
+            workers, ``collate_fn`` and pinned memory are used; its sampler is replaced
+            by the seeded order, so the history equals the tensor path's for the same
+            rows); see :mod:`pyro_genmodels.batches`.
         loss: object with ``loss_and_grads(model, guide, *args)`` returning a float
             or a tuple of floats; default ``pyro.infer.Trace_ELBO()``. If it has
             ``state_dict``/``load_state_dict`` (e.g. persistent chains) that state
@@ -429,8 +403,10 @@ def fit(
             ``pyro.optim.PyroLRScheduler``, whose ``.step()`` is called once per
             epoch (with the epoch loss for ``ReduceLROnPlateau``).
         epochs: total number of epochs (including those restored on resume).
-        batch_size: datapoints per step; the last batch of an epoch may be smaller.
+        batch_size: datapoints per step (all processes together); the last batch of
+            an epoch may be smaller. ``None``: the DataLoader's, else 128.
         shuffle: reshuffle every epoch; otherwise batches are taken in order.
+            ``None``: as the DataLoader was built (``shuffle=True``), else True.
         device: where to train; default: device of the bound module's first
             parameter, else of the first param in the param store, else of ``data``.
         seed: seeds all generators at start (``pyro.set_rng_seed``) and the batch order.
@@ -444,7 +420,16 @@ def fit(
             :class:`FitState`. Returned entries become history columns.
             Callbacks with ``state_dict``/``load_state_dict`` are checkpointed.
         progress: tqdm bar over epochs; ``None`` shows it only if stderr is a TTY.
-
+        precision: ``"fp32"``, or ``"bf16"``: each loss evaluation runs under
+            ``torch.autocast`` in bfloat16 (CUDA; on a CPU the same recipe, usually
+            slower) while params, gradients and optimizer state stay float32; see
+            :mod:`pyro_genmodels.precision`.
+        distributed: data-parallel over a ``torch.distributed`` process group (see
+            :mod:`pyro_genmodels.distributed`): each process trains on its shard of
+            every batch, gradients and losses are summed over processes, so a step
+            equals one single-process step on the whole batch; only rank 0 writes
+            checkpoints and shows progress. ``None``: when launched by ``torchrun``
+            with more than one process, or when a process group is initialized.
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
 
@@ -470,10 +455,13 @@ def fit(
     optim = GroupedAdam({"lr": 1e-3}) if optim is None else optim
     _check_objects(model, guide, loss, optim, progress)
     epochs = _check_int("epochs", epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+    if shuffle is not None and not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be True, False or None, got {shuffle!r}")
+    precision = check_precision(precision)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     seed = _check_int("seed", seed, 0)
-    tensors = _as_tensors(data)
+    batches = make_batches(data, batch_size, shuffle, seed)
     callbacks = _check_callbacks(callbacks)
     if resume and checkpoint_dir is None:
         raise ValueError(
@@ -481,37 +469,42 @@ def fit(
         )
 
     modules = _bound_modules(model, guide)
-    device = _resolve_device(device, modules, tensors)
+    device = None if device is None else _resolve_device(device, modules, batches)
+    rank, world, device = ddp.setup(distributed, device)
+    device = _resolve_device(device, modules, batches)
     for module in modules:
         module.to(device)
-    tensors = tuple(t.to(device) for t in tensors)
+    batches.to(device)
+    batches.set_rank(rank, world)
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir)
+    step_loss = with_precision(loss, precision, device)
+    if world > 1:
+        step_loss = ddp.DataParallelLoss(step_loss, device)
+        progress = progress if rank == 0 else False
+    writer_dir = ckpt_dir if rank == 0 else None
+    ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, batches)
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
     payload = _load_for_resume(ckpt_dir) if resume else None
     if payload is not None:
-        first = _epoch_order(tensors[0].shape[0], batch_size, False, seed, 0)[0].to(device)
-        batch = tuple(t[first] for t in tensors)
+        batches.check_state(payload.get("batches"))
+        batch = batches.take(torch.arange(min(batches.batch_size, batches.num_data)))
         restore_training_state(payload, model, guide, loss, optim, callbacks, batch, seed)
         state.epoch, state.step, state.history = (
             payload["epoch"],
             payload["step"],
             payload["history"],
         )
-    _train(ctx, state, tensors, batch_size, shuffle, checkpoint_every, progress)
+    if world > 1 and state.epoch < epochs:
+        first = batches.take(batches.global_batches(state.epoch)[0])
+        ddp.prime_and_broadcast(model, guide, loss, first, device)
+    _train(ctx, state, batches, checkpoint_every, progress)
     return _history_frame(state.history)
 
 
 def _train(
-    ctx: _Run,
-    state: FitState,
-    tensors: tuple,
-    batch_size: int,
-    shuffle: bool,
-    checkpoint_every: int,
-    progress: bool | None,
+    ctx: _Run, state: FitState, batches: Any, checkpoint_every: int, progress: bool | None
 ) -> None:
     show = sys.stderr.isatty() if progress is None else progress
     start = min(state.epoch, state.epochs)
@@ -520,8 +513,7 @@ def _train(
         for epoch in range(start, state.epochs):
             state.epoch, state.row = epoch, {}
             _run_callbacks(ctx.callbacks, "on_epoch_start", state)
-            batches = _epoch_order(tensors[0].shape[0], batch_size, shuffle, ctx.seed, epoch)
-            state.row = _run_epoch(ctx, state, tensors, batches, state.device)
+            state.row = _run_epoch(ctx, state, batches)
             _run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
             _scheduler_step(
