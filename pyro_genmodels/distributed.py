@@ -43,6 +43,7 @@ from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
 __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
+    "barrier",
     "prime_and_broadcast",
     "setup",
 ]
@@ -94,6 +95,11 @@ def setup(distributed: Any, device: torch.device | None) -> tuple[int, int, torc
     if device is None and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def barrier() -> None:
+    """Wait until every rank of the process group gets here."""
+    dist.barrier()
 
 
 def _sorted_params() -> list[tuple[str, torch.Tensor]]:
@@ -171,11 +177,11 @@ def prime_and_broadcast(
     """Create every lazily made Pyro param by one loss evaluation on ``batch`` (the
     global first batch, tensors ``(B, ...)``), then broadcast all params from rank 0.
 
-    Runs without gradients, inside ``poutine.block``, with the random number
+    Runs inside ``poutine.block`` (no backward pass), with the random number
     generators restored afterwards, so training continues as if it had not run.
     """
     rng = get_rng_state()
-    with torch.no_grad(), poutine.block():
+    with poutine.block():  # losses through ∇ₓ (score matching) need autograd here
         if callable(getattr(loss, "loss", None)):
             loss.loss(model, guide, *batch)
         else:

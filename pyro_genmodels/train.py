@@ -500,6 +500,8 @@ def fit(
         first = batches.take(batches.global_batches(state.epoch)[0])
         ddp.prime_and_broadcast(model, guide, loss, first, device)
     _train(ctx, state, batches, checkpoint_every, progress)
+    if world > 1:
+        ddp.barrier()  # rank 0's last checkpoint is on disk before any rank returns
     return _history_frame(state.history)
 
 
