@@ -44,6 +44,7 @@ __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
     "barrier",
+    "is_main_process",
     "prime_and_broadcast",
     "setup",
 ]
@@ -95,6 +96,15 @@ def setup(distributed: Any, device: torch.device | None) -> tuple[int, int, torc
     if device is None and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def is_main_process() -> bool:
+    """True unless this process is a rank other than 0 of an initialized process group.
+
+    >>> is_main_process()
+    True
+    """
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def barrier() -> None:

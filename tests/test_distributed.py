@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import datetime
 import os
+import subprocess
+import sys
 
 import numpy as np
+import pandas as pd
 import pyro
 import pytest
 import torch
@@ -151,3 +154,31 @@ def test_setup_without_a_process_group():
             setup(True, None)
     finally:
         os.environ.update(env)
+
+
+def test_torchrun_cli_equals_one_process(tmp_path):
+    """``torchrun --nproc_per_node=2 -m pyro_genmodels train`` (process group from torchrun's
+    environment, rank 0 writing the run) against the same command in one process (float32)."""
+    from pyro_genmodels.checkpoint import load_checkpoint
+    from pyro_genmodels.cli import WEIGHTS, main
+
+    args = ["train", "made", "--data", "digits", "--epochs", "1", "--hidden", "16"]
+    args += ["--batch-size", "100", "--quiet"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*launch, "-m", "pyro_genmodels", *args, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    main([*args, "--out", str(tmp_path / "one")])
+    two, one = (pd.read_csv(tmp_path / d / "history.csv") for d in ("two", "one"))
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-6)
+    w2, w1 = (load_checkpoint(tmp_path / d / WEIGHTS)["state_dict"] for d in ("two", "one"))
+    assert w2.keys() == w1.keys()
+    for name in w1:
+        torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5)
