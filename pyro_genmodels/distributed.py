@@ -44,7 +44,9 @@ __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
     "barrier",
+    "gather_rows",
     "is_main_process",
+    "local_rows",
     "prime_and_broadcast",
     "setup",
 ]
@@ -105,6 +107,49 @@ def is_main_process() -> bool:
     True
     """
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def local_rows(n: int) -> slice:
+    """This rank's contiguous share of ``n`` rows (all of them without a process group,
+    or when ``n`` is smaller than the number of ranks); see :func:`gather_rows`.
+
+    >>> local_rows(10)
+    slice(0, 10, None)
+    """
+    rank, world = _world()
+    if world == 1 or n < world:
+        return slice(0, n)
+    sizes = [len(part) for part in torch.arange(n).tensor_split(world)]
+    start = sum(sizes[:rank])
+    return slice(start, start + sizes[rank])
+
+
+def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``(n, *)`` rows that the ranks computed on their :func:`local_rows` shares,
+    concatenated in rank order, on every rank (``local`` itself without a process group).
+
+    Args:
+        local: ``(m, *)``, this rank's rows.
+        n: the total number of rows.
+
+    >>> gather_rows(torch.arange(3.0), 3)
+    tensor([0., 1., 2.])
+    """
+    rank, world = _world()
+    if world == 1 or n < world:
+        return local
+    sizes = [len(part) for part in torch.arange(n).tensor_split(world)]
+    padded = local.new_zeros((sizes[0], *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
 def barrier() -> None:

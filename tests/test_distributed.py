@@ -19,13 +19,16 @@ import sys
 import numpy as np
 import pandas as pd
 import pyro
+import pyro.distributions as dist_
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from pyro_genmodels.distributed import local_rows
 from pyro_genmodels.distributions import AutoregressiveDistribution
+from pyro_genmodels.infer import log_likelihood
 from pyro_genmodels.models import FlowDensity
 from pyro_genmodels.nn import MADE
 from pyro_genmodels.train import fit
@@ -93,6 +96,22 @@ def _run(kind: str, epochs: int, **kwargs):
     return h, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
 
+_LOGLIK_X = torch.linspace(-2, 3, 7, dtype=torch.float64)  # shares of 4 and 3 rows
+
+
+def _gauss_model(x):
+    """``z ~ N(0, 1)``, ``x | z ~ N(z, 1)``: ``p(x) = N(x; 0, 2)``."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist_.Normal(torch.zeros_like(x), 1.0))
+        pyro.sample("x", dist_.Normal(z, 1.0), obs=x)
+
+
+def _gauss_posterior(x):
+    """The exact posterior ``N(x / 2, 1 / 2)``: every importance weight equals ``p(x)``."""
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist_.Normal(x / 2, 0.5**0.5))
+
+
 def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -111,6 +130,9 @@ def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
             pyro.clear_param_store()  # a fresh start, as a relaunched job
             h, params = _run(kind, EPOCHS, distributed=True, checkpoint_dir=ckpt, resume=True)
             results[kind] = {"loss": h["loss"].tolist(), "params": params}
+        results["loglik"] = log_likelihood(_gauss_model, _gauss_posterior, _LOGLIK_X, num_samples=3)
+        rows = local_rows(len(_LOGLIK_X))
+        results["rows"] = [rows.start, rows.stop]
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -140,6 +162,13 @@ def test_two_processes_equal_one(two_process_results, kind, tmp_path):
         for name, value in ref.items():
             torch.testing.assert_close(got["params"][name], value, rtol=0, atol=1e-5)
     assert ref_history["loss"].iloc[-1] < ref_history["loss"].iloc[0] - 0.05  # it trained
+
+
+def test_log_likelihood_is_split_and_gathered(two_process_results):
+    exact = dist_.Normal(0.0, 2.0**0.5).log_prob(_LOGLIK_X)
+    for rank, rows in enumerate([[0, 4], [4, 7]]):
+        assert two_process_results[rank]["rows"] == rows  # each rank scored its share
+        torch.testing.assert_close(two_process_results[rank]["loglik"], exact)
 
 
 def test_setup_without_a_process_group():
