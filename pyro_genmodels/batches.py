@@ -216,7 +216,7 @@ class DatasetBatches(_Source):
                 "data must be a map-style torch.utils.data.Dataset (with __len__ and "
                 f"__getitem__) or a DataLoader over one, got {type(dataset).__name__}"
             )
-        n = len(dataset)  # type: ignore[arg-type]
+        n = len(dataset)
         if n == 0:
             raise ValueError("data must hold at least one datapoint, got a Dataset of length 0")
         drop_last = bool(loader.drop_last) if loader is not None else False
@@ -262,7 +262,7 @@ class DatasetBatches(_Source):
         """The rows ``idx`` (a global index batch), all of them, collated, on the device."""
         collate = self.loader.collate_fn
         dataset = self.loader.dataset
-        return self._on_device(collate([dataset[i] for i in idx.tolist()]))  # type: ignore[index]
+        return self._on_device(collate([dataset[i] for i in idx.tolist()]))
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
         """This rank's batches of epoch ``epoch``, from global batch ``start`` on.

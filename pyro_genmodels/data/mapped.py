@@ -39,7 +39,7 @@ def _header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
         ndim = head[3]
         shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
     offset = 4 + 4 * ndim
-    dtype = _CODE_TO_DTYPE[head[2]]
+    dtype: np.dtype = _CODE_TO_DTYPE[head[2]]  # type: ignore[assignment]
     size = os.path.getsize(path) - offset
     if size != math.prod(shape) * dtype.itemsize:
         raise ValueError(
