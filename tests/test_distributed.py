@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_genmodels.distributed import local_rows
 from pyro_genmodels.distributions import AutoregressiveDistribution
@@ -89,10 +90,16 @@ def _setup(kind: str):
     return (lambda x: None), (lambda x: None), ScoreMatching(energy)
 
 
-def _run(kind: str, epochs: int, **kwargs):
+def _run(kind: str, epochs: int, loader: bool = False, **kwargs):
+    """Train ``kind``; ``loader=True`` feeds the data through a DataLoader (same batches)."""
     model, guide, loss = _setup(kind)
-    h = fit(model, guide, _data(kind), loss=loss, optim=pyro.optim.Adam({"lr": 0.05}),
-            epochs=epochs, batch_size=BATCH, seed=3, progress=False, **kwargs)  # fmt: skip
+    data = _data(kind)
+    if loader:
+        data = DataLoader(TensorDataset(data), batch_size=BATCH, shuffle=True)
+        kwargs["batch_size"] = None
+    kwargs.setdefault("batch_size", BATCH)
+    h = fit(model, guide, data, loss=loss, optim=pyro.optim.Adam({"lr": 0.05}),
+            epochs=epochs, seed=3, progress=False, **kwargs)  # fmt: skip
     return h, {k: v.detach().clone() for k, v in pyro.get_param_store().items()}
 
 
@@ -126,9 +133,10 @@ def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
         for kind in kinds:
             ckpt = os.path.join(out, kind)
             pyro.clear_param_store()
-            _run(kind, STOP, distributed=True, checkpoint_dir=ckpt)
+            fed = kind == "made"  # MADE reads a DataLoader: the same batches as the tensors
+            _run(kind, STOP, fed, distributed=True, checkpoint_dir=ckpt)
             pyro.clear_param_store()  # a fresh start, as a relaunched job
-            h, params = _run(kind, EPOCHS, distributed=True, checkpoint_dir=ckpt, resume=True)
+            h, params = _run(kind, EPOCHS, fed, distributed=True, checkpoint_dir=ckpt, resume=True)
             results[kind] = {"loss": h["loss"].tolist(), "params": params}
         results["loglik"] = log_likelihood(_gauss_model, _gauss_posterior, _LOGLIK_X, num_samples=3)
         rows = local_rows(len(_LOGLIK_X))
