@@ -44,6 +44,7 @@ __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
     "barrier",
+    "broadcast_object",
     "gather_rows",
     "is_main_process",
     "local_rows",
@@ -150,6 +151,13 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` (any picklable object, e.g. a checkpoint payload) on every rank."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

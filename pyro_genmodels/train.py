@@ -486,7 +486,9 @@ def fit(
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
-    payload = _load_for_resume(ckpt_dir) if resume else None
+    payload = _load_for_resume(ckpt_dir) if resume and rank == 0 else None
+    if resume and world > 1:  # rank 0 reads; other machines need no shared file system
+        payload = ddp.broadcast_object(payload)
     if payload is not None:
         batches.check_state(payload.get("batches"))
         batch = batches.take(torch.arange(min(batches.batch_size, batches.num_data)))
