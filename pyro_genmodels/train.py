@@ -40,6 +40,7 @@ from pyro_genmodels.checkpoint import (
     save_checkpoint,
     training_payload,
 )
+from pyro_genmodels.jit import with_jit
 from pyro_genmodels.optim import Adam as GroupedAdam
 from pyro_genmodels.precision import check_precision, with_precision
 
@@ -366,6 +367,7 @@ def fit(
     progress: bool | None = None,
     precision: str = "fp32",
     distributed: bool | None = None,
+    jit: bool = False,
 ) -> pd.DataFrame:
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
@@ -430,6 +432,9 @@ def fit(
             equals one single-process step on the whole batch; only rank 0 writes
             checkpoints and shows progress. ``None``: when launched by ``torchrun``
             with more than one process, or when a process group is initialized.
+        jit: compile the loss (``Trace_ELBO`` → ``JitTrace_ELBO``, ...), once per
+            batch shape; data checks inside model and guide then run once per shape
+            (see :mod:`pyro_genmodels.jit`). Not combined with ``precision="bf16"``.
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
 
@@ -477,7 +482,9 @@ def fit(
     batches.to(device)
     batches.set_rank(rank, world)
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    step_loss = with_precision(loss, precision, device)
+    if jit and precision != "fp32":
+        raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
+    step_loss = with_precision(with_jit(loss, jit), precision, device)
     if world > 1:
         step_loss = ddp.DataParallelLoss(step_loss, device)
         progress = progress if rank == 0 else False
