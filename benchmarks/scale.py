@@ -9,7 +9,8 @@ Writes ``benchmarks/results/scale.csv`` with rows of two kinds:
   is that of the last epoch (the first warms up), from ``fit``'s history.
 * ``loader``: one process, the same models fed by in-memory tensors, by a
   ``DataLoader`` over a ``TensorDataset`` (``num_workers=0``) and by one with
-  2 persistent worker processes; the overhead is the ratio of epoch times.
+  2 persistent worker processes, interleaved over 3 rounds (medians); the
+  overhead is the ratio of epoch times.
 
 Usage::
 
@@ -24,6 +25,7 @@ import datetime
 import os
 import platform
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -117,17 +119,26 @@ def bench_processes(name: str, world: int, epochs: int, quick: bool, cuda: bool)
         return float(Path(out).read_text())
 
 
-def bench_loader(name: str, epochs: int, quick: bool) -> dict[str, float]:
+def bench_loader(name: str, epochs: int, quick: bool, rounds: int) -> dict[str, float]:
+    """Median samples/s of each input path over ``rounds`` interleaved rounds."""
     x = _train_images(quick)
     torch.set_num_threads(1)
-    rates = {"tensors": _fit(name, x, epochs, quick, batch_size=BATCH)}
-    for workers in (0, 2):
-        loader = DataLoader(
-            TensorDataset(x), batch_size=BATCH, shuffle=True, num_workers=workers,
+    loaders = {
+        f"DataLoader, {workers} workers": DataLoader(
+            TensorDataset(x),
+            batch_size=BATCH,
+            shuffle=True,
+            num_workers=workers,
             persistent_workers=workers > 0,
         )  # fmt: skip
-        rates[f"DataLoader, {workers} workers"] = _fit(name, loader, epochs, quick)
-    return rates
+        for workers in (0, 2)
+    }
+    rates: dict[str, list[float]] = {"tensors": [], **{k: [] for k in loaders}}
+    for _ in range(rounds):
+        rates["tensors"].append(_fit(name, x, epochs, quick, batch_size=BATCH))
+        for setting, loader in loaders.items():
+            rates[setting].append(_fit(name, loader, epochs, quick))
+    return {k: statistics.median(v) for k, v in rates.items()}
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                   "samples_per_s": rate, "speedup": rate / gbase,
                   "wall_s": float("nan")})  # fmt: skip
             world *= 2
-        rates = bench_loader(name, epochs, args.quick)
+        rates = bench_loader(name, epochs, args.quick, 1 if args.quick else 3)
         for setting, rate in rates.items():
             save({"kind": "loader", "model": name, "setting": setting, "samples_per_s": rate,
                   "speedup": rate / rates["tensors"], "wall_s": float("nan")})  # fmt: skip
