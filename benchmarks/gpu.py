@@ -28,6 +28,7 @@ import argparse
 import math
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ import pyro
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import pyro_genmodels as pgm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+import pyro_genmodels as pgm  # noqa: E402
 from pyro_genmodels.precision import with_precision
 
 RESULTS = Path(__file__).parent / "results"

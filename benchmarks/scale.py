@@ -26,6 +26,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +38,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, TensorDataset
 
-import pyro_genmodels as pgm
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+import pyro_genmodels as pgm  # noqa: E402
 from pyro_genmodels.distributions import AutoregressiveDistribution
 
 RESULTS = Path(__file__).parent / "results"
