@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch.utils import data as tud
 
+from pyro_genmodels.placement import match_dtype
+from pyro_genmodels.resume import data_fingerprint
+
 __all__ = [
     "DatasetBatches",
     "TensorBatches",
@@ -116,25 +119,16 @@ class _Source:
     def num_batches(self, epoch: int) -> int:
         return len(self.global_batches(epoch))
 
-    def state_dict(self) -> dict[str, Any]:
-        """What fixes the order of the batches, kept in checkpoints."""
-        return {
-            "num_data": self.num_data,
-            "batch_size": self.batch_size,
-            "shuffle": self.shuffle,
-            "drop_last": self.drop_last,
-            "world": self.world,
-        }
-
-    def check_state(self, state: dict[str, Any] | None) -> None:
-        """ValueError if a checkpoint's batch order differs from this source's."""
-        if state is None:
-            return
-        mine = self.state_dict()
-        diff = {k: (v, mine.get(k)) for k, v in state.items() if k != "world" and mine.get(k) != v}
-        if diff:
-            shown = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"resume needs the same data and batching as the checkpoint; {shown}")
+    def fingerprint(self) -> dict[str, Any]:
+        """What a resumed run must share with this one (checked on resume): the data's
+        size, shapes and dtypes, the batching; for tensors also the values' SHA-256 (a
+        Dataset, which may not fit in memory, is not hashed)."""
+        sample = self.take(torch.arange(1))
+        fp = data_fingerprint(sample, self.batch_size, self.shuffle)
+        fp["num_data"] = self.num_data
+        fp["drop_last"] = self.drop_last
+        del fp["sha256"]
+        return fp
 
 
 class TensorBatches(_Source):
@@ -151,10 +145,16 @@ class TensorBatches(_Source):
         self.tensors = as_tensors(tuple(tensors))
         super().__init__(self.tensors[0].shape[0], batch_size, shuffle, seed)
 
-    def to(self, device: torch.device) -> TensorBatches:
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> TensorBatches:
+        """Move the tensors to ``device``; floating ones to ``dtype`` when given."""
         self.device = device
-        self.tensors = tuple(t.to(device) for t in self.tensors)
+        self.tensors = match_dtype(tuple(t.to(device) for t in self.tensors), dtype)
         return self
+
+    def fingerprint(self) -> dict[str, Any]:
+        fp = data_fingerprint(self.tensors, self.batch_size, self.shuffle)
+        fp["drop_last"] = self.drop_last
+        return fp
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The rows ``idx`` (a global index batch), all of them, on the device."""
@@ -221,6 +221,7 @@ class DatasetBatches(_Source):
             raise ValueError("data must hold at least one datapoint, got a Dataset of length 0")
         drop_last = bool(loader.drop_last) if loader is not None else False
         super().__init__(n, batch_size, shuffle, seed, drop_last)
+        self.dtype: torch.dtype | None = None
         self.sampler = _EpochBatchSampler(self)
         self.generator = torch.Generator()
         kwargs: dict[str, Any] = {}
@@ -240,8 +241,10 @@ class DatasetBatches(_Source):
             dataset, batch_sampler=self.sampler, generator=self.generator, **kwargs
         )
 
-    def to(self, device: torch.device) -> DatasetBatches:
+    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> DatasetBatches:
+        """Deliver batches on ``device``, floating tensors in ``dtype`` when given."""
         self.device = device
+        self.dtype = dtype
         return self
 
     def _on_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
@@ -253,9 +256,12 @@ class DatasetBatches(_Source):
                 "a collated batch must be a Tensor or a tuple/list of Tensors, got "
                 f"{type(batch).__name__}"
             )
-        return tuple(
-            t.to(self.device, non_blocking=t.is_pinned() and self.device.type == "cuda")
-            for t in items
+        return match_dtype(
+            tuple(
+                t.to(self.device, non_blocking=t.is_pinned() and self.device.type == "cuda")
+                for t in items
+            ),
+            self.dtype,
         )
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:

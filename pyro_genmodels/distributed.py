@@ -39,6 +39,7 @@ import torch.distributed as dist
 from pyro import poutine
 
 from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
+from pyro_genmodels.params import own_params
 
 __all__ = [
     "DataParallelLoss",
@@ -244,7 +245,7 @@ def prime_and_broadcast(
     generators restored afterwards, so training continues as if it had not run.
     """
     rng = get_rng_state()
-    with poutine.block():  # losses through ∇ₓ (score matching) need autograd here
+    with poutine.block(), own_params():  # losses through ∇ₓ (score matching) need autograd here
         if callable(getattr(loss, "loss", None)):
             loss.loss(model, guide, *batch)
         else:

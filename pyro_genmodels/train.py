@@ -2,11 +2,14 @@
 
 One step is exactly ``pyro.infer.SVI.step`` — trace the params, call
 ``loss.loss_and_grads(model, guide, *batch)``, update the unconstrained
-params, zero their gradients — except that the loss and the gradients are
-checked for non-finite values *before* the update, so the parameters are
-never corrupted. Around the steps, :func:`fit` shuffles reproducibly, keeps a
-per-epoch history, shows a progress bar, runs callbacks, writes atomic
-checkpoints and resumes from them exactly.
+params, zero their gradients — except that it runs inside
+:class:`~pyro_genmodels.params.own_params` (each model trains its own
+parameters, whatever their names in Pyro's param store), that the loss and
+the gradients are checked for non-finite values *before* the update and the
+parameters *after* it (a non-finite update is rolled back), so the
+parameters are never corrupted. Around the steps, :func:`fit` shuffles
+reproducibly, keeps a per-epoch history, shows a progress bar, runs
+callbacks, writes atomic checkpoints and resumes from them exactly.
 
 Reference: Bingham et al., "Pyro: Deep Universal Probabilistic Programming",
 JMLR 2019 (the SVI step mirrored here).
@@ -18,7 +21,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,21 +31,25 @@ import pandas as pd
 import pyro
 import pyro.optim
 import torch
-from pyro import poutine
-from pyro.infer.util import torch_item, zero_grads
 from tqdm.auto import tqdm
 
 from pyro_genmodels import distributed as ddp
+from pyro_genmodels._callbacks import check_callbacks, run_callbacks
 from pyro_genmodels.batches import TensorBatches, make_batches
-from pyro_genmodels.checkpoint import (
-    load_checkpoint,
-    restore_training_state,
-    save_checkpoint,
-    training_payload,
-)
+from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pyro_genmodels.early_stopping import make_monitor
 from pyro_genmodels.jit import with_jit
 from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.params import find_modules
+from pyro_genmodels.placement import check_writable, model_dtype, resolve_device
 from pyro_genmodels.precision import check_precision, with_precision
+from pyro_genmodels.resume import (
+    TRAINING_KEYS,
+    non_finite_entries,
+    restore_training_state,
+    training_payload,
+)
+from pyro_genmodels.step import NonFiniteStep, guarded_step
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -78,10 +85,6 @@ class FitState:
     stop: bool = False
 
 
-class _NonFinite(Exception):
-    """Internal: a step produced a non-finite loss or gradient (params untouched)."""
-
-
 # ----------------------------------------------------------------------------- validation
 
 
@@ -91,25 +94,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return int(value)
-
-
-def _check_callbacks(callbacks: Iterable[Any]) -> list[Any]:
-    if callable(callbacks) or not isinstance(callbacks, Iterable):
-        raise TypeError(
-            f"callbacks must be a sequence of callbacks, got {type(callbacks).__name__}"
-        )
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not (callable(cb) or _has_hooks(cb)):
-            raise TypeError(
-                f"callbacks[{i}] must be callable cb(state) or have on_epoch_start/on_epoch_end "
-                f"methods, got {type(cb).__name__}"
-            )
-    return callbacks
-
-
-def _has_hooks(cb: Any) -> bool:
-    return hasattr(cb, "on_epoch_start") or hasattr(cb, "on_epoch_end")
 
 
 def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any) -> None:
@@ -130,86 +114,24 @@ def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any)
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
 
 
-# ----------------------------------------------------------------------------- devices
-
-
-def _bound_modules(*fns: Callable) -> list[torch.nn.Module]:
-    """The distinct ``nn.Module`` instances that ``fns`` are bound methods of."""
-    modules: list[torch.nn.Module] = []
-    for fn in fns:
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, torch.nn.Module) and all(owner is not m for m in modules):
-            modules.append(owner)
-    return modules
-
-
-def _resolve_device(device: Any, modules: Sequence[torch.nn.Module], batches: Any) -> torch.device:
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(
-                f"device must be a torch.device or a string like 'cpu', got {device!r}"
-            ) from e
-    for module in modules:
-        for p in module.parameters():
-            return p.device
-    for p in pyro.get_param_store()._params.values():
-        return p.device
-    if isinstance(batches, TensorBatches):
-        return batches.tensors[0].device
-    return torch.device("cpu")
-
-
 # ----------------------------------------------------------------------------- one step
-
-
-def _as_floats(value: Any) -> tuple[float, ...]:
-    values = value if isinstance(value, tuple | list) else (value,)
-    return tuple(float(torch_item(v)) for v in values)
-
-
-def _train_step(
-    model: Callable, guide: Callable, loss: Any, optim: pyro.optim.PyroOptim, batch: tuple
-) -> tuple[float, ...]:
-    """``pyro.infer.SVI.step`` with a non-finite check of loss and gradients before the update."""
-    with poutine.trace(param_only=True) as param_capture:
-        value = loss.loss_and_grads(model, guide, *batch)
-    params = list(
-        dict.fromkeys(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
-    )
-    values = _as_floats(value)
-    if not all(math.isfinite(v) for v in values):
-        zero_grads(params)
-        shown = values[0] if len(values) == 1 else values
-        raise _NonFinite(f"non-finite loss {shown}")
-    bad = _non_finite_grads(params)
-    if bad:
-        zero_grads(params)
-        raise _NonFinite(f"loss {values} has non-finite gradients for parameter(s) {bad}")
-    optim(params)
-    zero_grads(params)
-    return values
-
-
-def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:
-    with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return []
-    finite = torch.stack([torch.isfinite(p.grad).all() for p in with_grad])
-    if bool(finite.all()):
-        return []
-    store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(with_grad, finite.tolist()) if not ok]
 
 
 def _read_lr(optim: pyro.optim.PyroOptim) -> float | None:
     """The learning rate in use, when every parameter's optimizer shares one."""
-    lrs = set()
+    lrs: set[float] = set()
     for obj in optim.optim_objs.values():
         opt = getattr(obj, "optimizer", obj)
         lrs.update(float(group["lr"]) for group in opt.param_groups if "lr" in group)
     return lrs.pop() if len(lrs) == 1 else None
+
+
+def _plateau_value(row: dict[str, Any], monitor: str | None) -> float:
+    """What ``ReduceLROnPlateau`` sees: the monitored (validation) value when there is one."""
+    value = row.get(monitor) if monitor is not None else None
+    if value is not None and math.isfinite(float(value)):
+        return float(value)
+    return next(v for k, v in row.items() if k.startswith("loss"))
 
 
 def _scheduler_step(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
@@ -229,63 +151,30 @@ class _Run:
     callbacks: list[Any]
     seed: int
     checkpoint_dir: Path | None
-    batches: Any = None
+    modules: list[torch.nn.Module] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    param_names: set[str] = field(default_factory=set)
+    monitor: str | None = None
+    undo: dict = field(default_factory=dict)  # reusable copies for undoing an update
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
-    payload = training_payload(
+    return training_payload(
         epoch=epoch,
         step=state.step,
         history=state.history,
         seed=ctx.seed,
         optim=ctx.optim,
+        modules=ctx.modules,
         loss=ctx.loss,
         callbacks=ctx.callbacks,
         epoch_step=epoch_step,
+        run=ctx.run,
+        param_names=ctx.param_names or None,
     )
-    if ctx.batches is not None:
-        payload["batches"] = ctx.batches.state_dict()
-    return payload
 
 
 # ----------------------------------------------------------------------------- epochs
-
-
-def _run_callbacks(callbacks: list[Any], hook: str, state: FitState) -> None:
-    for i, cb in enumerate(callbacks):
-        if _has_hooks(cb):
-            method = getattr(cb, hook, None)
-            result = method(state) if method is not None else None
-        else:
-            result = cb(state) if hook == "on_epoch_end" else None
-        if hook == "on_epoch_end" and result is not None:
-            _merge_metrics(state.row, result, i)
-
-
-def _merge_metrics(row: dict[str, Any], metrics: Any, index: int) -> None:
-    if not isinstance(metrics, dict):
-        raise TypeError(
-            f"callbacks[{index}] must return a dict of metrics or None, "
-            f"got {type(metrics).__name__}"
-        )
-    for key, value in metrics.items():
-        if key in row:
-            raise ValueError(
-                f"callbacks[{index}] returned metric {key!r}, which is already a column"
-            )
-        if isinstance(value, torch.Tensor) and value.numel() != 1:
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be a scalar, got a tensor of shape "
-                f"{tuple(value.shape)}"
-            )
-        if isinstance(value, torch.Tensor | np.generic):
-            value = value.item()
-        if not isinstance(value, int | float | str):
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be an int, float or str, got "
-                f"{type(value).__name__}"
-            )
-        row[str(key)] = value
 
 
 def _loss_columns(totals: list[float], n: int) -> dict[str, float]:
@@ -301,9 +190,11 @@ def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
     start = time.perf_counter()
     for i, batch in enumerate(batches.epoch(state.epoch)):
         try:
-            values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch)
-        except _NonFinite as e:
-            _fail(ctx, state, i, batches.num_batches(state.epoch), str(e))
+            values = guarded_step(
+                ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
+            )
+        except NonFiniteStep as e:
+            _fail(ctx, state, i, batches.num_batches(state.epoch), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
     row = {"epoch": state.epoch + 1, **_loss_columns(totals, n)}
@@ -314,28 +205,45 @@ def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
     return row
 
 
-def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, reason: str) -> None:
+def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception) -> None:
+    reason = str(error)
     where = "no checkpoint_dir was given, so nothing was saved"
     if ctx.checkpoint_dir is not None:
         path = ctx.checkpoint_dir / LAST_GOOD_NAME
-        save_checkpoint(path, _payload(ctx, state, state.epoch, i))
-        where = f"the last good state (before this step) was saved to {str(path)!r}"
+        payload = _payload(ctx, state, state.epoch, i)
+        bad = non_finite_entries(payload)
+        if bad:
+            where = (
+                f"the state was not saved to {str(path)!r} because it already holds non-finite "
+                f"values (in {bad[:5]})"
+            )
+        else:
+            try:
+                save_checkpoint(path, payload)
+                where = f"the last good state (before this step) was saved to {str(path)!r}"
+            except OSError as e:
+                where = (
+                    f"saving the last good state to {str(path)!r} failed as well "
+                    f"({type(e).__name__}: {e})"
+                )
     raise FloatingPointError(
         f"{reason} at epoch {state.epoch + 1} of {state.epochs} (1-based), step {i + 1} of "
         f"{num_batches} within the epoch (1-based; global step {state.step + 1}); the "
         f"parameters were not updated by this step and {where}"
-    )
+    ) from (error.__cause__ or error)
 
 
 def _load_for_resume(checkpoint_dir: Path) -> dict[str, Any] | None:
     path = checkpoint_dir / CHECKPOINT_NAME
+    remove_stale_temporaries(path)
+    remove_stale_temporaries(checkpoint_dir / LAST_GOOD_NAME)
     if not path.is_file():
         warnings.warn(
             f"resume=True but there is no checkpoint at {str(path)!r}; starting from scratch",
             stacklevel=3,
         )
         return None
-    return load_checkpoint(path)
+    return load_checkpoint(path, required=TRAINING_KEYS)
 
 
 def _history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -365,6 +273,11 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
+    validation: Any = None,
+    validation_every: int = 1,
+    early_stopping: int | None = None,
+    keep_best: bool = False,
+    monitor: str = "val_loss",
     precision: str = "fp32",
     distributed: bool | None = None,
     jit: bool = False,
@@ -372,11 +285,23 @@ def fit(
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
     Each step mirrors ``pyro.infer.SVI.step`` but checks the loss and the
-    gradients for non-finite values *before* the optimizer update: on a
-    non-finite value it saves the still-good state to
-    ``checkpoint_dir/last_good.pt`` (when given) and raises
-    ``FloatingPointError`` naming the epoch and step. Epoch ``e`` visits the
-    data in an order drawn from a generator seeded by ``(seed, e)``.
+    gradients for non-finite values *before* the optimizer update and the
+    parameters *after* it (a non-finite update is undone, optimizer state
+    included); Pyro's and torch's validation errors about NaN/inf values count
+    as the same failure. On a failure it saves the still-good state to
+    ``checkpoint_dir/last_good.pt`` (when given, and only if every value in it
+    is finite) and raises ``FloatingPointError`` naming the epoch and step (and
+    the write error too, if saving fails). Epoch ``e`` visits the data in an
+    order drawn from a generator seeded by ``(seed, e)``.
+
+    Steps run inside :class:`~pyro_genmodels.params.own_params`: a model trains
+    its own parameters even when another model in the process registered the
+    same names in Pyro's param store. The modules that ``fit`` trains and
+    checkpoints (parameters *and* buffers) are those the model, guide and loss
+    use (:func:`~pyro_genmodels.params.find_modules`: bound methods, closures,
+    global names, attributes of the loss). Floating-point data are converted to
+    the dtype of those modules' parameters (else of the param store's; else
+    kept): float64 arrays from NumPy or scikit-learn train a float32 model.
 
     History convention: one row per epoch with ``epoch`` (1-based), ``loss``
     = (sum of the step losses over the epoch) / N — the mean per datapoint for
@@ -409,19 +334,40 @@ def fit(
             an epoch may be smaller. ``None``: the DataLoader's, else 128.
         shuffle: reshuffle every epoch; otherwise batches are taken in order.
             ``None``: as the DataLoader was built (``shuffle=True``), else True.
-        device: where to train; default: device of the bound module's first
-            parameter, else of the first param in the param store, else of ``data``.
+        device: where to train (``"cuda"`` without a CUDA device is a
+            ``ValueError``); default: device of the modules' first parameter,
+            else of the first param in the param store, else of ``data``.
         seed: seeds all generators at start (``pyro.set_rng_seed``) and the batch order.
-        checkpoint_dir: folder for ``checkpoint.pt`` (atomic; every
-            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``.
-        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (params,
-            optimizer, RNG states, history); warns and starts fresh if absent.
+        checkpoint_dir: folder for ``checkpoint.pt`` (atomic, checksummed; every
+            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``;
+            checked writable before training starts.
+        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (module
+            parameters and buffers, params, optimizer, loss and callback state,
+            RNG states, history); warns and starts fresh if absent. It refuses
+            (``ValueError``) another optimizer kind, other data, ``batch_size``,
+            ``shuffle`` or ``seed``; a new learning rate applies, with a
+            warning. ``last_good.pt`` (written mid-epoch on a failure, with its
+            ``epoch_step``) is never resumed from: resume continues from the
+            last finished epoch in ``checkpoint.pt``.
         callbacks: each either ``cb(state) -> dict | None`` called at epoch end,
             or an object with optional ``on_epoch_start(state)`` /
             ``on_epoch_end(state) -> dict | None``; ``state`` is a
             :class:`FitState`. Returned entries become history columns.
             Callbacks with ``state_dict``/``load_state_dict`` are checkpointed.
         progress: tqdm bar over epochs; ``None`` shows it only if stderr is a TTY.
+        validation: held-out data shaped like ``data`` (tensors ``(M, ...)``, or a
+            ``Dataset`` with a ``.valid`` split): every ``validation_every`` epochs
+            the history gets ``val_loss``, ``loss.loss`` per datapoint on it (the
+            same estimator as ``loss``), computed with modules in eval mode and
+            forked random states, so training is unaffected
+            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`).
+        validation_every: validate every this many epochs.
+        early_stopping: ``None`` or a patience: stop when ``monitor`` has not
+            improved for that many epochs.
+        keep_best: restore the parameters and buffers of the epoch with the lowest
+            ``monitor`` at the end (they are also written to ``checkpoint_dir/best.pt``).
+        monitor: the history column minimized by ``early_stopping``/``keep_best``
+            and followed by ``ReduceLROnPlateau``: ``"val_loss"`` or a callback's metric.
         precision: ``"fp32"``, or ``"bf16"``: each loss evaluation runs under
             ``torch.autocast`` in bfloat16 (CUDA; on a CPU the same recipe, usually
             slower) while params, gradients and optimizer state stay float32; see
@@ -435,6 +381,7 @@ def fit(
         jit: compile the loss (``Trace_ELBO`` → ``JitTrace_ELBO``, ...), once per
             batch shape; data checks inside model and guide then run once per shape
             (see :mod:`pyro_genmodels.jit`). Not combined with ``precision="bf16"``.
+
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
 
@@ -467,39 +414,60 @@ def fit(
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     seed = _check_int("seed", seed, 0)
     batches = make_batches(data, batch_size, shuffle, seed)
-    callbacks = _check_callbacks(callbacks)
+    callbacks = check_callbacks(callbacks)
     if resume and checkpoint_dir is None:
         raise ValueError(
             "resume=True needs checkpoint_dir (the folder holding checkpoint.pt), got None"
         )
 
-    modules = _bound_modules(model, guide)
-    device = None if device is None else _resolve_device(device, modules, batches)
+    modules = find_modules(model, guide, loss)
+    cpu = (torch.empty(0),)  # a Dataset's items are read on the CPU
+    data_tensors = batches.tensors if isinstance(batches, TensorBatches) else cpu
+    device = None if device is None else resolve_device(device, modules, data_tensors)
     rank, world, device = ddp.setup(distributed, device)
-    device = _resolve_device(device, modules, batches)
+    device = resolve_device(device, modules, data_tensors)
     for module in modules:
         module.to(device)
-    batches.to(device)
+    batches.to(device, model_dtype(modules))
     batches.set_rank(rank, world)
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if ckpt_dir is not None and rank == 0:
+        check_writable(ckpt_dir)
+    run = {} if ckpt_dir is None else batches.fingerprint()
+    watcher = make_monitor(
+        validation,
+        batches.take(torch.arange(1)),
+        batch_size=batches.batch_size,
+        seed=seed,
+        modules=modules,
+        checkpoint_dir=ckpt_dir,
+        every=validation_every,
+        patience=early_stopping,
+        keep_best=keep_best,
+        monitor=monitor,
+    )
+    if watcher is not None:
+        callbacks = [*callbacks, watcher]  # last: it may monitor the other callbacks' metrics
     if jit and precision != "fp32":
         raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
     step_loss = with_precision(with_jit(loss, jit), precision, device)
     if world > 1:
         step_loss = ddp.DataParallelLoss(step_loss, device)
         progress = progress if rank == 0 else False
-    writer_dir = ckpt_dir if rank == 0 else None
-    ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, batches)
+    writer_dir = ckpt_dir if rank == 0 else None  # rank 0 alone writes
+    ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, modules, run)
+    ctx.monitor = None if watcher is None else watcher.monitor
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
-    payload = _load_for_resume(ckpt_dir) if resume and rank == 0 else None
+    payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None and rank == 0 else None
     if resume and world > 1:  # rank 0 reads; other machines need no shared file system
         payload = ddp.broadcast_object(payload)
     if payload is not None:
-        batches.check_state(payload.get("batches"))
         batch = batches.take(torch.arange(min(batches.batch_size, batches.num_data)))
-        restore_training_state(payload, model, guide, loss, optim, callbacks, batch, seed)
+        restore_training_state(
+            payload, model, guide, loss, optim, callbacks, batch, seed, modules, run
+        )
         state.epoch, state.step, state.history = (
             payload["epoch"],
             payload["step"],
@@ -509,6 +477,8 @@ def fit(
         first = batches.take(batches.global_batches(state.epoch)[0])
         ddp.prime_and_broadcast(model, guide, loss, first, device)
     _train(ctx, state, batches, checkpoint_every, progress)
+    if watcher is not None and keep_best:
+        watcher.restore_best()
     if world > 1:
         ddp.barrier()  # rank 0's last checkpoint is on disk before any rank returns
     return _history_frame(state.history)
@@ -523,13 +493,13 @@ def _train(
     try:
         for epoch in range(start, state.epochs):
             state.epoch, state.row = epoch, {}
-            _run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            if state.stop:  # set at epoch start: end before training this epoch
+                break
             state.row = _run_epoch(ctx, state, batches)
-            _run_callbacks(ctx.callbacks, "on_epoch_end", state)
+            run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
-            _scheduler_step(
-                ctx.optim, next(v for k, v in state.row.items() if k.startswith("loss"))
-            )
+            _scheduler_step(ctx.optim, _plateau_value(state.row, ctx.monitor))
             bar.update(1)
             bar.set_postfix(_postfix(state.row))
             last = epoch + 1 == state.epochs or state.stop

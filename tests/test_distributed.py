@@ -1,12 +1,11 @@
 """Data-parallel ``fit``: 2 gloo processes on CPU equal 1 process on the same global batch.
 
 Each case trains in float64 with a loss free of sampling noise: MADE
-(exact ``-log p(x)``), a Glow whose ActNorm initializes from the data (so the
-priming pass must see the global first batch), and a score-matching loss
-(double backward: ``∇_θ`` of a function of ``∇ₓ E``). The 2-process run stops
-after 2 epochs, resumes from its checkpoint and finishes 4 epochs; the
-parameters must equal an uninterrupted 1-process run within 1e-5 (the only
-differences are float64 summation orders).
+(exact ``-log p(x)``, fed by a DataLoader), a RealNVP flow, and a
+score-matching loss (double backward: ``∇_θ`` of a function of ``∇ₓ E``). The
+2-process run stops after 2 epochs, resumes from its checkpoint and finishes 4
+epochs; the parameters must equal a 1-process run stopped and resumed alike
+within 1e-5 (the only differences are float64 summation orders).
 """
 
 from __future__ import annotations
@@ -83,8 +82,8 @@ def _setup(kind: str):
                 pyro.sample("x", AutoregressiveDistribution(net, "bernoulli"), obs=x)
 
         return model, lambda x: None, pyro.infer.Trace_ELBO()
-    if kind == "glow":
-        flow = FlowDensity(D, "glow", num_layers=2, hidden_dims=[8]).double()
+    if kind == "flow":
+        flow = FlowDensity(D, "realnvp", num_layers=2, hidden_dims=[8]).double()
         return flow.model, flow.guide, pyro.infer.Trace_ELBO()
     energy = nn.Sequential(nn.Linear(D, 16), nn.Tanh(), nn.Linear(16, 1)).double()
     return (lambda x: None), (lambda x: None), ScoreMatching(energy)
@@ -149,14 +148,14 @@ def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    kinds = ["made", "glow", "score"]
+    kinds = ["made", "flow", "score"]
     mp.start_processes(
         _worker, args=(str(out / "rendezvous"), str(out), kinds), nprocs=WORLD, start_method="fork"
     )
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("kind", ["made", "glow", "score"])
+@pytest.mark.parametrize("kind", ["made", "flow", "score"])
 def test_two_processes_equal_one(two_process_results, kind, tmp_path):
     """Against one process stopped and resumed alike (checkpoints are compared like for like)."""
     pyro.clear_param_store()
