@@ -119,6 +119,10 @@ class _Source:
     def num_batches(self, epoch: int) -> int:
         return len(self.global_batches(epoch))
 
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The rows ``idx`` of the data, all of them, on the device."""
+        raise NotImplementedError
+
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed run must share with this one (checked on resume): the data's
         size, shapes and dtypes, the batching; for tensors also the values' SHA-256 (a
