@@ -4,8 +4,9 @@ Each case trains in float64 with a loss free of sampling noise: MADE (exact
 ``-log p(x)``, fed by a DataLoader), a RealNVP flow, and exact score matching
 of an energy network (``ScoreMatchingLoss("exact")``: double backward, ``∇_θ``
 of a function of ``∇ₓ E``). The 2-process run stops after 2 epochs, resumes
-from its checkpoint and finishes 4 epochs; the parameters must equal a 1-process run stopped and resumed alike
-within 1e-5 (the only differences are float64 summation orders).
+from its checkpoint and finishes 4 epochs; the parameters must equal a 1-process
+run stopped and resumed alike within 1e-5 (the only differences are float64
+summation orders).
 """
 
 from __future__ import annotations
