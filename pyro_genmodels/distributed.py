@@ -33,11 +33,11 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import pyro
 import torch
 import torch.distributed as dist
 from pyro import poutine
 
+from pyro_genmodels._compat import store_params
 from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
 from pyro_genmodels.params import own_params
 
@@ -167,8 +167,8 @@ def barrier() -> None:
 
 
 def _sorted_params() -> list[tuple[str, torch.Tensor]]:
-    store = pyro.get_param_store()
-    return [(name, store._params[name]) for name in sorted(store._params)]
+    params = store_params()
+    return [(name, params[name]) for name in sorted(params)]
 
 
 def all_reduce_grads(device: torch.device) -> None:

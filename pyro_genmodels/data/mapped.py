@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pyro_genmodels._checks import check_int
 from pyro_genmodels.data.datasets import pixels_to_values
 from pyro_genmodels.data.idx import _CODE_TO_DTYPE, _GZIP_MAGIC
 from pyro_genmodels.data.validation import check_bool, check_float_dtype
@@ -39,7 +40,7 @@ def _header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
         ndim = head[3]
         shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
     offset = 4 + 4 * ndim
-    dtype: np.dtype = _CODE_TO_DTYPE[head[2]]  # type: ignore[assignment]
+    dtype: np.dtype = _CODE_TO_DTYPE[head[2]]
     size = os.path.getsize(path) - offset
     if size != math.prod(shape) * dtype.itemsize:
         raise ValueError(
@@ -87,9 +88,7 @@ class IdxImages(Dataset):
                 raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
         self.binarize = check_bool("binarize", binarize)
         self.dtype = check_float_dtype(dtype)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        self.seed = seed
+        self.seed: int = check_int("seed", seed, minimum=0)
         kind, shape, offset = _header(Path(images))
         if kind != np.dtype("u1") or len(shape) != 3:
             raise ValueError(f"images must hold uint8 images (N, H, W), got {kind} {shape}")
