@@ -280,7 +280,7 @@ def test_bad_inputs_are_rejected(device):
         kl_per_dim(_two_dim_model, _factorized_guide, x, batch_size=0)
     with pytest.raises(ValueError, match="site='w' is not a latent"):
         active_units(_two_dim_model, _factorized_guide, x, site="w")
-    with pytest.raises(ValueError, match="threshold must be a non-negative"):
+    with pytest.raises(ValueError, match="threshold must be a finite real number >= 0"):
         active_units(_two_dim_model, _factorized_guide, x, threshold=-1.0)
     with pytest.raises(ValueError, match="N >= 2"):
         active_units(_two_dim_model, _factorized_guide, x[:1])

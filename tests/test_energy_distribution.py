@@ -173,7 +173,7 @@ def test_expand_and_validation_contract(device):
         tr.log_prob_sum()
     with pytest.raises(TypeError, match="energy must be callable"):
         EnergyDistribution("E", (2,))
-    with pytest.raises(ValueError, match="event_shape must be a tuple of positive ints"):
+    with pytest.raises(ValueError, match=r"event_shape\[0\] must be a positive int"):
         EnergyDistribution(energy, (0,))
 
 

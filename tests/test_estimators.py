@@ -218,10 +218,18 @@ def test_estimator_rejects_subsampled_plate():
         (lambda: bits_per_dim("1.0", 3), TypeError, "nll_nats must be a float or a tensor"),
         (lambda: bits_per_dim(1.0, 0), ValueError, "num_dims must be a positive int"),
         (lambda: bits_per_dim(1.0, 2.0), TypeError, "num_dims"),
-        (lambda: bits_per_dim(1.0, 3, shift=float("nan")), ValueError, "shift must be a finite"),
+        (
+            lambda: bits_per_dim(1.0, 3, shift=float("nan")),
+            ValueError,
+            "shift must be a finite real number",
+        ),
         (lambda: rescale_log_likelihood(None, 3, 0.5), TypeError, "log_p must be a float"),
         (lambda: rescale_log_likelihood(1.0, -1, 0.5), ValueError, "num_dims"),
-        (lambda: rescale_log_likelihood(1.0, 3, 0.0), ValueError, "scale must be a positive"),
+        (
+            lambda: rescale_log_likelihood(1.0, 3, 0.0),
+            ValueError,
+            "scale must be a finite real number > 0",
+        ),
         (lambda: rescale_log_likelihood(1.0, 3, float("inf")), ValueError, "scale"),
     ],
 )

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, kl_divergence
 
+from pyro_genmodels._checks import check_real
 from pyro_genmodels.diagnostics._util import align, latent_site, weighted_batches
 from pyro_genmodels.infer.estimators import DEFAULT_MAX_ELEMENTS, log_weight_chunks
 from pyro_genmodels.infer.weights import WeightedTraces
@@ -177,8 +178,7 @@ def active_units(
     >>> num_active, variances.tolist()
     (1, [0.0, 0.25])
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
-        raise ValueError(f"threshold must be a non-negative float, got {threshold!r}")
+    check_real("threshold", threshold, minimum=0.0)
     if isinstance(data, torch.Tensor) and data.dim() >= 1 and data.shape[0] < 2:
         raise ValueError(
             "data must hold N >= 2 datapoints to estimate a variance over them, got shape "

@@ -11,6 +11,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.util import is_validation_enabled
 
+from pyro_genmodels._checks import check_hidden_dims
 from pyro_genmodels._compat import validate_sample
 
 _CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
@@ -109,10 +110,7 @@ class EnergyDistribution(TorchDistribution):
             raise TypeError(f"energy must be callable (an nn.Module), got {type(energy).__name__}")
         if isinstance(event_shape, int) and not isinstance(event_shape, bool):
             event_shape = (event_shape,)
-        if not isinstance(event_shape, tuple | list | torch.Size) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in event_shape
-        ):
-            raise ValueError(f"event_shape must be a tuple of positive ints, got {event_shape!r}")
+        event_shape = check_hidden_dims(event_shape, name="event_shape")  # sizes >= 1
         if context is not None and not isinstance(context, torch.Tensor):
             raise TypeError(f"context must be a torch.Tensor or None, got {type(context).__name__}")
         if context is not None and context.dim() < 1:

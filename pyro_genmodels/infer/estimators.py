@@ -17,8 +17,10 @@ import torch
 from pyro_genmodels._checks import (
     check_batched_tensor,
     check_int,
+    check_positive_float,
     check_positive_int,
     check_programs,
+    check_real,
     slice_datapoints,
 )
 from pyro_genmodels.distributed import gather_rows, local_rows
@@ -294,8 +296,7 @@ def bits_per_dim(
     """
     _check_nats("nll_nats", nll_nats)
     _check_num_dims(num_dims)
-    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not math.isfinite(shift):
-        raise ValueError(f"shift must be a finite float (bits per dim), got {shift!r}")
+    check_real("shift", shift)  # bits per dim
     return nll_nats / (num_dims * math.log(2.0)) + shift
 
 
@@ -324,8 +325,5 @@ def rescale_log_likelihood(
     """
     _check_nats("log_p", log_p)
     _check_num_dims(num_dims)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-        raise ValueError(f"scale must be a positive float (x -> scale * x), got {scale!r}")
-    if not math.isfinite(scale):
-        raise ValueError(f"scale must be a positive float (x -> scale * x), got {scale!r}")
+    check_positive_float("scale", scale)  # x -> scale * x
     return log_p + num_dims * math.log(scale)

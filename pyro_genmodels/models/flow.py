@@ -35,6 +35,7 @@ from pyro_genmodels import flows
 from pyro_genmodels._checks import (
     broadcast_value_shape,
     check_expand_shape,
+    check_int,
     check_positive_int,
     validating,
 )
@@ -343,8 +344,7 @@ class FlowDensity(PyroModule):
     def sample(self, n: int, context: torch.Tensor | None = None) -> torch.Tensor:
         """``n >= 0`` draws ``(n, D)``; with a context ``(n, C)`` (or labels ``(n,)``),
         one per row (``n`` must then be the number of rows)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        check_int("n", n, minimum=0)
         d = self.distribution(context)
         if context is not None and d.batch_shape != (n,):
             raise ValueError(
