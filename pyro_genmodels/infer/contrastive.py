@@ -13,15 +13,26 @@ from pyro_genmodels.infer._energy_sites import EnergyLoss, energy_sites, site_sc
 from pyro_genmodels.infer.samplers import EnergySampler
 
 
+def _draw_chains(size: int, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` buffer indices drawn without replacement (a random permutation when ``n = size``,
+    so every chain advances once); for ``n > size`` the permutations are repeated, each chain
+    appearing ``⌊n/size⌋`` or ``⌈n/size⌉`` times."""
+    perms = [torch.randperm(size, device=device) for _ in range(-(-n // size))]
+    return torch.cat(perms)[:n]
+
+
 class ContrastiveDivergenceLoss(EnergyLoss):
     """``Σₙ [E(x⁺ₙ) − E(x⁻ₙ)] + α Σₙ (E(x⁺ₙ)² + E(x⁻ₙ)²)``, ``x⁻ = k`` sampler steps from ``x⁰``.
 
     Its gradient is the contrastive-divergence estimate of ``−∇θ Σₙ log p(xₙ)``
     (the negative samples carry no gradient). ``x⁰`` is the data (CD-k,
     Hinton 2002) or, with ``persistent=True``, draws from a replay buffer of
-    past negatives (PCD, Tieleman 2008; Du & Mordatch 2019): each chain
-    restarts from ``sampler.init`` with probability ``reinit_prob`` and the
-    buffer keeps the last ``buffer_size`` chains. The buffer is the loss's
+    past negatives (PCD, Tieleman 2008; Du & Mordatch 2019): each step draws
+    its batch of chains from the buffer *without replacement* (all of them, in
+    a random order, when ``buffer_size`` equals the batch, as in Tieleman's
+    PCD), each drawn chain restarts from ``sampler.init`` with probability
+    ``reinit_prob``, and the advanced chains are written back in place; while
+    the buffer fills, fresh chains are started and appended. The buffer is the loss's
     state: ``state_dict``/``load_state_dict`` (saved in ``pgm.fit``
     checkpoints, so a resumed run continues exactly).
 
@@ -114,7 +125,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             return fresh, None
         if buffer.device != fresh.device:
             buffer = self.buffers[name] = buffer.to(fresh.device)
-        index = torch.randint(0, buffer.shape[0], (n,), device=buffer.device)
+        index = _draw_chains(buffer.shape[0], n, buffer.device)
         start = buffer[index].to(fresh.device).reshape(fresh.shape)
         restart = torch.rand(batch, device=fresh.device) < self.reinit_prob
         restart = restart.reshape(batch + (1,) * len(dist.event_shape))
