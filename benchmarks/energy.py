@@ -14,8 +14,9 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   by torchebm 0.8.9 (PCD, exact/sliced/denoising SM; it has no NCE); ``nll_vs_peer``
   = ours − peer (target ≤ 0.01 nats: no worse up to float32 noise) and ``time_ratio``
   = ours / peer seconds per step (target ≤ 1.1) (whole-run averages
-  in the same process after 10 untimed warm-up steps; the machine was shared, so only
-  ratios mean much);
+  after 10 untimed warm-up steps, the two trainings stepped in turn on each batch with
+  their own random streams, so that both see the same load; the machine was shared, so
+  only ratios mean much);
   ``cpu_time_ratio`` is the same ratio in process CPU time, which other processes on a
   loaded machine disturb less. Ours trains through ``pyro.infer.SVI`` with
   ``pgm.optim.Adam`` (one torch Adam for all parameters, the same trajectory as
@@ -94,9 +95,8 @@ def _batches(x, steps, seed=0):
     return [x[torch.randint(len(x), (BATCH,), generator=gen)] for _ in range(steps)]
 
 
-def ours(objective, net, x, batches, step, pyro_optim=False):
-    """Trains ``net`` in place with our loss through ``pyro.infer.SVI``; (wall, CPU) seconds
-    per step."""
+def ours(objective, net, x, step, pyro_optim=False):
+    """A step function training ``net`` in place with our loss through ``pyro.infer.SVI``."""
     pyro.clear_param_store()
     sampler = LangevinSampler(step, K, init_loc=x.mean(0), init_scale=x.std(0))
     log_z = torch.nn.Parameter(torch.zeros(()))
@@ -118,16 +118,12 @@ def ours(objective, net, x, batches, step, pyro_optim=False):
     }[objective]()
     adam = pyro.optim.Adam if pyro_optim else pgm.optim.Adam
     svi = pyro.infer.SVI(model, lambda xb: None, adam({"lr": 1e-3}), loss)
-    for i, xb in enumerate(batches):
-        if i == min(WARMUP, len(batches) - 1):
-            start, cpu = time.perf_counter(), time.process_time()
-        svi.step(xb)
-    n = len(batches) - min(WARMUP, len(batches) - 1)
-    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
+    return svi.step
 
 
-def torchebm_peer(objective, net, x, batches, step):
-    """The same training in torchebm (its losses average over the batch)."""
+def torchebm_peer(objective, net, x, step):
+    """A step function for the same training in torchebm (its losses average over the
+    batch)."""
     from torchebm.core import BaseModel
     from torchebm.losses import (
         ContrastiveDivergence,
@@ -158,16 +154,36 @@ def torchebm_peer(objective, net, x, batches, step):
     else:
         loss = DenoisingScoreMatching(model, noise_scale=SIGMA)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for i, xb in enumerate(batches):
-        if i == min(WARMUP, len(batches) - 1):
-            start, cpu = time.perf_counter(), time.process_time()
+
+    def train_step(xb):
         out = loss(xb)
         value = out[0] if isinstance(out, tuple) else out
         opt.zero_grad()
         value.backward()
         opt.step()
+
+    return train_step
+
+
+def lockstep(steppers, batches, seed=1):
+    """Runs the step functions in turn on each batch, each with its own random stream
+    (seeded alike, so each run draws what it would alone); (wall, CPU) seconds per step for
+    each, after ``WARMUP`` untimed steps. Interleaving makes the ratios robust to the load of
+    a shared machine, which changes between whole runs."""
+    torch.manual_seed(seed)
+    states = [torch.get_rng_state() for _ in steppers]
+    wall, cpu = [0.0] * len(steppers), [0.0] * len(steppers)
+    for i, xb in enumerate(batches):
+        for j, train_step in enumerate(steppers):
+            torch.set_rng_state(states[j])
+            w, c = time.perf_counter(), time.process_time()
+            train_step(xb)
+            if i >= min(WARMUP, len(batches) - 1):
+                wall[j] += time.perf_counter() - w
+                cpu[j] += time.process_time() - c
+            states[j] = torch.get_rng_state()
     n = len(batches) - min(WARMUP, len(batches) - 1)
-    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
+    return [(a / n, b / n) for a, b in zip(wall, cpu, strict=True)]
 
 
 def flow_run(x, x_test, batches):
@@ -199,17 +215,20 @@ def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), p
         floor = FLOORS[name]
         for objective in [o for o in OBJECTIVES if o in objectives]:
             net = copy.deepcopy(init)
-            torch.manual_seed(1)
-            sec, cpu = ours(objective, net, x, batches, step, pyro_optim)
+            steppers = [ours(objective, net, x, step, pyro_optim)]
+            with_peer = peers and objective != "nce"
+            if with_peer:
+                peer_net = copy.deepcopy(init)
+                steppers.append(torchebm_peer(objective, peer_net, x, step))
+            times = lockstep(steppers, batches)
+            sec, cpu = times[0]
             nll = grid_nll(net, x_test)
             row = dict(section="toy", dataset=name, model=f"ebm-{objective}", nll=nll,
                        floor=floor, gap=nll - floor, sec_per_step=sec, steps=steps)  # fmt: skip
             print(row, flush=True)
             rows.append(row)
-            if peers and objective != "nce":
-                peer_net = copy.deepcopy(init)
-                torch.manual_seed(1)
-                psec, pcpu = torchebm_peer(objective, peer_net, x, batches, step)
+            if with_peer:
+                psec, pcpu = times[1]
                 pnll = grid_nll(peer_net, x_test)
                 ok = nll - pnll <= 0.01 and sec / psec <= 1.1
                 prow = dict(section="peer", dataset=name, model=f"ebm-{objective}",

@@ -144,10 +144,10 @@ class ScoreMatchingLoss(EnergyLoss):
             x_noisy = (x.detach() + sigma_b * eps).requires_grad_(True)
             resid = sigma_b * self._grad(dist, x_noisy) - eps
         else:
-            sigma = self.noise_scales[0]  # a Python float: no tensor is built per step
+            level = self.noise_scales[0]  # a Python float: no tensor is built per step
             eps = torch.randn_like(x)
-            x_noisy = torch.add(x.detach(), eps, alpha=sigma).requires_grad_(True)
-            resid = self._grad(dist, x_noisy) - eps / sigma
+            x_noisy = torch.add(x.detach(), eps, alpha=level).requires_grad_(True)
+            resid = self._grad(dist, x_noisy) - eps / level
         return 0.5 * _flat_event(resid, event_dim).pow(2).sum(-1)
 
     def _differentiable_loss(
