@@ -21,8 +21,8 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   loaded machine disturb less. Ours trains through ``pyro.infer.SVI`` with
   ``pgm.optim.Adam`` (one torch Adam for all parameters, the same trajectory as
   ``pyro.optim.Adam``; ``--pyro-optim`` uses Pyro's per-parameter Adam instead), the
-  peer with ``torch.optim.Adam``. ``time_ratio_before`` (with ``--before CSV``) is the
-  ``time_ratio`` of the same rows in an earlier run's CSV.
+  peer with ``torch.optim.Adam``. ``time_ratio_before`` and ``cpu_time_ratio_before``
+  (with ``--before CSV``) are the ratios of the same rows in an earlier run's CSV.
 * ``digits``: AIS test NLL (pixel space ``[0, 17)^64``, with the AIS standard error)
   of the PCD and denoising energy nets from the zoo, beside ``FlowDensity`` (RealNVP,
   exact) and a 10-component full-covariance Gaussian mixture (sklearn) on the same
@@ -397,8 +397,10 @@ def main():
     new = pd.DataFrame(rows)
     key = ["section", "dataset", "model"]
     if args.before is not None:
-        before = pd.read_csv(args.before).set_index(key)["time_ratio"]
-        new["time_ratio_before"] = [before.get(tuple(k)) for k in new[key].itertuples(index=False)]
+        before = pd.read_csv(args.before).set_index(key)
+        for col in ("time_ratio", "cpu_time_ratio"):
+            old_col = before[col] if col in before else pd.Series(dtype=float)
+            new[f"{col}_before"] = [old_col.get(tuple(k)) for k in new[key].itertuples(index=False)]
     if args.quick:
         print(new.to_string())
         return
