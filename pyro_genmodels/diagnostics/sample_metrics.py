@@ -87,12 +87,16 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> tor
     return _off_diagonal_mean(k(x, x)) + _off_diagonal_mean(k(y, y)) - 2 * k(x, y).mean()
 
 
-def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Energy distance ``2E‖X-Y‖ - E‖X-X'‖ - E‖Y-Y'‖`` (zero iff P = Q), unbiased.
+def energy_distance(x: torch.Tensor, y: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Energy distance ``2E‖X-Y‖ - E‖X-X'‖ - E‖Y-Y'‖`` (zero iff P = Q).
 
     Args:
         x: samples of P, shape ``(N, D)``.
         y: samples of Q, shape ``(M, D)``.
+        unbiased: U-statistics for the within-set terms (unbiased; for two identical
+            sets of ``N`` points it is ``-2/N`` times their mean pairwise distance);
+            ``False``: V-statistics, every pair including a point with itself
+            (biased, exactly 0 for identical sets).
 
     Returns:
         A scalar tensor.
@@ -107,8 +111,11 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     x = _check_samples("x", x)
     y = _check_samples("y", y, x.shape[1])
+    if not isinstance(unbiased, bool):
+        raise TypeError(f"unbiased must be a bool, got {type(unbiased).__name__}")
+    within = _off_diagonal_mean if unbiased else torch.mean
     xy = torch.cdist(x, y).mean()
-    return 2 * xy - _off_diagonal_mean(torch.cdist(x, x)) - _off_diagonal_mean(torch.cdist(y, y))
+    return 2 * xy - within(torch.cdist(x, x)) - within(torch.cdist(y, y))
 
 
 def mode_coverage(
