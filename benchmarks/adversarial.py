@@ -37,9 +37,18 @@ RESULTS = Path(__file__).resolve().parent / "results" / "adversarial.csv"
 Z_DIM, WIDTH, BATCH = 8, 128, 256
 
 
-def networks(seed: int = 0):
+def networks(seed: int = 0, pack: int = 1, norm: str | None = None):
+    """Generator ``MLP(8 → 128 → 128 → 2)`` (batch-normalized with ``norm="batch"``) and
+    critic ``MLP(2·pack → 128 → 128 → 1)`` (on packs of ``pack`` samples: PacGAN)."""
+    from pyro_genmodels.zoo.adversarial import PackedCritic, _generator
+
     torch.manual_seed(seed)
-    return pgm.nn.MLP(Z_DIM, [WIDTH, WIDTH], 2), pgm.nn.MLP(2, [WIDTH, WIDTH], 1)
+    if norm is None:
+        G = pgm.nn.MLP(Z_DIM, [WIDTH, WIDTH], 2)
+    else:  # same layers, normalized; its sigmoid output is dropped (the toys are not in (0, 1))
+        G = _generator(Z_DIM, WIDTH, 2, norm)[:-1]
+    D = pgm.nn.MLP(2 * pack, [WIDTH, WIDTH], 1)
+    return G, (D if pack == 1 else PackedCritic(D, pack))
 
 
 def make_model(G):
@@ -56,7 +65,8 @@ def adam(lr, betas=(0.5, 0.999)):
     return pgm.optim.Adam({"lr": lr, "betas": betas})
 
 
-# name -> (loss factory (D, optim) -> loss, optimizer factory, generator-step share)
+# name -> (loss factory (D, optim) -> loss, optimizer factory, generator-step share[,
+# network options])
 OBJECTIVES = {
     "gan (non-saturating)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1),
     "gan (minimax)": (
@@ -88,16 +98,32 @@ OBJECTIVES = {
         lambda: adam(1e-3, (0.5, 0.9)),
         2,
     ),
+    "gan (pacgan2)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 2}),
+    "gan (pacgan4)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 4}),
+    "gan (lr decay)": (
+        lambda D, o: GANLoss(D, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"decay": 0.01},
+    ),
+    "gan (pacgan2, lr decay)": (
+        lambda D, o: GANLoss(D, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"pack": 2, "decay": 0.01},
+    ),
 }
 QUICK_OBJECTIVES = ["gan (non-saturating)", "wgan-gp (n_critic=5)"]
 
 
 def train_one(name: str, dataset: str, steps: int, num_eval: int, seed: int = 0) -> dict:
-    make_loss, make_optim, share = OBJECTIVES[name]
+    make_loss, make_optim, share, *more = OBJECTIVES[name]
+    options = dict(more[0]) if more else {}
+    decay = options.pop("decay", None)  # final learning rate / initial, reached geometrically
     steps = max(1, steps // share)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    G, D = networks(seed)
+    G, D = networks(seed, **options)
     optim = make_optim()
     loss = make_loss(D, optim)
     svi = pyro.infer.SVI(make_model(G), lambda x: None, optim, loss=loss)
@@ -105,7 +131,12 @@ def train_one(name: str, dataset: str, steps: int, num_eval: int, seed: int = 0)
     test = pgm.data.toy2d(dataset, num_eval, seed=seed + 1)
     g = torch.Generator().manual_seed(seed)
     start, status = time.perf_counter(), "ok"
-    for _ in range(steps):
+    for step in range(steps):
+        if decay is not None:  # both players share ``optim``: one rate for all its Adams
+            for opt in optim.optim_objs.values():
+                for group in opt.param_groups:
+                    group.setdefault("initial_lr", group["lr"])
+                    group["lr"] = group["initial_lr"] * decay ** (step / steps)
         values = svi.step(train[torch.randint(len(train), (BATCH,), generator=g)])
         if not all(math.isfinite(v) for v in values):
             status = "diverged (non-finite loss)"

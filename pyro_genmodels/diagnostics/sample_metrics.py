@@ -269,6 +269,7 @@ class SampleClassifier(nn.Module):
             nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU()
         )
         self.head = nn.Linear(feature_dim, num_classes)
+        self.class_probs: torch.Tensor
         self.register_buffer("class_probs", torch.full((num_classes,), 1.0 / num_classes))
         self.test_accuracy = math.nan
 
@@ -373,7 +374,7 @@ def class_coverage(
         raise TypeError(f"min_fraction must be a float, got {type(min_fraction).__name__}")
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
-    probs = classifier.class_probs
+    probs: torch.Tensor = classifier.class_probs  # type: ignore[assignment]
     counts = torch.bincount(classifier.predict(x), minlength=probs.shape[0])
     covered = counts.to(probs.dtype) >= min_fraction * x.shape[0] * probs
     return {

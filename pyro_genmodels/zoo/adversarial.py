@@ -154,6 +154,7 @@ def _gan(
     (``"batch"``, ``"layer"``) normalizes the generator's hidden layers;
     ``n_critic`` the WGAN-GP critic steps."""
     from pyro_genmodels.infer import GANLoss, LSGANLoss, WGANGPLoss
+    from pyro_genmodels.infer.adversarial import AdversarialLoss
     from pyro_genmodels.optim import Adam
 
     x_dim = data.num_dims
@@ -175,6 +176,7 @@ def _gan(
 
     betas = (0.5, 0.9) if objective == "wgan-gp" else (0.5, 0.999)
     critic_optim = Adam({"lr": critic_lr, "betas": betas})
+    loss: AdversarialLoss
     if objective == "gan":
         loss = GANLoss(net["critic"], critic_optim=critic_optim)
     elif objective == "lsgan":
