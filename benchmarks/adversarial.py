@@ -112,6 +112,12 @@ OBJECTIVES = {
         1,
         {"pack": 2, "decay": 0.01},
     ),
+    "lsgan (pacgan2, lr decay)": (
+        lambda D, o: LSGANLoss(D, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"pack": 2, "decay": 0.01},
+    ),
 }
 QUICK_OBJECTIVES = ["gan (non-saturating)", "wgan-gp (n_critic=5)"]
 

@@ -256,7 +256,7 @@ def progress_line(row: dict) -> str:
 
     >>> progress_line({"model": "vae", "test_nll_nats": 20.5, "estimator": "IW-8",
     ...                "class_coverage": 10.0, "train_seconds": 3.0, "eval_seconds": 1.0})
-    'vae              NLL 20.500 nats (IW-8)  classes 10/10  4.0 s'
+    'vae               NLL 20.500 nats (IW-8)  classes 10/10  4.0 s'
     """
     parts = [f"{row['model']:16s}"]
     nll = row.get("test_nll_nats", math.nan)

@@ -57,7 +57,7 @@ class PackedCritic(nn.Module):
     >>> from pyro_genmodels.nn import MLP
     >>> critic = PackedCritic(MLP(2 * 3, [8], 1), pack=2)
     >>> out = critic(torch.randn(5, 3))
-    >>> out.shape, bool(out[0] == out[1]), bool(out[4] == out[0])  # row 4 packs with row 0
+    >>> out.shape, bool(out[0] == out[1]), bool(out[2] == out[3])  # row 4 packs with row 0's copy
     (torch.Size([5]), True, True)
 
     Reference: Lin, Khetan, Fanti, Oh, "PacGAN: The power of two samples in
