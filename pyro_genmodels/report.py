@@ -109,11 +109,15 @@ def sections(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def _best(key: str, rows: pd.DataFrame) -> str:
     nll = rows["test_nll_nats"].dropna() if "test_nll_nats" in rows else pd.Series(dtype=float)
-    if len(nll):
-        best = rows.loc[nll.idxmin()]
+    conditional = rows["estimator"].astype(str).str.contains("|", regex=False)
+    ranked = nll[~conditional.loc[nll.index]]
+    if len(ranked):
+        best = rows.loc[ranked.idxmin()]
+        skipped = ", ".join(rows.loc[nll.index[conditional.loc[nll.index]], "model"])
+        unranked = f" Not ranked: {skipped} (a conditional likelihood)." if skipped else ""
         return (
             f"Best NLL in this section: **{best['model']}** at {best['test_nll_nats']:.3f} "
-            f"nats ({best['estimator']})."
+            f"nats ({best['estimator']}).{unranked}"
         )
     fd = rows["frechet_distance"].dropna() if "frechet_distance" in rows else pd.Series()
     if len(fd):
