@@ -39,7 +39,7 @@ def main(epochs: int = 50, quick: bool = False, num_samples: int = 1000) -> dict
     train, y_train, test, y_test = data.train, data.train_labels, data.test, data.test_labels
     hidden = (256, 256)
     if quick:
-        epochs, num_samples, hidden = 1, 16, (32,)
+        epochs, num_samples, hidden = 40, 16, (32,)  # 160 steps on 256 images
         train, y_train, test, y_test = train[:256], y_train[:256], test[:64], y_test[:64]
     cvae = CVAE(train.shape[1], 8, num_classes=10, hidden_dims=hidden)
     history = pgm.fit(

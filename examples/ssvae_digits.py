@@ -40,7 +40,7 @@ def main(epochs: int = 100, quick: bool = False, num_samples: int = 1000) -> dic
     y_train = hide_labels(data.train_labels, 0.1)
     hidden = (256,)
     if quick:
-        epochs, num_samples, hidden = 1, 16, (32,)
+        epochs, num_samples, hidden = 40, 16, (32,)  # 160 steps on 256 images
         train, y_train, test = train[:256], y_train[:256], test[:64]
     ssvae = SSVAE(train.shape[1], 8, num_classes=10, hidden_dims=hidden, alpha=50.0)
     history = pgm.fit(

@@ -55,3 +55,62 @@ def slice_datapoints(values: Any, num_data: int, index: slice) -> Any:
     if isinstance(values, dict):
         return {k: cut(v) for k, v in values.items()}
     return tuple(cut(v) for v in values)
+
+
+def check_expand_shape(owner: str, batch_shape: torch.Size, new_shape: Any) -> torch.Size:
+    """``new_shape`` as a ``torch.Size`` if ``batch_shape`` expands to it by torch's rules
+    (each existing size is 1 or equal to the new one), else a ``ValueError``.
+
+    >>> check_expand_shape("D", torch.Size([2, 1]), (5, 2, 3))
+    torch.Size([5, 2, 3])
+    >>> check_expand_shape("D", torch.Size([2, 1]), (4, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: D.expand: batch_shape (2, 1) does not expand to (4, 3) (sizes must be 1 or equal)
+    """
+    try:
+        new = torch.Size(new_shape)
+    except TypeError:
+        raise TypeError(
+            f"{owner}.expand: batch_shape must be a sequence of ints, got {new_shape!r}"
+        ) from None
+    if any(s < 0 for s in new):
+        raise ValueError(f"{owner}.expand: batch_shape must hold sizes >= 0, got {tuple(new)}")
+    old = tuple(batch_shape)
+    if len(new) < len(old) or any(
+        o != 1 and o != n for o, n in zip(reversed(old), reversed(tuple(new)))
+    ):
+        raise ValueError(
+            f"{owner}.expand: batch_shape {old} does not expand to {tuple(new)} "
+            "(sizes must be 1 or equal)"
+        )
+    return new
+
+
+def broadcast_value_shape(
+    owner: str, value: Any, batch_shape: torch.Size, event_shape: torch.Size
+) -> torch.Size:
+    """The batch shape of ``log_prob(value)``: ``value``'s leading dims broadcast against
+    ``batch_shape``. A ``TypeError`` when ``value`` is not a tensor, a ``ValueError`` when
+    its trailing dims are not ``event_shape`` or its leading dims do not broadcast.
+
+    >>> broadcast_value_shape("D", torch.zeros(5, 1, 3), torch.Size([4]), torch.Size([3]))
+    torch.Size([5, 4])
+    """
+    event = tuple(event_shape)
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{owner} expects a Tensor value, got {type(value).__name__}")
+    k = len(event)
+    if value.dim() < k or tuple(value.shape[value.dim() - k :]) != event:
+        raise ValueError(
+            f"{owner} expects values of shape (*batch, {', '.join(map(str, event))}), "
+            f"got shape {tuple(value.shape)}"
+        )
+    leading = value.shape[: value.dim() - k]
+    try:
+        return torch.broadcast_shapes(leading, batch_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{owner}: the value's batch dims {tuple(leading)} (value shape "
+            f"{tuple(value.shape)}) do not broadcast with batch_shape {tuple(batch_shape)}"
+        ) from None

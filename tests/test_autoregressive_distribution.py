@@ -7,6 +7,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from pyro.distributions import constraints
 from pyro.distributions.testing.gof import (
     multinomial_goodness_of_fit,
     vector_density_goodness_of_fit,
@@ -233,3 +234,83 @@ def test_bad_inputs():
         AutoregressiveDistribution(RNN(4), length=3, lengths=torch.tensor([4]))
     with pytest.raises(ValueError, match="fixed event shape"):
         AutoregressiveDistribution(net, length=3)
+
+
+def test_expand_checks_the_new_batch_shape():
+    d = AutoregressiveDistribution(NADE(3, 4, context_dim=2), context=torch.zeros(2, 1, 2))
+    assert d.expand((5, 2, 3)).batch_shape == (5, 2, 3)
+    assert d.expand((5, 2, 3)).context.shape == (5, 2, 3, 2)
+    with pytest.raises(ValueError, match=r"batch_shape \(2, 1\) does not expand to \(4, 3\)"):
+        d.expand((4, 3))
+    plain = AutoregressiveDistribution(NADE(3, 4)).expand((2, 1))  # no context, no lengths
+    with pytest.raises(ValueError, match=r"batch_shape \(2, 1\) does not expand to \(4, 3\)"):
+        plain.expand((4, 3))
+    with pytest.raises(ValueError, match="does not expand"):
+        plain.expand((1,))
+
+
+def test_support_is_a_constraint_on_the_class_and_infer_shapes():
+    support = AutoregressiveDistribution.support
+    assert isinstance(support, constraints.Constraint)
+    with pytest.raises(NotImplementedError):  # depends on the instance: torch's protocol
+        assert support.event_dim == 1
+    image = AutoregressiveDistribution(PixelCNN((1, 2, 2), 4, 1))
+    assert image.support.event_dim == 3 and image.support.is_discrete
+    real = AutoregressiveDistribution(NADE(3, 4, num_params=2), "gaussian")
+    assert real.support.event_dim == 1 and not real.support.is_discrete
+    net = RNN(4, context_dim=2)
+    d = AutoregressiveDistribution(net, context=torch.zeros(4, 1, 2), lengths=torch.tensor([2, 3]))
+    shapes = AutoregressiveDistribution.infer_shapes(
+        conditioner=(3,), context=(4, 1, 2), lengths=(2,)
+    )
+    assert shapes == (d.batch_shape, d.event_shape) == ((4, 2), (3,))
+
+
+def test_values_that_do_not_broadcast_raise_value_error():
+    d = AutoregressiveDistribution(NADE(3, 4, context_dim=2), context=torch.zeros(4, 2))
+    for validate in (True, False):
+        with pyro.validation_enabled(validate):
+            with pytest.raises(
+                ValueError, match=r"\(5,\).*do not broadcast with batch_shape \(4,\)"
+            ):
+                d.log_prob(torch.zeros(5, 3))
+    assert d.log_prob(torch.zeros(5, 1, 3)).shape == (5, 4)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: NADE(3, 4, context_dim=2),
+        lambda: RNN(4, context_dim=2),
+        lambda: MADE(3, [6], 1, 2, context_dim=2),
+    ],
+    ids=["nade", "rnn", "made-ensemble"],
+)
+def test_zero_rows_give_empty_results(make, device, dtype):
+    net = make().to(device=device, dtype=dtype).eval()
+    kwargs = {"length": 3} if isinstance(net, RNN) else {}
+    d = AutoregressiveDistribution(
+        net, **kwargs, context=torch.zeros(2, 2, device=device, dtype=dtype)
+    )
+    x = d.sample((0,))
+    assert x.shape == (0, 2, 3) and x.dtype == dtype
+    lp = d.log_prob(x)
+    assert lp.shape == (0, 2) and lp.dtype == dtype and lp.device.type == device.type
+    empty = AutoregressiveDistribution(
+        net, **kwargs, context=torch.zeros(0, 2, device=device, dtype=dtype)
+    )
+    assert empty.log_prob(torch.zeros(3, device=device, dtype=dtype)).shape == (0,)
+    assert empty.sample((4,)).shape == (4, 0, 3)
+
+
+def test_non_finite_context_is_refused_under_validation():
+    net = NADE(3, 4, context_dim=2)
+    context = torch.tensor([[0.0, 1.0], [float("nan"), 0.5]])
+    with pyro.validation_enabled(True):
+        with pytest.raises(ValueError, match="context must be finite, but 1 of 4 values are NaN"):
+            AutoregressiveDistribution(net, context=context)
+    with pytest.raises(ValueError, match="context must be finite"):
+        AutoregressiveDistribution(net, context=context * float("inf"), validate_args=True)
+    with pyro.validation_enabled(False):  # unchecked when validation is off, as in torch
+        d = AutoregressiveDistribution(net, context=context)
+        assert torch.isnan(d.log_prob(torch.zeros(3))[1])

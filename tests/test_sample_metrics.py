@@ -47,10 +47,16 @@ def test_energy_distance_matches_closed_form_in_1d(device):
         )
 
     truth = 2 * e_abs(1.0, math.sqrt(1 + 4)) - e_abs(0, math.sqrt(2)) - e_abs(0, math.sqrt(8))
+    # One estimate from 4000 + 4000 points has sd 0.023 (measured over 30 seeds); the mean of
+    # 16 independent estimates has sd 0.0057, so the tolerance 0.025 is 4.4 sd (failure rate
+    # about 1e-5 whatever the device's random stream).
     g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(4000, 1, generator=g, device=device, dtype=torch.float64)
-    y = 1.0 + 2.0 * torch.randn(4000, 1, generator=g, device=device, dtype=torch.float64)
-    assert energy_distance(x, y).item() == pytest.approx(truth, abs=0.02)
+    estimates = []
+    for _ in range(16):
+        x = torch.randn(4000, 1, generator=g, device=device, dtype=torch.float64)
+        y = 1.0 + 2.0 * torch.randn(4000, 1, generator=g, device=device, dtype=torch.float64)
+        estimates.append(energy_distance(x, y).item())
+    assert sum(estimates) / len(estimates) == pytest.approx(truth, abs=0.025)
 
 
 def test_energy_distance_of_identical_sets(device):

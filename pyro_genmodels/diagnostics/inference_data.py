@@ -111,7 +111,7 @@ def to_inference_data(
     ('chain', 'draw', 'data')
     """
     parts = []
-    plate_name = None
+    plate_name = ""  # set from the first batch; weighted_batches yields at least one
     for w in weighted_batches(
         model,
         guide,

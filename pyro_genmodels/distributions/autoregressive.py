@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
+from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
+from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
 
 
@@ -238,6 +240,8 @@ class AutoregressiveDistribution(TorchDistribution):
         shapes += [] if lengths is None else [lengths.shape]
         batch_shape = torch.broadcast_shapes(*shapes) if shapes else torch.Size()
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+        if self._validate_args and self.context is not None:
+            check_finite(self.context, "AutoregressiveDistribution context")
 
     def _one_hot_labels(self, labels: torch.Tensor, dim: int) -> torch.Tensor:
         """Integer class labels ``(*batch,)`` as one-hot contexts ``(*batch, dim)``."""
@@ -273,13 +277,36 @@ class AutoregressiveDistribution(TorchDistribution):
             )
         return context
 
-    @property
+    @constraints.dependent_property
     def support(self) -> constraints.Constraint:
+        """The likelihood's values on every position of the event."""
         return constraints.independent(self.likelihood.base_support, len(self.event_shape))
 
+    @classmethod
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
+        """``(batch_shape, event_shape)`` from the shapes of the arguments: ``conditioner``
+        stands for its event shape (``conditioner.event_shape_for(length)``), ``context``
+        is ``(*batch, context_dim)`` (for class labels ``(*batch,)``, the shape of their
+        one-hot encoding ``(*batch, num_classes)``), ``lengths`` is ``(*batch,)``; the
+        other arguments do not shape the distribution.
+
+        >>> AutoregressiveDistribution.infer_shapes(conditioner=(5,), context=(4, 1, 3))
+        (torch.Size([4, 1]), torch.Size([5]))
+        """
+        known = {"conditioner", "likelihood", "context", "temperature", "length", "lengths"}
+        if set(arg_shapes) - known - {"levels"} or "conditioner" not in arg_shapes:
+            raise TypeError(
+                "infer_shapes takes conditioner=event_shape, context=(*batch, C) and "
+                f"lengths=(*batch,), got {sorted(arg_shapes)}"
+            )
+        context, lengths = arg_shapes.get("context"), arg_shapes.get("lengths")
+        shapes = [] if context is None else [torch.Size(context[:-1])]
+        shapes += [] if lengths is None else [torch.Size(lengths)]
+        return torch.broadcast_shapes(*shapes), torch.Size(arg_shapes["conditioner"])
+
     def expand(self, batch_shape, _instance=None) -> AutoregressiveDistribution:
+        batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)
         new = self._get_checked_instance(AutoregressiveDistribution, _instance)
-        batch_shape = torch.Size(batch_shape)
         new.conditioner, new.likelihood, new.temperature = (
             self.conditioner,
             self.likelihood,
@@ -309,19 +336,9 @@ class AutoregressiveDistribution(TorchDistribution):
     def _flat_context(self, batch: torch.Size, n: int) -> torch.Tensor | None:
         if self.context is None:
             return None
-        return self.context.expand(batch + self.context.shape[-1:]).reshape(n, -1)
-
-    def _check_value(self, value: Any) -> None:
-        k = len(self.event_shape)
-        if (
-            not isinstance(value, torch.Tensor)
-            or value.dim() < k
-            or value.shape[-k:] != self.event_shape
-        ):
-            raise ValueError(
-                f"AutoregressiveDistribution expects values of shape (*batch, "
-                f"{', '.join(map(str, self.event_shape))}), got {_describe(value)}"
-            )
+        return self.context.expand(batch + self.context.shape[-1:]).reshape(
+            n, self.context.shape[-1]
+        )
 
     def _check_support(self, value: torch.Tensor) -> None:
         bad = self.likelihood.invalid(value)
@@ -334,16 +351,19 @@ class AutoregressiveDistribution(TorchDistribution):
 
     # ---- density --------------------------------------------------------------------
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        self._check_value(value)
-        k = len(self.event_shape)
-        batch = torch.broadcast_shapes(value.shape[:-k], self.batch_shape)
+        batch = broadcast_value_shape(
+            "AutoregressiveDistribution", value, self.batch_shape, self.event_shape
+        )
         value = value.expand(batch + self.event_shape)
         valid = self._pad_mask(batch, value)
         if valid is not None:
             value = torch.where(valid, value, torch.zeros_like(value))
         if self._validate_args:
             self._check_support(value)
-        flat = value.reshape((-1,) + self.event_shape)
+        flat = value.reshape((batch.numel(),) + self.event_shape)
+        if flat.shape[0] == 0:  # no rows: nothing to score, the network is not called
+            like = next(self.conditioner.parameters())
+            return torch.zeros(batch, dtype=like.dtype, device=value.device)
         ctx = self._flat_context(batch, flat.shape[0])
         net, m = self.conditioner, self.conditioner.num_orderings
         if m == 1:
@@ -388,7 +408,9 @@ class AutoregressiveDistribution(TorchDistribution):
         x = torch.zeros((n,) + self.event_shape, dtype=like.dtype, device=like.device)
         ctx = self._flat_context(shape, n)
         with torch.no_grad():
-            if self.conditioner.num_orderings == 1:
+            if n == 0:  # no rows to draw
+                pass
+            elif self.conditioner.num_orderings == 1:
                 self._fill(x, ctx, incremental)
             else:
                 self._fill_mixture(x, ctx, incremental)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
+
+from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
 
 
 class BernoulliMixture(TorchDistribution):
@@ -28,13 +31,20 @@ class BernoulliMixture(TorchDistribution):
     1.0
     """
 
-    arg_constraints = {"logits": constraints.real_vector, "probs": constraints.unit_interval}
+    arg_constraints = {
+        "logits": constraints.real_vector,
+        "probs": constraints.independent(constraints.unit_interval, 2),
+    }
     support = constraints.independent(constraints.boolean, 1)
     has_rsample = False
 
     def __init__(
         self, logits: torch.Tensor, probs: torch.Tensor, validate_args: bool | None = None
     ) -> None:
+        for name, t in (("logits", logits), ("probs", probs)):
+            if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+                got = f"dtype {t.dtype}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"BernoulliMixture expects {name} as a float Tensor, got {got}")
         if probs.dim() < 2 or probs.shape[:-1] != logits.shape:
             raise ValueError(
                 "BernoulliMixture expects logits of shape (*batch, K) and probs of shape "
@@ -43,14 +53,30 @@ class BernoulliMixture(TorchDistribution):
         self.logits, self.probs = logits, probs
         super().__init__(logits.shape[:-1], probs.shape[-1:], validate_args=validate_args)
 
+    @classmethod
+    def infer_shapes(cls, **arg_shapes: Any) -> tuple[torch.Size, torch.Size]:
+        """``(batch_shape, event_shape)`` of ``BernoulliMixture(logits, probs)`` from the
+        shapes ``logits=(*batch, K)`` and ``probs=(*batch, K, D)``.
+
+        >>> BernoulliMixture.infer_shapes(logits=(4, 3), probs=(4, 3, 5))
+        (torch.Size([4]), torch.Size([5]))
+        """
+        if set(arg_shapes) - {"logits", "probs"} or "probs" not in arg_shapes:
+            raise TypeError(
+                f"infer_shapes takes logits=(*batch, K), probs=(*batch, K, D), got {arg_shapes}"
+            )
+        probs = tuple(arg_shapes["probs"])
+        return torch.Size(probs[:-2]), torch.Size(probs[-1:])
+
     def expand(self, batch_shape, _instance=None) -> BernoulliMixture:
-        batch_shape = torch.Size(batch_shape)
+        batch_shape = check_expand_shape(type(self).__name__, self.batch_shape, batch_shape)
+        new = self._get_checked_instance(BernoulliMixture, _instance)
         k, d = self.probs.shape[-2:]
-        return BernoulliMixture(
-            self.logits.expand(batch_shape + (k,)),
-            self.probs.expand(batch_shape + (k, d)),
-            validate_args=False,
-        )
+        new.logits = self.logits.expand(batch_shape + (k,))
+        new.probs = self.probs.expand(batch_shape + (k, d))
+        super(BernoulliMixture, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
 
     def _component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``log p(x | k)`` of shape ``(*sample, *batch, K)``."""
@@ -60,13 +86,16 @@ class BernoulliMixture(TorchDistribution):
         return (x * mu.log() + (1 - x) * (-mu).log1p()).sum(-1)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
+        broadcast_value_shape(type(self).__name__, value, self.batch_shape, self.event_shape)
+        if self._validate_args and value.numel():  # torch's check fails on empty values
             self._validate_sample(value)
         log_pi = self.logits.log_softmax(-1)
         return torch.logsumexp(log_pi + self._component_log_prob(value), dim=-1)
 
     def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
+        if shape.numel() == 0:  # Categorical cannot draw zero samples
+            return self.probs.new_zeros(shape + self.event_shape)
         with torch.no_grad():
             k = torch.distributions.Categorical(logits=self.logits).sample(sample_shape)
             mu = self.probs.expand(shape + self.probs.shape[-2:])

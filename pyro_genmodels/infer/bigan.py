@@ -80,7 +80,9 @@ class BiGANLoss(GANLoss):
             name=name,
         )
 
-    def generator_loss(self, out_real: torch.Tensor, out_fake: torch.Tensor) -> torch.Tensor:
+    def generator_loss(self, out_real: torch.Tensor | None, out_fake: torch.Tensor) -> torch.Tensor:
+        if out_real is None:  # the encoder is trained through the real pairs' scores
+            raise ValueError("BiGANLoss.generator_loss needs out_real, the scores of (x, E(x))")
         if self.generator_kind == "minimax":
             return -self.critic_loss(out_real, out_fake)
         return F.softplus(out_real).sum() + F.softplus(-out_fake).sum()

@@ -27,6 +27,7 @@ from pyro.util import warn_if_nan
 
 from pyro_genmodels.infer.weights import (
     _PARTICLE_PLATE,
+    Site,
     WeightedTraces,
     _is_sample,
     _site_log_prob,
@@ -82,7 +83,7 @@ def _generic_kwargs(d: torch.distributions.Distribution) -> dict[str, Any]:
     return kwargs
 
 
-def _detach_distribution(d: torch.distributions.Distribution) -> torch.distributions.Distribution:
+def _detach_distribution(d: Any) -> torch.distributions.Distribution:
     """A copy of ``d`` whose parameters are detached: ``log_prob(z)`` keeps ``z``'s gradient only.
 
     Handles ``Independent``, ``ExpandedDistribution``, ``MaskedDistribution`` and
@@ -123,7 +124,7 @@ def _detach_distribution(d: torch.distributions.Distribution) -> torch.distribut
 # ---------------------------------------------------------------------------
 
 
-def _sum_log_prob(trace: Trace, wt: WeightedTraces, keep: Callable[[dict], bool]) -> torch.Tensor:
+def _sum_log_prob(trace: Trace, wt: WeightedTraces, keep: Callable[[Site], bool]) -> torch.Tensor:
     """``(K, N)`` sum of ``log_prob`` over the sample sites of ``trace`` selected by ``keep``."""
     out = torch.zeros_like(wt.log_weights)
     num_data = wt.log_weights.shape[1]

@@ -55,7 +55,12 @@ class WeightedTraces:
     data_dim: int
 
 
-def _is_sample(site: dict) -> bool:
+#: A trace node. Pyro types it as ``pyro.poutine.runtime.Message``, whose ``fn`` is a bare
+#: ``Callable`` and whose ``mask`` may be a bool; the helpers here read it as Pyro fills it.
+Site = Any
+
+
+def _is_sample(site: Site) -> bool:
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
@@ -78,7 +83,9 @@ def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: An
     for trace in (model_trace, guide_trace):
         for site in trace.nodes.values():
             if _is_sample(site):
-                dims += [-f.dim for f in site["cond_indep_stack"] if f.vectorized]
+                dims += [
+                    -f.dim for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None
+                ]
     return max(dims)
 
 
@@ -97,7 +104,7 @@ def _find_data_plate(model_trace: Trace, data_plate: str | None) -> tuple[str, i
                     f"data_plate={data_plate!r}: observed site {site['name']!r} is not inside "
                     f"that plate (its plates: {sorted(names) or 'none'})"
                 )
-        return data_plate, frames[0][data_plate].dim
+        return data_plate, _plate_dim(frames[0][data_plate])
     stack = [f for f in observed[0]["cond_indep_stack"] if f.vectorized]
     common = [f for f in stack if f.name != _PARTICLE_PLATE and all(f.name in n for n in frames)]
     if not common:
@@ -107,10 +114,17 @@ def _find_data_plate(model_trace: Trace, data_plate: str | None) -> tuple[str, i
             f"{[s['name'] for s in observed]}"
         )
     frame = common[0]  # the outermost common plate indexes datapoints
-    return frame.name, frame.dim
+    return frame.name, _plate_dim(frame)
 
 
-def _site_log_prob(site: dict, particle_dim: int, data_dim: int, num_data: int) -> torch.Tensor:
+def _plate_dim(frame: Any) -> int:
+    """A vectorized plate's dim (Pyro fills it in for every vectorized plate)."""
+    if frame.dim is None:
+        raise ValueError(f"plate {frame.name!r} has no dim: it must be a vectorized pyro.plate")
+    return int(frame.dim)
+
+
+def _site_log_prob(site: Site, particle_dim: int, data_dim: int, num_data: int) -> torch.Tensor:
     """``log_prob`` of one site reduced to shape ``(K, N)`` (scales ignored, masks applied)."""
     names = {f.name for f in site["cond_indep_stack"] if f.vectorized}
     lp = site["fn"].log_prob(site["value"])
@@ -191,14 +205,15 @@ def importance_log_weights(
     )
 
     def total(trace: Trace, observed: bool | None) -> torch.Tensor:
-        out = None
+        out: torch.Tensor | None = None
         for site in trace.nodes.values():
             if not _is_sample(site) or (observed is not None and site["is_observed"] != observed):
                 continue
             lp = _site_log_prob(site, particle_dim, data_dim, num_data)
             out = lp if out is None else out + lp
         if out is None:
-            ref = next(p for p in model_trace.nodes.values() if _is_sample(p))["value"]
+            first: Site = next(p for p in model_trace.nodes.values() if _is_sample(p))
+            ref = first["value"]
             out = torch.zeros(num_particles, num_data, dtype=ref.dtype, device=ref.device)
         return out
 

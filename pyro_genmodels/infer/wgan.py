@@ -135,5 +135,5 @@ class WGANGPLoss(_Wasserstein):
         with torch.enable_grad():
             out = self.discriminate(mixed, batch)
             grads = torch.autograd.grad(out.sum(), list(mixed.values()), create_graph=True)
-        sq = sum(g.reshape(batch[0], -1).pow(2).sum(-1) for g in grads)
+        sq = torch.stack([g.reshape(batch[0], -1).pow(2).sum(-1) for g in grads]).sum(0)
         return self.gp_weight * ((sq.clamp_min(1e-12).sqrt() - 1) ** 2).sum()

@@ -8,14 +8,25 @@ site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
 - :class:`CVAE`, conditioned on labels or context vectors;
 - :class:`SSVAE`, the semi-supervised M2 model (enumerated labels);
 - :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``;
-- :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood).
+- :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood),
+  whose :class:`FlowDistribution` is the density at the site.
 """
 
 from pyro_genmodels.models.cvae import CVAE
-from pyro_genmodels.models.flow import FlowDensity
+from pyro_genmodels.models.flow import FlowDensity, FlowDistribution
 from pyro_genmodels.models.schedules import KLAnnealing
 from pyro_genmodels.models.ssvae import SSVAE
 from pyro_genmodels.models.vae import VAE
 from pyro_genmodels.models.wae import WAE, InfoVAE, LatentKernel
 
-__all__ = ["CVAE", "FlowDensity", "SSVAE", "VAE", "WAE", "InfoVAE", "KLAnnealing", "LatentKernel"]
+__all__ = [
+    "CVAE",
+    "FlowDensity",
+    "FlowDistribution",
+    "SSVAE",
+    "VAE",
+    "WAE",
+    "InfoVAE",
+    "KLAnnealing",
+    "LatentKernel",
+]

@@ -74,7 +74,7 @@ class CVAE(PyroModule):
         self.z_dim = L.check_dim("z_dim", z_dim)
         self.num_classes = None if num_classes is None else L.check_dim("num_classes", num_classes)
         self.context_dim = None if context_dim is None else L.check_dim("context_dim", context_dim)
-        self.c_dim = self.num_classes or self.context_dim
+        self.c_dim: int = self.num_classes or self.context_dim or 0  # exactly one is set
         self.likelihood = L.check_likelihood(likelihood)
         self.beta = L.check_weight("beta", beta)
         hidden = L.check_hidden_dims(hidden_dims)

@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import pyro
 import pyro.distributions as dist
@@ -182,8 +183,8 @@ class SSVAE(PyroModule):
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Fraction of ``classify(x)`` equal to the labels ``y`` (long ``(N,)``, all known)."""
-        x, y = self._check(x, y, allow_unknown=False)
-        return (self.classify(x) == y).to(x.dtype).mean().item()
+        x, labels = self._check(x, y, allow_unknown=False)  # raises for y=None
+        return (self.classify(x) == cast(torch.Tensor, labels)).to(x.dtype).mean().item()
 
     def sample(self, y: torch.Tensor, mean: bool = True) -> torch.Tensor:
         """``z ~ N(0, I)`` decoded for labels ``y`` (long ``(N,)``) to ``E[x | z, y]``

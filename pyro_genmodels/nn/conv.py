@@ -22,7 +22,7 @@ def _check_image_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
         raise ValueError(
             f"image_shape (C, H, W) needs H and W divisible by 4 (two stride-2 layers), got {shape}"
         )
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 class ConvEncoder(nn.Module):
