@@ -2,9 +2,12 @@
 
     python benchmarks/adversarial.py            # the full run (about 15 minutes on 2 loaded cores)
     python benchmarks/adversarial.py --quick    # a seconds-long smoke run
+    python benchmarks/adversarial.py --datasets 25gaussians --objectives "gan (pacgan2)" \
+        --steps 3000 --out benchmarks/results/adversarial_grid25.csv   # a subset, no timing
 
 Quality: each objective trains the same generator MLP(8 → 128 → 128 → 2) and
-critic MLP(2 → 128 → 128 → 1) for a fixed budget of generator steps (batch
+critic MLP(2 → 128 → 128 → 1) (PacGAN: MLP(2·m → 128 → 128 → 1) on packs of m
+samples; "lr decay": the rate falls geometrically to 1% of its start) for a fixed budget of generator steps (batch
 256, one SVI step each, data drawn from 100k training points), then scores
 2500 samples: modes covered and high-quality fraction
 (:func:`pgm.diagnostics.mode_coverage`: within 3σ of a centre, a mode needs 20%

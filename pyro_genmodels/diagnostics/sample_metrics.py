@@ -374,7 +374,7 @@ def class_coverage(
         raise TypeError(f"min_fraction must be a float, got {type(min_fraction).__name__}")
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
-    probs: torch.Tensor = classifier.class_probs  # type: ignore[assignment]
+    probs = classifier.class_probs
     counts = torch.bincount(classifier.predict(x), minlength=probs.shape[0])
     covered = counts.to(probs.dtype) >= min_fraction * x.shape[0] * probs
     return {
