@@ -7,9 +7,9 @@
 
 Quality: each objective trains the same generator MLP(8 → 128 → 128 → 2) and
 critic MLP(2 → 128 → 128 → 1) (PacGAN: MLP(2·m → 128 → 128 → 1) on packs of m
-samples; "lr decay": the rate falls geometrically to 1% of its start) for a fixed budget of generator steps (batch
-256, one SVI step each, data drawn from 100k training points), then scores
-2500 samples: modes covered and high-quality fraction
+samples; "lr decay": the rate falls geometrically to 1% of its start) for a
+fixed budget of generator steps (batch 256, one SVI step each, data drawn from
+100k training points), then scores 2500 samples: modes covered and high-quality fraction
 (:func:`pgm.diagnostics.mode_coverage`: within 3σ of a centre, a mode needs 20%
 of its expected share) and energy distance / MMD to 2500 held-out points.
 
