@@ -22,8 +22,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import copy
-import math
 import time
 from pathlib import Path
 
@@ -86,21 +84,6 @@ def exact_nll(setup, data, x: torch.Tensor) -> float:
     return float(nll)
 
 
-class KeepBest:
-    """fit callback: validation NLL each epoch; keeps the best parameters."""
-
-    def __init__(self, setup, data, valid):
-        self.setup, self.data, self.valid = setup, data, valid
-        self.best, self.state, self.epoch = math.inf, None, 0
-
-    def __call__(self, state) -> dict:
-        nll = exact_nll(self.setup, self.data, self.valid)
-        if nll < self.best:
-            self.best, self.epoch = nll, state.epoch + 1
-            self.state = copy.deepcopy(self.setup.module.state_dict())
-        return {"val_nll": nll}
-
-
 def bench_nll(name: str, data, budget) -> tuple[dict, pgm.zoo.Setup]:
     kwargs, epochs, lr, batch_size = budget
     n_valid = max(32, data.train.shape[0] // 8)
@@ -108,9 +91,8 @@ def bench_nll(name: str, data, budget) -> tuple[dict, pgm.zoo.Setup]:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     setup = pgm.zoo.build(name, data, **kwargs)
-    keep = KeepBest(setup, data, valid)
     start = time.perf_counter()
-    pgm.fit(
+    history = pgm.fit(  # val_loss = exact validation NLL (empty guide); best epoch restored
         setup.model,
         setup.guide,
         train,
@@ -118,11 +100,12 @@ def bench_nll(name: str, data, budget) -> tuple[dict, pgm.zoo.Setup]:
         optim=pgm.optim.Adam({"lr": lr}),
         epochs=epochs,
         batch_size=batch_size,
-        callbacks=[keep],
+        validation=valid,
+        keep_best=True,
         progress=False,
     )
     seconds = time.perf_counter() - start
-    setup.module.load_state_dict(keep.state)
+    best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"])
     nll = exact_nll(setup, data, data.test)
     row = {
         "kind": "nll",
@@ -132,7 +115,7 @@ def bench_nll(name: str, data, budget) -> tuple[dict, pgm.zoo.Setup]:
         "unit": "nats",
         "seconds": seconds,
         "epochs": epochs,
-        "note": f"best epoch {keep.epoch}; {kwargs}; lr {lr}; batch {batch_size}",
+        "note": f"best epoch {best_epoch}; {kwargs}; lr {lr}; batch {batch_size}",
     }
     return row, setup
 

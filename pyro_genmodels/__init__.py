@@ -25,6 +25,7 @@ _SUBMODULES = (
     "models",
     "nn",
     "optim",
+    "params",
     "train",
     "zoo",
 )

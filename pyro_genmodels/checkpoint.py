@@ -1,11 +1,18 @@
-"""Atomic training checkpoints that load with ``torch.load(path, weights_only=True)``.
+"""Atomic, checksummed checkpoints that load with ``torch.load(path, weights_only=True)``.
 
 A checkpoint is a plain dictionary of tensors, numbers, strings, lists and
 dicts — no numpy arrays, no pickled objects — so that loading it never runs
 arbitrary code. It is written atomically: to a temporary file in the same
 folder, flushed and fsynced, then moved over the target with ``os.replace``,
-so a crash mid-save leaves the previous checkpoint intact and no temporary
-file behind.
+so a crash mid-save leaves the previous checkpoint intact. A temporary file
+left by a process killed mid-write (``.NAME.*.tmp``) is removed by the next
+save to the same file (and when :func:`pyro_genmodels.fit` resumes).
+
+Every checkpoint stores a SHA-256 ``checksum`` of its payload (every tensor's
+bytes, dtype and shape, every key and plain value), which :func:`load_checkpoint`
+verifies: a file changed after writing is refused, like one that is empty,
+truncated or not a checkpoint at all, with a :class:`CheckpointError` naming
+the file and what is wrong.
 
 Random number generator states (torch CPU, torch CUDA, numpy, Python
 ``random``) are converted to such plain types by :func:`get_rng_state` and
@@ -19,20 +26,26 @@ callback) and :func:`restore_training_state` puts it back, so that
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
-from pyro import poutine
 
-FORMAT_VERSION = 1
-"""Version of the checkpoint layout written by :func:`pyro_genmodels.train.fit`."""
+FORMAT_VERSION = 2
+"""Version of the checkpoint layout (2: checksummed, modules' parameters and buffers)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: empty, truncated, corrupted, or of another kind.
+
+    The message names the file and what is wrong with it.
+    """
 
 
 def to_cpu(obj: Any) -> Any:
@@ -72,7 +85,7 @@ def get_rng_state() -> dict[str, Any]:
         "cuda": [s.cpu() for s in cuda],
         "numpy": [
             str(kind),
-            torch.as_tensor(key.astype(np.int64)),
+            torch.as_tensor(np.asarray(key, dtype=np.int64)),
             int(pos),
             int(has_gauss),
             float(cached),
@@ -100,12 +113,14 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:
-    """Write ``payload`` to ``path`` atomically (temp file, flush, fsync, ``os.replace``).
+    """Write ``payload`` and its checksum to ``path`` atomically (temp file, fsync, ``os.replace``).
 
     The payload must contain only what ``torch.load(..., weights_only=True)``
     accepts: tensors, numbers, strings, ``None`` and dicts/lists/tuples of them.
-    If anything fails, the temporary file is removed, the previous file at
-    ``path`` (if any) is untouched, and the error propagates.
+    A ``checksum`` entry (:func:`payload_checksum`) is added. If anything
+    fails, the temporary file is removed, the previous file at ``path`` (if
+    any) is untouched, and the error propagates. Temporary files of earlier,
+    killed writes of the same ``path`` are removed first.
 
     Args:
         path: destination file; its folder is created if missing.
@@ -124,10 +139,13 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
         raise TypeError(f"payload must be a mapping, got {type(payload).__name__}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    body = {key: value for key, value in payload.items() if key != "checksum"}
+    body["checksum"] = payload_checksum(body)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(dict(payload), f)
+            torch.save(body, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -137,6 +155,63 @@ def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove ``.NAME.*.tmp`` files next to ``path`` (left by a write that was killed).
+
+    Returns the removed paths. Only one process should write a given
+    checkpoint file at a time (as :func:`pyro_genmodels.fit` does).
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / ".c.pt.x1.tmp").write_bytes(b"")
+    >>> [p.name for p in remove_stale_temporaries(d / "c.pt")]
+    ['.c.pt.x1.tmp']
+    """
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(tmp)
+    return removed
+
+
+def payload_checksum(payload: Any) -> str:
+    """SHA-256 (hex) of a nest of dicts/lists/tuples of tensors and plain values.
+
+    Every tensor contributes its dtype, shape and raw bytes; dicts their keys
+    in order; plain values their type and ``repr``.
+
+    >>> payload_checksum({"a": torch.zeros(2)}) == payload_checksum({"a": torch.zeros(2)})
+    True
+    >>> payload_checksum({"a": torch.zeros(2)}) == payload_checksum({"a": torch.ones(2)})
+    False
+    """
+    digest = hashlib.sha256()
+    _feed(digest, payload)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, obj: Any) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"T{t.dtype}{tuple(obj.shape)};".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, Mapping):
+        digest.update(f"D{len(obj)};".encode())
+        for key, value in obj.items():
+            _feed(digest, key)
+            _feed(digest, value)
+    elif isinstance(obj, list | tuple):
+        digest.update(f"L{len(obj)};".encode())
+        for value in obj:
+            _feed(digest, value)
+    else:
+        digest.update(f"{type(obj).__name__}:{obj!r};".encode())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -153,15 +228,19 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``, on CPU).
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load and verify a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
     Args:
         path: the file.
+        required: entries the caller needs (e.g. the training state's keys).
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a checkpoint of format version ``FORMAT_VERSION``.
+        CheckpointError: (a ``ValueError``) the file is empty, truncated, not a
+            torch file, holds objects other than tensors and plain containers,
+            is of another format version, fails its checksum, or lacks a
+            ``required`` entry; the message names the file.
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.pt"
@@ -172,161 +251,52 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    where = f"checkpoint {str(path)!r}"
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where} is empty (0 bytes); it is not a checkpoint")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every reader failure means the same thing here
+        text = str(error)
+        detail = _reader_detail(error)
+        if "Unsupported global" in text:
+            raise CheckpointError(
+                f"{where} holds objects other than tensors and plain containers and is "
+                f"refused (torch.load(weights_only=True): {detail})"
+            ) from error
+        raise CheckpointError(
+            f"{where} cannot be read: it is truncated, corrupted or not a torch checkpoint "
+            f"({detail})"
+        ) from error
     if not isinstance(payload, dict) or "format_version" not in payload:
-        raise ValueError(
-            f"{str(path)!r} is not a pyro_genmodels checkpoint: expected a dict with a "
+        raise CheckpointError(
+            f"{where} is not a pyro_genmodels checkpoint: expected a dict with a "
             f"'format_version' entry, got {type(payload).__name__}"
         )
     version = payload["format_version"]
     if version != FORMAT_VERSION:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has format version {version!r}; this version of "
+        raise CheckpointError(
+            f"{where} has format version {version!r}; this version of "
             f"pyro_genmodels reads format version {FORMAT_VERSION}"
         )
-    return payload
-
-
-def _stateful(obj: Any) -> bool:
-    return callable(getattr(obj, "state_dict", None)) and callable(
-        getattr(obj, "load_state_dict", None)
-    )
-
-
-def training_payload(
-    *,
-    epoch: int,
-    step: int,
-    history: Sequence[Mapping[str, Any]],
-    seed: int,
-    optim: pyro.optim.PyroOptim,
-    loss: Any = None,
-    callbacks: Sequence[Any] = (),
-    epoch_step: int | None = None,
-) -> dict[str, Any]:
-    """The training state as a checkpoint payload (everything detached, on the CPU).
-
-    Keys: ``format_version``, ``epoch`` (epochs completed), ``step`` (global
-    steps), ``epoch_step`` (steps completed inside an unfinished epoch, or
-    ``None``), ``params`` (param store name → unconstrained tensor),
-    ``optim`` (``optim.get_state()``), ``rng`` (:func:`get_rng_state`),
-    ``history``, ``seed``, ``loss_state`` and ``callback_states`` (their
-    ``state_dict()`` where they have ``state_dict``/``load_state_dict``).
-
-    >>> import pyro
-    >>> pyro.clear_param_store(); _ = pyro.param("w", torch.ones(2))
-    >>> payload = training_payload(epoch=1, step=3, history=[], seed=0, optim=pyro.optim.Adam({}))
-    >>> payload["params"], payload["epoch"]
-    ({'w': tensor([1., 1.])}, 1)
-    >>> pyro.clear_param_store()
-    """
-    store = pyro.get_param_store()
-    return {
-        "format_version": FORMAT_VERSION,
-        "epoch": int(epoch),
-        "step": int(step),
-        "epoch_step": epoch_step,
-        "params": {name: to_cpu(p) for name, p in store._params.items()},
-        "optim": to_cpu(optim.get_state()),
-        "rng": get_rng_state(),
-        "history": [dict(row) for row in history],
-        "seed": int(seed),
-        "loss_state": to_cpu(loss.state_dict()) if _stateful(loss) else None,
-        "callback_states": [to_cpu(cb.state_dict()) if _stateful(cb) else None for cb in callbacks],
-    }
-
-
-def _create_params(model: Callable, guide: Callable, loss: Any, batch: tuple, names: set) -> None:
-    """Run guide and model (and, if params are still missing, the loss) once on ``batch``."""
-    store = pyro.get_param_store()
-    with torch.no_grad(), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(*batch)
-        poutine.replay(model, trace=guide_trace)(*batch)
-        if names - set(store._params) and callable(getattr(loss, "loss", None)):
-            loss.loss(model, guide, *batch)
-    missing = sorted(names - set(store._params))
-    if missing:
-        raise ValueError(f"checkpoint params {missing} are not created by this model/guide/loss")
-
-
-def _set_optim_state(optim: pyro.optim.PyroOptim, state: Mapping[str, Any]) -> None:
-    """``optim.set_state(state)``, also for params this optimizer has already stepped.
-
-    Pyro's base ``set_state`` only queues states for params it has not seen; if
-    the same optimizer object is reused, states of seen params are loaded now
-    and entries for params no longer in the param store are dropped.
-    """
-    state = dict(state)
-    if type(optim).set_state is pyro.optim.PyroOptim.set_state and optim.optim_objs:
-        store = pyro.get_param_store()
-        for param in list(optim.optim_objs):
-            name = store.param_name(param)
-            if name is None:
-                del optim.optim_objs[param]
-                optim.grad_clip.pop(param, None)
-            elif name in state:
-                _load_optimizer_state(optim.optim_objs[param], state.pop(name))
-    optim.set_state(state)
-
-
-def _load_optimizer_state(optimizer: Any, state: Mapping[str, Any]) -> None:
-    if hasattr(optimizer, "optimizer"):  # an LR scheduler wrapping its optimizer
-        optimizer.load_state_dict(state["scheduler"])
-        optimizer.optimizer.load_state_dict(state["optimizer"])
-    else:
-        optimizer.load_state_dict(state)
-
-
-def restore_training_state(
-    payload: Mapping[str, Any],
-    model: Callable,
-    guide: Callable,
-    loss: Any,
-    optim: pyro.optim.PyroOptim,
-    callbacks: Sequence[Any],
-    batch: tuple,
-    seed: int,
-) -> None:
-    """Put a :func:`training_payload` back: params (in place), optimizer, extra and RNG states.
-
-    Params are created by running ``guide`` and ``model`` once on ``batch`` (a
-    tuple of tensors ``(B, ...)``), then the saved unconstrained values are
-    copied *in place* into the param store's tensors, so modules registered
-    with ``pyro.module`` or as ``PyroModule`` stay in sync with the store.
-
-    >>> import pyro
-    >>> model = lambda x: pyro.param("w", torch.zeros(2))
-    >>> pyro.clear_param_store(); _ = model(None)
-    >>> with torch.no_grad(): _ = pyro.param("w").unconstrained().fill_(5.0)
-    >>> payload = training_payload(epoch=1, step=1, history=[], seed=0, optim=pyro.optim.Adam({}))
-    >>> pyro.clear_param_store()
-    >>> optim, guide = pyro.optim.Adam({}), lambda x: None
-    >>> restore_training_state(payload, model, guide, None, optim, [], (None,), 0)
-    >>> pyro.param("w")
-    tensor([5., 5.], requires_grad=True)
-    >>> pyro.clear_param_store()
-    """
-    if payload["seed"] != seed:
-        raise ValueError(
-            f"seed must match the checkpoint's to resume exactly: the checkpoint was written with "
-            f"seed={payload['seed']}, got seed={seed}"
+    stored = payload.get("checksum")
+    body = {key: value for key, value in payload.items() if key != "checksum"}
+    if not isinstance(stored, str) or stored != payload_checksum(body):
+        raise CheckpointError(
+            f"{where} fails its checksum: its content changed after it was written "
+            "(a corrupted or edited file)"
         )
-    saved = payload["params"]
-    _create_params(model, guide, loss, batch, set(saved))
-    store = pyro.get_param_store()
-    with torch.no_grad():
-        for name, value in saved.items():
-            target = store._params[name]
-            if target.shape != value.shape:
-                raise ValueError(
-                    f"checkpoint param {name!r} has shape {tuple(value.shape)} but the model's "
-                    f"has shape {tuple(target.shape)}"
-                )
-            target.copy_(value)
-    _set_optim_state(optim, payload["optim"])
-    if payload.get("loss_state") is not None and _stateful(loss):
-        loss.load_state_dict(payload["loss_state"])
-    for cb, state in zip(callbacks, payload.get("callback_states") or []):
-        if state is not None and _stateful(cb):
-            cb.load_state_dict(state)
-    set_rng_state(payload["rng"])
+    missing = [key for key in required if key not in payload]
+    if missing:
+        raise CheckpointError(f"{where} lacks the entries {missing}; it is not of this kind")
+    return body
+
+
+def _reader_detail(error: Exception) -> str:
+    """The informative line of a ``torch.load`` failure (the unpickler's, not torch's advice)."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else 'no message'}"[:300]

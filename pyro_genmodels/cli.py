@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,20 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.train import fit
 
     out = Path(args.out or f"runs/{args.model}")
+    _check_writable(out)
     data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
+    if args.validation_fraction:
+        data = data.split_validation(args.validation_fraction, args.seed)
     setup = zoo.build(args.model, data, **_model_kwargs(args))
+    valid = zoo.validation_args(args.model, data, **_model_kwargs(args))
+    if args.early_stopping is not None and valid is None:
+        raise ValueError(
+            f"--early-stopping needs a validation split in the form {args.model} trains on: "
+            "give --validation-fraction (an SSVAE, scored without labels, and the GANs, with two "
+            "losses, have none)"
+        )
     history = fit(
         setup.model,
         setup.guide,
@@ -53,6 +64,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_dir=out / "checkpoints",
         resume=args.resume,
         progress=None if not args.quiet else False,
+        validation=valid,
+        early_stopping=args.early_stopping,
+        keep_best=valid is not None,
     )
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
@@ -68,21 +82,56 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2))
     last = history.iloc[-1].to_dict() if len(history) else {}
-    print(f"trained {args.model} on {args.data} for {args.epochs} epochs -> {out}")
+    print(f"trained {args.model} on {args.data} for {len(history)} epochs -> {out}")
     print(f"final loss per datapoint: {last.get('loss', float('nan')):.4f}")
     return {"out": str(out), "history": history}
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any training when ``--out`` cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} is not a writable folder ({error})") from error
+
+
+def _read_config(run: Path) -> dict:
+    path = run / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"--run {str(run)!r}: no {CONFIG} there; train a model first")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"--run: {str(path)!r} is not readable JSON ({error})") from error
+    keys = {"model": str, "data": str, "kwargs": dict}
+    if not isinstance(config, dict) or any(
+        not isinstance(config.get(k), t) for k, t in keys.items()
+    ):
+        raise ValueError(
+            f"--run: {str(path)!r} must hold a JSON object with 'model' and 'data' strings and "
+            f"a 'kwargs' object, got {str(config)[:200]}"
+        )
+    return config
 
 
 def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
     from pyro_genmodels.checkpoint import load_checkpoint
 
-    if not (run / CONFIG).exists():
-        raise FileNotFoundError(f"--run {run}: no {CONFIG} there; train a model first")
-    config = json.loads((run / CONFIG).read_text())
+    config = _read_config(run)
     data = zoo.dataset_for(config["model"], config["data"])
     pyro.clear_param_store()
     setup = zoo.build(config["model"], data, **config["kwargs"])
-    setup.module.load_state_dict(load_checkpoint(run / WEIGHTS)["state_dict"])
+    weights = run / WEIGHTS
+    try:
+        setup.module.load_state_dict(
+            load_checkpoint(weights, required=("state_dict",))["state_dict"]
+        )
+    except RuntimeError as error:
+        raise ValueError(
+            f"--run: the weights in {str(weights)!r} do not fit the model of {CONFIG} ({error})"
+        ) from error
     return setup, data, config
 
 
@@ -96,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     bpd = float(bits_per_dim(nll, data.num_dims))
     line = f"{config['model']} on {data.name} test: NLL {nll:.3f} nats, {bpd:.4f} bits/dim"
     line += f" ({scores['estimator']})"
-    if "khat_bad_fraction" in scores:
+    if scores.get("khat_bad_fraction", float("nan")) == scores.get("khat_bad_fraction"):
         line += (
             f"; PSIS k-hat > 0.7 on {scores['khat_bad_fraction']:.0%} of the first "
             f"{zoo.KHAT_POINTS} test points"
@@ -123,6 +172,7 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.report import write_report
 
     names = args.models.split(",") if args.models else None
+    _check_writable(Path(args.out))
     table, runs = zoo.run(
         args.data,
         names,
@@ -133,6 +183,8 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         progress=False if args.quiet else None,
         quick=args.quick,
+        validation_fraction=args.validation_fraction,
+        early_stopping=args.early_stopping,
         **_model_kwargs(args),
     )
     path = write_report(Path(args.out), table, runs)
@@ -162,6 +214,20 @@ def _parser() -> argparse.ArgumentParser:
             q.add_argument("--lr", type=float, default=1e-3)
             q.add_argument("--z-dim", type=int, default=None, help="latent size (VAEs, GANs)")
             q.add_argument("--hidden", type=int, default=None, help="hidden width")
+            q.add_argument(
+                "--validation-fraction",
+                type=float,
+                default=0.0,
+                help="share of the training split held out for validation (val_loss, best "
+                "epoch kept); 0: none",
+            )
+            q.add_argument(
+                "--early-stopping",
+                type=int,
+                default=None,
+                metavar="PATIENCE",
+                help="stop after this many epochs without a better val_loss",
+            )
             q.add_argument(
                 "--num-samples",
                 type=int,
@@ -203,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # bad arguments, unreadable runs or checkpoints
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

@@ -2,11 +2,14 @@
 
 One step is exactly ``pyro.infer.SVI.step`` — trace the params, call
 ``loss.loss_and_grads(model, guide, *batch)``, update the unconstrained
-params, zero their gradients — except that the loss and the gradients are
-checked for non-finite values *before* the update, so the parameters are
-never corrupted. Around the steps, :func:`fit` shuffles reproducibly, keeps a
-per-epoch history, shows a progress bar, runs callbacks, writes atomic
-checkpoints and resumes from them exactly.
+params, zero their gradients — except that it runs inside
+:class:`~pyro_genmodels.params.own_params` (each model trains its own
+parameters, whatever their names in Pyro's param store), that the loss and
+the gradients are checked for non-finite values *before* the update and the
+parameters *after* it (a non-finite update is rolled back), so the
+parameters are never corrupted. Around the steps, :func:`fit` shuffles
+reproducibly, keeps a per-epoch history, shows a progress bar, runs
+callbacks, writes atomic checkpoints and resumes from them exactly.
 
 Reference: Bingham et al., "Pyro: Deep Universal Probabilistic Programming",
 JMLR 2019 (the SVI step mirrored here).
@@ -18,7 +21,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,17 +31,22 @@ import pandas as pd
 import pyro
 import pyro.optim
 import torch
-from pyro import poutine
-from pyro.infer.util import torch_item, zero_grads
 from tqdm.auto import tqdm
 
-from pyro_genmodels.checkpoint import (
-    load_checkpoint,
+from pyro_genmodels._callbacks import check_callbacks, run_callbacks
+from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pyro_genmodels.early_stopping import make_monitor
+from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.params import find_modules
+from pyro_genmodels.placement import check_writable, match_dtype, model_dtype, resolve_device
+from pyro_genmodels.resume import (
+    TRAINING_KEYS,
+    data_fingerprint,
+    non_finite_entries,
     restore_training_state,
-    save_checkpoint,
     training_payload,
 )
-from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.step import NonFiniteStep, guarded_step
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -72,10 +80,6 @@ class FitState:
     device: torch.device
     row: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
-
-
-class _NonFinite(Exception):
-    """Internal: a step produced a non-finite loss or gradient (params untouched)."""
 
 
 # ----------------------------------------------------------------------------- validation
@@ -113,25 +117,6 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
     return tuple(tensors)
 
 
-def _check_callbacks(callbacks: Iterable[Any]) -> list[Any]:
-    if callable(callbacks) or not isinstance(callbacks, Iterable):
-        raise TypeError(
-            f"callbacks must be a sequence of callbacks, got {type(callbacks).__name__}"
-        )
-    callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not (callable(cb) or _has_hooks(cb)):
-            raise TypeError(
-                f"callbacks[{i}] must be callable cb(state) or have on_epoch_start/on_epoch_end "
-                f"methods, got {type(cb).__name__}"
-            )
-    return callbacks
-
-
-def _has_hooks(cb: Any) -> bool:
-    return hasattr(cb, "on_epoch_start") or hasattr(cb, "on_epoch_end")
-
-
 def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any) -> None:
     for name, fn in (("model", model), ("guide", guide)):
         if not callable(fn):
@@ -150,37 +135,6 @@ def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any)
         raise TypeError(f"progress must be True, False or None, got {progress!r}")
 
 
-# ----------------------------------------------------------------------------- devices
-
-
-def _bound_modules(*fns: Callable) -> list[torch.nn.Module]:
-    """The distinct ``nn.Module`` instances that ``fns`` are bound methods of."""
-    modules: list[torch.nn.Module] = []
-    for fn in fns:
-        owner = getattr(fn, "__self__", None)
-        if isinstance(owner, torch.nn.Module) and all(owner is not m for m in modules):
-            modules.append(owner)
-    return modules
-
-
-def _resolve_device(
-    device: Any, modules: Sequence[torch.nn.Module], tensors: Sequence[torch.Tensor]
-) -> torch.device:
-    if device is not None:
-        try:
-            return torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(
-                f"device must be a torch.device or a string like 'cpu', got {device!r}"
-            ) from e
-    for module in modules:
-        for p in module.parameters():
-            return p.device
-    for p in pyro.get_param_store()._params.values():
-        return p.device
-    return tensors[0].device
-
-
 # ----------------------------------------------------------------------------- one step
 
 
@@ -197,52 +151,21 @@ def _epoch_order(
     return list(order.split(batch_size))
 
 
-def _as_floats(value: Any) -> tuple[float, ...]:
-    values = value if isinstance(value, tuple | list) else (value,)
-    return tuple(float(torch_item(v)) for v in values)
-
-
-def _train_step(
-    model: Callable, guide: Callable, loss: Any, optim: pyro.optim.PyroOptim, batch: tuple
-) -> tuple[float, ...]:
-    """``pyro.infer.SVI.step`` with a non-finite check of loss and gradients before the update."""
-    with poutine.trace(param_only=True) as param_capture:
-        value = loss.loss_and_grads(model, guide, *batch)
-    params = list(
-        dict.fromkeys(site["value"].unconstrained() for site in param_capture.trace.nodes.values())
-    )
-    values = _as_floats(value)
-    if not all(math.isfinite(v) for v in values):
-        zero_grads(params)
-        shown = values[0] if len(values) == 1 else values
-        raise _NonFinite(f"non-finite loss {shown}")
-    bad = _non_finite_grads(params)
-    if bad:
-        zero_grads(params)
-        raise _NonFinite(f"loss {values} has non-finite gradients for parameter(s) {bad}")
-    optim(params)
-    zero_grads(params)
-    return values
-
-
-def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:
-    with_grad = [p for p in params if p.grad is not None]
-    if not with_grad:
-        return []
-    finite = torch.stack([torch.isfinite(p.grad).all() for p in with_grad])
-    if bool(finite.all()):
-        return []
-    store = pyro.get_param_store()
-    return [str(store.param_name(p)) for p, ok in zip(with_grad, finite.tolist()) if not ok]
-
-
 def _read_lr(optim: pyro.optim.PyroOptim) -> float | None:
     """The learning rate in use, when every parameter's optimizer shares one."""
-    lrs = set()
+    lrs: set[float] = set()
     for obj in optim.optim_objs.values():
         opt = getattr(obj, "optimizer", obj)
         lrs.update(float(group["lr"]) for group in opt.param_groups if "lr" in group)
     return lrs.pop() if len(lrs) == 1 else None
+
+
+def _plateau_value(row: dict[str, Any], monitor: str | None) -> float:
+    """What ``ReduceLROnPlateau`` sees: the monitored (validation) value when there is one."""
+    value = row.get(monitor) if monitor is not None else None
+    if value is not None and math.isfinite(float(value)):
+        return float(value)
+    return next(v for k, v in row.items() if k.startswith("loss"))
 
 
 def _scheduler_step(optim: pyro.optim.PyroOptim, epoch_loss: float) -> None:
@@ -262,6 +185,11 @@ class _Run:
     callbacks: list[Any]
     seed: int
     checkpoint_dir: Path | None
+    modules: list[torch.nn.Module] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    param_names: set[str] = field(default_factory=set)
+    monitor: str | None = None
+    undo: dict = field(default_factory=dict)  # reusable copies for undoing an update
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
@@ -271,50 +199,16 @@ def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = No
         history=state.history,
         seed=ctx.seed,
         optim=ctx.optim,
+        modules=ctx.modules,
         loss=ctx.loss,
         callbacks=ctx.callbacks,
         epoch_step=epoch_step,
+        run=ctx.run,
+        param_names=ctx.param_names or None,
     )
 
 
 # ----------------------------------------------------------------------------- epochs
-
-
-def _run_callbacks(callbacks: list[Any], hook: str, state: FitState) -> None:
-    for i, cb in enumerate(callbacks):
-        if _has_hooks(cb):
-            method = getattr(cb, hook, None)
-            result = method(state) if method is not None else None
-        else:
-            result = cb(state) if hook == "on_epoch_end" else None
-        if hook == "on_epoch_end" and result is not None:
-            _merge_metrics(state.row, result, i)
-
-
-def _merge_metrics(row: dict[str, Any], metrics: Any, index: int) -> None:
-    if not isinstance(metrics, dict):
-        raise TypeError(
-            f"callbacks[{index}] must return a dict of metrics or None, "
-            f"got {type(metrics).__name__}"
-        )
-    for key, value in metrics.items():
-        if key in row:
-            raise ValueError(
-                f"callbacks[{index}] returned metric {key!r}, which is already a column"
-            )
-        if isinstance(value, torch.Tensor) and value.numel() != 1:
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be a scalar, got a tensor of shape "
-                f"{tuple(value.shape)}"
-            )
-        if isinstance(value, torch.Tensor | np.generic):
-            value = value.item()
-        if not isinstance(value, int | float | str):
-            raise TypeError(
-                f"callbacks[{index}] metric {key!r} must be an int, float or str, got "
-                f"{type(value).__name__}"
-            )
-        row[str(key)] = value
 
 
 def _loss_columns(totals: list[float], n: int) -> dict[str, float]:
@@ -332,9 +226,11 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
         idx = idx.to(device)
         batch = tuple(t[idx] for t in tensors)
         try:
-            values = _train_step(ctx.model, ctx.guide, ctx.loss, ctx.optim, batch)
-        except _NonFinite as e:
-            _fail(ctx, state, i, len(batches), str(e))
+            values = guarded_step(
+                ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
+            )
+        except NonFiniteStep as e:
+            _fail(ctx, state, i, len(batches), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
     row = {"epoch": state.epoch + 1, **_loss_columns(totals, n)}
@@ -345,28 +241,45 @@ def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device
     return row
 
 
-def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, reason: str) -> None:
+def _fail(ctx: _Run, state: FitState, i: int, num_batches: int, error: Exception) -> None:
+    reason = str(error)
     where = "no checkpoint_dir was given, so nothing was saved"
     if ctx.checkpoint_dir is not None:
         path = ctx.checkpoint_dir / LAST_GOOD_NAME
-        save_checkpoint(path, _payload(ctx, state, state.epoch, i))
-        where = f"the last good state (before this step) was saved to {str(path)!r}"
+        payload = _payload(ctx, state, state.epoch, i)
+        bad = non_finite_entries(payload)
+        if bad:
+            where = (
+                f"the state was not saved to {str(path)!r} because it already holds non-finite "
+                f"values (in {bad[:5]})"
+            )
+        else:
+            try:
+                save_checkpoint(path, payload)
+                where = f"the last good state (before this step) was saved to {str(path)!r}"
+            except OSError as e:
+                where = (
+                    f"saving the last good state to {str(path)!r} failed as well "
+                    f"({type(e).__name__}: {e})"
+                )
     raise FloatingPointError(
         f"{reason} at epoch {state.epoch + 1} of {state.epochs} (1-based), step {i + 1} of "
         f"{num_batches} within the epoch (1-based; global step {state.step + 1}); the "
         f"parameters were not updated by this step and {where}"
-    )
+    ) from (error.__cause__ or error)
 
 
 def _load_for_resume(checkpoint_dir: Path) -> dict[str, Any] | None:
     path = checkpoint_dir / CHECKPOINT_NAME
+    remove_stale_temporaries(path)
+    remove_stale_temporaries(checkpoint_dir / LAST_GOOD_NAME)
     if not path.is_file():
         warnings.warn(
             f"resume=True but there is no checkpoint at {str(path)!r}; starting from scratch",
             stacklevel=3,
         )
         return None
-    return load_checkpoint(path)
+    return load_checkpoint(path, required=TRAINING_KEYS)
 
 
 def _history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
@@ -396,15 +309,32 @@ def fit(
     resume: bool = False,
     callbacks: Sequence[Any] = (),
     progress: bool | None = None,
+    validation: Any = None,
+    validation_every: int = 1,
+    early_stopping: int | None = None,
+    keep_best: bool = False,
+    monitor: str = "val_loss",
 ) -> pd.DataFrame:
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
     Each step mirrors ``pyro.infer.SVI.step`` but checks the loss and the
-    gradients for non-finite values *before* the optimizer update: on a
-    non-finite value it saves the still-good state to
-    ``checkpoint_dir/last_good.pt`` (when given) and raises
-    ``FloatingPointError`` naming the epoch and step. Epoch ``e`` visits the
-    data in an order drawn from a generator seeded by ``(seed, e)``.
+    gradients for non-finite values *before* the optimizer update and the
+    parameters *after* it (a non-finite update is undone, optimizer state
+    included); Pyro's and torch's validation errors about NaN/inf values count
+    as the same failure. On a failure it saves the still-good state to
+    ``checkpoint_dir/last_good.pt`` (when given, and only if every value in it
+    is finite) and raises ``FloatingPointError`` naming the epoch and step (and
+    the write error too, if saving fails). Epoch ``e`` visits the data in an
+    order drawn from a generator seeded by ``(seed, e)``.
+
+    Steps run inside :class:`~pyro_genmodels.params.own_params`: a model trains
+    its own parameters even when another model in the process registered the
+    same names in Pyro's param store. The modules that ``fit`` trains and
+    checkpoints (parameters *and* buffers) are those the model, guide and loss
+    use (:func:`~pyro_genmodels.params.find_modules`: bound methods, closures,
+    global names, attributes of the loss). Floating-point data are converted to
+    the dtype of those modules' parameters (else of the param store's; else
+    kept): float64 arrays from NumPy or scikit-learn train a float32 model.
 
     History convention: one row per epoch with ``epoch`` (1-based), ``loss``
     = (sum of the step losses over the epoch) / N — the mean per datapoint for
@@ -431,19 +361,40 @@ def fit(
         epochs: total number of epochs (including those restored on resume).
         batch_size: datapoints per step; the last batch of an epoch may be smaller.
         shuffle: reshuffle every epoch; otherwise batches are taken in order.
-        device: where to train; default: device of the bound module's first
-            parameter, else of the first param in the param store, else of ``data``.
+        device: where to train (``"cuda"`` without a CUDA device is a
+            ``ValueError``); default: device of the modules' first parameter,
+            else of the first param in the param store, else of ``data``.
         seed: seeds all generators at start (``pyro.set_rng_seed``) and the batch order.
-        checkpoint_dir: folder for ``checkpoint.pt`` (atomic; every
-            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``.
-        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (params,
-            optimizer, RNG states, history); warns and starts fresh if absent.
+        checkpoint_dir: folder for ``checkpoint.pt`` (atomic, checksummed; every
+            ``checkpoint_every`` epochs and at the end) and ``last_good.pt``;
+            checked writable before training starts.
+        resume: continue exactly from ``checkpoint_dir/checkpoint.pt`` (module
+            parameters and buffers, params, optimizer, loss and callback state,
+            RNG states, history); warns and starts fresh if absent. It refuses
+            (``ValueError``) another optimizer kind, other data, ``batch_size``,
+            ``shuffle`` or ``seed``; a new learning rate applies, with a
+            warning. ``last_good.pt`` (written mid-epoch on a failure, with its
+            ``epoch_step``) is never resumed from: resume continues from the
+            last finished epoch in ``checkpoint.pt``.
         callbacks: each either ``cb(state) -> dict | None`` called at epoch end,
             or an object with optional ``on_epoch_start(state)`` /
             ``on_epoch_end(state) -> dict | None``; ``state`` is a
             :class:`FitState`. Returned entries become history columns.
             Callbacks with ``state_dict``/``load_state_dict`` are checkpointed.
         progress: tqdm bar over epochs; ``None`` shows it only if stderr is a TTY.
+        validation: held-out data shaped like ``data`` (tensors ``(M, ...)``, or a
+            ``Dataset`` with a ``.valid`` split): every ``validation_every`` epochs
+            the history gets ``val_loss``, ``loss.loss`` per datapoint on it (the
+            same estimator as ``loss``), computed with modules in eval mode and
+            forked random states, so training is unaffected
+            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`).
+        validation_every: validate every this many epochs.
+        early_stopping: ``None`` or a patience: stop when ``monitor`` has not
+            improved for that many epochs.
+        keep_best: restore the parameters and buffers of the epoch with the lowest
+            ``monitor`` at the end (they are also written to ``checkpoint_dir/best.pt``).
+        monitor: the history column minimized by ``early_stopping``/``keep_best``
+            and followed by ``ReduceLROnPlateau``: ``"val_loss"`` or a callback's metric.
 
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
@@ -474,33 +425,55 @@ def fit(
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     seed = _check_int("seed", seed, 0)
     tensors = _as_tensors(data)
-    callbacks = _check_callbacks(callbacks)
+    callbacks = check_callbacks(callbacks)
     if resume and checkpoint_dir is None:
         raise ValueError(
             "resume=True needs checkpoint_dir (the folder holding checkpoint.pt), got None"
         )
 
-    modules = _bound_modules(model, guide)
-    device = _resolve_device(device, modules, tensors)
+    modules = find_modules(model, guide, loss)
+    device = resolve_device(device, modules, tensors)
     for module in modules:
         module.to(device)
-    tensors = tuple(t.to(device) for t in tensors)
+    tensors = match_dtype(tuple(t.to(device) for t in tensors), model_dtype(modules))
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir)
+    if ckpt_dir is not None:
+        check_writable(ckpt_dir)
+    run = {} if ckpt_dir is None else data_fingerprint(tensors, batch_size, shuffle)
+    watcher = make_monitor(
+        validation,
+        tensors,
+        batch_size=batch_size,
+        seed=seed,
+        modules=modules,
+        checkpoint_dir=ckpt_dir,
+        every=validation_every,
+        patience=early_stopping,
+        keep_best=keep_best,
+        monitor=monitor,
+    )
+    if watcher is not None:
+        callbacks = [*callbacks, watcher]  # last: it may monitor the other callbacks' metrics
+    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir, modules, run)
+    ctx.monitor = None if watcher is None else watcher.monitor
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
-    payload = _load_for_resume(ckpt_dir) if resume else None
+    payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None else None
     if payload is not None:
         first = _epoch_order(tensors[0].shape[0], batch_size, False, seed, 0)[0].to(device)
         batch = tuple(t[first] for t in tensors)
-        restore_training_state(payload, model, guide, loss, optim, callbacks, batch, seed)
+        restore_training_state(
+            payload, model, guide, loss, optim, callbacks, batch, seed, modules, run
+        )
         state.epoch, state.step, state.history = (
             payload["epoch"],
             payload["step"],
             payload["history"],
         )
     _train(ctx, state, tensors, batch_size, shuffle, checkpoint_every, progress)
+    if watcher is not None and keep_best:
+        watcher.restore_best()
     return _history_frame(state.history)
 
 
@@ -519,14 +492,14 @@ def _train(
     try:
         for epoch in range(start, state.epochs):
             state.epoch, state.row = epoch, {}
-            _run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            run_callbacks(ctx.callbacks, "on_epoch_start", state)
+            if state.stop:  # set at epoch start: end before training this epoch
+                break
             batches = _epoch_order(tensors[0].shape[0], batch_size, shuffle, ctx.seed, epoch)
             state.row = _run_epoch(ctx, state, tensors, batches, state.device)
-            _run_callbacks(ctx.callbacks, "on_epoch_end", state)
+            run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
-            _scheduler_step(
-                ctx.optim, next(v for k, v in state.row.items() if k.startswith("loss"))
-            )
+            _scheduler_step(ctx.optim, _plateau_value(state.row, ctx.monitor))
             bar.update(1)
             bar.set_postfix(_postfix(state.row))
             last = epoch + 1 == state.epochs or state.stop

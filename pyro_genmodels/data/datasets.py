@@ -43,6 +43,9 @@ class Dataset:
         test_labels: long tensor ``(M,)`` or ``None``.
         image_shape: ``(C, H, W)`` with ``C*H*W == D``, or ``None`` for non-images.
         binarized: whether every value is 0 or 1.
+        valid: float tensor ``(V, D)`` held out of ``train`` for validation (see
+            :meth:`split_validation`), or ``None``.
+        valid_labels: long tensor ``(V,)`` or ``None``.
 
     >>> import torch
     >>> ds = Dataset("toy", torch.zeros(3, 4), torch.ones(1, 4), image_shape=(1, 2, 2))
@@ -58,6 +61,8 @@ binarized=False, dtype=torch.float32, device=cpu))
     test_labels: torch.Tensor | None = None
     image_shape: tuple[int, int, int] | None = None
     binarized: bool = False
+    valid: torch.Tensor | None = None
+    valid_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -74,7 +79,19 @@ binarized=False, dtype=torch.float32, device=cpu))
                 f"test must share train's dtype and device ({self.train.dtype}, "
                 f"{self.train.device}), got ({self.test.dtype}, {self.test.device})"
             )
-        for key, x in (("train_labels", self.train), ("test_labels", self.test)):
+        if self.valid is not None:
+            check_data(self.valid, "valid", event_dim=self.train.shape[-1], binary=self.binarized)
+            if (self.valid.dtype, self.valid.device) != (self.train.dtype, self.train.device):
+                raise ValueError(
+                    f"valid must share train's dtype and device ({self.train.dtype}, "
+                    f"{self.train.device}), got ({self.valid.dtype}, {self.valid.device})"
+                )
+        if self.valid_labels is not None and self.valid is None:
+            raise ValueError("valid_labels needs valid data, got valid=None")
+        pairs = [("train_labels", self.train), ("test_labels", self.test)]
+        if self.valid is not None:
+            pairs.append(("valid_labels", self.valid))
+        for key, x in pairs:
             labels = getattr(self, key)
             if labels is not None and (
                 not isinstance(labels, torch.Tensor)
@@ -118,12 +135,57 @@ binarized=False, dtype=torch.float32, device=cpu))
             test=move(self.test, True),
             train_labels=move(self.train_labels, False),
             test_labels=move(self.test_labels, False),
+            valid=move(self.valid, True),
+            valid_labels=move(self.valid_labels, False),
+        )
+
+    def split_validation(self, fraction: float = 0.1, seed: int = 0) -> Dataset:
+        """A copy whose ``train`` rows are split into ``train`` and ``valid`` (test untouched).
+
+        Row ``i`` of ``train`` goes to ``valid`` when it is among the last
+        ``round(fraction * N)`` entries of ``numpy.random.RandomState(seed).permutation(N)``
+        (at least one row each side); both keep the original row order, labels follow
+        their rows. A dataset that already has a ``valid`` split is refused.
+
+        >>> import torch
+        >>> ds = Dataset("toy", torch.arange(20.0).reshape(10, 2), torch.zeros(1, 2))
+        >>> split = ds.split_validation(0.2, seed=0)
+        >>> split.train.shape, split.valid.shape, split.test.shape
+        (torch.Size([8, 2]), torch.Size([2, 2]), torch.Size([1, 2]))
+        """
+        if self.valid is not None:
+            raise ValueError("this dataset already has a validation split (valid is not None)")
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float):
+            raise TypeError(f"fraction must be a float in (0, 1), got {fraction!r}")
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be a float in (0, 1), got {fraction}")
+        check_seed(seed)
+        n = self.train.shape[0]
+        size = round(fraction * n)
+        if not 1 <= size <= n - 1:
+            raise ValueError(
+                f"fraction={fraction} of N={n} training rows leaves {size} for validation; "
+                "both splits need at least one row"
+            )
+        perm = np.random.RandomState(seed).permutation(n)
+        held = torch.zeros(n, dtype=torch.bool)
+        held[torch.as_tensor(perm[n - size :])] = True
+        held = held.to(self.train.device)
+        labels = self.train_labels
+        return dataclasses.replace(
+            self,
+            train=self.train[~held],
+            train_labels=None if labels is None else labels[~held],
+            valid=self.train[held],
+            valid_labels=None if labels is None else labels[held],
         )
 
     def __repr__(self) -> str:
         return (
             f"Dataset({self.name!r}, train={tuple(self.train.shape)}, "
-            f"test={tuple(self.test.shape)}, labels={self.train_labels is not None}, "
+            f"test={tuple(self.test.shape)}, "
+            + ("" if self.valid is None else f"valid={tuple(self.valid.shape)}, ")
+            + f"labels={self.train_labels is not None}, "
             f"image_shape={self.image_shape}, binarized={self.binarized}, "
             f"dtype={self.train.dtype}, device={self.train.device})"
         )

@@ -61,7 +61,9 @@ def psis_khat(
       misplaced); estimates based on it are unreliable.
 
     Weights that are all equal (an exact posterior guide) give ``k̂ = -inf``.
-    Use hundreds of samples or more: the tail fit uses ``min(K/5, 3√K)`` of them.
+    Use hundreds of samples or more: the tail fit uses ``min(K/5, 3√K)`` of them,
+    and ``K <= 20`` leaves too few for any fit (a ``ValueError``; ArviZ would
+    return ``inf``).
 
     Args:
         model, guide: a Pyro model and guide; every latent local to a datapoint.
@@ -93,6 +95,11 @@ def psis_khat(
     >>> bool((psis_khat(model, narrow_guide, torch.zeros(2), num_samples=2000) > 0.7).all())
     True
     """
+    if isinstance(num_samples, int) and not isinstance(num_samples, bool) and num_samples <= 20:
+        raise ValueError(
+            "num_samples must be > 20 for a Pareto tail fit (it uses min(K/5, 3 sqrt(K)) of "
+            f"the K draws; with K <= 20 k-hat is undefined), got {num_samples}"
+        )
     chunks = log_weight_chunks(
         model, guide, data, args, kwargs, num_samples, batch_size, None, data_plate, max_elements
     )

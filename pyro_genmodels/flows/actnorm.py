@@ -20,6 +20,8 @@ class ActNorm(TransformModule):
     feature or channel), so that the first batch leaves the layer standardized.
     A forward call made first (e.g. sampling) marks the layer initialized as it is.
     The ``initialized`` flag is a buffer, so ``state_dict`` round trips keep it.
+    A first batch holding NaN or inf raises a ``ValueError`` and leaves the layer
+    uninitialized (whatever the validation setting: the statistics would stay NaN).
 
     Args:
         num_features: ``D`` (``event_dim=1``, shapes ``(*, D)``) or ``C``
@@ -72,6 +74,11 @@ class ActNorm(TransformModule):
 
     @torch.no_grad()
     def _initialize(self, y: torch.Tensor) -> None:
+        if not bool(torch.isfinite(y).all()):
+            raise ValueError(
+                "ActNorm initializes loc and log_scale from its first batch, which must be "
+                f"finite; got a batch of shape {tuple(y.shape)} holding NaN or inf values"
+            )
         dims = self._reduce_dims(y)
         n = y.numel() // self.num_features
         if n > 1:

@@ -11,7 +11,15 @@ True
 """
 
 from pyro_genmodels.infer.adversarial import ConcatSites, GANLoss, LSGANLoss
+from pyro_genmodels.infer.ais import AISResult, AnnealingPath, EnergyAnnealingPath, ais, run_ais
 from pyro_genmodels.infer.bigan import BiGANLoss
+from pyro_genmodels.infer.boltzmann_ais import (
+    BoltzmannAnnealingPath,
+    base_rate_logits,
+    salakhutdinov_murray_betas,
+)
+from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
+from pyro_genmodels.infer.dbm_loss import DBMLoss
 from pyro_genmodels.infer.estimators import (
     bits_per_dim,
     elbo_per_datapoint,
@@ -19,14 +27,52 @@ from pyro_genmodels.infer.estimators import (
     rescale_log_likelihood,
 )
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, FDivergence, fgan_bound
+from pyro_genmodels.infer.gibbs import BlockGibbs, DiscreteGibbs
 from pyro_genmodels.infer.iwae import IWAELoss
+from pyro_genmodels.infer.langevin import Langevin, annealed_langevin
+from pyro_genmodels.infer.nce import NCELoss
+from pyro_genmodels.infer.samplers import EnergySampler, LangevinSampler
+from pyro_genmodels.infer.score_matching import ScoreMatchingLoss
 from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
 from pyro_genmodels.infer.wgan import WGANGPLoss, WGANLoss
 
 #: Every loss class of the package (append new ones here; the registry test checks it).
-LOSSES = (IWAELoss, GANLoss, LSGANLoss, WGANLoss, WGANGPLoss, BiGANLoss)
+LOSSES = (
+    IWAELoss,
+    GANLoss,
+    LSGANLoss,
+    WGANLoss,
+    WGANGPLoss,
+    BiGANLoss,
+    ContrastiveDivergenceLoss,
+    ScoreMatchingLoss,
+    NCELoss,
+    DBMLoss,
+)
+
+#: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
+KERNELS = (Langevin, BlockGibbs, DiscreteGibbs)
 
 __all__ = [
+    "KERNELS",
+    "AISResult",
+    "AnnealingPath",
+    "ContrastiveDivergenceLoss",
+    "EnergyAnnealingPath",
+    "EnergySampler",
+    "Langevin",
+    "LangevinSampler",
+    "NCELoss",
+    "ScoreMatchingLoss",
+    "annealed_langevin",
+    "ais",
+    "run_ais",
+    "BlockGibbs",
+    "BoltzmannAnnealingPath",
+    "DBMLoss",
+    "DiscreteGibbs",
+    "base_rate_logits",
+    "salakhutdinov_murray_betas",
     "BiGANLoss",
     "ConcatSites",
     "FDivergence",

@@ -61,7 +61,9 @@ class VAE(PyroModule):
 
     Sites: ``"z"`` (latent, event dim 1) and ``"x"`` (observed, event dim 1) inside
     ``pyro.plate("data", N)``. ``model(x)`` and ``guide(x)`` take ``x`` of shape
-    ``(N, x_dim)``.
+    ``(N, x_dim)`` with ``N >= 1`` (a ``ValueError`` for an empty batch; ``encode``
+    accepts one). Floating ``x`` of another dtype (float64 arrays from NumPy or
+    scikit-learn, float16) is converted to the parameters' dtype.
 
     >>> import torch, pyro
     >>> vae = VAE(4, 2, hidden_dims=(8,))
@@ -126,7 +128,21 @@ class VAE(PyroModule):
         return dist.TransformedDistribution(base, [flow])
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        return L.check_x(x, self.x_dim, self.likelihood)
+        """``x`` checked, in the parameters' dtype (float64/float16 data are converted)."""
+        x = L.check_x(x, self.x_dim, self.likelihood)
+        dtype = L.first_param(self).dtype
+        return x if x.dtype == dtype else x.to(dtype)
+
+    def _check_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked for ``model``/``guide``: ``pyro.plate`` needs at least one row."""
+        x = self._check_x(x)
+        if x.shape[0] == 0:
+            raise ValueError(
+                "x must hold at least one datapoint for model/guide (pyro.plate('data', N) "
+                f"needs N >= 1), got shape {tuple(x.shape)}; encode() and distribution_x() "
+                "accept empty batches"
+            )
+        return x
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``q(z | x) = N(loc, scale^2)``: ``x`` ``(N, x_dim)`` -> ``loc, scale`` ``(N, z_dim)``."""
@@ -158,7 +174,7 @@ class VAE(PyroModule):
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         """``p(x, z) = N(z; 0, I) p(x | z)``; ``x`` of shape ``(N, x_dim)``."""
-        x = self._check_x(x)
+        x = self._check_rows(x)
         with pyro.plate("data", x.shape[0]):
             with L.kl_weight(self.beta, x):
                 z = pyro.sample("z", self.prior(x))
@@ -168,6 +184,7 @@ class VAE(PyroModule):
     def guide(self, x: torch.Tensor) -> None:
         """``q(z | x) = N(loc(x), diag(scale(x)^2))`` (through the guide flow, if any);
         ``x`` of shape ``(N, x_dim)``."""
+        x = self._check_rows(x)
         q = self.posterior(x)
         with pyro.plate("data", x.shape[0]):
             with L.kl_weight(self.beta, x):

@@ -199,7 +199,7 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
     The module is put in eval mode while scoring (an SSVAE drops its
     classifier term). The default returns ``test_nll_nats``,
     ``khat_bad_fraction`` (share of the first ``khat_points`` test points with
-    k-hat > 0.7) and ``estimator``.
+    k-hat > 0.7; NaN when ``num_samples <= 20``, too few for k-hat) and ``estimator``.
     """
     quiet_diagnostics()
     from pyro_genmodels.diagnostics import psis_khat
@@ -213,13 +213,16 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
                 return setup.score(num_samples)
             nll = -log_likelihood(setup.model, setup.guide, *setup.test, num_samples=num_samples)
             head = tuple(t[:khat_points] for t in setup.test)
-            khat = psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+            bad = float("nan")  # k-hat needs K > 20 draws for its tail fit
+            if num_samples > 20:
+                khat = psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+                bad = float((khat > 0.7).float().mean())
     finally:
         setup.module.train(was_training)
     estimator = f"IW-{num_samples}" + (f", {setup.note}" if setup.note else "")
     return {
         "test_nll_nats": float(nll.mean()),
-        "khat_bad_fraction": float((khat > 0.7).float().mean()),
+        "khat_bad_fraction": bad,
         "estimator": estimator,
     }
 
@@ -274,6 +277,39 @@ def progress_line(row: dict) -> str:
             parts.append(fmt.format(value))
     parts.append(f"{row.get('train_seconds', 0.0) + row.get('eval_seconds', 0.0):.1f} s")
     return "  ".join(parts)
+def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tensor, ...] | None:
+    """The validation split of ``data`` in the form entry ``name`` trains on, or ``None``.
+
+    The entry is built a second time on ``data`` with its validation split in
+    place of the test split (random states forked, so the real build is
+    unaffected) and its test arguments are returned, when they have the
+    structure of its training data (an SSVAE trains on ``(x, y)`` but is
+    scored on ``(x,)``: no validation for it) and its loss is one number (a
+    GAN's critic and generator losses are not a validation score).
+    """
+    import dataclasses
+
+    from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
+
+    if data.valid is None:
+        return None
+    as_test = dataclasses.replace(data, test=data.valid, test_labels=data.valid_labels)
+    rng, store = get_rng_state(), pyro.get_param_store()
+    before = set(store.keys())
+    try:
+        setup = build(name, as_test, **kwargs)
+        train = setup.train if isinstance(setup.train, tuple | list) else (setup.train,)
+        if len(train) != len(setup.test):
+            return None
+        with torch.no_grad():  # a loss of several values (a GAN's) is no validation score
+            probe = setup.loss.loss(setup.model, setup.guide, *(t[:2] for t in setup.test))
+        if isinstance(probe, tuple | list):
+            return None
+    finally:
+        for key in set(store.keys()) - before:  # the probe's params leave no trace
+            del store[key]
+        set_rng_state(rng)
+    return tuple(setup.test)
 
 
 def run(
@@ -286,6 +322,8 @@ def run(
     seed: int = 0,
     progress: bool | None = None,
     quick: bool = False,
+    validation_fraction: float = 0.0,
+    early_stopping: int | None = None,
     **kwargs: Any,
 ) -> tuple[pd.DataFrame, dict[str, tuple[Setup, pd.DataFrame, Dataset]]]:
     """Trains and scores every named zoo entry.
@@ -298,11 +336,16 @@ def run(
     importance-sample count K of the test NLL (1000 by default). Each entry gets
     the ``kwargs`` its builder accepts (see :func:`options`). ``progress=None``
     shows tqdm bars on a terminal and otherwise prints one line per finished
-    entry (:func:`progress_line`); ``False`` prints nothing.
+    entry (:func:`progress_line`); ``False`` prints nothing. With
+    ``validation_fraction > 0`` a validation split is carved off the training
+    split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed ``seed``),
+    scored every epoch (``val_loss``), and the best epoch is kept; with
+    ``early_stopping`` (a patience in epochs) training also stops there.
 
     Returns a table (one row per model: name, family, dataset, ``variant``,
     ``section``, test NLL in nats and bits/dim, the estimator, other metrics,
-    the sample scores, the budget, train and evaluation seconds) and, per
+    the sample scores, the budget, epochs trained, best epoch, train and
+    evaluation seconds) and, per
     model, its setup, training history and dataset.
     """
     from pyro_genmodels.infer import bits_per_dim
@@ -319,14 +362,24 @@ def run(
     bars = sys.stderr.isatty() if progress is None else progress
     lines = progress is None and not bars
     quiet_diagnostics()
+    if early_stopping is not None and not validation_fraction:
+        if not (isinstance(data, Dataset) and data.valid is not None):
+            raise ValueError(
+                "early_stopping needs validation data: give validation_fraction > 0 or a "
+                "Dataset with a valid split"
+            )
     rows, runs = [], {}
     for name in names:
         dataset = dataset_for(name, data)
+        if validation_fraction and dataset.valid is None:
+            dataset = dataset.split_validation(validation_fraction, seed)
         spent = budget(name, quick, epochs=epochs, batch_size=batch_size, lr=lr)
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         accepted = options(name)
-        setup = build(name, dataset, **{k: v for k, v in kwargs.items() if k in accepted})
+        chosen = {k: v for k, v in kwargs.items() if k in accepted}
+        setup = build(name, dataset, **chosen)
+        valid = validation_args(name, dataset, **chosen)
         start = time.perf_counter()
         history = fit(
             setup.model,
@@ -338,6 +391,9 @@ def run(
             batch_size=spent["batch_size"],
             seed=seed,
             progress=bars,
+            validation=valid,
+            early_stopping=early_stopping if valid is not None else None,
+            keep_best=valid is not None,
         )
         trained = time.perf_counter() - start
         start = time.perf_counter()
@@ -354,6 +410,12 @@ def run(
             "bits_per_dim": float(bits_per_dim(nll, dataset.num_dims)),
             **scores,
             **spent,
+            "epochs_trained": len(history),
+            "best_epoch": (
+                int(history.loc[history["val_loss"].idxmin(), "epoch"])
+                if "val_loss" in history and history["val_loss"].notna().any()
+                else float("nan")
+            ),
             "train_seconds": trained,
             "eval_seconds": time.perf_counter() - start,
         }

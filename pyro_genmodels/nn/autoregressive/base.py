@@ -21,6 +21,39 @@ def check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def check_context_dim(value: object) -> int:
+    """``value`` if it is an int ``>= 0`` (0: no context); TypeError/ValueError naming it.
+
+    >>> check_context_dim(3)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"context_dim must be an int >= 0 (0: no context), got {value!r}")
+    if value < 0:
+        raise ValueError(f"context_dim must be an int >= 0 (0: no context), got {value}")
+    return value
+
+
+def check_input_levels(value: object) -> int | None:
+    """``value`` if it is ``None`` (real inputs) or an int ``K >= 2`` (integers in ``[0, K)``).
+
+    ``K = 1`` would rescale by ``2 / (K - 1)``, a division by zero.
+
+    >>> check_input_levels(256), check_input_levels(None)
+    (256, None)
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"input_levels must be None or an int K >= 2, got {value!r}")
+    if value < 2:
+        raise ValueError(
+            f"input_levels must be None or an int K >= 2 (inputs in [0, K) are rescaled by "
+            f"2 / (K - 1)), got {value}"
+        )
+    return value
+
+
 def check_ordering(ordering: Any, dim: int) -> torch.Tensor:
     """A permutation of ``range(dim)`` as a LongTensor (``None`` → the identity)."""
     if ordering is None:

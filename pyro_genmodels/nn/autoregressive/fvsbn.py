@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_ordering, check_positive_int
+from pyro_genmodels.nn.autoregressive.base import (
+    Conditioner,
+    check_context_dim,
+    check_input_levels,
+    check_ordering,
+    check_positive_int,
+)
 
 
 class FVSBN(Conditioner):
@@ -45,8 +51,8 @@ class FVSBN(Conditioner):
         super().__init__()
         d = check_positive_int("input_dim", input_dim)
         self.num_params = check_positive_int("num_params", num_params)
-        self.context_dim = context_dim
-        self.input_levels = input_levels
+        self.context_dim = context_dim = check_context_dim(context_dim)
+        self.input_levels = input_levels = check_input_levels(input_levels)
         self.event_shape = torch.Size([d])
         order = check_ordering(ordering, d)
         rank = torch.empty_like(order)

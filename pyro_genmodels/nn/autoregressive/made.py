@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_ordering, check_positive_int
+from pyro_genmodels.nn.autoregressive.base import (
+    Conditioner,
+    check_context_dim,
+    check_input_levels,
+    check_ordering,
+    check_positive_int,
+)
 
 
 def made_masks(
@@ -86,8 +92,8 @@ class MADE(Conditioner):
             raise ValueError("MADE needs at least one hidden layer; got hidden_dims=[]")
         self.num_params = p = check_positive_int("num_params", num_params)
         check_positive_int("num_masks", num_masks)
-        self.context_dim = context_dim
-        self.input_levels = input_levels
+        self.context_dim = context_dim = check_context_dim(context_dim)
+        self.input_levels = input_levels = check_input_levels(input_levels)
         self.event_shape = torch.Size([d])
         gen = torch.Generator().manual_seed(seed)
         orders = [check_ordering(ordering, d)]

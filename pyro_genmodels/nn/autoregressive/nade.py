@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_ordering, check_positive_int
+from pyro_genmodels.nn.autoregressive.base import (
+    Conditioner,
+    check_context_dim,
+    check_input_levels,
+    check_ordering,
+    check_positive_int,
+)
 
 
 class NADE(Conditioner):
@@ -49,8 +55,8 @@ class NADE(Conditioner):
         d = check_positive_int("input_dim", input_dim)
         h = check_positive_int("hidden_dim", hidden_dim)
         self.num_params = p = check_positive_int("num_params", num_params)
-        self.context_dim = context_dim
-        self.input_levels = input_levels
+        self.context_dim = context_dim = check_context_dim(context_dim)
+        self.input_levels = input_levels = check_input_levels(input_levels)
         self.event_shape = torch.Size([d])
         self.register_buffer("ordering", check_ordering(ordering, d))
         self.W = nn.Parameter(torch.randn(h, d) / d**0.5)

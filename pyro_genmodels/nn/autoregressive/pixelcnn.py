@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_positive_int
+from pyro_genmodels.nn.autoregressive.base import (
+    Conditioner,
+    check_context_dim,
+    check_input_levels,
+    check_positive_int,
+)
 
 
 def pixelcnn_mask(
@@ -137,8 +142,8 @@ class PixelCNN(Conditioner):
         if not isinstance(num_layers, int) or num_layers < 0:
             raise ValueError(f"num_layers must be an int >= 0, got {num_layers!r}")
         self.num_params = p = check_positive_int("num_params", num_params)
-        self.context_dim = context_dim
-        self.input_levels = input_levels
+        self.context_dim = context_dim = check_context_dim(context_dim)
+        self.input_levels = input_levels = check_input_levels(input_levels)
         self.event_shape = torch.Size([c, h, w])
         raster = torch.arange(c * h * w).reshape(c, h, w).permute(1, 2, 0).flatten()
         self.register_buffer("ordering", raster)

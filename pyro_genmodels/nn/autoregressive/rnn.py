@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyro_genmodels.nn.autoregressive.base import Conditioner, check_positive_int
+from pyro_genmodels.nn.autoregressive.base import Conditioner, check_context_dim, check_positive_int
 
 
 class RNN(Conditioner):
@@ -65,7 +65,7 @@ class RNN(Conditioner):
         )
         self.features = None if features is None else check_positive_int("features", features)
         self.block_size = self.features or 1
-        self.context_dim = context_dim
+        self.context_dim = context_dim = check_context_dim(context_dim)
         if self.vocab_size is not None:
             emb = embedding_dim or min(h, 64)
             self.embed = nn.Embedding(self.vocab_size + 1, emb)  # last row: start token

@@ -1,0 +1,293 @@
+"""Validation inside :func:`pyro_genmodels.fit`: a held-out score, early stopping, the best epoch.
+
+:class:`ValidationMonitor` is the callback ``fit`` adds when it is given
+``validation=`` data (or ``early_stopping``/``keep_best`` on a callback
+metric). At the end of every ``every``-th epoch it scores the held-out data
+with the training loss's own value (``loss.loss``, per datapoint, the same
+estimator as the ``loss`` column) and records ``val_loss``; it then tracks the
+best value of the monitored column (lower is better), keeps that epoch's
+parameters and buffers (in memory and, with a checkpoint folder, in
+``best.pt``), and asks ``fit`` to stop when the column has not improved for
+``patience`` epochs.
+
+The validation pass changes nothing that training depends on: modules are
+put in eval mode (BatchNorm statistics and ActNorm's initialization stay as
+they are), the loss's state (persistent chains) is put back, and the random
+numbers it draws come from a generator seeded by ``(seed, epoch)`` inside a
+fork of the RNG states, so the training trajectory with and without
+validation is identical. Its state (best score and epoch, whether it stopped)
+is checkpointed, so resuming mid-patience is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+
+from pyro_genmodels.checkpoint import (
+    FORMAT_VERSION,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    to_cpu,
+)
+from pyro_genmodels.params import own_params, param_keys
+
+__all__ = ["BEST_NAME", "ValidationMonitor"]
+
+BEST_NAME = "best.pt"
+
+
+def _as_floats(value: Any) -> tuple[float, ...]:
+    values = value if isinstance(value, tuple | list) else (value,)
+    return tuple(float(v) for v in values)
+
+
+class ValidationMonitor:
+    """A ``fit`` callback: ``val_loss``, the best epoch's state, and early stopping.
+
+    Args:
+        tensors: validation data, tensors ``(M, ...)`` sharing ``M`` (or ``None``
+            to monitor a callback metric only).
+        batch_size: datapoints per validation pass.
+        seed: the run's seed (validation draws are seeded by ``(seed, epoch)``).
+        modules: the modules whose parameters and buffers are kept for the best epoch.
+        checkpoint_dir: where ``best.pt`` is written (``None``: memory only).
+        every: validate every this many epochs.
+        patience: stop after this many epochs without improvement (``None``: never).
+        keep_best: restore the best epoch's state at the end of training.
+        monitor: the history column to minimize.
+    """
+
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...] | None,
+        batch_size: int,
+        seed: int,
+        modules: Sequence[torch.nn.Module],
+        checkpoint_dir: Path | None,
+        every: int = 1,
+        patience: int | None = None,
+        keep_best: bool = False,
+        monitor: str = "val_loss",
+    ) -> None:
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.modules, self.checkpoint_dir = list(modules), checkpoint_dir
+        self.every, self.patience, self.keep_best, self.monitor = (
+            every,
+            patience,
+            keep_best,
+            monitor,
+        )
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self.stopped = False
+        self.best_state: dict[str, Any] | None = None
+
+    # ---------------------------------------------------------------- callback hooks
+    def on_epoch_start(self, state: Any) -> None:
+        if self.stopped:  # a resumed run that had already stopped early trains no further
+            state.stop = True
+
+    def on_epoch_end(self, state: Any) -> dict[str, float]:
+        epoch = state.epoch + 1
+        if epoch % self.every != 0:
+            return {}
+        metrics = self.validate(state) if self.tensors is not None else {}
+        row = {**state.row, **metrics}
+        if self.monitor not in row:
+            raise ValueError(
+                f"monitor must name a history column, got {self.monitor!r}; the columns of "
+                f"epoch {epoch} are {sorted(row)}"
+            )
+        score = float(row[self.monitor])
+        if math.isfinite(score) and (self.best_score is None or score < self.best_score):
+            self.best_score, self.best_epoch = score, epoch
+            self._keep(epoch)
+        if self.patience is not None and self.best_epoch is not None:
+            if epoch - self.best_epoch >= self.patience:
+                self.stopped = state.stop = True
+        return metrics
+
+    # ---------------------------------------------------------------- the validation pass
+    def validate(self, state: Any) -> dict[str, float]:
+        """The loss per datapoint on the validation data; changes no parameter, buffer or RNG."""
+        assert self.tensors is not None
+        rng = get_rng_state()
+        loss = state.loss
+        loss_state = copy.deepcopy(loss.state_dict()) if _stateful(loss) else None
+        modes = [m.training for m in self.modules]
+        n = self.tensors[0].shape[0]
+        totals: list[float] = []
+        try:
+            for m in self.modules:
+                m.eval()
+            (epoch_seed,) = np.random.SeedSequence([self.seed, state.epoch, 1]).generate_state(1)
+            pyro.set_rng_seed(int(epoch_seed))
+            with own_params():
+                for start in range(0, n, self.batch_size):
+                    batch = tuple(t[start : start + self.batch_size] for t in self.tensors)
+                    values = _as_floats(loss.loss(state.model, state.guide, *batch))
+                    totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
+        finally:
+            for m, mode in zip(self.modules, modes):
+                m.train(mode)
+            if loss_state is not None:
+                loss.load_state_dict(loss_state)
+            set_rng_state(rng)
+        if len(totals) == 1:
+            return {"val_loss": totals[0] / n}
+        return {f"val_loss_{i}": total / n for i, total in enumerate(totals)}
+
+    # ---------------------------------------------------------------- the best epoch
+    def _snapshot(self) -> dict[str, Any]:
+        store = pyro.get_param_store()
+        owned = param_keys(self.modules)
+        return {
+            "modules": [to_cpu(m.state_dict()) for m in self.modules],
+            "params": {k: to_cpu(v) for k, v in store._params.items() if v not in owned},
+        }
+
+    def _keep(self, epoch: int) -> None:
+        self.best_state = self._snapshot()
+        if self.checkpoint_dir is not None:
+            payload = {
+                "format_version": FORMAT_VERSION,
+                "epoch": epoch,
+                "monitor": self.monitor,
+                "score": self.best_score,
+                "module_types": [type(m).__qualname__ for m in self.modules],
+                **self.best_state,
+            }
+            save_checkpoint(self.checkpoint_dir / BEST_NAME, payload)
+
+    def restore_best(self) -> None:
+        """Put the best epoch's parameters and buffers back in place (if there is one)."""
+        if self.best_state is None:
+            return
+        store = pyro.get_param_store()
+        with torch.no_grad():
+            for module, saved in zip(self.modules, self.best_state["modules"]):
+                module.load_state_dict(saved)
+            for name, value in self.best_state["params"].items():
+                if name in store._params:
+                    store._params[name].copy_(value)
+
+    # ---------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "stopped": self.stopped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
+        self.stopped = bool(state["stopped"])
+        best = None if self.checkpoint_dir is None else self.checkpoint_dir / BEST_NAME
+        if self.best_epoch is not None and best is not None and best.is_file():
+            saved = load_checkpoint(best, required=("modules", "params"))
+            self.best_state = {"modules": saved["modules"], "params": saved["params"]}
+
+
+def _stateful(obj: Any) -> bool:
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
+
+
+def _check_validation_data(validation: Any, train: Sequence[torch.Tensor]) -> tuple:
+    """``validation`` as tensors shaped like the training tensors (``(M, ...)``, same widths)."""
+    if hasattr(validation, "valid"):  # a Dataset carrying a validation split
+        if validation.valid is None:
+            raise ValueError(
+                "validation is a Dataset without a validation split (.valid is None); "
+                "carve one with .split_validation(fraction) or pass tensors"
+            )
+        validation = validation.valid
+    if not isinstance(validation, torch.Tensor | list | tuple):
+        raise TypeError(
+            "validation must be a Tensor (M, ...), a tuple/list of such tensors or a Dataset "
+            f"with a .valid split, got {type(validation).__name__}"
+        )
+    tensors = (validation,) if isinstance(validation, torch.Tensor) else tuple(validation)
+    if len(tensors) != len(train) or not all(isinstance(t, torch.Tensor) for t in tensors):
+        raise TypeError(
+            f"validation must hold {len(train)} tensor(s) like the training data, got "
+            f"{[type(t).__name__ for t in tensors]}"
+        )
+    lengths = {t.shape[0] if t.dim() else 0 for t in tensors}
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(
+            f"validation tensors must share a leading length M >= 1, got shapes "
+            f"{[tuple(t.shape) for t in tensors]}"
+        )
+    for i, (v, t) in enumerate(zip(tensors, train)):
+        if v.shape[1:] != t.shape[1:]:
+            raise ValueError(
+                f"validation tensor {i} must have shape (M, {', '.join(map(str, t.shape[1:]))}) "
+                f"like the training data, got {tuple(v.shape)}"
+            )
+        if v.is_floating_point() != t.is_floating_point():
+            kind = "floating" if t.is_floating_point() else "integer"
+            raise TypeError(
+                f"validation tensor {i} must be {kind} like the training data (dtype "
+                f"{t.dtype}), got dtype {v.dtype}"
+            )
+    return tensors
+
+
+def make_monitor(
+    validation: Any,
+    train: Sequence[torch.Tensor],
+    *,
+    batch_size: int,
+    seed: int,
+    modules: Sequence[torch.nn.Module],
+    checkpoint_dir: Path | None,
+    every: int,
+    patience: int | None,
+    keep_best: bool,
+    monitor: str,
+) -> ValidationMonitor | None:
+    """The :class:`ValidationMonitor` for ``fit``'s arguments (``None`` when none is asked for).
+
+    Validation tensors are moved to the device and floating dtype of the training
+    tensors ``train`` (the rule ``fit`` applies to training data).
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"validation_every must be an int >= 1, got {every!r}")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+    ):
+        raise ValueError(
+            f"early_stopping must be None or a patience in epochs (an int >= 1), got {patience!r}"
+        )
+    if not isinstance(keep_best, bool):
+        raise TypeError(f"keep_best must be True or False, got {keep_best!r}")
+    if not isinstance(monitor, str):
+        raise TypeError(f"monitor must be the name of a history column, got {monitor!r}")
+    if validation is None and patience is None and not keep_best:
+        return None
+    if validation is None and monitor == "val_loss":
+        raise ValueError(
+            "early_stopping and keep_best need validation= data, or monitor= naming a metric "
+            "that a callback returns"
+        )
+    tensors = None
+    if validation is not None:
+        tensors = tuple(
+            v.to(device=t.device, dtype=t.dtype if t.is_floating_point() else v.dtype)
+            for v, t in zip(_check_validation_data(validation, train), train)
+        )
+    return ValidationMonitor(
+        tensors, batch_size, seed, modules, checkpoint_dir, every, patience, keep_best, monitor
+    )

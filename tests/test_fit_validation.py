@@ -1,0 +1,239 @@
+"""``fit(validation=, early_stopping=, keep_best=)``: held-out score, stopping, the best epoch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyro_genmodels.checkpoint import load_checkpoint
+from pyro_genmodels.models import VAE
+from pyro_genmodels.optim import Adam
+from pyro_genmodels.train import fit
+
+# A scripted curve (1-based epochs): improvements at epochs 1-3, 6 and 7 (2.9, the best),
+# then 3 epochs without improvement; epochs 4-5 are a 2-epoch plateau that patience 3 survives.
+CURVE = [5.0, 4.0, 3.0, 3.5, 3.2, 2.95, 2.9, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+X = torch.rand(24, 6, generator=torch.Generator().manual_seed(0)).round()
+
+
+def _bn_model(seed: int = 0):
+    """A closure model with BatchNorm (buffers) registered by ``pyro.module``."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 6))
+
+    def model(x):
+        pyro.module("net", net)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Bernoulli(logits=net(x)).to_event(1), obs=x)
+
+    return net, model
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _equal(a, b):
+    return list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Scripted:
+    """Returns ``score = CURVE[epoch]`` and records the module's state at every epoch end."""
+
+    def __init__(self, net):
+        self.net, self.states = net, {}
+
+    def __call__(self, state):
+        self.states[state.epoch + 1] = _state(self.net)
+        return {"score": CURVE[state.epoch]}
+
+
+def _run(epochs, seed=0, **kwargs):
+    pyro.clear_param_store()
+    net, model = _bn_model(seed)
+    script = Scripted(net)
+    history = fit(model, lambda x: None, X, optim=Adam({"lr": 0.05}), epochs=epochs,
+                  batch_size=8, progress=False, callbacks=[script], **kwargs)  # fmt: skip
+    return net, script, history
+
+
+def test_early_stopping_stops_at_the_right_epoch_and_keeps_the_best(tmp_path):
+    net, script, history = _run(13, monitor="score", early_stopping=3, keep_best=True,
+                                checkpoint_dir=tmp_path)  # fmt: skip
+    assert list(history["epoch"]) == list(range(1, 11))  # 10 - 7 = 3 epochs without improvement
+    assert _equal(_state(net), script.states[7])  # parameters and BatchNorm buffers of epoch 7
+    assert not _equal(script.states[10], script.states[7])
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert (best["epoch"], best["monitor"], best["score"]) == (7, "score", 2.9)
+    assert _equal(best["modules"][0], script.states[7])
+
+
+def test_without_keep_best_the_last_epoch_stays():
+    net, script, history = _run(13, monitor="score", early_stopping=3)
+    assert len(history) == 10 and _equal(_state(net), script.states[10])
+
+
+def test_resume_mid_patience_is_exact(tmp_path):
+    kwargs = {"monitor": "score", "early_stopping": 3, "keep_best": True}
+    net, _, full = _run(13, **kwargs)
+    _run(8, checkpoint_dir=tmp_path, **kwargs)  # stops in the patience window (best: epoch 7)
+    resumed, _, history = _run(13, seed=1, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert history.drop(columns="time").equals(full.drop(columns="time"))
+    assert _equal(_state(resumed), _state(net))
+    again, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert len(history) == 10 and _equal(_state(again), _state(net))  # stopped runs stay stopped
+
+
+def test_val_loss_is_the_loss_per_datapoint_on_the_validation_data():
+    train = torch.randn(16, 2, generator=torch.Generator().manual_seed(1)) + 1.0
+    valid = torch.randn(8, 2, generator=torch.Generator().manual_seed(2))
+    expected = []
+
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    def closed_form(state):  # -mean log N(v; loc, I) at the epoch's end
+        loc = pyro.param("loc").detach()
+        nll = 0.5 * (valid - loc).pow(2).sum(-1) + math.log(2 * math.pi)
+        expected.append(float(nll.mean()))
+
+    history = fit(model, lambda x: None, train, optim=Adam({"lr": 0.1}), epochs=4, batch_size=5,
+                  validation=valid, callbacks=[closed_form], progress=False)  # fmt: skip
+    assert history["val_loss"].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def _vae_program():
+    torch.manual_seed(0)
+    vae = VAE(6, 2, hidden_dims=(8,))
+    return vae, vae.model, vae.guide
+
+
+def _bn_program():
+    net, model = _bn_model()
+    return net, model, lambda x: None
+
+
+@pytest.mark.parametrize("program", [_vae_program, _bn_program])
+def test_validation_changes_no_parameter_buffer_or_training_draw(program):
+    def run(**kwargs):
+        pyro.clear_param_store()
+        module, model, guide = program()
+        history = fit(model, guide, X, optim=Adam({"lr": 0.01}), epochs=3, batch_size=8,
+                      progress=False, **kwargs)  # fmt: skip
+        return _state(module), history
+
+    plain, h_plain = run()
+    validated, h_valid = run(validation=1 - X[:10])
+    assert _equal(plain, validated)  # VAE draws (RNG), BatchNorm statistics: all untouched
+    assert h_plain["loss"].equals(h_valid["loss"])
+    assert h_valid["val_loss"].notna().all()
+
+
+def test_plateau_scheduler_follows_the_validation_score():
+    train, valid = torch.full((8, 1), 3.0), torch.full((8, 1), -3.0)
+
+    def model(x):
+        loc = pyro.param("loc", torch.zeros(1))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(loc, 1.0).to_event(1), obs=x)
+
+    optim = pyro.optim.ReduceLROnPlateau(
+        {"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.1}, "patience": 0, "factor": 0.5}
+    )
+    history = fit(model, lambda x: None, train, optim=optim, epochs=4, batch_size=8,
+                  validation=valid, progress=False)  # fmt: skip
+    assert history["loss"].is_monotonic_decreasing  # training improves ...
+    assert history["val_loss"].is_monotonic_increasing  # ... validation worsens: lr halves
+    assert history["lr"].tolist() == [0.1, 0.1, 0.05, 0.025]  # (the loss alone: 0.1 throughout)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"validation": torch.zeros(4, 5)}, ValueError, r"must have shape \(M, 6\)"),
+        ({"validation": torch.zeros(4, 6, dtype=torch.long)}, TypeError, "must be floating"),
+        ({"validation": torch.zeros(0, 6)}, ValueError, "M >= 1"),
+        ({"validation": (X, X)}, TypeError, "1 tensor"),
+        ({"validation": "valid"}, TypeError, "validation must be a Tensor"),
+        ({"validation": X, "early_stopping": 0}, ValueError, "early_stopping must be None or"),
+        ({"validation": X, "validation_every": 0}, ValueError, "validation_every"),
+        ({"validation": X, "keep_best": 1}, TypeError, "keep_best"),
+        ({"keep_best": True}, ValueError, "need validation= data"),
+        ({"validation": X, "monitor": "nope"}, ValueError, "monitor must name a history column"),
+    ],
+)
+def test_bad_validation_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _run(2, **kwargs)
+
+
+# ----------------------------------------------------------------------------- data, zoo, CLI
+
+
+def test_split_validation_is_deterministic_and_leaves_test_alone():
+    from pyro_genmodels.data import load
+
+    data = load("digits", binarize=True)
+    a, b = data.split_validation(0.1, seed=3), data.split_validation(0.1, seed=3)
+    assert torch.equal(a.valid, b.valid) and torch.equal(a.test, data.test)
+    assert a.train.shape[0] + a.valid.shape[0] == data.train.shape[0]
+    assert a.valid.shape[0] == round(0.1 * data.train.shape[0])
+    rows = {tuple(r.tolist()) for r in data.train}
+    assert all(tuple(r.tolist()) in rows for r in a.valid)
+    assert torch.equal(a.valid_labels, data.train_labels[~_kept_mask(data, a)])
+    with pytest.raises(ValueError, match="fraction must be a float in"):
+        data.split_validation(1.5)
+    with pytest.raises(ValueError, match="already has a validation split"):
+        a.split_validation(0.1)
+
+
+def _kept_mask(data, split):
+    import numpy as np
+
+    perm = np.random.RandomState(3).permutation(data.train.shape[0])
+    mask = torch.ones(data.train.shape[0], dtype=torch.bool)
+    mask[torch.as_tensor(perm[-split.valid.shape[0] :])] = False
+    return mask
+
+
+def test_zoo_and_cli_train_with_validation_and_early_stopping(tmp_path):
+    from pyro_genmodels import zoo
+    from pyro_genmodels.cli import main
+    from pyro_genmodels.data import Dataset, load
+
+    full = load("digits", binarize=True)
+    tiny = Dataset("digits", full.train[:60], full.test[:20], full.train_labels[:60],
+                   full.test_labels[:20], full.image_shape, True)  # fmt: skip
+    table, runs = zoo.run(tiny, ["vae", "ssvae", "gan"], epochs=40, batch_size=20, num_samples=30,
+                          validation_fraction=0.25, early_stopping=2, progress=False,
+                          hidden=8, z_dim=2)  # fmt: skip
+    vae_history = runs["vae"][1]
+    assert "val_loss" in vae_history and len(vae_history) < 40  # stopped early
+    assert table.set_index("model").loc["vae", "best_epoch"] == len(vae_history) - 2
+    for name in ("ssvae", "gan"):  # scored on (x,) not (x, y); two losses, no single score
+        assert math.isnan(table.set_index("model").loc[name, "best_epoch"])
+        assert "val_loss" not in runs[name][1]
+    out = tmp_path / "run"
+    result = main(["train", "vae", "--out", str(out), "--epochs", "2", "--z-dim", "2",
+                   "--hidden", "8", "--validation-fraction", "0.1", "--early-stopping", "5",
+                   "--quiet"])  # fmt: skip
+    assert "val_loss" in result["history"] and (out / "checkpoints" / "best.pt").is_file()
+    with pytest.raises(SystemExit):
+        main(["train", "vae", "--out", str(out), "--early-stopping", "2", "--quiet"])
+
+
+def test_tabular_example_quick(capsys):
+    from example_loader import load_example
+
+    table = load_example("tabular_density").main(quick=True)
+    assert set(table["dataset"]) == {"wine", "breast_cancer"}
+    numbers = table[["gaussian", "kde", "maf", "spline"]].to_numpy()
+    assert np.isfinite(numbers).all()
+    assert "test NLL per dimension" in capsys.readouterr().out
