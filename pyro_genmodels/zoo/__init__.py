@@ -49,6 +49,8 @@ KHAT_POINTS = 100  # test points scored by PSIS k-hat (it costs as much as the N
 DEFAULT_BUDGET: dict[str, Any] = {"epochs": 30, "lr": 1e-3, "batch_size": 128}
 #: What ``run(..., quick=True)`` changes: a smoke run of every entry in seconds.
 QUICK = {"epochs": 1, "num_samples": 16, "khat_points": 16, "num_generated": 500}
+#: Builder options set by ``quick`` for the entries that take them (AIS scoring budgets).
+QUICK_OPTIONS = {"ais_steps": 300, "ais_betas": 100, "ais_chains": 20}
 NUM_GENERATED = 1000  # samples drawn per entry for the sample scores
 
 
@@ -277,6 +279,8 @@ def progress_line(row: dict) -> str:
             parts.append(fmt.format(value))
     parts.append(f"{row.get('train_seconds', 0.0) + row.get('eval_seconds', 0.0):.1f} s")
     return "  ".join(parts)
+
+
 def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tensor, ...] | None:
     """The validation split of ``data`` in the form entry ``name`` trains on, or ``None``.
 
@@ -332,8 +336,8 @@ def run(
     a dataset name loaded per entry in the variant it needs. Each entry trains
     with its :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it
     for all. ``quick`` runs one epoch per entry and scores with
-    :data:`QUICK`'s small sample counts (a smoke run). ``num_samples`` is the
-    importance-sample count K of the test NLL (1000 by default). Each entry gets
+    :data:`QUICK`'s small sample counts and :data:`QUICK_OPTIONS` (a smoke run).
+    ``num_samples`` is the importance-sample count K of the test NLL (1000 by default). Each entry gets
     the ``kwargs`` its builder accepts (see :func:`options`). ``progress=None``
     shows tqdm bars on a terminal and otherwise prints one line per finished
     entry (:func:`progress_line`); ``False`` prints nothing. With
@@ -378,6 +382,8 @@ def run(
         pyro.set_rng_seed(seed)
         accepted = options(name)
         chosen = {k: v for k, v in kwargs.items() if k in accepted}
+        if quick:
+            chosen = {**{k: v for k, v in QUICK_OPTIONS.items() if k in accepted}, **chosen}
         setup = build(name, dataset, **chosen)
         valid = validation_args(name, dataset, **chosen)
         start = time.perf_counter()
