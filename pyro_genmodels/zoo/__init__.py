@@ -337,8 +337,8 @@ def run(
     with its :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it
     for all. ``quick`` runs one epoch per entry and scores with
     :data:`QUICK`'s small sample counts and :data:`QUICK_OPTIONS` (a smoke run).
-    ``num_samples`` is the importance-sample count K of the test NLL (1000 by default). Each entry gets
-    the ``kwargs`` its builder accepts (see :func:`options`). ``progress=None``
+    ``num_samples`` is the importance-sample count K of the test NLL (1000 by
+    default). Each entry gets the ``kwargs`` its builder accepts (see :func:`options`). ``progress=None``
     shows tqdm bars on a terminal and otherwise prints one line per finished
     entry (:func:`progress_line`); ``False`` prints nothing. With
     ``validation_fraction > 0`` a validation split is carved off the training
