@@ -333,17 +333,16 @@ def run(
     """Trains and scores every named zoo entry.
 
     ``data`` is a :class:`~pyro_genmodels.data.Dataset` used for every entry, or
-    a dataset name loaded per entry in the variant it needs. Each entry trains
-    with its :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it
-    for all. ``quick`` runs one epoch per entry and scores with
-    :data:`QUICK`'s small sample counts and :data:`QUICK_OPTIONS` (a smoke run).
-    ``num_samples`` is the importance-sample count K of the test NLL (1000 by
-    default). Each entry gets the ``kwargs`` its builder accepts (see :func:`options`). ``progress=None``
-    shows tqdm bars on a terminal and otherwise prints one line per finished
-    entry (:func:`progress_line`); ``False`` prints nothing. With
-    ``validation_fraction > 0`` a validation split is carved off the training
-    split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed ``seed``),
-    scored every epoch (``val_loss``), and the best epoch is kept; with
+    a dataset name loaded per entry in the variant it needs. Each entry trains with its
+    :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it for all. ``quick``
+    runs one epoch per entry and scores with :data:`QUICK`'s small sample counts and
+    :data:`QUICK_OPTIONS` (a smoke run). ``num_samples`` is the importance-sample count
+    K of the test NLL (1000 by default). Each entry gets the ``kwargs`` its builder
+    accepts (see :func:`options`). ``progress=None`` shows tqdm bars on a terminal and
+    otherwise prints one line per finished entry (:func:`progress_line`); ``False``
+    prints nothing. With ``validation_fraction > 0`` a validation split is carved off
+    the training split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed
+    ``seed``), scored every epoch (``val_loss``), and the best epoch is kept; with
     ``early_stopping`` (a patience in epochs) training also stops there.
 
     Returns a table (one row per model: name, family, dataset, ``variant``,
