@@ -96,7 +96,7 @@ def test_quick_zoo_runs_every_entry_and_scores_every_sampler(quick_report):
         assert sum(line.startswith(name + " ") for line in lines) >= 1, name
     # no third-party warning on a normal run (ArviZ's daily notice: fresh cache dir here)
     assert "Warning" not in proc.stderr, proc.stderr[-2000:]
-    assert seconds < 300  # a smoke run: about 20 s of CPU on 2 quiet cores
+    assert seconds < 600  # a smoke run: under a minute of CPU; the bound allows a loaded machine
 
 
 def test_sections_never_mix_data_variants(quick_report):
