@@ -11,18 +11,21 @@ import torch
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
-LEVELS = {"digits": 17, "mnist5k": 256}
+LEVELS = {"digits": 17, "mnist5k": 256}  # pixel values of the bundled image datasets
+#: Training budget of the family (exact likelihoods; Glow's steps cost more).
+BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 128}
 
 
 def _flow(
     data: Dataset, *, flow: str = "realnvp", num_layers: int = 4, hidden: int = 128, **kwargs
 ) -> Setup:
+    from pyro_genmodels import flows as pgm_flows
     from pyro_genmodels.models import FlowDensity
 
     levels = LEVELS.get(data.name)
     if data.binarized:
         raise ValueError("flow zoo entries need dequantized data (binarize=False)")
-    if flow == "glow":
+    if pgm_flows.check_flow("flow", flow, pgm_flows.INVERTIBLE).images:
         kwargs.setdefault("image_shape", data.image_shape)
     model = FlowDensity(
         data.num_dims,
@@ -83,6 +86,7 @@ for _entry in [
         _flow,
         {"flow": "nice"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-realnvp",
@@ -91,6 +95,7 @@ for _entry in [
         _flow,
         {"flow": "realnvp"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-maf",
@@ -99,6 +104,7 @@ for _entry in [
         _flow,
         {"flow": "maf"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-glow",
@@ -107,7 +113,14 @@ for _entry in [
         _flow,
         {"flow": "glow", "num_layers": 2, "hidden": 32},
         binarize=False,
+        budget={**BUDGET, "epochs": 40},
     ),
-    ZooEntry("vae-iaf", "flow", "VAE with an amortized IAF posterior (2 layers)", _iaf_vae),
+    ZooEntry(
+        "vae-iaf",
+        "flow",
+        "VAE with an amortized IAF posterior (2 layers)",
+        _iaf_vae,
+        budget={"epochs": 60, "lr": 1e-3, "batch_size": 64},  # the VAE family's budget
+    ),
 ]:
     register(_entry)
