@@ -13,17 +13,17 @@ class Tagging(EnergySampler):
     """Fresh chains are ``(id, 0)`` with distinct ids; a transition adds 1 to the second entry,
     so a chain's state records which chain it is and how many transitions it has made."""
 
-    def __init__(self):
-        self.next_id = 0
+    def __init__(self, device):
+        self.next_id, self.device = 0, device
 
     def init(self, dist, sample_shape=()):
         n = torch.Size(sample_shape + dist.batch_shape).numel()
-        ids = torch.arange(self.next_id, self.next_id + n, dtype=torch.float64)
+        ids = torch.arange(self.next_id, self.next_id + n, dtype=torch.float64, device=self.device)
         self.next_id += n
         return torch.stack([ids, torch.zeros_like(ids)], -1)
 
     def run(self, dist, x, num_steps=None):
-        return x + torch.tensor([0.0, float(num_steps)], dtype=x.dtype)
+        return x + torch.tensor([0.0, float(num_steps)], dtype=x.dtype, device=x.device)
 
 
 def _model(x):
@@ -32,15 +32,15 @@ def _model(x):
 
 
 @pytest.mark.parametrize("buffer_size, batch", [(16, 16), (48, 16)])
-def test_every_drawn_chain_is_distinct_and_advances(buffer_size, batch):
+def test_every_drawn_chain_is_distinct_and_advances(buffer_size, batch, device):
     """Buffer == batch: every chain advances at every step (standard PCD); buffer > batch: the
     drawn chains are distinct, so no chain is duplicated and none is lost. Drawing with
     replacement fails this with probability 1 - 16!/16^16 > 0.999 per step."""
     torch.manual_seed(0)
     loss = ContrastiveDivergenceLoss(
-        k=1, persistent=True, buffer_size=buffer_size, reinit_prob=0.0, sampler=Tagging()
+        k=1, persistent=True, buffer_size=buffer_size, reinit_prob=0.0, sampler=Tagging(device)
     )
-    x = torch.zeros(batch, 2, dtype=torch.float64)
+    x = torch.zeros(batch, 2, dtype=torch.float64, device=device)
     fills = buffer_size // batch
     for _ in range(fills):  # fresh chains fill the buffer
         loss.loss(_model, lambda x: None, x)
@@ -56,14 +56,14 @@ def test_every_drawn_chain_is_distinct_and_advances(buffer_size, batch):
         assert (steps == 7).all()
 
 
-def test_restarts_keep_their_rate():
+def test_restarts_keep_their_rate(device):
     """A restarted chain has made one transition; with reinit_prob = 0.25 the restarts over
     40 steps of 16 chains are Binomial(640, 0.25): 160 ± 50 is > 4.5 sd (failure rate < 1e-5)."""
     torch.manual_seed(1)
     loss = ContrastiveDivergenceLoss(
-        k=1, persistent=True, buffer_size=16, reinit_prob=0.25, sampler=Tagging()
+        k=1, persistent=True, buffer_size=16, reinit_prob=0.25, sampler=Tagging(device)
     )
-    x = torch.zeros(16, 2, dtype=torch.float64)
+    x = torch.zeros(16, 2, dtype=torch.float64, device=device)
     loss.loss(_model, lambda x: None, x)
     restarts = 0
     for _ in range(40):
