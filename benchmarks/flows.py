@@ -20,6 +20,8 @@ Rows of ``benchmarks/results/flows.csv`` (``section``):
   that moves with the machine's load).
 * ``ablation``: RealNVP on digits with Pyro's affine coupling or ours
   (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks.
+* ``tabular``: test NLL per dimension on wine and breast cancer with validation
+  and early stopping, against the Gaussian and a KDE (``flows_tabular.py``).
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
   diagonal-Gaussian VAE on binarized mnist5k.
 
@@ -528,7 +530,7 @@ def add_ratios(df):
     return df
 
 
-SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation")
+SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "tabular")
 
 
 KEY = ["section", "dataset", "impl", "model"]
@@ -579,6 +581,10 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
         rows += ablation_rows(*cfg["digits"], seeds)
     if "speed" in sections:
         rows += speed_rows(cfg, peers, repeats=2 if quick else 7)
+    if "tabular" in sections:
+        from flows_tabular import tabular_rows  # benchmarks/ is the script's folder
+
+        rows += tabular_rows(quick, seeds)
     df = pd.DataFrame(rows)
     if not quick:
         df = merge(df)

@@ -234,6 +234,8 @@ def test_tabular_example_quick(capsys):
 
     table = load_example("tabular_density").main(quick=True)
     assert set(table["dataset"]) == {"wine", "breast_cancer"}
-    numbers = table[["gaussian", "kde", "maf", "spline"]].to_numpy()
+    numbers = table[
+        ["gaussian", "kde", "maf", "spline", "maf_from_gaussian", "spline_from_gaussian"]
+    ].to_numpy()
     assert np.isfinite(numbers).all()
     assert "test NLL per dimension" in capsys.readouterr().out
