@@ -236,6 +236,10 @@ def _check_validation_data(validation: Any, train: Sequence[torch.Tensor]) -> tu
                 f"validation tensor {i} must have shape (M, {', '.join(map(str, t.shape[1:]))}) "
                 f"like the training data, got {tuple(v.shape)}"
             )
+        if v.device.type == "meta":
+            raise ValueError(
+                f"validation tensor {i} must hold data to score, got a tensor on the meta device"
+            )
         if v.is_floating_point() != t.is_floating_point():
             kind = "floating" if t.is_floating_point() else "integer"
             raise TypeError(
@@ -260,8 +264,10 @@ def make_monitor(
 ) -> ValidationMonitor | None:
     """The :class:`ValidationMonitor` for ``fit``'s arguments (``None`` when none is asked for).
 
-    Validation tensors are moved to the device and floating dtype of the training
-    tensors ``train`` (the rule ``fit`` applies to training data).
+    Validation tensors on another device than the training tensors ``train``, or
+    of another floating dtype, are moved to the training tensors' device and dtype
+    (the rule ``fit`` applies to training data); tensors without data (the meta
+    device) are a ``ValueError``.
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"validation_every must be an int >= 1, got {every!r}")

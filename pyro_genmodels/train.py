@@ -387,7 +387,8 @@ def fit(
             the history gets ``val_loss``, ``loss.loss`` per datapoint on it (the
             same estimator as ``loss``), computed with modules in eval mode and
             forked random states, so training is unaffected
-            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`).
+            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`). Like
+            ``data``, it is moved to the training device and floating dtype.
         validation_every: validate every this many epochs.
         early_stopping: ``None`` or a patience: stop when ``monitor`` has not
             improved for that many epochs.

@@ -174,6 +174,19 @@ def test_bad_validation_input(kwargs, error, match):
         _run(2, **kwargs)
 
 
+def test_validation_on_another_device_or_dtype_is_moved_to_the_training_data(device):
+    """The documented rule: validation tensors follow the training tensors' device and
+    floating dtype, so the scores equal those of validation data given there already."""
+    cpu = torch.device("cpu")
+    valid = torch.rand(10, 6, generator=torch.Generator().manual_seed(3)).round()
+    reference = _run(3, validation=valid)[2]["val_loss"]
+    for train_on, valid_on in ((cpu, device), (device, cpu)):
+        moved = _run(3, validation=valid.to(valid_on, torch.float64), device=train_on)[2]
+        assert moved["val_loss"].tolist() == pytest.approx(reference.tolist(), rel=1e-4)
+    with pytest.raises(ValueError, match="validation tensor 0 must hold data.*meta device"):
+        _run(1, validation=valid.to("meta"))
+
+
 # ----------------------------------------------------------------------------- data, zoo, CLI
 
 
