@@ -169,8 +169,12 @@ def start_at_gaussian(flow: Transform, x: torch.Tensor, shrinkage: float = 0.0):
     is the Gaussian fitted to ``x`` (:func:`gaussian_fit`), exactly.
 
     ``flow`` maps base to data, ``(*, D) -> (*, D)``; ``x`` ``(N, D)`` is the
-    training data. A ``ValueError`` says when ``flow`` is not the identity after
-    zeroing (e.g. planar layers, Pyro's rational-linear splines, ActNorm).
+    training data, moved to the device and dtype of ``flow``'s parameters (the
+    Gaussian's parameters are created there). A ``ValueError`` says when ``flow`` is
+    not the identity after zeroing (e.g. planar layers, Pyro's rational-linear
+    splines, ActNorm). On a :class:`~pyro_genmodels.models.FlowDensity`, use
+    ``model.flow = start_at_gaussian(model.flow, x)``; a model rebuilt the same way
+    loads its ``state_dict``.
 
     >>> import torch
     >>> from pyro_genmodels import flows
@@ -188,8 +192,9 @@ def start_at_gaussian(flow: Transform, x: torch.Tensor, shrinkage: float = 0.0):
     if not isinstance(flow, Transform) or not isinstance(flow, nn.Module):
         raise TypeError(f"flow must be a transform module, got {type(flow).__name__}")
     x = _check_data(x)
-    if x.shape[1] == 0:
-        raise ValueError("x must have at least one feature")
+    ref = next(flow.parameters(), None)
+    if ref is not None:  # the Gaussian lives where the flow's parameters live
+        x = x.to(device=ref.device, dtype=ref.dtype)
     affine = GaussianAffine.from_data(x, shrinkage)
     zero_networks(flow)
     with torch.no_grad():
