@@ -142,6 +142,8 @@ def test_bad_inputs(device):
         gaussian_fit(torch.ones(5, 2, dtype=torch.float64, device=device))
     with pytest.raises(ValueError, match="positive diagonal"):
         GaussianAffine(2, torch.zeros(2), torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+    with pytest.raises(TypeError, match="loc must be a floating-point"):
+        GaussianAffine(2, [0.0, 0.0])
     with pytest.raises(ValueError, match="loc must be finite of shape"):
         GaussianAffine(2, torch.zeros(3))
     with pytest.raises(ValueError, match=r"x must have shape \(\*, 2\)"):

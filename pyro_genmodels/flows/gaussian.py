@@ -106,8 +106,8 @@ class GaussianAffine(TransformModule):
         self.input_dim = check_int("input_dim", input_dim)
         d = self.input_dim
         loc = torch.zeros(d) if loc is None else loc
-        eye = torch.eye(d, dtype=loc.dtype, device=loc.device)
-        scale_tril = eye if scale_tril is None else scale_tril
+        if scale_tril is None and isinstance(loc, torch.Tensor):
+            scale_tril = torch.eye(d, dtype=loc.dtype, device=loc.device)
         for name, t, shape in (("loc", loc, (d,)), ("scale_tril", scale_tril, (d, d))):
             if not isinstance(t, torch.Tensor) or not t.is_floating_point():
                 raise TypeError(f"{name} must be a floating-point torch.Tensor, got {t!r:.60}")
