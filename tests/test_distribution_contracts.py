@@ -52,9 +52,14 @@ from torch import nn
 import pyro_genmodels.distributions
 import pyro_genmodels.models
 from pyro_genmodels import flows
-from pyro_genmodels.distributions import AutoregressiveDistribution, BernoulliMixture
+from pyro_genmodels.distributions import (
+    AutoregressiveDistribution,
+    BernoulliMixture,
+    EnergyDistribution,
+)
+from pyro_genmodels.infer import LangevinSampler
 from pyro_genmodels.models import FlowDensity
-from pyro_genmodels.nn import FVSBN, MADE, NADE, RNN, PixelCNN
+from pyro_genmodels.nn import FVSBN, MADE, MLP, NADE, RNN, EnergyMLP, PixelCNN
 
 DTYPE = torch.float64
 
@@ -209,6 +214,36 @@ CASES.append(Case("flow-spline-autoregressive-labels", _make, _shapes))
 for _ctx in ("none", "labels"):
     _make, _shapes = _flow("glow", _ctx, dim=16, image_shape=(1, 4, 4), num_scales=2)
     CASES.append(Case(f"flow-glow-multiscale-{_ctx}", _make, _shapes))
+
+
+# ---- EnergyDistribution: unnormalized, normalized (a log Z tensor), conditional ------------
+class _ConditionalEnergy(nn.Module):
+    """``E(x, c) = MLP([x, c])``, a few units (x: 2 dims, c: 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = MLP(5, [4], 1, activation=nn.SiLU)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, c], -1)).squeeze(-1) + 0.5 * (x**2).sum(-1)
+
+
+def _energy(kind: str) -> Callable[[torch.device], EnergyDistribution]:
+    def make(device: torch.device) -> EnergyDistribution:
+        sampler = LangevinSampler(0.05, 10)  # a short chain keeps the checks fast
+        if kind == "conditional":
+            net = _ConditionalEnergy().to(device=device, dtype=DTYPE)
+            c = torch.randn(2, 1, 3, generator=_fixed(3), dtype=DTYPE).to(device)
+            return EnergyDistribution(net, (2,), sampler=sampler, context=c)
+        net = EnergyMLP(2, [4]).to(device=device, dtype=DTYPE)
+        log_z = torch.tensor(1.5, dtype=DTYPE, device=device) if kind == "normalized" else None
+        return EnergyDistribution(net, (2,), log_normalizer=log_z, sampler=sampler)
+
+    return make
+
+
+for _kind in ("unnormalized", "normalized", "conditional"):
+    CASES.append(Case(f"energy-{_kind}", _energy(_kind)))
 
 
 # ---- the checks ---------------------------------------------------------------------------

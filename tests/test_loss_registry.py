@@ -89,6 +89,48 @@ def bigan_guide(x, generator, encoder):
         pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
 
 
+def energy_args(device):
+    """Eight 2-d points and a small energy network (Softplus: smooth second derivatives)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Softplus(), nn.Linear(4, 1)).to(device).double()
+    return torch.randn(8, 2, device=device).double(), net
+
+
+def score_args(device):
+    """As energy_args without the output bias: E's additive constant is invisible to score
+    matching and to CD without an energy penalty (E(x+) - E(x-) cancels it).
+    """
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 4), nn.Softplus(), nn.Linear(4, 1, bias=False))
+    return torch.randn(8, 2, device=device).double(), net.to(device).double()
+
+
+def energy_model(x, energy):
+    pyro.module("energy", energy)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", pgm.distributions.EnergyDistribution(energy, (2,)), obs=x)
+
+
+def nce_model(x, energy):
+    pyro.module("energy", energy)
+    log_z = pyro.param("log_z", x.new_zeros(()))
+    with pyro.plate("data", x.shape[0]):
+        d = pgm.distributions.EnergyDistribution(energy, (2,), log_normalizer=log_z)
+        pyro.sample("x", d, obs=x)
+
+
+def energy_guide(x, energy):
+    pass
+
+
+def _langevin():
+    return pgm.infer.LangevinSampler(0.01, 5)
+
+
+def _noise():
+    return dist.Normal(torch.zeros(2, dtype=torch.float64), 2.0).to_event(1)
+
+
 def critic(in_dim=2):
     """A small critic (moved to the data's device by the loss on first use)."""
     torch.manual_seed(1)
@@ -128,6 +170,32 @@ REGISTRY = [
         bigan_guide,
         bigan_args,
     ),
+    (
+        lambda: pgm.infer.ContrastiveDivergenceLoss(k=2, sampler=_langevin()),
+        energy_model,
+        energy_guide,
+        score_args,
+    ),
+    (
+        lambda: pgm.infer.ContrastiveDivergenceLoss(persistent=True, buffer_size=4, energy_reg=0.1),
+        energy_model,
+        energy_guide,
+        energy_args,
+    ),
+    (lambda: pgm.infer.ScoreMatchingLoss("exact"), energy_model, energy_guide, score_args),
+    (
+        lambda: pgm.infer.ScoreMatchingLoss("sliced", num_projections=2),
+        energy_model,
+        energy_guide,
+        score_args,
+    ),
+    (
+        lambda: pgm.infer.ScoreMatchingLoss("denoising", noise_scale=0.1),
+        energy_model,
+        energy_guide,
+        score_args,
+    ),
+    (lambda: pgm.infer.NCELoss(_noise(), noise_ratio=2), nce_model, energy_guide, energy_args),
 ]
 
 IDS = [f"{type(factory()).__name__}-{i}" for i, (factory, *_) in enumerate(REGISTRY)]

@@ -11,7 +11,9 @@ True
 """
 
 from pyro_genmodels.infer.adversarial import ConcatSites, GANLoss, LSGANLoss
+from pyro_genmodels.infer.ais import AISResult, AnnealingPath, EnergyAnnealingPath, ais, run_ais
 from pyro_genmodels.infer.bigan import BiGANLoss
+from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.infer.estimators import (
     bits_per_dim,
     elbo_per_datapoint,
@@ -20,13 +22,43 @@ from pyro_genmodels.infer.estimators import (
 )
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, FDivergence, fgan_bound
 from pyro_genmodels.infer.iwae import IWAELoss
+from pyro_genmodels.infer.langevin import Langevin, annealed_langevin
+from pyro_genmodels.infer.nce import NCELoss
+from pyro_genmodels.infer.samplers import EnergySampler, LangevinSampler
+from pyro_genmodels.infer.score_matching import ScoreMatchingLoss
 from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
 from pyro_genmodels.infer.wgan import WGANGPLoss, WGANLoss
 
 #: Every loss class of the package (append new ones here; the registry test checks it).
-LOSSES = (IWAELoss, GANLoss, LSGANLoss, WGANLoss, WGANGPLoss, BiGANLoss)
+LOSSES = (
+    IWAELoss,
+    GANLoss,
+    LSGANLoss,
+    WGANLoss,
+    WGANGPLoss,
+    BiGANLoss,
+    ContrastiveDivergenceLoss,
+    ScoreMatchingLoss,
+    NCELoss,
+)
+
+#: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
+KERNELS = (Langevin,)
 
 __all__ = [
+    "KERNELS",
+    "AISResult",
+    "AnnealingPath",
+    "ContrastiveDivergenceLoss",
+    "EnergyAnnealingPath",
+    "EnergySampler",
+    "Langevin",
+    "LangevinSampler",
+    "NCELoss",
+    "ScoreMatchingLoss",
+    "annealed_langevin",
+    "ais",
+    "run_ais",
     "BiGANLoss",
     "ConcatSites",
     "FDivergence",

@@ -25,6 +25,8 @@ from pyro import poutine
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
+from pyro_genmodels.distributions.energy import EnergyDistribution
+
 _PARTICLE_PLATE = "_pgm_particles"
 
 
@@ -117,6 +119,24 @@ def _find_data_plate(model_trace: Trace, data_plate: str | None) -> tuple[str, i
     return frame.name, _plate_dim(frame)
 
 
+def check_normalized(site: Site) -> None:
+    """``ValueError`` for a site whose distribution is an energy-based density of unknown log Z.
+
+    Such a ``log_prob`` is ``-E(x)``, off by the unknown ``log Z``: no likelihood may be
+    reported from it. The message points to AIS (:func:`pyro_genmodels.infer.ais`).
+    """
+    fn = site["fn"]
+    while not isinstance(fn, EnergyDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    if isinstance(fn, EnergyDistribution) and not fn.normalized:
+        raise ValueError(
+            f"site {site['name']!r} has an unnormalized EnergyDistribution (log Z unknown), so "
+            "its log_prob is not a log-likelihood; estimate log Z by annealed importance "
+            "sampling, log_z, stderr = pgm.infer.ais(dist), and pass log_normalizer=log_z "
+            "(report the AIS standard error with the estimate)"
+        )
+
+
 def _plate_dim(frame: Any) -> int:
     """A vectorized plate's dim (Pyro fills it in for every vectorized plate)."""
     if frame.dim is None:
@@ -127,6 +147,7 @@ def _plate_dim(frame: Any) -> int:
 def _site_log_prob(site: Site, particle_dim: int, data_dim: int, num_data: int) -> torch.Tensor:
     """``log_prob`` of one site reduced to shape ``(K, N)`` (scales ignored, masks applied)."""
     names = {f.name for f in site["cond_indep_stack"] if f.vectorized}
+    check_normalized(site)
     lp = site["fn"].log_prob(site["value"])
     if site["mask"] is not None:
         lp = torch.where(site["mask"], lp, lp.new_zeros(()))

@@ -1,0 +1,148 @@
+"""The observed ``EnergyDistribution`` sites of a model: what the energy-based losses train on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pyro.poutine as poutine
+import torch
+from pyro.infer.elbo import ELBO
+from pyro.infer.util import torch_item
+from pyro.poutine.util import site_is_subsample
+from pyro.util import warn_if_nan
+
+from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
+
+
+def _base(fn: Any) -> Any:
+    """The EnergyDistribution under Pyro's wrappers (``expand``/``mask``/``to_event``)."""
+    while not isinstance(fn, EnergyDistribution) and hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    return fn
+
+
+def energy_sites(
+    loss_name: str, model: Callable, guide: Callable, args: tuple, kwargs: dict
+) -> list[Any]:
+    """Traces ``guide`` then ``model``; returns the observed sites with an EnergyDistribution.
+
+    Each returned site gets ``site["energy_dist"]`` (the unwrapped distribution).
+    A guide with sample sites, a model with latent sites or with no energy site,
+    or any other observed distribution raises a ``ValueError`` naming the site.
+    """
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    latent = [
+        n
+        for n, s in guide_trace.nodes.items()
+        if s["type"] == "sample" and not site_is_subsample(s)
+    ]
+    if latent:
+        raise ValueError(
+            f"{loss_name} trains energy-based models without latent variables; the guide "
+            f"has sample sites {latent} (use a guide such as `lambda *args: None`)"
+        )
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    sites: list[Any] = []
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        base = _base(site["fn"])
+        if not site["is_observed"]:
+            raise ValueError(
+                f"{loss_name} requires a model whose only sample sites are observed "
+                f"EnergyDistribution sites; site {name!r} is latent"
+            )
+        if not isinstance(base, EnergyDistribution):
+            raise ValueError(
+                f"{loss_name} requires observed sites with an EnergyDistribution; site "
+                f"{name!r} has {type(base).__name__}"
+            )
+        if isinstance(site["fn"], EnergyDistribution):
+            dist = site["fn"]
+        else:
+            dist = base.expand(site["fn"].batch_shape)  # type: ignore[attr-defined]
+        value: Any = site["value"]
+        event = dist.event_shape
+        if value.dim() < len(event) or value.shape[value.dim() - len(event) :] != event:
+            raise ValueError(
+                f"site {name!r}: EnergyDistribution expects x of shape (*, "
+                f"{', '.join(map(str, event))}), got data of shape {tuple(value.shape)}"
+            )
+        site["energy_dist"] = dist  # type: ignore[typeddict-unknown-key]
+        sites.append(site)
+    if not sites:
+        raise ValueError(
+            f"{loss_name} requires the model to observe data at a site with an "
+            "EnergyDistribution (pyro.sample(name, EnergyDistribution(...), obs=x)); found none"
+        )
+    return sites
+
+
+def site_scale(site: dict[str, Any], like: torch.Tensor) -> torch.Tensor | float:
+    """The site's ``scale`` (e.g. from subsampling) times its mask, broadcastable to ``like``."""
+    scale = site["scale"]
+    mask = site["mask"]
+    if mask is not None:
+        mask = mask.to(like.dtype) if isinstance(mask, torch.Tensor) else float(mask)
+        return scale * mask
+    return scale
+
+
+def check_real_support(loss_name: str, site: dict[str, Any]) -> None:
+    """``ValueError`` for a discrete site (score matching needs ``∇ₓ``)."""
+    if site["energy_dist"].support.is_discrete:
+        raise ValueError(
+            f"{loss_name} needs gradients with respect to x and cannot train the discrete "
+            f"site {site['name']!r}; use ContrastiveDivergenceLoss"
+        )
+
+
+class EnergyLoss(ELBO):
+    """Shared ``loss``/``differentiable_loss``/``loss_and_grads`` over ``_differentiable_loss``.
+
+    Subclasses implement ``_differentiable_loss(model, guide, *args, **kwargs) -> Tensor``
+    (a scalar summed over datapoints) and set ``name``. Energies are not checked for
+    finiteness inside a loss: a non-finite value makes a non-finite loss, which
+    ``pgm.fit``'s guard reports (``FloatingPointError``, last good state kept).
+    """
+
+    name = "EnergyLoss"
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
+        """The ``(model_trace, guide_trace)`` pair (no particles are drawn)."""
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            *args, **kwargs
+        )
+        return model_trace, guide_trace
+
+    def _differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The loss as a scalar tensor to differentiate."""
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        warn_if_nan(loss, "loss")
+        return loss
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss as a float (no gradients)."""
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        warn_if_nan(loss, "loss")
+        return torch_item(loss)
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss as a float; gradients are accumulated on the parameters by ``backward``."""
+        with unchecked_energies():
+            loss = self._differentiable_loss(model, guide, *args, **kwargs)
+        warn_if_nan(loss, "loss")
+        if loss.requires_grad:
+            loss.backward()
+        return torch_item(loss)
