@@ -19,7 +19,11 @@ Rows of ``benchmarks/results/flows.csv`` (``section``):
   (the step-time figures; ``sec_per_step`` of the other rows is a whole-run average
   that moves with the machine's load).
 * ``ablation``: RealNVP on digits with Pyro's affine coupling or ours
-  (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks.
+  (:class:`~pyro_genmodels.flows.AffineCoupling`), halves or alternating masks; the
+  spline flow with Pyro's rational-linear coupling (the former default).
+* ``curve``: train and test NLL of the two spline couplings on digits every 200
+  steps (one seed): the rational-quadratic flow's best test NLL comes early, then
+  it overfits.
 * ``tabular``: test NLL per dimension on wine and breast cancer with validation
   and early stopping, against the Gaussian and a KDE (``flows_tabular.py``).
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
@@ -252,7 +256,7 @@ def image_candidates(dim, shape, levels, scales, layers, hidden, peers):
     common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
     glow_kw = dict(image_shape=shape, num_scales=scales, **common)
     spline_ar = dict(bound=5.0, kind="autoregressive", **common)
-    spline_hidden = min(hidden, 256)  # the spline hypernet's last layer is 31 D / 2 wide
+    spline_hidden = min(hidden, 256)  # the spline hypernet's last layer is 23 D / 2 wide
     cands = [
         ("ours", "nice", lambda: ours(dim, "nice", layers, hidden, **common), None),
         ("ours", "realnvp", lambda: ours(dim, "realnvp", layers, hidden, **common), "zuko:RealNVP"),
@@ -407,17 +411,34 @@ def _pyro_realnvp(dim, layers, hidden, mask):
     """RealNVP from Pyro's ``AffineCoupling`` (sampling direction, hard clamp)."""
     from pyro.distributions.transforms import AffineCoupling
 
-    from pyro_genmodels.flows.builders import _compose, _couplings, _dense
+    from pyro_genmodels.flows._assembly import compose, couplings, dense
 
     def layer(d):
-        return [AffineCoupling(d, _dense(d, None, [hidden, hidden], [dim - d, dim - d]))]
+        return [AffineCoupling(d, dense(d, None, [hidden, hidden], [dim - d, dim - d]))]
 
-    return _compose(_couplings(dim, layers, mask, layer), None)
+    return compose(couplings(dim, layers, mask, layer), None)
 
 
-def ablation_rows(steps, layers, hidden, seeds):
-    """RealNVP on dequantized digits: Pyro's affine coupling or ours, halves or
-    alternating masks (what closed the gap to zuko's RealNVP)."""
+def _pyro_spline(dim, layers, hidden, count_bins=8, bound=5.0):
+    """The spline builder's former default: Pyro's rational-linear ``SplineCoupling``
+    (a learnable spline on ``x_1`` too), alternating masks."""
+    from pyro.distributions.transforms import SplineCoupling
+
+    from pyro_genmodels.flows._assembly import compose, couplings, dense
+
+    def layer(d):
+        m, k = dim - d, count_bins
+        net = dense(d, None, [hidden, hidden], [m * k, m * k, m * (k - 1), m * k])
+        return [SplineCoupling(dim, d, net, count_bins, bound)]
+
+    return compose(couplings(dim, layers, "alternate", layer), None)
+
+
+def ablation_rows(steps, layers, hidden, seeds, models=None):
+    """On dequantized digits: RealNVP with Pyro's affine coupling or ours, halves or
+    alternating masks (what closed the gap to zuko's RealNVP); the spline flow with
+    Pyro's rational-linear coupling (the former default) or our rational-quadratic
+    one (the ``images`` section's ``spline`` row)."""
     levels = IMAGES["digits"][1]
     common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
 
@@ -427,12 +448,69 @@ def ablation_rows(steps, layers, hidden, seeds):
             m.flow = _pyro_realnvp(64, layers, hidden, mask)
         return m, lp
 
+    def make_spline():
+        m, lp = ours(64, "spline", layers, hidden, bound=5.0, **common)
+        m.flow = _pyro_spline(64, layers, hidden)
+        return m, lp
+
     cands = [
         ("ours", f"realnvp-{c}-coupling-{mask}", partial(make, c, mask), None)
         for c in ("pyro", "ours")
         for mask in pgm.flows.MASKS
     ]
-    return image_rows("digits", steps, layers, hidden, False, seeds, cands=cands)
+    cands.append(("ours", "spline-pyro-linear-coupling-alternate", make_spline, None))
+    return image_rows("digits", steps, layers, hidden, False, seeds, models, cands=cands)
+
+
+def curve_rows(steps, layers, hidden, every=200):
+    """Learning curves of the spline couplings on digits, one seed: train (first 500
+    images) and test NLL every ``every`` Adam steps, for our rational-quadratic layer
+    and Pyro's rational-linear one (the former default): where the fixed budget of
+    the other rows stops each of them."""
+    levels = IMAGES["digits"][1]
+    data = pgm.data.load("digits", binarize=False)
+    x, x_test = data.train * levels, data.test * levels
+    common = dict(preprocess="logit", alpha=ALPHA, levels=levels)
+    rows = []
+    for name in ("spline", "spline-pyro-linear-coupling-alternate"):
+        torch.manual_seed(0)
+        m = FlowDensity(
+            64, "spline", num_layers=layers, hidden_dims=[hidden] * 2, bound=5.0, **common
+        )
+        if name != "spline":
+            m.flow = _pyro_spline(64, layers, hidden)
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        gen = torch.Generator().manual_seed(0)
+        for step in range(steps + 1):
+            if step % every == 0:
+                with torch.no_grad():
+                    train_nll = -m.log_prob(x[:500]).mean().item()
+                    nll = -m.log_prob(x_test).mean().item()
+                rows.append(
+                    dict(
+                        section="curve",
+                        dataset="digits",
+                        impl="ours",
+                        model=f"{name}@{step}",
+                        layers=layers,
+                        hidden=hidden,
+                        steps=step,
+                        seeds=1,
+                        test_nll_nats=nll,
+                        train_nll_nats=train_nll,
+                    )
+                )
+                print(
+                    f"curve {name} step {step}: train {train_nll:.1f}, test {nll:.1f}", flush=True
+                )
+            if step == steps:
+                break
+            xb = x[torch.randint(len(x), (128,), generator=gen)]
+            loss = -m.log_prob(xb).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return rows
 
 
 def _stepper(make, xb, pre):
@@ -456,7 +534,7 @@ def _stepper(make, xb, pre):
     return step
 
 
-def speed_rows(cfg, peers, repeats=7):
+def speed_rows(cfg, peers, repeats=7, models=None):
     """Seconds per training step of ours over the peer, the two interleaved on one
     minibatch: ``repeats`` rounds of ``n`` steps each, the median of the per-round
     ratios. Whole-run ``sec_per_step`` of the other sections is measured once per
@@ -477,6 +555,8 @@ def speed_rows(cfg, peers, repeats=7):
         by_name = {(impl, model): make for impl, model, make, _ in cands}
         for impl, model, make, peer in cands:
             if impl != "ours" or not isinstance(peer, str) or tuple(peer.split(":")) not in by_name:
+                continue
+            if models is not None and model not in models:
                 continue
             steps = {
                 "ours": _stepper(make, xb, None),
@@ -530,7 +610,7 @@ def add_ratios(df):
     return df
 
 
-SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "tabular")
+SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "curve", "tabular")
 
 
 KEY = ["section", "dataset", "impl", "model"]
@@ -578,9 +658,12 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
     if "vae" in sections:
         rows += vae_rows(*cfg["vae"])
     if "ablation" in sections:
-        rows += ablation_rows(*cfg["digits"], seeds)
+        rows += ablation_rows(*cfg["digits"], seeds, models)
     if "speed" in sections:
-        rows += speed_rows(cfg, peers, repeats=2 if quick else 7)
+        rows += speed_rows(cfg, peers, repeats=2 if quick else 7, models=models)
+    if "curve" in sections:
+        steps, layers, hidden = cfg["digits"]
+        rows += curve_rows(steps, layers, hidden, every=max(1, steps // 4))
     if "tabular" in sections:
         from flows_tabular import tabular_rows  # benchmarks/ is the script's folder
 
@@ -602,6 +685,7 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
         "nll_vs_peer",
         "time_ratio",
         "neg_elbo",
+        "train_nll_nats",
     ]
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format="{:.4g}".format))
     if not quick:

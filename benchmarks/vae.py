@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 import pyro_genmodels as pgm
 from pyro_genmodels.distributions import BernoulliMixture
+from pyro_genmodels.jit import with_jit
 
 RESULTS = Path(__file__).parent / "results"
 VAE_MODELS = ["vae", "iwae", "ssvae", "wae", "cvae", "vae-conv"]
@@ -114,17 +115,25 @@ def _timed(step, x, steps: int) -> float:
 
 def bench_speed(dataset: str, steps: int, repeats: int, batch_size: int = 128) -> list[dict]:
     """Seconds per step of ``SVI(VAE, Trace_ELBO)`` (with Pyro's per-parameter Adam, then
-    with ``pgm.optim.Adam``), each interleaved with plain PyTorch on the same network."""
+    with ``pgm.optim.Adam``, then compiled as ``fit(jit=True)`` does), each interleaved
+    with plain PyTorch on the same network."""
     data = pgm.data.load(dataset, binarize=True)
     d, h, zd = data.num_dims, *((512, 32) if dataset == "mnist5k" else (256, 8))
     x = data.train[:batch_size]
     common = {"kind": "speed", "dataset": dataset, "estimator": f"median of {repeats}x{steps}"}
     common.update({"epochs": 0, "seconds": 0.0})
     rows = []
-    for name, optim in (("pyro.optim.Adam", pyro.optim.Adam), ("pgm.optim.Adam", pgm.optim.Adam)):
+    configs = [
+        ("pyro.optim.Adam", pyro.optim.Adam, False),
+        ("pgm.optim.Adam", pgm.optim.Adam, False),
+        ("pgm.optim.Adam, jit", pgm.optim.Adam, True),
+    ]
+    for name, optim, jit in configs:
         pyro.clear_param_store()
         vae = pgm.models.VAE(d, zd, hidden_dims=(h, h), likelihood="bernoulli")
-        svi = pyro.infer.SVI(vae.model, vae.guide, optim({"lr": 1e-3}), pyro.infer.Trace_ELBO())
+        loss = with_jit(pyro.infer.Trace_ELBO(), jit)
+        svi = pyro.infer.SVI(vae.model, vae.guide, optim({"lr": 1e-3}), loss=loss.loss,
+                             loss_and_grads=loss.loss_and_grads)  # fmt: skip
         enc, dec = pgm.nn.MLP(d, [h, h], 2 * zd), pgm.nn.MLP(zd, [h, h], d)
         opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-3)
 
@@ -138,8 +147,9 @@ def bench_speed(dataset: str, steps: int, repeats: int, batch_size: int = 128) -
             ours.append(_timed(svi.step, x, steps))
             theirs.append(_timed(plain, x, steps))
         p, q = statistics.median(ours), statistics.median(theirs)
+        label = f"SVI(VAE, {'JitTrace_ELBO' if jit else 'Trace_ELBO'})"
         rows += [
-            {**common, "model": f"SVI(VAE, Trace_ELBO) + {name}", "value": p, "unit": "s/step"},
+            {**common, "model": f"{label} + {name.split(',')[0]}", "value": p, "unit": "s/step"},
             {**common, "model": f"plain PyTorch (vs {name})", "value": q, "unit": "s/step"},
             {**common, "model": f"ratio, {name}", "value": p / q, "unit": "ratio"},
         ]

@@ -68,7 +68,7 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow", default="realnvp", choices=sorted(pgm.flows.BUILDERS))
+    parser.add_argument("--flow", default="realnvp", choices=pgm.flows.INVERTIBLE)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--out", default=None, help="where to save the density figure")
     parser.add_argument("--quick", action="store_true")

@@ -35,6 +35,7 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.checkpoint import FORMAT_VERSION, save_checkpoint
+    from pyro_genmodels.distributed import is_main_process
     from pyro_genmodels.train import fit
 
     out = Path(args.out or f"runs/{args.model}")
@@ -68,6 +69,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         early_stopping=args.early_stopping,
         keep_best=valid is not None,
     )
+    if not is_main_process():  # under torchrun, rank 0 alone writes the run's files
+        return {"out": str(out), "history": history}
     out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         out / WEIGHTS,

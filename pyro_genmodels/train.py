@@ -33,15 +33,18 @@ import pyro.optim
 import torch
 from tqdm.auto import tqdm
 
+from pyro_genmodels import distributed as ddp
 from pyro_genmodels._callbacks import check_callbacks, run_callbacks
+from pyro_genmodels.batches import TensorBatches, make_batches
 from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from pyro_genmodels.early_stopping import make_monitor
+from pyro_genmodels.jit import with_jit
 from pyro_genmodels.optim import Adam as GroupedAdam
 from pyro_genmodels.params import find_modules
-from pyro_genmodels.placement import check_writable, match_dtype, model_dtype, resolve_device
+from pyro_genmodels.placement import check_writable, model_dtype, resolve_device
+from pyro_genmodels.precision import check_precision, with_precision
 from pyro_genmodels.resume import (
     TRAINING_KEYS,
-    data_fingerprint,
     non_finite_entries,
     restore_training_state,
     training_payload,
@@ -93,30 +96,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _as_tensors(data: Any) -> tuple[torch.Tensor, ...]:
-    """``data`` as a non-empty tuple of tensors sharing their leading length."""
-    if not isinstance(data, torch.Tensor | list | tuple) and hasattr(data, "train"):
-        data = data.train
-    tensors = (data,) if isinstance(data, torch.Tensor) else data
-    if not isinstance(tensors, list | tuple) or not all(
-        isinstance(t, torch.Tensor) for t in tensors
-    ):
-        raise TypeError(
-            "data must be a Tensor of shape (N, ...), a tuple/list of such tensors, or a "
-            f"dataset with a .train attribute; got {type(data).__name__}"
-        )
-    if len(tensors) == 0:
-        raise ValueError("data must hold at least one tensor, got an empty tuple/list")
-    if any(t.dim() == 0 for t in tensors):
-        raise ValueError("data tensors must have a leading datapoint dim (N, ...), got a 0-dim one")
-    lengths = [t.shape[0] for t in tensors]
-    if len(set(lengths)) != 1:
-        raise ValueError(f"data tensors must have equal leading lengths N, got lengths {lengths}")
-    if lengths[0] == 0:
-        raise ValueError("data must hold at least one datapoint, got N = 0")
-    return tuple(tensors)
-
-
 def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any) -> None:
     for name, fn in (("model", model), ("guide", guide)):
         if not callable(fn):
@@ -136,19 +115,6 @@ def _check_objects(model: Any, guide: Any, loss: Any, optim: Any, progress: Any)
 
 
 # ----------------------------------------------------------------------------- one step
-
-
-def _epoch_order(
-    n: int, batch_size: int, shuffle: bool, seed: int, epoch: int
-) -> list[torch.Tensor]:
-    """Index batches of epoch ``epoch`` (0-based); shuffled by a generator seeded (seed, epoch)."""
-    if shuffle:
-        (epoch_seed,) = np.random.SeedSequence([seed, epoch]).generate_state(1)
-        generator = torch.Generator().manual_seed(int(epoch_seed))
-        order = torch.randperm(n, generator=generator)
-    else:
-        order = torch.arange(n)
-    return list(order.split(batch_size))
 
 
 def _read_lr(optim: pyro.optim.PyroOptim) -> float | None:
@@ -217,20 +183,18 @@ def _loss_columns(totals: list[float], n: int) -> dict[str, float]:
     return {f"loss_{i}": total / n for i, total in enumerate(totals)}
 
 
-def _run_epoch(ctx: _Run, state: FitState, tensors: tuple, batches: list, device) -> dict:
+def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
     """Train one epoch; returns the row with loss columns and time."""
-    n = tensors[0].shape[0]
+    n = batches.num_data
     totals: list[float] = []
     start = time.perf_counter()
-    for i, idx in enumerate(batches):
-        idx = idx.to(device)
-        batch = tuple(t[idx] for t in tensors)
+    for i, batch in enumerate(batches.epoch(state.epoch)):
         try:
             values = guarded_step(
                 ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
             )
         except NonFiniteStep as e:
-            _fail(ctx, state, i, len(batches), e)
+            _fail(ctx, state, i, batches.num_batches(state.epoch), e)
         totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         state.step += 1
     row = {"epoch": state.epoch + 1, **_loss_columns(totals, n)}
@@ -300,8 +264,8 @@ def fit(
     loss: Any = None,
     optim: pyro.optim.PyroOptim | None = None,
     epochs: int = 10,
-    batch_size: int = 128,
-    shuffle: bool = True,
+    batch_size: int | None = None,
+    shuffle: bool | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
@@ -314,6 +278,9 @@ def fit(
     early_stopping: int | None = None,
     keep_best: bool = False,
     monitor: str = "val_loss",
+    precision: str = "fp32",
+    distributed: bool | None = None,
+    jit: bool = False,
 ) -> pd.DataFrame:
     """Minimize ``loss`` by minibatch steps θ ← update(θ, ∇θ loss(model, guide, *batch)) per epoch.
 
@@ -349,7 +316,11 @@ def fit(
             bound method of an ``nn.Module`` (e.g. ``vae.model``), that module is
             moved to ``device``.
         data: a tensor ``(N, ...)`` (called as ``model(batch)``), a tuple/list of
-            tensors ``(N, ...)`` (``model(*batch)``), or a dataset with ``.train``.
+            tensors ``(N, ...)`` (``model(*batch)``), a dataset with ``.train``, a
+            map-style ``torch.utils.data.Dataset`` or a ``DataLoader`` over one (its
+            workers, ``collate_fn`` and pinned memory are used; its sampler is replaced
+            by the seeded order, so the history equals the tensor path's for the same
+            rows); see :mod:`pyro_genmodels.batches`.
         loss: object with ``loss_and_grads(model, guide, *args)`` returning a float
             or a tuple of floats; default ``pyro.infer.Trace_ELBO()``. If it has
             ``state_dict``/``load_state_dict`` (e.g. persistent chains) that state
@@ -359,8 +330,10 @@ def fit(
             ``pyro.optim.PyroLRScheduler``, whose ``.step()`` is called once per
             epoch (with the epoch loss for ``ReduceLROnPlateau``).
         epochs: total number of epochs (including those restored on resume).
-        batch_size: datapoints per step; the last batch of an epoch may be smaller.
+        batch_size: datapoints per step (all processes together); the last batch of
+            an epoch may be smaller. ``None``: the DataLoader's, else 128.
         shuffle: reshuffle every epoch; otherwise batches are taken in order.
+            ``None``: as the DataLoader was built (``shuffle=True``), else True.
         device: where to train (``"cuda"`` without a CUDA device is a
             ``ValueError``); default: device of the modules' first parameter,
             else of the first param in the param store, else of ``data``.
@@ -396,6 +369,19 @@ def fit(
             ``monitor`` at the end (they are also written to ``checkpoint_dir/best.pt``).
         monitor: the history column minimized by ``early_stopping``/``keep_best``
             and followed by ``ReduceLROnPlateau``: ``"val_loss"`` or a callback's metric.
+        precision: ``"fp32"``, or ``"bf16"``: each loss evaluation runs under
+            ``torch.autocast`` in bfloat16 (CUDA; on a CPU the same recipe, usually
+            slower) while params, gradients and optimizer state stay float32; see
+            :mod:`pyro_genmodels.precision`.
+        distributed: data-parallel over a ``torch.distributed`` process group (see
+            :mod:`pyro_genmodels.distributed`): each process trains on its shard of
+            every batch, gradients and losses are summed over processes, so a step
+            equals one single-process step on the whole batch; only rank 0 writes
+            checkpoints and shows progress. ``None``: when launched by ``torchrun``
+            with more than one process, or when a process group is initialized.
+        jit: compile the loss (``Trace_ELBO`` → ``JitTrace_ELBO``, ...), once per
+            batch shape; data checks inside model and guide then run once per shape
+            (see :mod:`pyro_genmodels.jit`). Not combined with ``precision="bf16"``.
 
     Returns:
         The history as a ``pandas.DataFrame``, one row per epoch (all epochs on resume).
@@ -422,10 +408,13 @@ def fit(
     optim = GroupedAdam({"lr": 1e-3}) if optim is None else optim
     _check_objects(model, guide, loss, optim, progress)
     epochs = _check_int("epochs", epochs, 0)
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = None if batch_size is None else _check_int("batch_size", batch_size, 1)
+    if shuffle is not None and not isinstance(shuffle, bool):
+        raise TypeError(f"shuffle must be True, False or None, got {shuffle!r}")
+    precision = check_precision(precision)
     checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
     seed = _check_int("seed", seed, 0)
-    tensors = _as_tensors(data)
+    batches = make_batches(data, batch_size, shuffle, seed)
     callbacks = check_callbacks(callbacks)
     if resume and checkpoint_dir is None:
         raise ValueError(
@@ -433,18 +422,23 @@ def fit(
         )
 
     modules = find_modules(model, guide, loss)
-    device = resolve_device(device, modules, tensors)
+    cpu = (torch.empty(0),)  # a Dataset's items are read on the CPU
+    data_tensors = batches.tensors if isinstance(batches, TensorBatches) else cpu
+    device = None if device is None else resolve_device(device, modules, data_tensors)
+    rank, world, device = ddp.setup(distributed, device)
+    device = resolve_device(device, modules, data_tensors)
     for module in modules:
         module.to(device)
-    tensors = match_dtype(tuple(t.to(device) for t in tensors), model_dtype(modules))
+    batches.to(device, model_dtype(modules))
+    batches.set_rank(rank, world)
     ckpt_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
-    if ckpt_dir is not None:
+    if ckpt_dir is not None and rank == 0:
         check_writable(ckpt_dir)
-    run = {} if ckpt_dir is None else data_fingerprint(tensors, batch_size, shuffle)
+    run = {} if ckpt_dir is None else batches.fingerprint()
     watcher = make_monitor(
         validation,
-        tensors,
-        batch_size=batch_size,
+        batches.take(torch.arange(1)),
+        batch_size=batches.batch_size,
         seed=seed,
         modules=modules,
         checkpoint_dir=ckpt_dir,
@@ -455,15 +449,23 @@ def fit(
     )
     if watcher is not None:
         callbacks = [*callbacks, watcher]  # last: it may monitor the other callbacks' metrics
-    ctx = _Run(model, guide, loss, optim, callbacks, seed, ckpt_dir, modules, run)
+    if jit and precision != "fp32":
+        raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
+    step_loss = with_precision(with_jit(loss, jit), precision, device)
+    if world > 1:
+        step_loss = ddp.DataParallelLoss(step_loss, device)
+        progress = progress if rank == 0 else False
+    writer_dir = ckpt_dir if rank == 0 else None  # rank 0 alone writes
+    ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, modules, run)
     ctx.monitor = None if watcher is None else watcher.monitor
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(seed)
-    payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None else None
+    payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None and rank == 0 else None
+    if resume and world > 1:  # rank 0 reads; other machines need no shared file system
+        payload = ddp.broadcast_object(payload)
     if payload is not None:
-        first = _epoch_order(tensors[0].shape[0], batch_size, False, seed, 0)[0].to(device)
-        batch = tuple(t[first] for t in tensors)
+        batch = batches.take(torch.arange(min(batches.batch_size, batches.num_data)))
         restore_training_state(
             payload, model, guide, loss, optim, callbacks, batch, seed, modules, run
         )
@@ -472,20 +474,19 @@ def fit(
             payload["step"],
             payload["history"],
         )
-    _train(ctx, state, tensors, batch_size, shuffle, checkpoint_every, progress)
+    if world > 1 and state.epoch < epochs:
+        first = batches.take(batches.global_batches(state.epoch)[0])
+        ddp.prime_and_broadcast(model, guide, loss, first, device)
+    _train(ctx, state, batches, checkpoint_every, progress)
     if watcher is not None and keep_best:
         watcher.restore_best()
+    if world > 1:
+        ddp.barrier()  # rank 0's last checkpoint is on disk before any rank returns
     return _history_frame(state.history)
 
 
 def _train(
-    ctx: _Run,
-    state: FitState,
-    tensors: tuple,
-    batch_size: int,
-    shuffle: bool,
-    checkpoint_every: int,
-    progress: bool | None,
+    ctx: _Run, state: FitState, batches: Any, checkpoint_every: int, progress: bool | None
 ) -> None:
     show = sys.stderr.isatty() if progress is None else progress
     start = min(state.epoch, state.epochs)
@@ -496,8 +497,7 @@ def _train(
             run_callbacks(ctx.callbacks, "on_epoch_start", state)
             if state.stop:  # set at epoch start: end before training this epoch
                 break
-            batches = _epoch_order(tensors[0].shape[0], batch_size, shuffle, ctx.seed, epoch)
-            state.row = _run_epoch(ctx, state, tensors, batches, state.device)
+            state.row = _run_epoch(ctx, state, batches)
             run_callbacks(ctx.callbacks, "on_epoch_end", state)
             state.history.append(state.row)
             _scheduler_step(ctx.optim, _plateau_value(state.row, ctx.monitor))

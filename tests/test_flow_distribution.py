@@ -89,8 +89,11 @@ def test_non_finite_context_is_refused_under_validation():
 
 
 def test_flows_without_inverse_score_their_own_samples_in_any_shape():
-    flow = _density("planar", context_dim=3)
-    d = flow.distribution(torch.zeros(2, 1, 3, dtype=torch.float64))
+    # FlowDensity refuses a flow without an inverse; FlowDistribution takes one directly
+    torch.manual_seed(0)
+    planar = flows.planar(2, num_layers=2, hidden_dims=[8], context_dim=3).double()
+    base = _density().base()
+    d = FlowDistribution(planar, base, torch.zeros(2, 1, 3, dtype=torch.float64))
     x = d.sample((4,))
     assert d.log_prob(x).shape == (4, 2, 1)
     with pytest.raises(ValueError, match="broadcast"):

@@ -7,7 +7,9 @@ constructor takes no cache size: its conditioned transform, through
 by cloning inputs); a lower-triangular Jacobian for autoregressive layers;
 ``forward_shape``/``inverse_shape``; a gradient for every parameter; identical
 outputs after a ``state_dict`` round trip; finite values and gradients near the
-edges of the domain. Deterministic: no statistical failure rate.
+edges of the domain. Batch norm is checked in eval mode (in training mode it
+normalizes by the batch's statistics: not one fixed bijection). Deterministic: no
+statistical failure rate.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions import transforms as T
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from torch.distributions import Transform, constraints
 
@@ -145,14 +148,54 @@ CASES: dict[str, Case] = {
         conditional=True,
         scale=2.0,
     ),
+    "AffineCoupling-image": Case(
+        lambda c: flows.AffineCoupling(
+            1, flows.ConvCoupling((1, 2, 2), 1, 4), cache_size=c, dim=-3
+        ),
+        (2, 2, 2),
+    ),
+    "AdditiveCoupling-image": Case(
+        lambda c: flows.AdditiveCoupling(2, torch.nn.Linear(8, 4), cache_size=c, dim=-3),
+        (3, 2, 2),
+    ),
+    "ConditionalAffineCoupling-image": Case(
+        lambda c: flows.ConditionalAffineCoupling(
+            1, flows.ConvCoupling((1, 2, 2), 1, 4, C), cache_size=c, dim=-3
+        ),
+        (2, 2, 2),
+        True,
+    ),
+    "RQSplineCoupling": Case(
+        lambda c: flows.RQSplineCoupling(
+            2, pyro.nn.DenseNN(2, [8], [2 * 5, 2 * 5, 2 * 4]), count_bins=5, cache_size=c
+        ),
+        (4,),
+        scale=2.0,
+    ),
+    "ConditionalRQSplineCoupling": Case(
+        lambda c: flows.ConditionalRQSplineCoupling(
+            1, pyro.nn.ConditionalDenseNN(1, C, [8], [3 * 5, 3 * 5, 3 * 4]), 5, cache_size=c
+        ),
+        (4,),
+        True,
+        scale=2.0,
+    ),
     "Flip": Case(lambda c: flows.Flip(cache_size=c), (4,)),
     "LogitTransform": Case(lambda c: flows.LogitTransform(0.05, cache_size=c), (4,)),
 }
-for _name in flows.BUILDERS:
+for _name, _record in flows.RECORDS.items():
     _kw = dict(input_dim=4, num_layers=2, hidden_dims=[8])
-    _inv = _name in flows.INVERTIBLE
-    CASES[f"builder:{_name}"] = Case(_b(_name, **_kw), (4,), invertible=_inv)
-    CASES[f"builder:{_name}|context"] = Case(_b(_name, context_dim=C, **_kw), (4,), True, _inv)
+    _inv = _record.invertible
+    _caches = (0, 1) if _inv else (1,)  # without an inverse, a flow needs its cache
+    CASES[f"builder:{_name}"] = Case(_b(_name, **_kw), (4,), invertible=_inv, caches=_caches)
+    CASES[f"builder:{_name}|context"] = Case(
+        _b(_name, context_dim=C, **_kw), (4,), True, _inv, caches=_caches
+    )
+    for _option, _values in _record.options.items():
+        for _value in _values:
+            CASES[f"builder:{_name}|{_option}={_value}"] = Case(
+                _b(_name, **{_option: _value}, **_kw), (4,), invertible=_inv, caches=_caches
+            )
     if _name in ("maf", "iaf"):  # one layer: the Jacobian is triangular in the identity order
         CASES[f"builder:{_name}|1 layer"] = Case(
             _b(_name, input_dim=4, num_layers=1, hidden_dims=[8]), (4,), False, _inv, True
@@ -184,8 +227,10 @@ CASES["builder:glow-image|2 scales"] = Case(
     _b("glow", input_dim=64, num_layers=1, hidden_dims=[4], image_shape=(1, 8, 8), num_scales=2),
     (64,),
 )
-CASES["builder:realnvp-actnorm"] = Case(
-    _b("realnvp", input_dim=4, num_layers=2, hidden_dims=[8], norm="actnorm"), (4,)
+CASES["builder:realnvp|norm=batchnorm context"] = Case(
+    _b("realnvp", input_dim=4, num_layers=2, hidden_dims=[8], norm="batchnorm", context_dim=C),
+    (4,),
+    True,
 )
 
 PARAMS = [
@@ -219,6 +264,10 @@ def _instantiate(name, cache, direction, device, seed=0):
         for m in obj.modules():
             if isinstance(m, flows.ActNorm):
                 m.initialized.fill_(True)
+            if isinstance(m, T.BatchNorm):  # a fixed bijection in eval mode only
+                m.eval()
+                m.moving_mean.normal_()
+                m.moving_variance.uniform_(0.5, 2.0)
     module = obj if isinstance(obj, torch.nn.Module) else None
     context = None
     if case.conditional:
@@ -400,8 +449,10 @@ def _layers(t):
     return out
 
 
-@pytest.mark.parametrize("cache", [0, 1])
-@pytest.mark.parametrize("name", sorted(n for n in CASES if n.startswith("builder:")))
+@pytest.mark.parametrize(
+    "name,cache",
+    [(n, c) for n in sorted(CASES) if n.startswith("builder:") for c in CASES[n].caches],
+)
 def test_builder_cache_size_reaches_every_layer(name, cache):
     _, t, _, _ = _instantiate(name, cache, "fwd", "cpu")
     sizes = {type(p).__name__: p._cache_size for p in _layers(t)}

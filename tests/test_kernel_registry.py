@@ -24,10 +24,19 @@ def positive_model():
     pyro.sample("s", dist.LogNormal(0.0, 0.5))
 
 
+def discrete_model():
+    z = pyro.sample("z", dist.Categorical(torch.tensor([0.2, 0.3, 0.5])))
+    pyro.sample("x", dist.Normal(z.double(), 1.0), obs=torch.tensor(1.5, dtype=torch.float64))
+
+
+SMALL_RBM = pgm.models.RBM(4, 3)  # BlockGibbs takes a machine where the others take a model
+
 REGISTRY = [
     (lambda m: pgm.infer.Langevin(m, step_size=0.3, adjust=True), normal_model),
     (lambda m: pgm.infer.Langevin(m, step_size=0.05), normal_model),
     (lambda m: pgm.infer.Langevin(m, step_size=0.1, adjust=True, num_steps=3), positive_model),
+    (lambda m: pgm.infer.BlockGibbs(m, batch_size=2), SMALL_RBM),
+    (lambda m: pgm.infer.DiscreteGibbs(m), discrete_model),
 ]
 IDS = [f"{type(f(m)).__name__}-{i}" for i, (f, m) in enumerate(REGISTRY)]
 

@@ -137,6 +137,24 @@ def critic(in_dim=2):
     return nn.Sequential(nn.Linear(in_dim, 4), nn.Tanh(), nn.Linear(4, 1)).double()
 
 
+def dbm_args(device):
+    """Six binary 4-pixel images and a [4, 3, 2] DBM with random weights."""
+    torch.manual_seed(0)
+    dbm = pgm.models.DBM([4, 3, 2]).to(device=device, dtype=torch.float64)
+    with torch.no_grad():
+        for p in dbm.parameters():
+            p.normal_(0, 0.5)
+    return (torch.rand(6, 4, device=device) < 0.5).double(), dbm
+
+
+def dbm_model(v, dbm):
+    return dbm.model(v)
+
+
+def dbm_guide(v, dbm):
+    return dbm.guide(v)
+
+
 REGISTRY = [
     (lambda: IWAELoss(num_particles=3), vae_model, vae_guide, vae_args),
     (lambda: IWAELoss(num_particles=3, dreg=True), vae_model, vae_guide, vae_args),
@@ -170,6 +188,7 @@ REGISTRY = [
         bigan_guide,
         bigan_args,
     ),
+    (lambda: pgm.infer.DBMLoss(num_chains=5), dbm_model, dbm_guide, dbm_args),
     (
         lambda: pgm.infer.ContrastiveDivergenceLoss(k=2, sampler=_langevin()),
         energy_model,

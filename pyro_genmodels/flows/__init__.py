@@ -7,10 +7,11 @@ Transforms Pyro lacks (each a ``TransformModule`` or ``Transform``):
 :class:`MultiscaleSplit` for image tensors, :class:`Sylvester` flows,
 :class:`Inverse` (a module's inverse as a module), :class:`Flip`, :class:`EvenOdd`,
 :class:`MaskedAffineAutoregressive` (Pyro's, with a dtype-safe inverse),
-:class:`LogitTransform`, :class:`RQSplineAutoregressive` (rational-quadratic
-spline layers), and the conditional :class:`ConditionalAdditiveCoupling`,
-:class:`ConditionalAffineCoupling`, :class:`ConditionalSplineCoupling`,
-:class:`ConditionalRQSplineAutoregressive`,
+:class:`LogitTransform`, :class:`RQSplineCoupling` and
+:class:`RQSplineAutoregressive` (rational-quadratic spline layers), and the
+conditional :class:`ConditionalAdditiveCoupling`, :class:`ConditionalAffineCoupling`,
+:class:`ConditionalRQSplineCoupling`, :class:`ConditionalRQSplineAutoregressive`,
+:class:`ConditionalSplineCoupling` (Pyro's rational spline coupling with a context),
 :class:`ConditionalMultiscaleSplit` and :class:`ConditionalSylvester`.
 :func:`set_cache_size` sets the cache size of every layer of a flow and
 :func:`clear_cache` empties their caches.
@@ -18,7 +19,14 @@ spline layers), and the conditional :class:`ConditionalAdditiveCoupling`,
 Builders (``input_dim -> transform``, optional ``context_dim``): :func:`nice`,
 :func:`realnvp`, :func:`maf`, :func:`iaf`, :func:`planar`, :func:`radial`,
 :func:`sylvester`, :func:`spline`, :func:`glow`, each taking ``cache_size``;
-:func:`builder` binds keyword arguments for ``AutoNormalizingFlow``.
+:func:`builder` binds keyword arguments for ``AutoNormalizingFlow``. Each has one
+:class:`FlowRecord` of its properties in :data:`RECORDS` (invertible, network
+passes to score and to sample, image and context support, documented options);
+:data:`BUILDERS`, :data:`INVERTIBLE` and every consumer's choices derive from it
+(:func:`names`, :func:`check_flow`).
+
+Layout: ``_assembly`` (helpers every builder uses), ``builders`` (vector
+builders), ``glow``, ``registry`` (the records, :func:`builder`).
 
 >>> import torch, pyro.distributions as dist
 >>> from pyro_genmodels import flows
@@ -28,6 +36,7 @@ Builders (``input_dim -> transform``, optional ``context_dim``): :func:`nice`,
 torch.Size([5, 2])
 """
 
+from pyro_genmodels.flows._assembly import MASKS
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.flows.autoregressive import (
     ConditionalMaskedAffineAutoregressive,
@@ -42,10 +51,6 @@ from pyro_genmodels.flows.basic import (
     set_cache_size,
 )
 from pyro_genmodels.flows.builders import (
-    BUILDERS,
-    INVERTIBLE,
-    MASKS,
-    builder,
     iaf,
     maf,
     nice,
@@ -69,9 +74,20 @@ from pyro_genmodels.flows.coupling import (
 )
 from pyro_genmodels.flows.glow import ConvCoupling, glow
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
+from pyro_genmodels.flows.registry import (
+    BUILDERS,
+    INVERTIBLE,
+    RECORDS,
+    FlowRecord,
+    builder,
+    check_flow,
+    names,
+)
 from pyro_genmodels.flows.spline import (
     ConditionalRQSplineAutoregressive,
+    ConditionalRQSplineCoupling,
     RQSplineAutoregressive,
+    RQSplineCoupling,
     rational_quadratic_spline,
 )
 from pyro_genmodels.flows.sylvester import ConditionalSylvester, ConditionedSylvester, Sylvester
@@ -85,6 +101,7 @@ TRANSFORMS = (
     ConditionalMaskedAffineAutoregressive,
     ConditionalMultiscaleSplit,
     ConditionalRQSplineAutoregressive,
+    ConditionalRQSplineCoupling,
     ConditionalSplineCoupling,
     ConditionalSylvester,
     ConditionedSylvester,
@@ -96,6 +113,7 @@ TRANSFORMS = (
     MaskedAffineAutoregressive,
     MultiscaleSplit,
     RQSplineAutoregressive,
+    RQSplineCoupling,
     Squeeze,
     Sylvester,
 )
@@ -104,6 +122,7 @@ __all__ = [
     "BUILDERS",
     "INVERTIBLE",
     "MASKS",
+    "RECORDS",
     "TRANSFORMS",
     "ActNorm",
     "AdditiveCoupling",
@@ -113,28 +132,33 @@ __all__ = [
     "ConditionalMaskedAffineAutoregressive",
     "ConditionalMultiscaleSplit",
     "ConditionalRQSplineAutoregressive",
+    "ConditionalRQSplineCoupling",
     "ConditionalSplineCoupling",
     "ConditionalSylvester",
     "ConditionedSylvester",
     "ConvCoupling",
     "DiagonalScaling",
     "EvenOdd",
+    "FlowRecord",
     "Flip",
     "Inverse",
     "LogitTransform",
     "MaskedAffineAutoregressive",
     "MultiscaleSplit",
     "RQSplineAutoregressive",
+    "RQSplineCoupling",
     "Squeeze",
     "Sylvester",
     "additive_coupling",
     "builder",
+    "check_flow",
     "clear_cache",
     "conditional_additive_coupling",
     "conditional_spline_coupling",
     "glow",
     "iaf",
     "maf",
+    "names",
     "nice",
     "planar",
     "radial",

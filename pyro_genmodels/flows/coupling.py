@@ -35,6 +35,14 @@ from pyro_genmodels.flows._checks import (
 )
 
 
+def _check_dim(dim: object) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be a negative int (-1 for vectors), got {dim!r}")
+    if dim >= 0:
+        raise ValueError(f"dim must be a negative int (-1 for vectors), got {dim}")
+    return dim
+
+
 class AdditiveCoupling(TransformModule):
     """NICE additive coupling ``y_1 = x_1, y_2 = x_2 + m(x_1)``; ``log|det J| = 0``.
 
@@ -42,8 +50,13 @@ class AdditiveCoupling(TransformModule):
         split_dim: ``d``, the size of the conditioning part ``x_1 = x[..., :d]``.
         hypernet: a callable ``(*, d) -> (*, D - d)``, the shift ``m``.
         cache_size: 0 or 1, as for every ``torch`` transform.
+        dim: the dimension split, counted from the right: ``-1`` for vectors, ``-3``
+            for images ``(C, H, W)`` split by channels (event dim ``-dim``). The
+            hypernetwork then takes ``x_1`` flattened, ``(*, d H W)``, and returns a
+            flat ``(*, (C - d) H W)``.
 
-    Shapes: ``x`` and ``y`` are ``(*, D)`` (event dim 1); the log-det is ``(*)``.
+    Shapes: ``x`` and ``y`` are ``(*, D)`` (or ``(*, C, H, W)`` with ``dim=-3``); the
+    log-det is ``(*)``.
 
     >>> import torch
     >>> t = AdditiveCoupling(1, torch.nn.Linear(1, 2))
@@ -62,27 +75,49 @@ class AdditiveCoupling(TransformModule):
     sign = 1
     volume_preserving = True
 
-    def __init__(self, split_dim: int, hypernet: Callable, cache_size: int = 1) -> None:
+    def __init__(
+        self, split_dim: int, hypernet: Callable, cache_size: int = 1, dim: int = -1
+    ) -> None:
         super().__init__(cache_size=check_cache_size(cache_size))
         self.split_dim = check_int("split_dim", split_dim)
         self.nn = hypernet
+        self.dim = _check_dim(dim)
+        if dim != -1:
+            self.domain = self.codomain = constraints.independent(constraints.real, -dim)
 
     def _split(self, x: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[-1] <= self.split_dim:
+        k = -self.dim
+        if not isinstance(x, torch.Tensor) or x.dim() < k or x.shape[self.dim] <= self.split_dim:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{name} must have shape (*, D) with D > split_dim, got {got}")
-        return x[..., : self.split_dim], x[..., self.split_dim :]
+            raise ValueError(
+                f"{name} must have {k} event dims whose first exceeds split_dim = "
+                f"{self.split_dim}, got {got}"
+            )
+        return x.split([self.split_dim, x.shape[self.dim] - self.split_dim], dim=self.dim)
+
+    def _net(self, x1: torch.Tensor, x2: torch.Tensor) -> Sequence[torch.Tensor]:
+        """The hypernetwork's outputs at ``x1`` (given flat, ``(*, numel of x1's event)``),
+        each shaped as ``x2``'s event."""
+        if self.dim == -1:
+            out = self.nn(x1)
+            return out if isinstance(out, tuple) else (out,)
+        out = self.nn(x1.reshape(*x1.shape[: self.dim], -1))
+        out = out if isinstance(out, tuple) else (out,)
+        return [p.reshape(*p.shape[:-1], *x2.shape[self.dim :]) for p in out]
+
+    def _event_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return t.sum(-1) if self.dim == -1 else t.sum(list(range(self.dim, 0)))
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self._split(x, "x")
-        return torch.cat([x1, x2 + self.nn(x1)], dim=-1)
+        return torch.cat([x1, x2 + self._net(x1, x2)[0]], dim=self.dim)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = self._split(y, "y")
-        return torch.cat([y1, y2 - self.nn(y1)], dim=-1)
+        return torch.cat([y1, y2 - self._net(y1, y2)[0]], dim=self.dim)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x.new_zeros(x.shape[:-1])
+        return x.new_zeros(x.shape[: x.dim() + self.dim])
 
 
 class ConditionalAdditiveCoupling(ConditionalTransformModule):
@@ -92,6 +127,7 @@ class ConditionalAdditiveCoupling(ConditionalTransformModule):
         split_dim: size of ``x_1``.
         hypernet: a callable ``hypernet(x1, context=c)`` returning ``(*, D - d)``,
             e.g. ``pyro.nn.ConditionalDenseNN``.
+        cache_size, dim: as for :class:`AdditiveCoupling`.
 
     ``condition(c)`` with ``c`` of shape ``(*, C)`` returns an :class:`AdditiveCoupling`.
 
@@ -105,15 +141,21 @@ class ConditionalAdditiveCoupling(ConditionalTransformModule):
     codomain = constraints.real_vector
     bijective = True
 
-    def __init__(self, split_dim: int, hypernet: nn.Module, cache_size: int = 1) -> None:
+    def __init__(
+        self, split_dim: int, hypernet: nn.Module, cache_size: int = 1, dim: int = -1
+    ) -> None:
         super().__init__()
         self.split_dim = check_int("split_dim", split_dim)
         self.nn = hypernet
         self.cache_size = check_cache_size(cache_size)
+        self.dim = _check_dim(dim)
+        if dim != -1:
+            self.domain = self.codomain = constraints.independent(constraints.real, -dim)
 
     def condition(self, context: torch.Tensor) -> AdditiveCoupling:
         check_context(context)
-        return AdditiveCoupling(self.split_dim, partial(self.nn, context=context), self.cache_size)
+        net = partial(self.nn, context=context)
+        return AdditiveCoupling(self.split_dim, net, self.cache_size, self.dim)
 
 
 def soft_clamp(log_scale: torch.Tensor, bound: float) -> torch.Tensor:
@@ -139,6 +181,8 @@ class AffineCoupling(AdditiveCoupling):
         hypernet: a callable ``(*, d) -> ((*, D - d), (*, D - d))``, the shift ``t``
             and the raw log-scale ``s``.
         log_scale_bound: the soft clamp's bound.
+        cache_size, dim: as for :class:`AdditiveCoupling` (Glow's image couplings
+            split channels with ``dim=-3``).
 
     Shapes: ``x`` and ``y`` are ``(*, D)``; the log-det is ``(*)``.
 
@@ -161,34 +205,35 @@ class AffineCoupling(AdditiveCoupling):
         hypernet: Callable,
         log_scale_bound: float = 7.0,
         cache_size: int = 1,
+        dim: int = -1,
     ) -> None:
-        super().__init__(split_dim, hypernet, cache_size)
+        super().__init__(split_dim, hypernet, cache_size, dim)
         self.log_scale_bound = check_positive_float("log_scale_bound", log_scale_bound)
         self._cached_log_scale: torch.Tensor | None = None
 
-    def _params(self, x1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, log_scale = self.nn(x1)
+    def _params(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, log_scale = self._net(x1, x2)
         log_scale = soft_clamp(log_scale, self.log_scale_bound)
         self._cached_log_scale = log_scale
         return shift, log_scale
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self._split(x, "x")
-        shift, log_scale = self._params(x1)
-        return torch.cat([x1, (x2 - shift) * torch.exp(-log_scale)], dim=-1)
+        shift, log_scale = self._params(x1, x2)
+        return torch.cat([x1, (x2 - shift) * torch.exp(-log_scale)], dim=self.dim)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = self._split(y, "y")
-        shift, log_scale = self._params(y1)
-        return torch.cat([y1, y2 * torch.exp(log_scale) + shift], dim=-1)
+        shift, log_scale = self._params(y1, y2)
+        return torch.cat([y1, y2 * torch.exp(log_scale) + shift], dim=self.dim)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
         if self._cached_log_scale is not None and x is cached[0] and y is cached[1]:
             log_scale = self._cached_log_scale
         else:
-            log_scale = self._params(self._split(x, "x")[0])[1]
-        return -log_scale.sum(-1)
+            log_scale = self._params(*self._split(x, "x"))[1]
+        return -self._event_sum(log_scale)
 
 
 class ConditionalAffineCoupling(ConditionalAdditiveCoupling):
@@ -198,7 +243,7 @@ class ConditionalAffineCoupling(ConditionalAdditiveCoupling):
         split_dim: size of ``x_1``.
         hypernet: ``hypernet(x1, context=c)`` returning the shift and raw log-scale,
             each ``(*, D - d)``, e.g. ``pyro.nn.ConditionalDenseNN``.
-        log_scale_bound: as for :class:`AffineCoupling`.
+        log_scale_bound, cache_size, dim: as for :class:`AffineCoupling`.
 
     >>> import torch
     >>> from pyro.nn import ConditionalDenseNN
@@ -213,14 +258,15 @@ class ConditionalAffineCoupling(ConditionalAdditiveCoupling):
         hypernet: nn.Module,
         log_scale_bound: float = 7.0,
         cache_size: int = 1,
+        dim: int = -1,
     ) -> None:
-        super().__init__(split_dim, hypernet, cache_size)
+        super().__init__(split_dim, hypernet, cache_size, dim)
         self.log_scale_bound = check_positive_float("log_scale_bound", log_scale_bound)
 
     def condition(self, context: torch.Tensor) -> AffineCoupling:
         check_context(context)
         net = partial(self.nn, context=context)
-        return AffineCoupling(self.split_dim, net, self.log_scale_bound, self.cache_size)
+        return AffineCoupling(self.split_dim, net, self.log_scale_bound, self.cache_size, self.dim)
 
 
 class DiagonalScaling(TransformModule):

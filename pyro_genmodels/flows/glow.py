@@ -2,6 +2,12 @@
 ``GeneralizedChannelPermute``) and an affine coupling, in a multiscale
 architecture for images (squeeze, steps, split off half the channels).
 
+The couplings are the package's :class:`~pyro_genmodels.flows.AffineCoupling`
+(density direction, soft-clamped log-scale). On dequantized digits (2 levels x 4
+steps, 800 Adam steps, 3 seeds, ``benchmarks/flows.py``) the test NLL went from
+105.4 (sd 4.9) nats with Pyro's sampling-direction, hard-clamped ``AffineCoupling``
+to 103.0 (sd 0.9); with one level from 99.8 (sd 0.9) to 99.3 (sd 0.5).
+
 References:
     Glow: Generative Flow with Invertible 1x1 Convolutions. D. P. Kingma,
     P. Dhariwal, 2018.
@@ -19,9 +25,17 @@ from torch import nn
 from torch.distributions import Transform
 from torch.distributions.transforms import ReshapeTransform
 
+from pyro_genmodels.flows._assembly import (
+    Compose,
+    Flow,
+    check_args,
+    compose,
+    default_hidden,
+    dense,
+)
 from pyro_genmodels.flows._checks import check_hidden, check_int
 from pyro_genmodels.flows.actnorm import ActNorm
-from pyro_genmodels.flows.builders import Flow, _args, _Compose, _compose, _dense, default_hidden
+from pyro_genmodels.flows.coupling import AffineCoupling, ConditionalAffineCoupling
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
 
 
@@ -79,17 +93,19 @@ class ConvCoupling(nn.Module):
 def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Transform]:
     """One flat Glow step in the base-to-data order (coupling, 1x1 conv, ActNorm)."""
     d = input_dim // 2
-    net = _dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
-    cls = T.AffineCoupling if context_dim is None else T.ConditionalAffineCoupling
-    to_img = ReshapeTransform((input_dim,), (input_dim, 1, 1))
-    mix = _Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_img.inv])
+    net = dense(d, context_dim, hidden, [input_dim - d, input_dim - d])
+    cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
+    vec, img = torch.Size((input_dim,)), torch.Size((input_dim, 1, 1))
+    to_img, to_vec = ReshapeTransform(vec, img), ReshapeTransform(img, vec)  # not to_img.inv:
+    # one object per use, each remembering its own last pair
+    mix = Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_vec])
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
 def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[Transform]:
     c = shape[0]
     net = ConvCoupling((c // 2, shape[1], shape[2]), c - c // 2, hidden, context_dim)
-    cls = T.AffineCoupling if context_dim is None else T.ConditionalAffineCoupling
+    cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
     coupling = cls(c // 2, net, dim=-3)
     return [coupling, T.GeneralizedChannelPermute(c), ActNorm(c, event_dim=3)]
 
@@ -97,7 +113,7 @@ def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[T
 def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, context_dim) -> Flow:
     """Maps ``shape`` to ``shape`` (base to data): squeeze, [split off half and recurse],
     the steps in reverse, unsqueeze."""
-    squeeze = Squeeze(shape)
+    squeeze = Squeeze(shape)  # one object per use: each remembers its own last pair
     c2, h2, w2 = squeeze.out_shape
     parts: list[Transform] = [squeeze]
     if scales > 1:
@@ -106,8 +122,8 @@ def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, co
         parts.append(split(inner, c2 // 2, dim=-3))
     for _ in range(steps):
         parts += _image_step(squeeze.out_shape, hidden, context_dim)
-    parts.append(squeeze.inv)
-    return _compose(parts, context_dim)
+    parts.append(Squeeze(shape).inv)
+    return compose(parts, context_dim)
 
 
 def _check_image(image_shape: object, input_dim: int, scales: int) -> tuple[int, int, int]:
@@ -134,7 +150,8 @@ def glow(
     cache_size: int = 1,
 ) -> Flow:
     """Glow: ``num_layers`` steps ``ActNorm -> 1x1 conv -> affine coupling`` (data
-    direction) per level.
+    direction) per level, the coupling
+    :class:`~pyro_genmodels.flows.AffineCoupling`'s ``x_2 = y_2 exp(s(y_1)) + t(y_1)``.
 
     With ``image_shape=(C, H, W)`` (``C H W = D``) the flow is multiscale: each of
     ``num_scales`` scales squeezes, runs its steps with convolutional couplings
@@ -150,12 +167,13 @@ def glow(
         Glow: Generative Flow with Invertible 1x1 Convolutions. D. P. Kingma,
         P. Dhariwal, 2018.
     """
-    _args(input_dim, num_layers, context_dim, 2)
+    check_args(input_dim, num_layers, context_dim, 2)
     hidden = check_hidden(hidden_dims, default_hidden(input_dim))
     if image_shape is None:
         parts = [p for _ in range(num_layers) for p in _flat_step(input_dim, context_dim, hidden)]
-        return _compose(parts, context_dim, cache_size)
+        return compose(parts, context_dim, cache_size)
     shape = _check_image(image_shape, input_dim, check_int("num_scales", num_scales))
-    to_img = ReshapeTransform((input_dim,), shape)
+    vec, img = torch.Size((input_dim,)), torch.Size(shape)
+    to_img, to_vec = ReshapeTransform(vec, img), ReshapeTransform(img, vec)
     inner = _level(shape, num_layers, hidden[0], num_scales, context_dim)
-    return _compose([to_img, inner, to_img.inv], context_dim, cache_size)
+    return compose([to_img, inner, to_vec], context_dim, cache_size)

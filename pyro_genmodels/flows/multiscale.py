@@ -145,15 +145,30 @@ class MultiscaleSplit(TransformModule):
             )
         return x.split([self.split_size, x.shape[self.dim] - self.split_size], dim=self.dim)
 
+    def _remember(self, x, y, x1, y1) -> None:
+        """With a cache, the halves of the last pair: the inner transform's log-det then
+        meets the very tensors it produced and answers from its own caches."""
+        self._halves = (x, y, x1, y1) if self._cache_size else None
+
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self._split(x, "x")
-        return torch.cat([self.transform(x1), x2], dim=self.dim)
+        y1 = self.transform(x1)
+        y = torch.cat([y1, x2], dim=self.dim)
+        self._remember(x, y, x1, y1)
+        return y
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         y1, y2 = self._split(y, "y")
-        return torch.cat([self.transform.inv(y1), y2], dim=self.dim)
+        x1 = self.transform.inv(y1)
+        x = torch.cat([x1, y2], dim=self.dim)
+        self._remember(x, y, x1, y1)
+        return x
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        halves = getattr(self, "_halves", None)
+        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        if halves is not None and x is halves[0] is cached[0] and y is halves[1] is cached[1]:
+            return self.transform.log_abs_det_jacobian(halves[2], halves[3])
         x1 = self._split(x, "x")[0]
         y1 = self._split(y, "y")[0]
         return self.transform.log_abs_det_jacobian(x1, y1)

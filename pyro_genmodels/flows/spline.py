@@ -1,5 +1,7 @@
-"""Monotonic rational-quadratic splines (Durkan et al. 2019) in autoregressive
-layers: the transform of Neural Spline Flows, written for few tensor operations.
+"""Monotonic rational-quadratic splines (Durkan et al. 2019) in coupling and
+autoregressive layers: the transforms of Neural Spline Flows, written for few
+tensor operations. Both layers are the identity at zero network outputs, so an
+untrained spline flow starts near its base distribution.
 
 Pyro's ``SplineAutoregressive`` defaults to rational-linear splines. A training
 step of an 8-layer flow on 2-D data (batch 256) made 9328 aten calls with Pyro's
@@ -28,7 +30,11 @@ from pyro_genmodels.flows._checks import (
     check_int,
     check_positive_float,
 )
-from pyro_genmodels.flows.coupling import soft_clamp
+from pyro_genmodels.flows.coupling import (
+    AdditiveCoupling,
+    ConditionalAdditiveCoupling,
+    soft_clamp,
+)
 
 MIN_BIN, LOGIT_BOUND, LOG_DERIVATIVE_BOUND = 1e-3, math.log(1e3) / 2, math.log(1e3)
 
@@ -231,3 +237,113 @@ class ConditionalRQSplineAutoregressive(ConditionalTransformModule):
         cond_nn = partial(self.nn, context=context)
         cond_nn.permutation = self.nn.permutation
         return RQSplineAutoregressive(cond_nn, self.count_bins, self.bound)
+
+
+class RQSplineCoupling(AdditiveCoupling):
+    """Rational-quadratic spline coupling, parameterized in the density direction
+    (data ``y`` to base ``x``): ``x_1 = y_1``, ``x_2 = g(y_2; theta(y_1))`` with ``g``
+    the elementwise monotonic spline of :func:`rational_quadratic_spline`; sampling is
+    ``y_2 = g^{-1}(x_2; theta(x_1))`` and ``log|det dy/dx| = -sum log g'(y_2)``.
+
+    Both directions are one network pass. Zero network outputs give the identity.
+
+    Args:
+        split_dim: ``d``, the size of the conditioning part ``x_1 = x[..., :d]``.
+        hypernet: a callable ``(*, d) -> ((*, m K), (*, m K), (*, m (K - 1)))`` with
+            ``m = D - d``: the widths', heights' and interior derivatives' raw
+            parameters of each of the ``m`` splines (e.g. ``pyro.nn.DenseNN`` with
+            ``param_dims=[m K, m K, m (K - 1)]``).
+        count_bins: ``K``.
+        bound: the spline's box ``[-bound, bound]``; identity outside.
+
+    Shapes: ``x`` and ``y`` are ``(*, D)``; the log-det is ``(*)``.
+
+    >>> import torch
+    >>> from pyro.nn import DenseNN
+    >>> t = RQSplineCoupling(1, DenseNN(1, [8], [2 * 4, 2 * 4, 2 * 3]), count_bins=4)
+    >>> x = torch.randn(5, 3)
+    >>> bool(torch.allclose(t.inv(t(x).clone()), x, atol=1e-5))
+    True
+
+    References:
+        Neural Spline Flows. C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, 2019.
+    """
+
+    volume_preserving = False
+
+    def __init__(
+        self,
+        split_dim: int,
+        hypernet,
+        count_bins: int = 8,
+        bound: float = 3.0,
+        cache_size: int = 1,
+    ) -> None:
+        super().__init__(split_dim, hypernet, cache_size)
+        self.count_bins = check_int("count_bins", count_bins, 2)
+        self.bound = check_positive_float("bound", bound)
+        self._cached_ladj: torch.Tensor | None = None
+
+    def _spline(self, v: torch.Tensor, x1: torch.Tensor, inverse: bool):
+        """``g`` (or ``g^{-1}``) of ``v`` with the parameters computed from ``x1``: the
+        hypernetwork's flat outputs as ``(*, m, K)``, ``(*, m, K)``, ``(*, m, K - 1)``."""
+        k = self.count_bins
+        w, h, d = self.nn(x1)
+        w, h, d = w.unflatten(-1, (-1, k)), h.unflatten(-1, (-1, k)), d.unflatten(-1, (-1, k - 1))
+        return rational_quadratic_spline(v, w, h, d, self.bound, inverse=inverse)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = self._split(x, "x")
+        y2, self._cached_ladj = self._spline(x2, x1, inverse=True)
+        return torch.cat([x1, y2], dim=-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        y1, y2 = self._split(y, "y")
+        x2, ladj = self._spline(y2, y1, inverse=False)
+        self._cached_ladj = -ladj
+        return torch.cat([y1, x2], dim=-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cached = getattr(self, "_cached_x_y", (None, None)) if self._cache_size else (None, None)
+        if self._cached_ladj is None or x is not cached[0] or y is not cached[1]:
+            x1, x2 = self._split(x, "x")
+            return self._spline(x2, x1, inverse=True)[1].sum(-1)
+        return self._cached_ladj.sum(-1)
+
+
+class ConditionalRQSplineCoupling(ConditionalAdditiveCoupling):
+    """Context-conditional :class:`RQSplineCoupling`: the spline parameters of ``x_2``
+    are computed from ``(x_1, c)``.
+
+    Args:
+        split_dim: size of ``x_1``.
+        hypernet: ``hypernet(x1, context=c)`` returning the three raw parameter
+            tensors, e.g. ``pyro.nn.ConditionalDenseNN``.
+        count_bins, bound, cache_size: as for :class:`RQSplineCoupling`.
+
+    ``condition(c)`` with ``c`` of shape ``(*, C)`` returns an :class:`RQSplineCoupling`.
+
+    >>> import torch
+    >>> from pyro.nn import ConditionalDenseNN
+    >>> net = ConditionalDenseNN(2, 3, [8], [2 * 4, 2 * 4, 2 * 3])
+    >>> t = ConditionalRQSplineCoupling(2, net, count_bins=4)
+    >>> t.condition(torch.zeros(3))(torch.zeros(5, 4)).shape
+    torch.Size([5, 4])
+    """
+
+    def __init__(
+        self,
+        split_dim: int,
+        hypernet,
+        count_bins: int = 8,
+        bound: float = 3.0,
+        cache_size: int = 1,
+    ) -> None:
+        super().__init__(split_dim, hypernet, cache_size)
+        self.count_bins = check_int("count_bins", count_bins, 2)
+        self.bound = check_positive_float("bound", bound)
+
+    def condition(self, context: torch.Tensor) -> RQSplineCoupling:
+        check_context(context)
+        net = partial(self.nn, context=context)
+        return RQSplineCoupling(self.split_dim, net, self.count_bins, self.bound, self.cache_size)

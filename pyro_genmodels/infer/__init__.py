@@ -13,7 +13,13 @@ True
 from pyro_genmodels.infer.adversarial import ConcatSites, GANLoss, LSGANLoss
 from pyro_genmodels.infer.ais import AISResult, AnnealingPath, EnergyAnnealingPath, ais, run_ais
 from pyro_genmodels.infer.bigan import BiGANLoss
+from pyro_genmodels.infer.boltzmann_ais import (
+    BoltzmannAnnealingPath,
+    base_rate_logits,
+    salakhutdinov_murray_betas,
+)
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
+from pyro_genmodels.infer.dbm_loss import DBMLoss
 from pyro_genmodels.infer.estimators import (
     bits_per_dim,
     elbo_per_datapoint,
@@ -21,6 +27,7 @@ from pyro_genmodels.infer.estimators import (
     rescale_log_likelihood,
 )
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, FDivergence, fgan_bound
+from pyro_genmodels.infer.gibbs import BlockGibbs, DiscreteGibbs
 from pyro_genmodels.infer.iwae import IWAELoss
 from pyro_genmodels.infer.langevin import Langevin, annealed_langevin
 from pyro_genmodels.infer.nce import NCELoss
@@ -40,10 +47,11 @@ LOSSES = (
     ContrastiveDivergenceLoss,
     ScoreMatchingLoss,
     NCELoss,
+    DBMLoss,
 )
 
 #: Every MCMC kernel of the package (append new ones here; tests/test_kernel_registry.py checks it).
-KERNELS = (Langevin,)
+KERNELS = (Langevin, BlockGibbs, DiscreteGibbs)
 
 __all__ = [
     "KERNELS",
@@ -59,6 +67,12 @@ __all__ = [
     "annealed_langevin",
     "ais",
     "run_ais",
+    "BlockGibbs",
+    "BoltzmannAnnealingPath",
+    "DBMLoss",
+    "DiscreteGibbs",
+    "base_rate_logits",
+    "salakhutdinov_murray_betas",
     "BiGANLoss",
     "ConcatSites",
     "FDivergence",

@@ -20,6 +20,7 @@ from pyro_genmodels._checks import (
     check_programs,
     slice_datapoints,
 )
+from pyro_genmodels.distributed import gather_rows, local_rows
 from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesting
 
 #: Default budget of (particle, datapoint) pairs evaluated in one vectorized chunk.
@@ -144,6 +145,10 @@ def log_likelihood(
     MNIST images with a 500-unit MLP decoder runs in chunks of 6 images x 5000
     particles, well under 4 GB.
 
+    In a ``torch.distributed`` process group (e.g. under ``torchrun``) every rank
+    scores a contiguous share of the datapoints and the estimates are gathered, so
+    each rank returns all ``N`` (ranks draw their own particles).
+
     Args:
         model, guide: called as ``model(data_chunk, *args, **kwargs)``; datapoints are
             indexed by a plate over ``data.shape[0]`` (no subsampling).
@@ -176,6 +181,10 @@ def log_likelihood(
     >>> bool((est - exact).abs().max() < 0.02)
     True
     """
+    n = data.shape[0] if isinstance(data, torch.Tensor) and data.dim() > 0 else 0
+    rows = local_rows(n)  # under torch.distributed, each rank scores its share of the data
+    if rows != slice(0, n):
+        data, args, kwargs = _rows(data, rows, n), _rows(args, rows, n), _rows(kwargs, rows, n)
     out = []
     for chunks in log_weight_chunks(
         model, guide, data, args, kwargs, num_samples, batch_size, particle_batch_size,
@@ -186,7 +195,18 @@ def log_likelihood(
             lse = torch.logsumexp(lw, 0)
             acc = lse if acc is None else torch.logaddexp(acc, lse)
         out.append(acc - math.log(num_samples))
-    return torch.cat(out)
+    return gather_rows(torch.cat(out), n) if n else torch.cat(out)
+
+
+def _rows(obj: Any, rows: slice, n: int) -> Any:
+    """``obj`` with every tensor of leading length ``n`` cut to ``rows`` (tuples, dicts too)."""
+    if isinstance(obj, torch.Tensor):
+        return obj[rows] if obj.dim() > 0 and obj.shape[0] == n else obj
+    if isinstance(obj, tuple):
+        return tuple(_rows(v, rows, n) for v in obj)
+    if isinstance(obj, dict):
+        return {k: _rows(v, rows, n) for k, v in obj.items()}
+    return obj
 
 
 @torch.no_grad()

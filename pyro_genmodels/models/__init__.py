@@ -9,10 +9,13 @@ site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
 - :class:`SSVAE`, the semi-supervised M2 model (enumerated labels);
 - :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``;
 - :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood),
-  whose :class:`FlowDistribution` is the density at the site.
+  whose :class:`FlowDistribution` is the density at the site;
+- :class:`RBM` and :class:`DBM`, Boltzmann machines (observed site ``"v"``).
 """
 
+from pyro_genmodels.models.boltzmann import RBM
 from pyro_genmodels.models.cvae import CVAE
+from pyro_genmodels.models.dbm import DBM
 from pyro_genmodels.models.flow import FlowDensity, FlowDistribution
 from pyro_genmodels.models.schedules import KLAnnealing
 from pyro_genmodels.models.ssvae import SSVAE
@@ -20,6 +23,8 @@ from pyro_genmodels.models.vae import VAE
 from pyro_genmodels.models.wae import WAE, InfoVAE, LatentKernel
 
 __all__ = [
+    "DBM",
+    "RBM",
     "CVAE",
     "FlowDensity",
     "FlowDistribution",

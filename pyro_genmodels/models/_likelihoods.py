@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
+from pyro_genmodels import flows
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.nn import MLP, ConvDecoder, ConvEncoder
 
@@ -156,8 +157,11 @@ def first_param(module: nn.Module) -> torch.Tensor:
     return next(module.parameters())
 
 
-GUIDE_FLOWS = ("iaf", "planar", "radial", "sylvester", "realnvp")
-PRIOR_FLOWS = ("maf", "realnvp", "nice", "spline", "glow")
+# The guide samples z and scores its own sample: a conditional flow whose sampling
+# is one network pass per layer. The prior scores the guide's z: a flow whose
+# density of any point is one pass per layer. Both derive from the flow records.
+GUIDE_FLOWS = flows.names(conditional=True, sample_passes="1")
+PRIOR_FLOWS = flows.names(density_passes="1")
 
 
 def latent_flows(
@@ -169,20 +173,19 @@ def latent_flows(
 ) -> tuple[nn.Module | None, nn.Module | None]:
     """The VAE's guide flow (conditioned on ``(loc, scale)``, context ``2 z_dim``) and
     prior flow over ``z`` (``None`` where not asked for)."""
-    from pyro_genmodels import flows
-
-    if guide_flow is not None and guide_flow not in GUIDE_FLOWS:
-        raise ValueError(f"guide_flow must be None or one of {GUIDE_FLOWS}, got {guide_flow!r}")
-    if prior_flow is not None and prior_flow not in PRIOR_FLOWS:
-        raise ValueError(f"prior_flow must be None or one of {PRIOR_FLOWS}, got {prior_flow!r}")
+    guide_record = prior_record = None
+    if guide_flow is not None:
+        guide_record = flows.check_flow("guide_flow", guide_flow, GUIDE_FLOWS, optional=True)
+    if prior_flow is not None:
+        prior_record = flows.check_flow("prior_flow", prior_flow, PRIOR_FLOWS, optional=True)
     check_dim("guide_flow_layers", guide_flow_layers)
     hidden = [4 * z_dim, 4 * z_dim] if hidden_dims is None else list(hidden_dims)
     guide = None
-    if guide_flow is not None:
-        guide = flows.BUILDERS[guide_flow](
+    if guide_record is not None:
+        guide = guide_record.build(
             z_dim, num_layers=guide_flow_layers, hidden_dims=hidden, context_dim=2 * z_dim
         )
     prior = None
-    if prior_flow is not None:
-        prior = flows.BUILDERS[prior_flow](z_dim, num_layers=guide_flow_layers, hidden_dims=hidden)
+    if prior_record is not None:
+        prior = prior_record.build(z_dim, num_layers=guide_flow_layers, hidden_dims=hidden)
     return guide, prior

@@ -203,7 +203,7 @@ class FlowDensity(PyroModule):
 
     Args:
         dim: ``D``, the size of a flat datapoint.
-        flow: a builder name of :data:`pyro_genmodels.flows.BUILDERS`.
+        flow: an invertible builder, one of :data:`pyro_genmodels.flows.INVERTIBLE`.
         num_layers, hidden_dims: passed to the builder.
         context_dim: size ``C`` of a context vector: a conditional density ``p(x | c)``.
         num_classes: a class-conditional density ``p(x | y)``: the context is the
@@ -249,8 +249,7 @@ class FlowDensity(PyroModule):
     ) -> None:
         super().__init__()
         self.dim = L.check_dim("dim", dim)
-        if flow not in flows.BUILDERS:
-            raise ValueError(f"flow must be one of {sorted(flows.BUILDERS)}, got {flow!r}")
+        flows.check_flow("flow", flow, flows.INVERTIBLE)  # a density of any point
         _check_choice("preprocess", preprocess, PREPROCESS)
         _check_choice("dequantize", dequantize, DEQUANTIZE)
         if num_classes is not None:

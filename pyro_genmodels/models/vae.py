@@ -46,8 +46,10 @@ class VAE(PyroModule):
         encoder: ``"mlp"`` or ``"conv"`` (:class:`~pyro_genmodels.nn.ConvEncoder` and
             :class:`~pyro_genmodels.nn.ConvDecoder`; needs ``image_shape``).
         image_shape: ``(C, H, W)`` with ``C*H*W == x_dim``, for ``encoder="conv"``.
-        guide_flow: a flow posterior ``q(z|x) = f_x(N(loc(x), scale(x)^2))``: one of
-            ``"iaf"``, ``"planar"``, ``"radial"``, ``"sylvester"``, ``"realnvp"``; the
+        guide_flow: a flow posterior ``q(z|x) = f_x(N(loc(x), scale(x)^2))``: a builder
+            of :data:`pyro_genmodels.flows.RECORDS` that samples in one network pass per
+            layer (``"iaf"``, ``"planar"``, ``"radial"``, ``"sylvester"``, ``"realnvp"``,
+            ``"nice"``, ``"spline"``, ``"glow"``); the
             flow is amortized: conditioned on the encoder's output ``(loc, scale)``.
         guide_flow_layers: number of layers of the guide's flow (and of the prior's).
         prior_flow: a flow prior ``p(z) = f(N(0, I))``, ``"maf"`` (its density is one

@@ -11,18 +11,19 @@ import torch
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
-LEVELS = {"digits": 17, "mnist5k": 256}
+LEVELS = {"digits": 17, "mnist5k": 256}  # pixel values of the bundled image datasets
 
 
 def _flow(
     data: Dataset, *, flow: str = "realnvp", num_layers: int = 4, hidden: int = 128, **kwargs
 ) -> Setup:
+    from pyro_genmodels import flows as pgm_flows
     from pyro_genmodels.models import FlowDensity
 
     levels = LEVELS.get(data.name)
     if data.binarized:
         raise ValueError("flow zoo entries need dequantized data (binarize=False)")
-    if flow == "glow":
+    if pgm_flows.check_flow("flow", flow, pgm_flows.INVERTIBLE).images:
         kwargs.setdefault("image_shape", data.image_shape)
     model = FlowDensity(
         data.num_dims,

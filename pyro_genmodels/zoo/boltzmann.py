@@ -1,0 +1,140 @@
+"""Zoo entries of the Boltzmann family: RBMs trained by CD-1 or PCD, and a DBM, on binarized data.
+
+``log Z`` is estimated by AIS along the path of Salakhutdinov & Murray (2008): a
+base-rate model from the training pixels' marginals, the schedule of their code
+(14,500 transitions by default), 100 chains, the hidden units (the odd layers of a
+DBM) summed out. An RBM's test NLL is ``mean F(v_test) + log Ẑ``; a DBM's is the
+variational bound ``-mean ELBO(v_test)`` with the same ``log Ẑ`` (an upper bound on
+its NLL, up to the AIS error). ``test_nll_stderr`` is the AIS standard error of
+``log Ẑ``. Sample quality: the energy distance between block-Gibbs samples and the
+test split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pyro_genmodels.data import Dataset
+from pyro_genmodels.zoo import Setup, ZooEntry, register
+
+
+def _check_binary(data: Dataset) -> None:
+    if not data.binarized:
+        raise ValueError(f"Boltzmann zoo entries need binarized data, got {data.name!r}")
+
+
+def _ais(machine: Any, data: Dataset, chains: int, steps: int) -> tuple:
+    from pyro_genmodels.infer import run_ais, salakhutdinov_murray_betas
+
+    path = machine.annealing_path(data=data.train)
+    result = run_ais(path, salakhutdinov_murray_betas(data.train, steps), chains)
+    name = f"AIS ({steps} temperatures, {chains} chains, base rate, hiddens summed out)"
+    return result, name
+
+
+def _energy_distance(test: torch.Tensor, fake: torch.Tensor) -> float:
+    from pyro_genmodels.diagnostics import energy_distance
+
+    return float(energy_distance(test, fake))
+
+
+def _rbm(
+    data: Dataset,
+    *,
+    hidden: int = 100,
+    k: int = 1,
+    persistent: bool = False,
+    chains: int = 1000,
+    ais_chains: int = 100,
+    ais_steps: int = 14500,
+    gibbs_steps: int = 1000,
+) -> Setup:
+    from pyro_genmodels.infer import ContrastiveDivergenceLoss
+    from pyro_genmodels.models import RBM
+
+    _check_binary(data)
+    train, test = data.train, data.test
+    rbm = RBM(data.num_dims, hidden).to(train)
+    with torch.no_grad():  # visible biases at the training marginals' logits (Hinton 2010)
+        p = train.mean(0).clamp(1e-3, 1 - 1e-3)
+        rbm.visible_bias.copy_(torch.log(p) - torch.log1p(-p))
+    loss = ContrastiveDivergenceLoss(
+        k=k, persistent=persistent, buffer_size=chains, reinit_prob=0.0
+    )
+
+    def sample(n: int) -> torch.Tensor:
+        d = rbm.distribution(log_normalizer=train.new_zeros(()), num_steps=gibbs_steps)  # no log Z
+        return d.sample((n,))
+
+    def score(num_samples: int) -> dict:
+        result, name = _ais(rbm, data, ais_chains, ais_steps)
+        nll = float(rbm.free_energy(test).mean() + result.log_z)
+        return {
+            "test_nll_nats": nll,
+            "test_nll_stderr": float(result.stderr),
+            "estimator": name,
+            "energy_distance": _energy_distance(test, sample(test.shape[0])),
+        }
+
+    return Setup(rbm, rbm.model, rbm.guide, train, (test,), loss, sample, "AIS log Z", score)
+
+
+def _dbm(
+    data: Dataset,
+    *,
+    hidden: int = 100,
+    hidden2: int = 50,
+    chains: int = 100,
+    k: int = 1,
+    pretrain_epochs: int = 0,
+    ais_chains: int = 100,
+    ais_steps: int = 14500,
+    gibbs_steps: int = 1000,
+) -> Setup:
+    from pyro_genmodels.infer import DBMLoss
+    from pyro_genmodels.infer.gibbs import BlockGibbs
+    from pyro_genmodels.models import DBM
+
+    _check_binary(data)
+    train, test = data.train, data.test
+    dbm = DBM([data.num_dims, hidden, hidden2]).to(train)
+    if pretrain_epochs:
+        dbm.pretrain(train, epochs=pretrain_epochs)
+
+    def sample(n: int) -> torch.Tensor:
+        kernel = BlockGibbs(dbm, batch_size=n)
+        kernel.setup(0)
+        params = kernel.initial_params
+        assert params is not None
+        for _ in range(gibbs_steps):
+            params = kernel.sample(params)
+        return params["v"]
+
+    def score(num_samples: int) -> dict:
+        result, name = _ais(dbm, data, ais_chains, ais_steps)
+        bound = float(-dbm.elbo(test, result.log_z).mean())
+        return {
+            "test_nll_nats": bound,
+            "test_nll_stderr": float(result.stderr),
+            "estimator": f"variational bound, {name}",
+            "energy_distance": _energy_distance(test, sample(test.shape[0])),
+        }
+
+    loss = DBMLoss(num_chains=chains, k=k)
+    return Setup(dbm, dbm.model, dbm.guide, train, (test,), loss, sample, "AIS log Z", score)
+
+
+for _entry in [
+    ZooEntry("rbm-cd1", "boltzmann", "RBM, 100 hidden units, CD-1", _rbm, {"k": 1}),
+    ZooEntry(
+        "rbm-pcd",
+        "boltzmann",
+        "RBM, 100 hidden units, persistent CD (1000 chains)",
+        _rbm,
+        {"k": 1, "persistent": True},
+    ),
+    ZooEntry("dbm", "boltzmann", "DBM, 100-50 hidden units, mean field + PCD", _dbm),
+]:
+    register(_entry)

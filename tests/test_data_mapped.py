@@ -1,0 +1,74 @@
+"""``IdxImages``: a memory-mapped IDX file as a map-style Dataset for ``fit``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyro
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pyro_genmodels.data import IdxImages, load_mnist, write_idx
+from pyro_genmodels.data.idx import MNIST_FILES
+from pyro_genmodels.models import VAE
+from pyro_genmodels.train import fit
+
+
+@pytest.fixture
+def mnist_root(tmp_path):
+    """Raw (uncompressed) MNIST-format files: 12 train and 3 test images 4x4."""
+    rng = np.random.RandomState(0)
+    for key, stem in MNIST_FILES.items():
+        n = 12 if key.startswith("train") else 3
+        if key in ("train", "test"):
+            write_idx(tmp_path / stem, rng.randint(0, 256, size=(n, 4, 4)).astype(np.uint8))
+        else:
+            write_idx(tmp_path / stem, rng.randint(0, 10, size=n).astype(np.uint8))
+    return tmp_path
+
+
+def test_items_are_load_mnist_values(mnist_root):
+    ref = load_mnist(mnist_root, binarize=True)
+    images = mnist_root / MNIST_FILES["train"]
+    ds = IdxImages(images, mnist_root / MNIST_FILES["train_labels"], binarize=True)
+    assert isinstance(ds.images, np.memmap) and len(ds) == 12 and ds.image_shape == (1, 4, 4)
+    for i in range(len(ds)):
+        x, y = ds[i]
+        torch.testing.assert_close(x, ref.train[i], rtol=0, atol=0)
+        assert int(y) == int(ref.train_labels[i])
+    pixels = torch.from_numpy(np.asarray(ds.images).reshape(12, -1).astype(np.int64))
+    cont = IdxImages(images, dtype=torch.float64, seed=3)
+    x = torch.stack([cont[i] for i in range(len(cont))])
+    assert torch.equal(torch.floor(x * 256).long(), pixels)  # each value in its pixel's cell
+    torch.testing.assert_close(cont[5], cont[5 - 12], rtol=0, atol=0)  # same noise each access
+    assert not torch.equal(cont[5], IdxImages(images, dtype=torch.float64, seed=4)[5])
+
+
+def test_fit_through_a_loader_equals_in_memory(mnist_root):
+    ref = load_mnist(mnist_root, binarize=True).train
+    images = mnist_root / MNIST_FILES["train"]
+
+    def run(data):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = VAE(16, 2, hidden_dims=(8,))
+        h = fit(vae.model, vae.guide, data, epochs=2, batch_size=5, progress=False)
+        return h["loss"].to_numpy()
+
+    loader = DataLoader(IdxImages(images, binarize=True), batch_size=5, shuffle=True)
+    np.testing.assert_array_equal(run(loader), run(ref))
+
+
+def test_bad_files(mnist_root, tmp_path):
+    gz = tmp_path / "images.gz"
+    write_idx(gz, np.zeros((2, 4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match="gzip-compressed and cannot be memory-mapped"):
+        IdxImages(gz)
+    with pytest.raises(ValueError, match=r"uint8 images \(N, H, W\)"):
+        IdxImages(mnist_root / MNIST_FILES["train_labels"])
+    with pytest.raises(ValueError, match="labels must hold 12 integers"):
+        IdxImages(mnist_root / MNIST_FILES["train"], mnist_root / MNIST_FILES["test_labels"])
+    with pytest.raises(TypeError, match="images must be a str or os.PathLike"):
+        IdxImages(3)
+    with pytest.raises(IndexError, match="index 12 is out of range"):
+        IdxImages(mnist_root / MNIST_FILES["train"])[12]
