@@ -9,7 +9,7 @@ features standardized with the training split's statistics. Models:
 * ``kde``: Gaussian kernel density estimate, bandwidth chosen on validation;
 * ``maf``, ``spline-ar``: ours from a random start (4 layers, 2 x 64 hidden);
 * ``maf-from-gaussian``, ``spline-ar-from-gaussian``: ours started at the
-  fitted Gaussian (2 layers, 32 hidden, :func:`~pyro_genmodels.flows.gaussian.start_at_gaussian`);
+  fitted Gaussian (2 layers, 32 hidden, :func:`~pyro_genmodels.flows.start_at_gaussian`);
 * ``MAF`` (``impl=zuko``): zuko's MAF (4 transforms, 2 x 64 hidden), same data, batch size,
   Adam learning rate and stopping rule (a loop written here).
 

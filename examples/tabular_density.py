@@ -10,7 +10,7 @@ full-covariance Gaussian (maximum likelihood, closed form) and a Gaussian
 kernel density estimate whose bandwidth is chosen on the validation split.
 Each flow runs twice: from a random initialization, and started at the fitted
 Gaussian (``*_from_gaussian``: its layers made the identity and followed by
-the Gaussian's affine map, :func:`pyro_genmodels.flows.gaussian.start_at_gaussian`);
+the Gaussian's affine map, :func:`pyro_genmodels.flows.start_at_gaussian`);
 the epoch with the best validation score is kept. Over 3 seeds
 (``benchmarks/flows_tabular.py``) the random starts end worse than the Gaussian
 on average, and the spline started at it ends better on both sets.
@@ -41,7 +41,6 @@ from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.neighbors import KernelDensity
 
 import pyro_genmodels as pgm
-from pyro_genmodels.flows.gaussian import start_at_gaussian
 
 LOADERS = {"wine": load_wine, "breast_cancer": load_breast_cancer}
 
@@ -85,7 +84,7 @@ def flow_nll(
     ``start="random"``: 4 layers of 2 x 64 hidden units from the default random
     initialization. ``start="gaussian"``: 2 layers of 32 hidden units made the
     identity and followed by the Gaussian fitted to the training split
-    (:func:`pyro_genmodels.flows.gaussian.start_at_gaussian`), so training starts
+    (:func:`pyro_genmodels.flows.start_at_gaussian`), so training starts
     at the Gaussian's density. ``flow="spline"`` is the rational-quadratic
     autoregressive spline (identity outside ``[-3, 3]``).
     """
@@ -95,7 +94,7 @@ def flow_nll(
     kw = {"kind": "autoregressive"} if flow == "spline" else {}
     if start == "gaussian":
         model = pgm.models.FlowDensity(dim, flow, num_layers=2, hidden_dims=[32], **kw)
-        model.flow = start_at_gaussian(model.flow, data["train"].float())
+        model.flow = pgm.flows.start_at_gaussian(model.flow, data["train"].float())
     else:
         model = pgm.models.FlowDensity(dim, flow, num_layers=4, hidden_dims=[64, 64], **kw)
     history = pgm.fit(model.model, model.guide, data["train"], epochs=epochs, batch_size=64,
