@@ -187,6 +187,31 @@ def test_validation_on_another_device_or_dtype_is_moved_to_the_training_data(dev
         _run(1, validation=valid.to("meta"))
 
 
+def test_validation_from_a_dataset_or_dataloader_scores_like_tensors():
+    """Every validation item is scored once (the loader's drop_last is ignored), in any
+    batching, so val_loss equals the tensors' (the BatchNorm model is in eval mode)."""
+    from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+    valid = torch.rand(10, 6, generator=torch.Generator().manual_seed(3)).round()
+    reference = _run(3, validation=valid)[2]["val_loss"].tolist()
+    dataset = TensorDataset(valid.double())  # items are (x,) tuples, float64: converted
+    loader = DataLoader(dataset, batch_size=3, shuffle=True, drop_last=True)
+    for source in (dataset, loader, DataLoader(valid, batch_size=4, num_workers=1)):
+        got = _run(3, validation=source)[2]["val_loss"].tolist()
+        assert got == pytest.approx(reference, rel=1e-6)
+    with pytest.raises(ValueError, match=r"validation tensor 0 must have shape \(M, 6\)"):
+        _run(1, validation=TensorDataset(torch.zeros(4, 5)))
+    with pytest.raises(TypeError, match="validation items must hold 1 tensor"):
+        _run(1, validation=TensorDataset(valid, valid))
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(valid)
+
+    with pytest.raises(TypeError, match="map-style"):
+        _run(1, validation=Stream())
+
+
 # ----------------------------------------------------------------------------- data, zoo, CLI
 
 
