@@ -2,11 +2,14 @@
 
     python benchmarks/adversarial.py            # the full run (about 15 minutes on 2 loaded cores)
     python benchmarks/adversarial.py --quick    # a seconds-long smoke run
+    python benchmarks/adversarial.py --datasets 25gaussians --objectives "gan (pacgan2)" \
+        --steps 3000 --out benchmarks/results/adversarial_grid25.csv   # a subset, no timing
 
 Quality: each objective trains the same generator MLP(8 → 128 → 128 → 2) and
-critic MLP(2 → 128 → 128 → 1) for a fixed budget of generator steps (batch
-256, one SVI step each, data drawn from 100k training points), then scores
-2500 samples: modes covered and high-quality fraction
+critic MLP(2 → 128 → 128 → 1) (PacGAN: MLP(2·m → 128 → 128 → 1) on packs of m
+samples; "lr decay": the rate falls geometrically to 1% of its start) for a
+fixed budget of generator steps (batch 256, one SVI step each, data drawn from
+100k training points), then scores 2500 samples: modes covered and high-quality fraction
 (:func:`pgm.diagnostics.mode_coverage`: within 3σ of a centre, a mode needs 20%
 of its expected share) and energy distance / MMD to 2500 held-out points.
 
@@ -37,9 +40,14 @@ RESULTS = Path(__file__).resolve().parent / "results" / "adversarial.csv"
 Z_DIM, WIDTH, BATCH = 8, 128, 256
 
 
-def networks(seed: int = 0):
+def networks(seed: int = 0, pack: int = 1):
+    """Generator ``MLP(8 → 128 → 128 → 2)`` and critic ``MLP(2·pack → 128 → 128 → 1)``
+    (on packs of ``pack`` samples: PacGAN's critic, :class:`PackedCritic`)."""
+    from pyro_genmodels.zoo.adversarial import PackedCritic
+
     torch.manual_seed(seed)
-    return pgm.nn.MLP(Z_DIM, [WIDTH, WIDTH], 2), pgm.nn.MLP(2, [WIDTH, WIDTH], 1)
+    G, D = pgm.nn.MLP(Z_DIM, [WIDTH, WIDTH], 2), pgm.nn.MLP(2 * pack, [WIDTH, WIDTH], 1)
+    return G, (D if pack == 1 else PackedCritic(D, pack))
 
 
 def make_model(G):
@@ -56,7 +64,8 @@ def adam(lr, betas=(0.5, 0.999)):
     return pgm.optim.Adam({"lr": lr, "betas": betas})
 
 
-# name -> (loss factory (D, optim) -> loss, optimizer factory, generator-step share)
+# name -> (loss factory (D, optim) -> loss, optimizer factory, generator-step share[,
+# network options])
 OBJECTIVES = {
     "gan (non-saturating)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1),
     "gan (minimax)": (
@@ -88,16 +97,26 @@ OBJECTIVES = {
         lambda: adam(1e-3, (0.5, 0.9)),
         2,
     ),
+    "gan (pacgan2)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 2}),
+    "gan (pacgan4)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 4}),
+    "gan (pacgan2, lr decay)": (
+        lambda D, o: GANLoss(D, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"pack": 2, "decay": 0.01},
+    ),
 }
 QUICK_OBJECTIVES = ["gan (non-saturating)", "wgan-gp (n_critic=5)"]
 
 
 def train_one(name: str, dataset: str, steps: int, num_eval: int, seed: int = 0) -> dict:
-    make_loss, make_optim, share = OBJECTIVES[name]
+    make_loss, make_optim, share, *more = OBJECTIVES[name]
+    options = dict(more[0]) if more else {}
+    decay = options.pop("decay", None)  # final learning rate / initial, reached geometrically
     steps = max(1, steps // share)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
-    G, D = networks(seed)
+    G, D = networks(seed, **options)
     optim = make_optim()
     loss = make_loss(D, optim)
     svi = pyro.infer.SVI(make_model(G), lambda x: None, optim, loss=loss)
@@ -105,7 +124,12 @@ def train_one(name: str, dataset: str, steps: int, num_eval: int, seed: int = 0)
     test = pgm.data.toy2d(dataset, num_eval, seed=seed + 1)
     g = torch.Generator().manual_seed(seed)
     start, status = time.perf_counter(), "ok"
-    for _ in range(steps):
+    for step in range(steps):
+        if decay is not None:  # both players share ``optim``: one rate for all its Adams
+            for opt in optim.optim_objs.values():
+                for group in opt.param_groups:
+                    group.setdefault("initial_lr", group["lr"])
+                    group["lr"] = group["initial_lr"] * decay ** (step / steps)
         values = svi.step(train[torch.randint(len(train), (BATCH,), generator=g)])
         if not all(math.isfinite(v) for v in values):
             status = "diverged (non-finite loss)"
@@ -199,12 +223,20 @@ def speed(name: str, steps: int, rounds: int) -> dict:
     }
 
 
-def main(quick: bool = False, steps: int = 3000, out: Path | None = RESULTS) -> pd.DataFrame:
+def main(
+    quick: bool = False,
+    steps: int = 3000,
+    out: Path | None = RESULTS,
+    objectives: list[str] | None = None,
+    datasets: tuple[str, ...] = ("8gaussians", "25gaussians"),
+    timing: bool = True,
+) -> pd.DataFrame:
     torch.set_num_threads(1)
     names = QUICK_OBJECTIVES if quick else list(OBJECTIVES)
+    names = names if objectives is None else objectives
     steps, num_eval = (10, 500) if quick else (steps, 2500)
     rows = []
-    for dataset in ("8gaussians", "25gaussians"):
+    for dataset in datasets:
         for name in names:
             rows.append(train_one(name, dataset, steps, num_eval))
             r = rows[-1]
@@ -214,20 +246,22 @@ def main(quick: bool = False, steps: int = 3000, out: Path | None = RESULTS) -> 
                 f"{r['seconds']:.0f}s {r['status']}",
                 flush=True,
             )
-    for name in ("gan (non-saturating, alternating)", "wgan-gp (n_critic=5)"):
+    for name in ("gan (non-saturating, alternating)", "wgan-gp (n_critic=5)") if timing else ():
         rows.append(speed(name, 10 if quick else 200, 1 if quick else 5))
     table = pd.DataFrame(rows)
+    speed_columns = ["seconds_per_step_pgm", "seconds_per_step_torch", "ratio"]
     quality = table[table["kind"] == "quality"].drop(
-        columns=["kind", "seconds_per_step_pgm", "seconds_per_step_torch", "ratio"]
+        columns=["kind", *(c for c in speed_columns if c in table)]
     )
     counts = ["generator_steps", "critic_steps", "modes", "num_modes"]
     quality = quality.astype(dict.fromkeys(counts, int))
     print(quality.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(
-        table[table["kind"] == "speed"][
-            ["objective", "seconds_per_step_pgm", "seconds_per_step_torch", "ratio"]
-        ].to_string(index=False, float_format=lambda v: f"{v:.5f}")
-    )
+    if timing:
+        print(
+            table[table["kind"] == "speed"][["objective", *speed_columns]].to_string(
+                index=False, float_format=lambda v: f"{v:.5f}"
+            )
+        )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
@@ -238,5 +272,21 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run")
     parser.add_argument("--steps", type=int, default=3000, help="generator steps per objective")
+    parser.add_argument(
+        "--objectives", default=None, help="';'-separated subset of: " + "; ".join(OBJECTIVES)
+    )
+    parser.add_argument("--datasets", default="8gaussians,25gaussians")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="CSV written by a full run")
     args = parser.parse_args()
-    main(quick=args.quick, steps=args.steps, out=None if args.quick else RESULTS)
+    subset = args.objectives.split(";") if args.objectives else None
+    unknown = sorted(set(subset or []) - set(OBJECTIVES))
+    if unknown:
+        parser.error(f"unknown objectives {unknown}")
+    main(
+        quick=args.quick,
+        steps=args.steps,
+        out=None if args.quick else args.out,
+        objectives=subset,
+        datasets=tuple(args.datasets.split(",")),
+        timing=subset is None,
+    )

@@ -24,6 +24,8 @@ Rows of ``benchmarks/results/flows.csv`` (``section``):
 * ``curve``: train and test NLL of the two spline couplings on digits every 200
   steps (one seed): the rational-quadratic flow's best test NLL comes early, then
   it overfits.
+* ``tabular``: test NLL per dimension on wine and breast cancer with validation
+  and early stopping, against the Gaussian and a KDE (``flows_tabular.py``).
 * ``vae``: IW-K test NLL of a VAE with an amortized IAF posterior and of a
   diagonal-Gaussian VAE on binarized mnist5k.
 
@@ -608,7 +610,7 @@ def add_ratios(df):
     return df
 
 
-SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "curve")
+SECTIONS = ("toy", "digits", "mnist5k", "vae", "speed", "ablation", "curve", "tabular")
 
 
 KEY = ["section", "dataset", "impl", "model"]
@@ -662,6 +664,10 @@ def main(quick=False, sections=SECTIONS, seeds=3, image_seeds=None, models=None)
     if "curve" in sections:
         steps, layers, hidden = cfg["digits"]
         rows += curve_rows(steps, layers, hidden, every=max(1, steps // 4))
+    if "tabular" in sections:
+        from flows_tabular import tabular_rows  # benchmarks/ is the script's folder
+
+        rows += tabular_rows(quick, seeds)
     df = pd.DataFrame(rows)
     if not quick:
         df = merge(df)

@@ -186,13 +186,21 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
         num_samples=args.num_samples,
         seed=args.seed,
         progress=False if args.quiet else None,
+        quick=args.quick,
         validation_fraction=args.validation_fraction,
         early_stopping=args.early_stopping,
         **_model_kwargs(args),
     )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     path = write_report(Path(args.out), table, runs)
-    print(f"report written to {path}")
+    if not args.quiet:
+        shown = ["model", "section", "test_nll_nats", "estimator", "class_coverage"]
+        shown += ["frechet_distance", "train_seconds"]
+        print(
+            table[[c for c in shown if c in table]].to_string(
+                index=False, float_format="{:.3f}".format
+            )
+        )
+    print(f"report written to {path} and {path.parent / 'index.html'}")
     return {"table": table}
 
 
@@ -248,7 +256,12 @@ def _parser() -> argparse.ArgumentParser:
     z = sub.add_parser("zoo", help="train every model family and write a report")
     z.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(zoo.ZOO))
     z.add_argument("--out", default="report")
+    z.add_argument(
+        "--quick", action="store_true", help="one epoch per entry and small scoring samples"
+    )
     common(z)
+    # each entry trains with its family's budget unless these are given
+    z.set_defaults(epochs=None, lr=None, batch_size=None, num_samples=None)
     return p
 
 

@@ -23,16 +23,18 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyro
 import torch
+from torch.utils import data as tud
 
 from pyro_genmodels._checks import check_bool, check_int
 from pyro_genmodels._compat import store_params
+from pyro_genmodels.batches import DatasetBatches, make_batches
 from pyro_genmodels.checkpoint import (
     FORMAT_VERSION,
     get_rng_state,
@@ -57,8 +59,9 @@ class ValidationMonitor:
     """A ``fit`` callback: ``val_loss``, the best epoch's state, and early stopping.
 
     Args:
-        tensors: validation data, tensors ``(M, ...)`` sharing ``M`` (or ``None``
-            to monitor a callback metric only).
+        tensors: validation data, tensors ``(M, ...)`` sharing ``M``, or a batch
+            source of :mod:`pyro_genmodels.batches` over a ``Dataset``/``DataLoader``
+            (or ``None`` to monitor a callback metric only).
         batch_size: datapoints per validation pass.
         seed: the run's seed (validation draws are seeded by ``(seed, epoch)``).
         modules: the modules whose parameters and buffers are kept for the best epoch.
@@ -71,7 +74,7 @@ class ValidationMonitor:
 
     def __init__(
         self,
-        tensors: tuple[torch.Tensor, ...] | None,
+        tensors: tuple[torch.Tensor, ...] | DatasetBatches | None,
         batch_size: int,
         seed: int,
         modules: Sequence[torch.nn.Module],
@@ -127,7 +130,8 @@ class ValidationMonitor:
         loss = state.loss
         loss_state = copy.deepcopy(loss.state_dict()) if _stateful(loss) else None
         modes = [m.training for m in self.modules]
-        n = self.tensors[0].shape[0]
+        source = self.tensors
+        n = source.num_data if isinstance(source, DatasetBatches) else source[0].shape[0]
         totals: list[float] = []
         try:
             for m in self.modules:
@@ -135,8 +139,7 @@ class ValidationMonitor:
             (epoch_seed,) = np.random.SeedSequence([self.seed, state.epoch, 1]).generate_state(1)
             pyro.set_rng_seed(int(epoch_seed))
             with own_params():
-                for start in range(0, n, self.batch_size):
-                    batch = tuple(t[start : start + self.batch_size] for t in self.tensors)
+                for batch in self._batches():
                     values = _as_floats(loss.loss(state.model, state.guide, *batch))
                     totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
         finally:
@@ -148,6 +151,16 @@ class ValidationMonitor:
         if len(totals) == 1:
             return {"val_loss": totals[0] / n}
         return {f"val_loss_{i}": total / n for i, total in enumerate(totals)}
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """The validation data in consecutive batches, every datapoint once."""
+        source = self.tensors
+        if isinstance(source, DatasetBatches):
+            yield from source.epoch(0)
+            return
+        assert source is not None
+        for start in range(0, source[0].shape[0], self.batch_size):
+            yield tuple(t[start : start + self.batch_size] for t in source)
 
     # ---------------------------------------------------------------- the best epoch
     def _snapshot(self) -> dict[str, Any]:
@@ -217,8 +230,9 @@ def _check_validation_data(validation: Any, train: Sequence[torch.Tensor]) -> tu
         validation = validation.valid
     if not isinstance(validation, torch.Tensor | list | tuple):
         raise TypeError(
-            "validation must be a Tensor (M, ...), a tuple/list of such tensors or a Dataset "
-            f"with a .valid split, got {type(validation).__name__}"
+            "validation must be a Tensor (M, ...), a tuple/list of such tensors, a Dataset "
+            "with a .valid split, a map-style torch.utils.data.Dataset or a DataLoader over "
+            f"one, got {type(validation).__name__}"
         )
     tensors = (validation,) if isinstance(validation, torch.Tensor) else tuple(validation)
     if len(tensors) != len(train) or not all(isinstance(t, torch.Tensor) for t in tensors):
@@ -232,11 +246,21 @@ def _check_validation_data(validation: Any, train: Sequence[torch.Tensor]) -> tu
             f"validation tensors must share a leading length M >= 1, got shapes "
             f"{[tuple(t.shape) for t in tensors]}"
         )
+    _check_like(tensors, train)
+    return tensors
+
+
+def _check_like(tensors: Sequence[torch.Tensor], train: Sequence[torch.Tensor]) -> None:
+    """Each validation tensor shaped ``(M, ...)`` like its training tensor, of the same kind."""
     for i, (v, t) in enumerate(zip(tensors, train)):
         if v.shape[1:] != t.shape[1:]:
             raise ValueError(
                 f"validation tensor {i} must have shape (M, {', '.join(map(str, t.shape[1:]))}) "
                 f"like the training data, got {tuple(v.shape)}"
+            )
+        if v.device.type == "meta":
+            raise ValueError(
+                f"validation tensor {i} must hold data to score, got a tensor on the meta device"
             )
         if v.is_floating_point() != t.is_floating_point():
             kind = "floating" if t.is_floating_point() else "integer"
@@ -244,7 +268,26 @@ def _check_validation_data(validation: Any, train: Sequence[torch.Tensor]) -> tu
                 f"validation tensor {i} must be {kind} like the training data (dtype "
                 f"{t.dtype}), got dtype {v.dtype}"
             )
-    return tensors
+
+
+def _dataset_source(validation: Any, train: Sequence[torch.Tensor], batch_size: int, seed: int):
+    """A ``Dataset``/``DataLoader`` as an in-order batch source on the training device and
+    floating dtype, checked against the training data on its first item."""
+    loader = isinstance(validation, tud.DataLoader)
+    source = make_batches(validation, None if loader else batch_size, False, seed)
+    if not isinstance(source, DatasetBatches):
+        raise TypeError(f"validation must be a map-style Dataset, got {type(validation).__name__}")
+    source.drop_last = False  # every validation datapoint is scored
+    floating = [t.dtype for t in train if t.is_floating_point()]
+    source.to(train[0].device, floating[0] if floating else None)
+    sample = source.take(torch.arange(1))
+    if len(sample) != len(train):
+        raise TypeError(
+            f"validation items must hold {len(train)} tensor(s) like the training data, got "
+            f"{len(sample)}"
+        )
+    _check_like(sample, train)
+    return source
 
 
 def make_monitor(
@@ -262,8 +305,13 @@ def make_monitor(
 ) -> ValidationMonitor | None:
     """The :class:`ValidationMonitor` for ``fit``'s arguments (``None`` when none is asked for).
 
-    Validation tensors are moved to the device and floating dtype of the training
-    tensors ``train`` (the rule ``fit`` applies to training data).
+    ``validation`` may also be a map-style ``torch.utils.data.Dataset`` or a
+    ``DataLoader`` over one (its workers and ``collate_fn`` kept, its batch size
+    used, every item scored once in order, ``drop_last`` ignored).
+    Validation tensors on another device than the training tensors ``train``, or
+    of another floating dtype, are moved to the training tensors' device and dtype
+    (the rule ``fit`` applies to training data); tensors without data (the meta
+    device) are a ``ValueError``.
     """
     check_int("validation_every", every, minimum=1)
     check_int("early_stopping", patience, minimum=1, allow_none=True)  # patience in epochs
@@ -277,8 +325,10 @@ def make_monitor(
             "early_stopping and keep_best need validation= data, or monitor= naming a metric "
             "that a callback returns"
         )
-    tensors = None
-    if validation is not None:
+    tensors: tuple[torch.Tensor, ...] | DatasetBatches | None = None
+    if isinstance(validation, tud.Dataset | tud.DataLoader) and not hasattr(validation, "valid"):
+        tensors = _dataset_source(validation, train, batch_size, seed)
+    elif validation is not None:
         tensors = tuple(
             v.to(device=t.device, dtype=t.dtype if t.is_floating_point() else v.dtype)
             for v, t in zip(_check_validation_data(validation, train), train)

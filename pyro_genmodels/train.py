@@ -345,12 +345,15 @@ def fit(
             :class:`FitState`. Returned entries become history columns.
             Callbacks with ``state_dict``/``load_state_dict`` are checkpointed.
         progress: tqdm bar over epochs; ``None`` shows it only if stderr is a TTY.
-        validation: held-out data shaped like ``data`` (tensors ``(M, ...)``, or a
-            ``Dataset`` with a ``.valid`` split): every ``validation_every`` epochs
+        validation: held-out data shaped like ``data`` (tensors ``(M, ...)``, a
+            ``Dataset`` with a ``.valid`` split, a map-style
+            ``torch.utils.data.Dataset`` or a ``DataLoader`` over one, read in order
+            with the loader's batch size, every item once): every ``validation_every`` epochs
             the history gets ``val_loss``, ``loss.loss`` per datapoint on it (the
             same estimator as ``loss``), computed with modules in eval mode and
             forked random states, so training is unaffected
-            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`).
+            (:class:`~pyro_genmodels.early_stopping.ValidationMonitor`). Like
+            ``data``, it is moved to the training device and floating dtype.
         validation_every: validate every this many epochs.
         early_stopping: ``None`` or a patience: stop when ``monitor`` has not
             improved for that many epochs.

@@ -38,15 +38,24 @@ def test_ais_is_unbiased_in_z(device):
 
 
 def test_ais_tightens_with_more_temperatures(device):
+    """The log-weights' spread shrinks as temperatures are added, and the estimate converges.
+
+    Over seeds 0-5 (CPU) the spread was 2.5-2.8, 1.6-1.8 and 0.41-0.50 at 3, 30 and 1000
+    temperatures, so the asserted ratios (> 1 and > 2) keep margins of 38% and 60%. The
+    sample standard error is no measure of tightening at few temperatures: there the weights
+    are heavy-tailed and it underestimates. At 1000 temperatures the estimate lies within 3
+    standard errors (+ 0.01) of log Z (fails with probability about 0.3%).
+    """
     d, log_z = _target(device)
-    errs, ses = [], []
+    spreads = []
     for k in (3, 30, 1000):
         torch.manual_seed(1)
-        est, se = ais(d, num_chains=200, num_betas=k, step_size=0.05, num_steps=2)
-        errs.append(abs(est.item() - log_z))
-        ses.append(se.item())
-    assert ses[0] > ses[1] > ses[2]
-    assert ses[2] < 0.05 and errs[2] < 3 * ses[2] + 0.01, (errs, ses)
+        path = EnergyAnnealingPath(d, step_size=0.05, num_steps=2)
+        res = run_ais(path, sigmoid_schedule(k, dtype=torch.float64, device=device), 200)
+        spreads.append(res.log_weights.std().item())
+    assert spreads[0] > spreads[1] > 2 * spreads[2], spreads
+    err = abs(res.log_z.item() - log_z)
+    assert res.stderr.item() < 0.05 and err < 3 * res.stderr.item() + 0.01, (err, res.stderr)
 
 
 class _Path(AnnealingPath):

@@ -75,10 +75,15 @@ def test_denoising_score_matching_recovers_smoothed_inverse_covariance(device):
 
 
 def test_multi_level_denoising_recovers_each_level(device):
-    """Noise-conditional E(x, σ): each level's optimum is (Σ + σ²I)⁻¹ (σ² weighting keeps it)."""
+    """Noise-conditional E(x, σ): each level's optimum is (Σ + σ²I)⁻¹ (σ² weighting keeps it).
+
+    Sixteen noise draws per point: the σ = 0.3 level's largest deviation from its target was
+    0.009-0.019 over noise seeds 1-5 (0.021-0.047 with four draws, and 0.069 once on another
+    random stream), so the tolerance 0.06 is more than 10 of its standard deviations.
+    """
     levels = [1.0, 0.3]
     x, _, _ = gaussian_data(4000, device)
-    x = x.repeat(4, 1)
+    x = x.repeat(16, 1)
     energy = NoiseConditionalQuadratic(levels, device=device)
     ctx = x.new_full((1,), levels[-1])
     model = energy_model(energy, context=ctx)

@@ -178,6 +178,44 @@ def test_bad_validation_input(kwargs, error, match):
         _run(2, **kwargs)
 
 
+def test_validation_on_another_device_or_dtype_is_moved_to_the_training_data(device):
+    """The documented rule: validation tensors follow the training tensors' device and
+    floating dtype, so the scores equal those of validation data given there already."""
+    cpu = torch.device("cpu")
+    valid = torch.rand(10, 6, generator=torch.Generator().manual_seed(3)).round()
+    reference = _run(3, validation=valid)[2]["val_loss"]
+    for train_on, valid_on in ((cpu, device), (device, cpu)):
+        moved = _run(3, validation=valid.to(valid_on, torch.float64), device=train_on)[2]
+        assert moved["val_loss"].tolist() == pytest.approx(reference.tolist(), rel=1e-4)
+    with pytest.raises(ValueError, match="validation tensor 0 must hold data.*meta device"):
+        _run(1, validation=valid.to("meta"))
+
+
+def test_validation_from_a_dataset_or_dataloader_scores_like_tensors():
+    """Every validation item is scored once (the loader's drop_last is ignored), in any
+    batching, so val_loss equals the tensors' (the BatchNorm model is in eval mode)."""
+    from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+    valid = torch.rand(10, 6, generator=torch.Generator().manual_seed(3)).round()
+    reference = _run(3, validation=valid)[2]["val_loss"].tolist()
+    dataset = TensorDataset(valid.double())  # items are (x,) tuples, float64: converted
+    loader = DataLoader(dataset, batch_size=3, shuffle=True, drop_last=True)
+    for source in (dataset, loader, DataLoader(valid, batch_size=4, num_workers=1)):
+        got = _run(3, validation=source)[2]["val_loss"].tolist()
+        assert got == pytest.approx(reference, rel=1e-6)
+    with pytest.raises(ValueError, match=r"validation tensor 0 must have shape \(M, 6\)"):
+        _run(1, validation=TensorDataset(torch.zeros(4, 5)))
+    with pytest.raises(TypeError, match="validation items must hold 1 tensor"):
+        _run(1, validation=TensorDataset(valid, valid))
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(valid)
+
+    with pytest.raises(TypeError, match="map-style"):
+        _run(1, validation=Stream())
+
+
 # ----------------------------------------------------------------------------- data, zoo, CLI
 
 
@@ -238,6 +276,8 @@ def test_tabular_example_quick(capsys):
 
     table = load_example("tabular_density").main(quick=True)
     assert set(table["dataset"]) == {"wine", "breast_cancer"}
-    numbers = table[["gaussian", "kde", "maf", "spline"]].to_numpy()
+    numbers = table[
+        ["gaussian", "kde", "maf", "spline", "maf_from_gaussian", "spline_from_gaussian"]
+    ].to_numpy()
     assert np.isfinite(numbers).all()
     assert "test NLL per dimension" in capsys.readouterr().out

@@ -100,6 +100,12 @@ CASES: dict[str, Case] = {
         lambda c: flows.conditional_spline_coupling(4, C, [8]), (4,), True
     ),
     "DiagonalScaling": Case(_diag, (4,)),
+    "GaussianAffine": Case(
+        lambda c: flows.GaussianAffine.from_data(
+            torch.randn(20, 4) @ torch.randn(4, 4), cache_size=c
+        ),
+        (4,),
+    ),
     "ActNorm": Case(_actnorm(1, (4,)), (4,)),
     "ActNorm-image": Case(_actnorm(3, (2, 2, 2)), (2, 2, 2)),
     "Squeeze": Case(lambda c: flows.Squeeze((2, 4, 2), cache_size=c), (2, 4, 2)),

@@ -16,12 +16,15 @@ GOF_FAILURE_RATE = 1e-3  # per chi-square test under the null
 
 
 def random_rbm(device, seed=0):
+    """The same machine on every device: its parameters are drawn on the CPU, then moved (a
+    device's own random stream would give another machine, whose least likely joint state
+    can be too rare for the chi-square test at 1000 chains)."""
     torch.manual_seed(seed)
-    rbm = pgm.models.RBM(3, 2).to(device=device, dtype=torch.float64)
+    rbm = pgm.models.RBM(3, 2).to(dtype=torch.float64)
     with torch.no_grad():
         for p in rbm.parameters():
             p.normal_(0, 1)
-    return rbm
+    return rbm.to(device)
 
 
 def code(bits):
@@ -50,8 +53,14 @@ def test_block_gibbs_num_chains_and_arviz(device):
     kernel = pgm.infer.BlockGibbs(dbm, batch_size=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # chains drawn sequentially on few CPUs
+        # CUDA state cannot cross fork(): Pyro's chains need the spawn context there
         mcmc = pyro.infer.MCMC(
-            kernel, num_samples=6, warmup_steps=2, num_chains=2, disable_progbar=True
+            kernel,
+            num_samples=6,
+            warmup_steps=2,
+            num_chains=2,
+            disable_progbar=True,
+            mp_context="spawn" if device.type == "cuda" else None,
         )
         mcmc.run()
     samples = mcmc.get_samples(group_by_chain=True)

@@ -26,8 +26,9 @@ def _fit_vae(x, precision, epochs=6):
     vae = VAE(D, 4, hidden_dims=(32,))
     dtypes = set()
     vae.decoder.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    # fit trains where the model's parameters are unless told: put it on the data's device
     h = fit(vae.model, vae.guide, x, optim=pyro.optim.Adam({"lr": 0.02}), epochs=epochs,
-            batch_size=16, precision=precision, progress=False)  # fmt: skip
+            batch_size=16, precision=precision, device=x.device, progress=False)  # fmt: skip
     return h, vae, dtypes
 
 
@@ -78,7 +79,8 @@ def test_bf16_conv_vae_on_cuda():
     vae = VAE(64, 4, encoder="conv", image_shape=(1, 8, 8))
     dtypes = set()
     vae.encoder.net.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
-    h = fit(vae.model, vae.guide, x, epochs=3, batch_size=32, precision="bf16", progress=False)
+    h = fit(vae.model, vae.guide, x, epochs=3, batch_size=32, precision="bf16", device="cuda",
+            progress=False)  # fmt: skip
     assert dtypes == {torch.bfloat16}
     assert np.isfinite(h["loss"]).all()
     assert all(p.dtype == torch.float32 and p.is_cuda for p in vae.parameters())

@@ -7,8 +7,19 @@ import pytest
 import torch
 from scipy import stats
 
-from pyro_genmodels.data import toy2d
-from pyro_genmodels.diagnostics import TOY2D_MODES, energy_distance, mmd, mode_coverage
+from pyro_genmodels.data import load, toy2d
+from pyro_genmodels.diagnostics import (
+    TOY2D_MODES,
+    SampleClassifier,
+    class_coverage,
+    classifier_for,
+    energy_distance,
+    frechet_distance,
+    gaussian_frechet_distance,
+    mmd,
+    mode_coverage,
+    sample_scores,
+)
 
 
 def test_mmd_matches_closed_form_for_gaussians(device):
@@ -48,6 +59,75 @@ def test_energy_distance_matches_closed_form_in_1d(device):
     assert sum(estimates) / len(estimates) == pytest.approx(truth, abs=0.025)
 
 
+def test_energy_distance_of_identical_sets(device):
+    g = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(300, 3, generator=g, device=device, dtype=torch.float64)
+    assert energy_distance(x, x, unbiased=False).item() == pytest.approx(0.0, abs=1e-12)
+    # U-statistics: 2·mean(all pairs) - 2·mean(off-diagonal pairs) = -2/N · mean pairwise distance
+    d = torch.pdist(x).mean().item()
+    assert energy_distance(x, x).item() == pytest.approx(-2 * d / 300, rel=1e-6)  # cdist rounding
+
+
+def test_frechet_distance_closed_form(device):
+    linalg = pytest.importorskip("scipy.linalg")
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(4, 4, generator=g, dtype=torch.float64), torch.randn(4, 4, generator=g)
+    c1, c2 = a @ a.T + 0.1 * torch.eye(4), (b @ b.T).double() + 0.1 * torch.eye(4)
+    m1, m2 = torch.randn(4, generator=g, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    s1 = linalg.sqrtm(c1.numpy())  # a reference that does not share our eigen route
+    cross = linalg.sqrtm(s1 @ c2.numpy() @ s1).real.trace()
+    truth = float((m1 - m2).pow(2).sum() + c1.trace() + c2.trace() - 2 * cross)
+    to = {"device": device}
+    got = gaussian_frechet_distance(m1.to(**to), c1.to(**to), m2.to(**to), c2.to(**to))
+    assert got.item() == pytest.approx(truth, rel=1e-9)
+    # diagonal, commuting case: |m1 - m2|² + Σ (σ1 - σ2)²; here 1 + (1-2)² + (3-1)² = 6
+    diag = gaussian_frechet_distance(
+        torch.tensor([1.0, 0.0]), torch.diag(torch.tensor([1.0, 9.0])),
+        torch.zeros(2), torch.diag(torch.tensor([4.0, 1.0])),
+    )  # fmt: skip
+    assert diag.item() == pytest.approx(6.0, rel=1e-12)
+    # from samples: Gaussian fits of 40000 draws; sd of the estimate ≈ 0.05 here, 4 sd.
+    l1, l2 = torch.linalg.cholesky(c1), torch.linalg.cholesky(c2)
+    gd = torch.Generator(device=device).manual_seed(3)
+    x = m1.to(**to) + torch.randn(40000, 4, generator=gd, **to, dtype=torch.float64) @ l1.T.to(**to)
+    y = m2.to(**to) + torch.randn(40000, 4, generator=gd, **to, dtype=torch.float64) @ l2.T.to(**to)
+    assert frechet_distance(x, y).item() == pytest.approx(truth, abs=0.2)
+    assert frechet_distance(x, x).item() == pytest.approx(0.0, abs=1e-8)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load("digits", binarize=False)
+
+
+def test_class_coverage_known_answers(digits):
+    clf = classifier_for(digits)
+    assert clf is classifier_for(digits)  # trained once, then cached
+    assert clf.test_accuracy > 0.93
+    assert class_coverage(digits.test, clf)["classes"] == 10
+    one = class_coverage(digits.test[:1].repeat(1000, 1), clf)
+    assert one["classes"] == 1 and sorted(one["counts"])[-1] == 1000
+    # two classes each at half of their expected share are covered; at a tenth they are not
+    labels = digits.test_labels
+    half = torch.cat([digits.test[labels == k][:10] for k in range(10)] * 3)
+    assert class_coverage(half, clf, min_fraction=0.2)["classes"] >= 9
+
+
+def test_sample_scores_of_the_test_split(digits):
+    scores = sample_scores(digits.test, digits)
+    assert scores["class_coverage"] == 10
+    assert scores["frechet_distance"] == pytest.approx(0.0, abs=1e-6)
+    assert abs(scores["energy_distance"]) < 0.05 and abs(scores["mmd"]) < 0.01
+    collapsed = sample_scores(digits.test[:1].repeat(1000, 1), digits)
+    assert collapsed["class_coverage"] == 1 and collapsed["frechet_distance"] > 10
+
+
+def test_classifier_leaves_global_rng_alone(digits):
+    state = torch.get_rng_state()
+    SampleClassifier.fit(digits.train[:100], digits.train_labels[:100], steps=2)
+    assert torch.equal(state, torch.get_rng_state())
+
+
 @pytest.mark.parametrize("name", sorted(TOY2D_MODES))
 def test_true_samples_cover_every_mode_with_expected_quality(name, device):
     x = toy2d(name, 5000, seed=3, device=device, dtype=torch.float64)
@@ -80,6 +160,15 @@ def test_collapsed_samples_cover_one_mode(device):
         (lambda: mode_coverage(torch.zeros(5, 2), "rings"), ValueError, "name must be one of"),
         (lambda: mode_coverage(torch.zeros(5, 3), "8gaussians"), ValueError, r"\(N, 2\)"),
         (lambda: mode_coverage(torch.zeros(5, 2), "8gaussians", 0.0), ValueError, "num_std"),
+        (lambda: energy_distance(torch.zeros(5, 1), torch.zeros(5, 1), 1), TypeError, "unbiased"),
+        (lambda: frechet_distance(torch.zeros(5, 2), torch.zeros(5, 3)), ValueError, r"\(N, 2\)"),
+        (lambda: SampleClassifier(4, 1), ValueError, "num_classes must be an int >= 2"),
+        (lambda: classifier_for(object()), ValueError, "labelled Dataset"),
+        (
+            lambda: SampleClassifier.fit(torch.zeros(5, 2), torch.zeros(5)),
+            ValueError,
+            "y must be integer labels",
+        ),
     ],
 )
 def test_bad_input(call, error, match):

@@ -5,7 +5,8 @@
 - :func:`psis_khat`, :func:`active_units`, :func:`kl_per_dim`: is the guide any good?
 - :func:`plot_history`, :func:`plot_samples`, :func:`plot_reconstructions`,
   :func:`plot_latents`, :func:`plot_density_2d`: seaborn/matplotlib figures.
-- :func:`mmd`, :func:`energy_distance`, :func:`mode_coverage`: sample-based scores (GANs).
+- :func:`mmd`, :func:`energy_distance`, :func:`frechet_distance`, :func:`mode_coverage`,
+  :func:`class_coverage`, :func:`sample_scores`: sample-based scores (every model that samples).
 """
 
 from pyro_genmodels.diagnostics.inference_data import to_inference_data
@@ -19,16 +20,28 @@ from pyro_genmodels.diagnostics.plots import (
 from pyro_genmodels.diagnostics.posterior import active_units, kl_per_dim, psis_khat
 from pyro_genmodels.diagnostics.sample_metrics import (
     TOY2D_MODES,
+    SampleClassifier,
+    class_coverage,
+    classifier_for,
     energy_distance,
+    frechet_distance,
+    gaussian_frechet_distance,
     mmd,
     mode_coverage,
+    sample_scores,
 )
 
 __all__ = [
     "TOY2D_MODES",
+    "SampleClassifier",
+    "class_coverage",
+    "classifier_for",
     "energy_distance",
+    "frechet_distance",
+    "gaussian_frechet_distance",
     "mmd",
     "mode_coverage",
+    "sample_scores",
     "active_units",
     "kl_per_dim",
     "plot_density_2d",

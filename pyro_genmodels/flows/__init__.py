@@ -13,6 +13,8 @@ conditional :class:`ConditionalAdditiveCoupling`, :class:`ConditionalAffineCoupl
 :class:`ConditionalRQSplineCoupling`, :class:`ConditionalRQSplineAutoregressive`,
 :class:`ConditionalSplineCoupling` (Pyro's rational spline coupling with a context),
 :class:`ConditionalMultiscaleSplit` and :class:`ConditionalSylvester`.
+:class:`GaussianAffine` (``x = loc + L z``) and :func:`start_at_gaussian` start a
+flow at the full-covariance Gaussian fitted to the data (:func:`gaussian_fit`).
 :func:`set_cache_size` sets the cache size of every layer of a flow and
 :func:`clear_cache` empties their caches.
 
@@ -26,7 +28,7 @@ passes to score and to sample, image and context support, documented options);
 (:func:`names`, :func:`check_flow`).
 
 Layout: ``_assembly`` (helpers every builder uses), ``builders`` (vector
-builders), ``glow``, ``registry`` (the records, :func:`builder`).
+builders), ``glow``, ``gaussian``, ``registry`` (the records, :func:`builder`).
 
 >>> import torch, pyro.distributions as dist
 >>> from pyro_genmodels import flows
@@ -72,6 +74,7 @@ from pyro_genmodels.flows.coupling import (
     conditional_spline_coupling,
     soft_clamp,
 )
+from pyro_genmodels.flows.gaussian import GaussianAffine, gaussian_fit, start_at_gaussian
 from pyro_genmodels.flows.glow import ConvCoupling, glow
 from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, MultiscaleSplit, Squeeze
 from pyro_genmodels.flows.registry import (
@@ -108,6 +111,7 @@ TRANSFORMS = (
     DiagonalScaling,
     EvenOdd,
     Flip,
+    GaussianAffine,
     Inverse,
     LogitTransform,
     MaskedAffineAutoregressive,
@@ -140,6 +144,7 @@ __all__ = [
     "DiagonalScaling",
     "EvenOdd",
     "FlowRecord",
+    "GaussianAffine",
     "Flip",
     "Inverse",
     "LogitTransform",
@@ -155,6 +160,7 @@ __all__ = [
     "clear_cache",
     "conditional_additive_coupling",
     "conditional_spline_coupling",
+    "gaussian_fit",
     "glow",
     "iaf",
     "maf",
@@ -166,6 +172,7 @@ __all__ = [
     "realnvp",
     "spline",
     "set_cache_size",
+    "start_at_gaussian",
     "soft_clamp",
     "sylvester",
 ]

@@ -27,7 +27,9 @@ class NCELoss(EnergyLoss):
 
     Args:
         noise: a Pyro/torch distribution with the data's event shape and batch shape
-            ``()`` (e.g. a Gaussian fitted to the data); it must cover the data.
+            ``()`` (e.g. a Gaussian fitted to the data); it must cover the data. It may
+            live on another device than the data: it draws and scores there, and the
+            results move to the data's device and dtype.
         noise_ratio: ``ν``, noise draws per datapoint.
 
     Example:
@@ -76,10 +78,14 @@ class NCELoss(EnergyLoss):
                     f"{site['name']!r} has event_shape {tuple(dist.event_shape)}"
                 )
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
-            y = self.noise.sample(torch.Size((nu,)) + dist.batch_shape).to(x)
+            # the noise may live on another device than the data (a CPU noise for CUDA data):
+            # it draws and scores on its own device, the results move to the data's
+            draws = self.noise.sample(torch.Size((nu,)) + dist.batch_shape)
+            home = draws.device
+            y = draws.to(x)
             log_nu = torch.log(x.new_tensor(float(nu)))
-            g_data = dist.log_prob(x) - self.noise.log_prob(x).to(x) - log_nu
-            g_noise = dist.log_prob(y) - self.noise.log_prob(y).to(x) - log_nu
+            g_data = dist.log_prob(x) - self.noise.log_prob(x.to(home)).to(x) - log_nu
+            g_noise = dist.log_prob(y) - self.noise.log_prob(y.to(home)).to(x) - log_nu
             per_point = F.softplus(-g_data) + F.softplus(g_noise).sum(0)
             total = total + (site_scale(site, per_point) * per_point).sum()
         return total

@@ -1,12 +1,21 @@
 """The model zoo: every model family the package has, trained and scored alike.
 
 Each :class:`ZooEntry` knows how to build its model for a dataset, what to
-train it on and with which loss. :func:`run` trains each with
-:func:`pyro_genmodels.fit` and scores it on the test split. By default a
-latent-variable model is scored by the importance-sampled ``log p(x)`` (the
-guide as proposal) and by the share of test points whose PSIS k-hat exceeds
-0.7 (where that estimate cannot be trusted); a family with an exact likelihood
-or none (GANs) supplies its own :attr:`Setup.score`.
+train it on, with which loss and with which budget (epochs, learning rate,
+batch size: :attr:`ZooEntry.budget`, tuned per family). :func:`run` trains
+each with :func:`pyro_genmodels.fit` and scores it on the test split. By
+default a latent-variable model is scored by the importance-sampled
+``log p(x)`` (the guide as proposal) and by the share of test points whose
+PSIS k-hat exceeds 0.7 (where that estimate cannot be trusted); a family with
+an exact likelihood, an AIS estimate or none (GANs) supplies its own
+:attr:`Setup.score`. Every entry is also scored by its samples against the
+test split (:func:`pyro_genmodels.diagnostics.sample_scores`: energy
+distance, MMD, class coverage and a Fréchet distance in a fixed classifier's
+features), so that models with and without a likelihood meet on common terms.
+
+The table's ``section`` column says which rows may be compared: ``binarized``
+and ``dequantized`` (by the data variant an entry trains on) for models with a
+likelihood, ``likelihood-free`` for those without one (NaN ``test_nll_nats``).
 
 Families live in the modules of this package (``zoo/vae.py``, ...), each
 calling :func:`register` at import; every module here is imported when the
@@ -18,8 +27,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import pkgutil
+import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +45,13 @@ from pyro_genmodels.data import Dataset, load
 from pyro_genmodels.optim import Adam as GroupedAdam
 
 KHAT_POINTS = 100  # test points scored by PSIS k-hat (it costs as much as the NLL per point)
+#: The budget of an entry that does not state one (keys of :attr:`ZooEntry.budget`).
+DEFAULT_BUDGET: dict[str, Any] = {"epochs": 30, "lr": 1e-3, "batch_size": 128}
+#: What ``run(..., quick=True)`` changes: a smoke run of every entry in seconds.
+QUICK = {"epochs": 1, "num_samples": 16, "khat_points": 16, "num_generated": 500}
+#: Builder options set by ``quick`` for the entries that take them (AIS scoring budgets).
+QUICK_OPTIONS = {"ais_steps": 300, "ais_betas": 100, "ais_chains": 20}
+NUM_GENERATED = 1000  # samples drawn per entry for the sample scores
 
 
 @dataclass
@@ -50,7 +69,12 @@ class Setup:
         note: what the score means when it is not plain ``log p(x)``.
         score: optional ``num_samples -> dict`` replacing the importance-sampled
             scoring; the dict holds ``test_nll_nats`` (NaN where a family has no
-            likelihood) and ``estimator``, plus any other metric columns.
+            likelihood) and ``estimator``, optionally ``test_nll_stderr`` (the
+            standard error of a stochastic estimate such as AIS), plus any other
+            metric columns. Sample scores are added by :func:`run` for every
+            entry (they replace same-named keys, so that all rows are computed alike).
+        optim_args: Adam arguments of the zoo's optimizer other than ``lr``
+            (e.g. ``{"betas": (0.5, 0.999)}`` for a GAN's generator).
     """
 
     module: nn.Module
@@ -62,6 +86,7 @@ class Setup:
     sample: Callable[[int], torch.Tensor]
     note: str = ""
     score: Callable[[int], dict] | None = None
+    optim_args: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,6 +101,10 @@ class ZooEntry:
         defaults: keyword arguments always passed to ``build``.
         binarize: the data variant the entry needs when the zoo loads a dataset
             by name (``True``: binarized, ``False``: dequantized in [0, 1]).
+        budget: the entry's training budget, any of ``epochs``, ``lr`` and
+            ``batch_size`` (the rest from :data:`DEFAULT_BUDGET`); the
+            arguments of :func:`run` (``--epochs``, ``--lr``, ``--batch-size``)
+            override it for every entry.
     """
 
     name: str
@@ -84,15 +113,21 @@ class ZooEntry:
     build: Callable[..., Setup]
     defaults: dict = field(default_factory=dict)
     binarize: bool = True
+    budget: dict = field(default_factory=dict)
 
 
 ZOO: dict[str, ZooEntry] = {}
 
 
 def register(entry: ZooEntry) -> ZooEntry:
-    """Adds ``entry`` to :data:`ZOO` (names are unique)."""
+    """Adds ``entry`` to :data:`ZOO` (names are unique, budget keys known)."""
     if entry.name in ZOO and ZOO[entry.name] is not entry:
         raise ValueError(f"zoo entry {entry.name!r} is already registered")
+    unknown = sorted(set(entry.budget) - set(DEFAULT_BUDGET))
+    if unknown:
+        raise ValueError(
+            f"zoo entry {entry.name!r}: budget takes keys {sorted(DEFAULT_BUDGET)}, got {unknown}"
+        )
     ZOO[entry.name] = entry
     return entry
 
@@ -128,6 +163,29 @@ def options(name: str) -> list[str]:
     return sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
+def budget(name: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+    """The training budget of entry ``name``: its :attr:`ZooEntry.budget` over
+    :data:`DEFAULT_BUDGET`, ``epochs`` from :data:`QUICK` when ``quick``, then the
+    ``overrides`` that are not None.
+
+    >>> budget("vae", epochs=2)["epochs"], sorted(budget("vae"))
+    (2, ['batch_size', 'epochs', 'lr'])
+    """
+    spent = {**DEFAULT_BUDGET, **ZOO[name].budget}
+    if quick:
+        spent["epochs"] = QUICK["epochs"]
+    spent.update({k: v for k, v in overrides.items() if v is not None})
+    return spent
+
+
+def quiet_diagnostics() -> None:
+    """Imports :mod:`pyro_genmodels.diagnostics` without ArviZ's once-a-day refactor
+    ``FutureWarning`` (a notice about ArviZ's next major version, not about this run)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing", category=FutureWarning)
+        import pyro_genmodels.diagnostics  # noqa: F401
+
+
 def dataset_for(name: str, data: Dataset | str) -> Dataset:
     """The dataset entry ``name`` trains on: ``data`` itself, or loaded by name in
     the variant (binarized or dequantized) that the entry needs."""
@@ -145,6 +203,7 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
     ``khat_bad_fraction`` (share of the first ``khat_points`` test points with
     k-hat > 0.7; NaN when ``num_samples <= 20``, too few for k-hat) and ``estimator``.
     """
+    quiet_diagnostics()
     from pyro_genmodels.diagnostics import psis_khat
     from pyro_genmodels.infer import log_likelihood
 
@@ -168,6 +227,58 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
         "khat_bad_fraction": bad,
         "estimator": estimator,
     }
+
+
+def generated_scores(setup: Setup, data: Dataset, n: int = NUM_GENERATED) -> dict[str, Any]:
+    """Sample scores of ``n`` draws of ``setup.sample`` against ``data``'s test split
+    (:func:`pyro_genmodels.diagnostics.sample_scores`), in eval mode; non-finite samples
+    give NaN scores and a ``sample_note``."""
+    quiet_diagnostics()
+    from pyro_genmodels.diagnostics import sample_scores
+
+    was_training = setup.module.training
+    setup.module.eval()
+    try:
+        with torch.no_grad():
+            x = setup.sample(n)
+    finally:
+        setup.module.train(was_training)
+    if not bool(torch.isfinite(x).all()):
+        keys = ["energy_distance", "mmd", "class_coverage", "frechet_distance"]
+        return {**dict.fromkeys(keys, math.nan), "sample_note": "non-finite samples"}
+    return sample_scores(x.reshape(n, -1), data)
+
+
+def section(row: dict) -> str:
+    """The report section of a table row: ``"likelihood-free"`` without a test NLL,
+    else its data variant (``"binarized"`` or ``"dequantized"``)."""
+    nll = row.get("test_nll_nats", math.nan)
+    return "likelihood-free" if nll is None or math.isnan(nll) else row["variant"]
+
+
+def progress_line(row: dict) -> str:
+    """One line about a finished entry: name, scores, seconds.
+
+    >>> progress_line({"model": "vae", "test_nll_nats": 20.5, "estimator": "IW-8",
+    ...                "class_coverage": 10.0, "train_seconds": 3.0, "eval_seconds": 1.0})
+    'vae               NLL 20.500 nats (IW-8)  classes 10/10  4.0 s'
+    """
+    parts = [f"{row['model']:16s}"]
+    nll = row.get("test_nll_nats", math.nan)
+    if not math.isnan(nll):
+        err = row.get("test_nll_stderr", math.nan)
+        pm = "" if err is None or math.isnan(err) else f" ± {err:.3f}"
+        parts.append(f"NLL {nll:.3f}{pm} nats ({row.get('estimator', '')})")
+    for key, fmt in (
+        ("energy_distance", "ED {:.4f}"),
+        ("class_coverage", "classes {:.0f}/10"),
+        ("frechet_distance", "FD {:.2f}"),
+    ):
+        value = row.get(key, math.nan)
+        if value is not None and not math.isnan(value):
+            parts.append(fmt.format(value))
+    parts.append(f"{row.get('train_seconds', 0.0) + row.get('eval_seconds', 0.0):.1f} s")
+    return "  ".join(parts)
 
 
 def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tensor, ...] | None:
@@ -208,12 +319,13 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
 def run(
     data: Dataset | str,
     names: list[str] | None = None,
-    epochs: int = 30,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    num_samples: int = 1000,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    num_samples: int | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    quick: bool = False,
     validation_fraction: float = 0.0,
     early_stopping: int | None = None,
     **kwargs: Any,
@@ -221,16 +333,23 @@ def run(
     """Trains and scores every named zoo entry.
 
     ``data`` is a :class:`~pyro_genmodels.data.Dataset` used for every entry, or
-    a dataset name loaded per entry in the variant it needs. Each entry gets the
-    ``kwargs`` its builder accepts (see :func:`options`). With
-    ``validation_fraction > 0`` a validation split is carved off the training
-    split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed ``seed``),
-    scored every epoch (``val_loss``), and the best epoch is kept; with
+    a dataset name loaded per entry in the variant it needs. Each entry trains with its
+    :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it for all. ``quick``
+    runs one epoch per entry and scores with :data:`QUICK`'s small sample counts and
+    :data:`QUICK_OPTIONS` (a smoke run). ``num_samples`` is the importance-sample count
+    K of the test NLL (1000 by default). Each entry gets the ``kwargs`` its builder
+    accepts (see :func:`options`). ``progress=None`` shows tqdm bars on a terminal and
+    otherwise prints one line per finished entry (:func:`progress_line`); ``False``
+    prints nothing. With ``validation_fraction > 0`` a validation split is carved off
+    the training split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed
+    ``seed``), scored every epoch (``val_loss``), and the best epoch is kept; with
     ``early_stopping`` (a patience in epochs) training also stops there.
-    Returns a table (one row per model: name, family, test NLL in nats and
-    bits/dim, the estimator, other metrics, epochs trained, best epoch, train
-    and evaluation seconds) and, per model, its setup, training history and
-    dataset.
+
+    Returns a table (one row per model: name, family, dataset, ``variant``,
+    ``section``, test NLL in nats and bits/dim, the estimator, other metrics,
+    the sample scores, the budget, epochs trained, best epoch, train and
+    evaluation seconds) and, per
+    model, its setup, training history and dataset.
     """
     from pyro_genmodels.infer import bits_per_dim
     from pyro_genmodels.train import fit
@@ -239,6 +358,13 @@ def run(
     unknown = sorted(set(names) - set(ZOO))
     if unknown:
         raise ValueError(f"unknown models {unknown}; the zoo has {sorted(ZOO)}")
+    if num_samples is None:
+        num_samples = QUICK["num_samples"] if quick else 1000
+    khat_points = QUICK["khat_points"] if quick else KHAT_POINTS
+    num_generated = QUICK["num_generated"] if quick else NUM_GENERATED
+    bars = sys.stderr.isatty() if progress is None else progress
+    lines = progress is None and not bars
+    quiet_diagnostics()
     if early_stopping is not None and not validation_fraction:
         if not (isinstance(data, Dataset) and data.valid is not None):
             raise ValueError(
@@ -250,10 +376,13 @@ def run(
         dataset = dataset_for(name, data)
         if validation_fraction and dataset.valid is None:
             dataset = dataset.split_validation(validation_fraction, seed)
+        spent = budget(name, quick, epochs=epochs, batch_size=batch_size, lr=lr)
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
         accepted = options(name)
         chosen = {k: v for k, v in kwargs.items() if k in accepted}
+        if quick:
+            chosen = {**{k: v for k, v in QUICK_OPTIONS.items() if k in accepted}, **chosen}
         setup = build(name, dataset, **chosen)
         valid = validation_args(name, dataset, **chosen)
         start = time.perf_counter()
@@ -262,36 +391,42 @@ def run(
             setup.guide,
             setup.train,
             loss=setup.loss,
-            optim=GroupedAdam({"lr": lr}),
-            epochs=epochs,
-            batch_size=batch_size,
+            optim=GroupedAdam({**setup.optim_args, "lr": spent["lr"]}),
+            epochs=spent["epochs"],
+            batch_size=spent["batch_size"],
             seed=seed,
-            progress=progress,
+            progress=bars,
             validation=valid,
             early_stopping=early_stopping if valid is not None else None,
             keep_best=valid is not None,
         )
         trained = time.perf_counter() - start
         start = time.perf_counter()
-        scores = evaluate(setup, num_samples)
+        scores = evaluate(setup, num_samples, khat_points)
+        pyro.set_rng_seed(seed)
+        scores.update(generated_scores(setup, dataset, num_generated))
         nll = scores.pop("test_nll_nats")
-        rows.append(
-            {
-                "model": name,
-                "family": ZOO[name].family,
-                "dataset": dataset.name,
-                "test_nll_nats": nll,
-                "bits_per_dim": float(bits_per_dim(nll, dataset.num_dims)),
-                **scores,
-                "epochs": len(history),
-                "best_epoch": (
-                    int(history.loc[history["val_loss"].idxmin(), "epoch"])
-                    if "val_loss" in history and history["val_loss"].notna().any()
-                    else float("nan")
-                ),
-                "train_seconds": trained,
-                "eval_seconds": time.perf_counter() - start,
-            }
-        )
+        row = {
+            "model": name,
+            "family": ZOO[name].family,
+            "dataset": dataset.name,
+            "variant": "binarized" if dataset.binarized else "dequantized",
+            "test_nll_nats": nll,
+            "bits_per_dim": float(bits_per_dim(nll, dataset.num_dims)),
+            **scores,
+            **spent,
+            "epochs_trained": len(history),
+            "best_epoch": (
+                int(history.loc[history["val_loss"].idxmin(), "epoch"])
+                if "val_loss" in history and history["val_loss"].notna().any()
+                else float("nan")
+            ),
+            "train_seconds": trained,
+            "eval_seconds": time.perf_counter() - start,
+        }
+        row["section"] = section(row)
+        rows.append(row)
         runs[name] = (setup, history, dataset)
+        if lines:
+            print(progress_line(row), flush=True)
     return pd.DataFrame(rows), runs

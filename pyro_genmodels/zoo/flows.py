@@ -12,6 +12,8 @@ from pyro_genmodels.data import Dataset
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 LEVELS = {"digits": 17, "mnist5k": 256}  # pixel values of the bundled image datasets
+#: Training budget of the family (exact likelihoods; Glow's steps cost more).
+BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 128}
 
 
 def _flow(
@@ -84,6 +86,7 @@ for _entry in [
         _flow,
         {"flow": "nice"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-realnvp",
@@ -92,6 +95,7 @@ for _entry in [
         _flow,
         {"flow": "realnvp"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-maf",
@@ -100,6 +104,7 @@ for _entry in [
         _flow,
         {"flow": "maf"},
         binarize=False,
+        budget=BUDGET,
     ),
     ZooEntry(
         "flow-glow",
@@ -108,7 +113,14 @@ for _entry in [
         _flow,
         {"flow": "glow", "num_layers": 2, "hidden": 32},
         binarize=False,
+        budget={**BUDGET, "epochs": 40},
     ),
-    ZooEntry("vae-iaf", "flow", "VAE with an amortized IAF posterior (2 layers)", _iaf_vae),
+    ZooEntry(
+        "vae-iaf",
+        "flow",
+        "VAE with an amortized IAF posterior (2 layers)",
+        _iaf_vae,
+        budget={"epochs": 60, "lr": 1e-3, "batch_size": 64},  # the VAE family's budget
+    ),
 ]:
     register(_entry)
