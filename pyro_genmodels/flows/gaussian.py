@@ -19,7 +19,8 @@ from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN, ConditionalDe
 from torch import nn
 from torch.distributions import Transform
 
-from pyro_genmodels.flows._checks import check_cache_size, check_event, check_int
+from pyro_genmodels._checks import check_cache_size, check_event, check_int
+from pyro_genmodels._compat import clear_transform_cache
 
 NETWORKS = (AutoRegressiveNN, ConditionalAutoRegressiveNN, DenseNN, ConditionalDenseNN)
 
@@ -209,6 +210,6 @@ def start_at_gaussian(flow: Transform, x: torch.Tensor, shrinkage: float = 0.0):
         )
     for t in (flow, affine):  # a cached pair from the probe must not answer later calls
         for layer in t.modules():
-            if isinstance(layer, Transform) and getattr(layer, "_cache_size", False):
-                layer._cached_x_y = None, None
+            if isinstance(layer, Transform):
+                clear_transform_cache(layer)
     return ComposeTransformModule([flow, affine])
