@@ -258,13 +258,12 @@ class SampleClassifier(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, feature_dim: int = 32):
-        from pyro_genmodels._checks import check_positive_int
+        from pyro_genmodels._checks import check_int, check_positive_int
 
         super().__init__()
         for name, v in (("in_dim", in_dim), ("hidden", hidden), ("feature_dim", feature_dim)):
             check_positive_int(name, v)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
+        check_int("num_classes", num_classes, minimum=2)
         self.body = nn.Sequential(
             nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU()
         )

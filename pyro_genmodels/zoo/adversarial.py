@@ -17,6 +17,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
@@ -68,9 +69,7 @@ class PackedCritic(nn.Module):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
-        if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
-            raise ValueError(f"pack must be a positive int, got {pack!r}")
-        self.net, self.pack = net, pack
+        self.net, self.pack = net, check_positive_int("pack", pack)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, m = x.shape[0], self.pack
