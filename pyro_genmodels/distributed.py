@@ -56,6 +56,7 @@ __all__ = [
     "all_reduce_grads",
     "barrier",
     "broadcast_object",
+    "check_supported",
     "gather_rank_states",
     "gather_rows",
     "is_main_process",
@@ -114,6 +115,21 @@ def setup(distributed: Any, device: torch.device | None) -> tuple[int, int, torc
     if device is None and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     return dist.get_rank(), dist.get_world_size(), device
+
+
+def check_supported(loss: Any) -> None:
+    """Raise ``ValueError`` for a loss that data-parallel training would get wrong: one that
+    steps its own optimizer inside ``loss_and_grads`` (an adversarial loss with
+    ``critic_optim``: each rank's critic would follow its own shard's gradients).
+
+    >>> check_supported(pyro.infer.Trace_ELBO())
+    """
+    if getattr(loss, "critic_optim", None) is not None:
+        raise ValueError(
+            "data-parallel fit does not support a loss that steps its own optimizer inside "
+            f"loss_and_grads; got {type(loss).__name__} with critic_optim set (use "
+            "critic_optim=None, simultaneous updates, or train in one process)"
+        )
 
 
 def is_main_process() -> bool:

@@ -472,6 +472,7 @@ def fit(
         raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
     step_loss = with_precision(with_jit(loss, jit), precision, device)
     if world > 1:
+        ddp.check_supported(loss)
         step_loss = ddp.DataParallelLoss(step_loss, device)
         progress = progress if rank == 0 else False
     writer_dir = ckpt_dir if rank == 0 else None  # rank 0 alone writes
