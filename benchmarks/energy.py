@@ -14,7 +14,15 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   by torchebm 0.8.9 (PCD, exact/sliced/denoising SM; it has no NCE); ``nll_vs_peer``
   = ours − peer (target ≤ 0.01 nats: no worse up to float32 noise) and ``time_ratio``
   = ours / peer seconds per step (target ≤ 1.1) (whole-run averages
-  in the same process; the machine was shared, so only ratios mean much).
+  after 10 untimed warm-up steps, the two trainings stepped in turn on each batch with
+  their own random streams, so that both see the same load; the machine was shared, so
+  only ratios mean much);
+  ``cpu_time_ratio`` is the same ratio in process CPU time, which other processes on a
+  loaded machine disturb less. Ours trains through ``pyro.infer.SVI`` with
+  ``pgm.optim.Adam`` (one torch Adam for all parameters, the same trajectory as
+  ``pyro.optim.Adam``; ``--pyro-optim`` uses Pyro's per-parameter Adam instead), the
+  peer with ``torch.optim.Adam``. ``time_ratio_before`` and ``cpu_time_ratio_before``
+  (with ``--before CSV``) are the ratios of the same rows in an earlier run's CSV.
 * ``digits``: AIS test NLL (pixel space ``[0, 17)^64``, with the AIS standard error)
   of the PCD and denoising energy nets from the zoo, beside ``FlowDensity`` (RealNVP,
   exact) and a 10-component full-covariance Gaussian mixture (sklearn) on the same
@@ -30,6 +38,8 @@ Usage::
     python benchmarks/energy.py                  # everything (~20 minutes on 2 cores)
     python benchmarks/energy.py --sections mcmc  # one section (replaces its rows)
     python benchmarks/energy.py --quick          # smoke run
+    python benchmarks/energy.py --sections toy --objectives denoising --steps 1000
+                                                 # some objectives (replaces their rows)
 """
 
 from __future__ import annotations
@@ -63,6 +73,7 @@ FLOORS["checkerboard"] = TOY2D_ENTROPY["checkerboard"]
 TOYS = ("two_moons", "8gaussians", "checkerboard")
 OBJECTIVES = ("pcd", "exact", "sliced", "denoising", "nce")
 K, BATCH, SIGMA, REG, CONFINE = 20, 256, 0.1, 0.1, 2.0
+WARMUP = 10  # steps trained but not timed (first-call costs), for ours and the peer alike
 
 
 # ---------------------------------------------------------------- toys
@@ -84,8 +95,8 @@ def _batches(x, steps, seed=0):
     return [x[torch.randint(len(x), (BATCH,), generator=gen)] for _ in range(steps)]
 
 
-def ours(objective, net, x, batches, step):
-    """Trains ``net`` in place with our loss through ``pyro.infer.SVI``; seconds per step."""
+def ours(objective, net, x, step, pyro_optim=False):
+    """A step function training ``net`` in place with our loss through ``pyro.infer.SVI``."""
     pyro.clear_param_store()
     sampler = LangevinSampler(step, K, init_loc=x.mean(0), init_scale=x.std(0))
     log_z = torch.nn.Parameter(torch.zeros(()))
@@ -105,15 +116,14 @@ def ours(objective, net, x, batches, step):
         "denoising": lambda: ScoreMatchingLoss("denoising", noise_scale=SIGMA),
         "nce": lambda: NCELoss(dist.Normal(x.mean(0), 1.5 * x.std(0)).to_event(1), noise_ratio=4),
     }[objective]()
-    svi = pyro.infer.SVI(model, lambda xb: None, pyro.optim.Adam({"lr": 1e-3}), loss)
-    start = time.perf_counter()
-    for xb in batches:
-        svi.step(xb)
-    return (time.perf_counter() - start) / len(batches)
+    adam = pyro.optim.Adam if pyro_optim else pgm.optim.Adam
+    svi = pyro.infer.SVI(model, lambda xb: None, adam({"lr": 1e-3}), loss)
+    return svi.step
 
 
-def torchebm_peer(objective, net, x, batches, step):
-    """The same training in torchebm (its losses average over the batch)."""
+def torchebm_peer(objective, net, x, step):
+    """A step function for the same training in torchebm (its losses average over the
+    batch)."""
     from torchebm.core import BaseModel
     from torchebm.losses import (
         ContrastiveDivergence,
@@ -144,14 +154,36 @@ def torchebm_peer(objective, net, x, batches, step):
     else:
         loss = DenoisingScoreMatching(model, noise_scale=SIGMA)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    start = time.perf_counter()
-    for xb in batches:
+
+    def train_step(xb):
         out = loss(xb)
         value = out[0] if isinstance(out, tuple) else out
         opt.zero_grad()
         value.backward()
         opt.step()
-    return (time.perf_counter() - start) / len(batches)
+
+    return train_step
+
+
+def lockstep(steppers, batches, seed=1):
+    """Runs the step functions in turn on each batch, each with its own random stream
+    (seeded alike, so each run draws what it would alone); (wall, CPU) seconds per step for
+    each, after ``WARMUP`` untimed steps. Interleaving makes the ratios robust to the load of
+    a shared machine, which changes between whole runs."""
+    torch.manual_seed(seed)
+    states = [torch.get_rng_state() for _ in steppers]
+    wall, cpu = [0.0] * len(steppers), [0.0] * len(steppers)
+    for i, xb in enumerate(batches):
+        for j, train_step in enumerate(steppers):
+            torch.set_rng_state(states[j])
+            w, c = time.perf_counter(), time.process_time()
+            train_step(xb)
+            if i >= min(WARMUP, len(batches) - 1):
+                wall[j] += time.perf_counter() - w
+                cpu[j] += time.process_time() - c
+            states[j] = torch.get_rng_state()
+    n = len(batches) - min(WARMUP, len(batches) - 1)
+    return [(a / n, b / n) for a, b in zip(wall, cpu, strict=True)]
 
 
 def flow_run(x, x_test, batches):
@@ -171,7 +203,7 @@ def flow_run(x, x_test, batches):
         return -flow.log_prob(x_test).mean().item(), per_step
 
 
-def toy_section(steps, n_train, peers=True):
+def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), pyro_optim=False):
     rows = []
     for name in TOYS:
         x = pgm.data.toy2d(name, n_train, seed=0)
@@ -181,40 +213,50 @@ def toy_section(steps, n_train, peers=True):
         torch.manual_seed(0)
         init = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=CONFINE)
         floor = FLOORS[name]
-        for objective in OBJECTIVES:
+        for objective in [o for o in OBJECTIVES if o in objectives]:
             net = copy.deepcopy(init)
-            torch.manual_seed(1)
-            sec = ours(objective, net, x, batches, step)
+            steppers = [ours(objective, net, x, step, pyro_optim)]
+            with_peer = peers and objective != "nce"
+            if with_peer:
+                peer_net = copy.deepcopy(init)
+                steppers.append(torchebm_peer(objective, peer_net, x, step))
+            times = lockstep(steppers, batches)
+            sec, cpu = times[0]
             nll = grid_nll(net, x_test)
             row = dict(section="toy", dataset=name, model=f"ebm-{objective}", nll=nll,
                        floor=floor, gap=nll - floor, sec_per_step=sec, steps=steps)  # fmt: skip
             print(row, flush=True)
             rows.append(row)
-            if peers and objective != "nce":
-                peer_net = copy.deepcopy(init)
-                torch.manual_seed(1)
-                psec = torchebm_peer(objective, peer_net, x, batches, step)
+            if with_peer:
+                psec, pcpu = times[1]
                 pnll = grid_nll(peer_net, x_test)
                 ok = nll - pnll <= 0.01 and sec / psec <= 1.1
                 prow = dict(section="peer", dataset=name, model=f"ebm-{objective}",
                             peer="torchebm 0.8.9", nll=nll, nll_peer=pnll,
                             nll_vs_peer=nll - pnll, sec_per_step=sec, sec_per_step_peer=psec,
-                            time_ratio=sec / psec, steps=steps,
+                            time_ratio=sec / psec, cpu_time_ratio=cpu / pcpu, steps=steps,
                             target="nll_vs_peer <= 0.01 and time_ratio <= 1.1",
                             meets_target=bool(ok))  # fmt: skip
                 print(prow, flush=True)
                 rows.append(prow)
+        if "flow" not in objectives:
+            continue
         nll, sec = flow_run(x, x_test, batches)
         rows.append(dict(section="toy", dataset=name, model="flow-spline", nll=nll, floor=floor,
                          gap=nll - floor, sec_per_step=sec, steps=steps))  # fmt: skip
         print(rows[-1], flush=True)
-        best = min(r["gap"] for r in rows if r["section"] == "toy" and r["dataset"] == name
-                   and r["model"].startswith("ebm"))  # fmt: skip
-        for r in rows:
-            if r["section"] == "toy" and r["dataset"] == name:
-                r["target"] = "best EBM gap <= 0.1 nats"
-                r["meets_target"] = bool(best <= 0.1)
     return rows
+
+
+def toy_targets(table):
+    """Sets each toy row's target: the best EBM gap of its dataset is at most 0.1 nats."""
+    toy = table["section"] == "toy"
+    for name in table.loc[toy, "dataset"].unique():
+        rows = toy & (table["dataset"] == name)
+        best = table.loc[rows & table["model"].str.startswith("ebm"), "gap"].min()
+        table.loc[rows, "target"] = "best EBM gap <= 0.1 nats"
+        table.loc[rows, "meets_target"] = bool(best <= 0.1)
+    return table
 
 
 # ---------------------------------------------------------------- digits
@@ -329,12 +371,22 @@ def main():
     parser.add_argument("--digits-epochs", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument(
+        "--objectives",
+        nargs="+",
+        default=list(OBJECTIVES) + ["flow"],
+        choices=list(OBJECTIVES) + ["flow"],
+    )
+    parser.add_argument("--pyro-optim", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--before", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
     if "toy" in args.sections:
         steps = 20 if args.quick else args.steps
-        rows += toy_section(steps, 1000 if args.quick else args.n_train, not args.no_peers)
+        n_train = 1000 if args.quick else args.n_train
+        rows += toy_section(steps, n_train, not args.no_peers, args.objectives, args.pyro_optim)
     if "digits" in args.sections:
         if args.quick:
             rows += digits_section(1, 10, 20)
@@ -343,16 +395,26 @@ def main():
     if "mcmc" in args.sections:
         rows += mcmc_section(100, 50) if args.quick else mcmc_section(1000, 500)
     new = pd.DataFrame(rows)
+    key = ["section", "dataset", "model"]
+    if args.before is not None:
+        before = pd.read_csv(args.before).set_index(key)
+        for col in ("time_ratio", "cpu_time_ratio"):
+            old_col = before[col] if col in before else pd.Series(dtype=float)
+            new[f"{col}_before"] = [old_col.get(tuple(k)) for k in new[key].itertuples(index=False)]
     if args.quick:
         print(new.to_string())
         return
-    if RESULTS.exists():
-        old = pd.read_csv(RESULTS)
-        sections = set(new["section"])
-        old = old[~old["section"].isin(sections)]
+    if args.out.exists():
+        old = pd.read_csv(args.out)
+        if set(args.objectives) == set(OBJECTIVES) | {"flow"}:
+            old = old[~old["section"].isin(set(new["section"]))]
+        else:  # replace only the rows this run produced
+            replaced = pd.MultiIndex.from_frame(new[key])
+            old = old[~pd.MultiIndex.from_frame(old[key]).isin(replaced)]
         new = pd.concat([old, new], ignore_index=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    new.to_csv(RESULTS, index=False)
+    new = toy_targets(new) if "toy" in set(new["section"]) else new
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    new.to_csv(args.out, index=False)
     print(new.to_string())
 
 

@@ -211,7 +211,9 @@ class EnergyDistribution(TorchDistribution):
             )
         lead = x.shape[: x.dim() - event_dim]
         try:
-            full = torch.broadcast_shapes(lead, self.batch_shape)
+            full = (
+                lead if lead == self.batch_shape else torch.broadcast_shapes(lead, self.batch_shape)
+            )
         except RuntimeError:
             raise ValueError(
                 f"x of shape {tuple(x.shape)} does not broadcast against the batch shape "

@@ -42,7 +42,9 @@ def energy_sites(
             f"{loss_name} trains energy-based models without latent variables; the guide "
             f"has sample sites {latent} (use a guide such as `lambda *args: None`)"
         )
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    if any(s["type"] == "sample" for s in guide_trace.nodes.values()):
+        model = poutine.replay(model, trace=guide_trace)  # the guide's subsample indices
+    model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     sites: list[Any] = []
     for name, site in model_trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
@@ -134,15 +136,16 @@ class EnergyLoss(ELBO):
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float (no gradients)."""
         with unchecked_energies():
-            loss = self._differentiable_loss(model, guide, *args, **kwargs)
-        warn_if_nan(loss, "loss")
-        return torch_item(loss)
+            value = torch_item(self._differentiable_loss(model, guide, *args, **kwargs))
+        warn_if_nan(value, "loss")
+        return value
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients are accumulated on the parameters by ``backward``."""
         with unchecked_energies():
             loss = self._differentiable_loss(model, guide, *args, **kwargs)
-        warn_if_nan(loss, "loss")
+        value = torch_item(loss)  # one float, checked as Pyro's ELBOs check theirs
+        warn_if_nan(value, "loss")
         if loss.requires_grad:
             loss.backward()
-        return torch_item(loss)
+        return value

@@ -209,7 +209,7 @@ def ais(
     target: Any,
     *,
     num_chains: int = 100,
-    num_betas: int = 1000,
+    num_betas: int | None = None,
     betas: torch.Tensor | None = None,
     **path_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,8 +218,12 @@ def ais(
     ``target`` is an :class:`~pyro_genmodels.distributions.EnergyDistribution`
     (geometric path from a Gaussian base, MALA moves; ``path_kwargs`` go to
     :class:`EnergyAnnealingPath`) or any object with
-    ``annealing_path(**path_kwargs) -> AnnealingPath``. ``betas`` defaults to
-    :func:`sigmoid_schedule` ``(num_betas)``.
+    ``annealing_path(**path_kwargs) -> AnnealingPath``. Without ``betas``, a path
+    with a ``default_betas(num_betas)`` method supplies its own schedule (for RBMs
+    and DBMs the Salakhutdinov & Murray (2008) schedule,
+    :func:`~pyro_genmodels.infer.salakhutdinov_murray_betas`, 14,500 transitions
+    unless ``num_betas`` is given); other paths use :func:`sigmoid_schedule`
+    ``(num_betas)`` with ``num_betas = 1000`` by default.
 
     Example:
         >>> import torch
@@ -238,10 +242,13 @@ def ais(
             "ais needs an EnergyDistribution or an object with annealing_path(), "
             f"got {type(target).__name__}"
         )
-    if betas is None:
+    if num_betas is not None:
         num_betas = check_positive_int("num_betas", num_betas)
+    if betas is None and callable(getattr(path, "default_betas", None)):
+        betas = path.default_betas() if num_betas is None else path.default_betas(num_betas)
+    elif betas is None:
         x = path.init(1)
         kw = {"dtype": x.dtype, "device": x.device} if x.is_floating_point() else {}
-        betas = sigmoid_schedule(num_betas, **kw)
+        betas = sigmoid_schedule(1000 if num_betas is None else num_betas, **kw)
     result = run_ais(path, betas, num_chains)
     return result.log_z, result.stderr

@@ -117,9 +117,10 @@ class BoltzmannAnnealingPath(AnnealingPath):
         self.base = base_logits.detach().to(like)
         self._cache: tuple[Any, Any] = (None, None)
 
-    def default_betas(self) -> torch.Tensor:
-        """:func:`salakhutdinov_murray_betas` on the machine's device and dtype."""
-        return salakhutdinov_murray_betas(self.biases[0])
+    def default_betas(self, num_steps: int = 14500) -> torch.Tensor:
+        """:func:`salakhutdinov_murray_betas` ``(num_steps)`` on the machine's device and dtype;
+        the schedule :func:`~pyro_genmodels.infer.ais` uses when given no ``betas``."""
+        return salakhutdinov_murray_betas(self.biases[0], num_steps)
 
     def _split(self, x: torch.Tensor) -> list[torch.Tensor]:
         parts = x.split([self.sizes[l] for l in self.even], dim=-1)

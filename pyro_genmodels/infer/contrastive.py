@@ -13,21 +13,61 @@ from pyro_genmodels.infer._energy_sites import EnergyLoss, energy_sites, site_sc
 from pyro_genmodels.infer.samplers import EnergySampler
 
 
+def _draw_chains(size: int, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` buffer indices drawn without replacement (a random permutation when ``n = size``,
+    so every chain advances once); for ``n > size`` the permutations are repeated, each chain
+    appearing ``⌊n/size⌋`` or ``⌈n/size⌉`` times."""
+    perms = [torch.randperm(size, device=device) for _ in range(-(-n // size))]
+    return torch.cat(perms)[:n]
+
+
+def _sampled_hidden_energies(
+    name: str, dist: Any, x_pos: torch.Tensor, x_neg: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E(v⁺, h⁺), E(v⁻, h⁻))`` with ``h ~ p(h | v)`` drawn for both phases (no gradient
+    through the draws)."""
+    machine = dist.energy
+    if not (
+        callable(getattr(machine, "hidden_conditional", None))
+        and callable(getattr(machine, "energy", None))
+    ):
+        raise ValueError(
+            "ContrastiveDivergenceLoss(free_energy=False) needs a machine with hidden units "
+            f"(energy(v, h) and hidden_conditional(v), e.g. an RBM); site {name!r} has an "
+            f"energy of type {type(machine).__name__}"
+        )
+    with torch.no_grad():
+        h_pos = machine.hidden_conditional(x_pos).sample()
+        h_neg = machine.hidden_conditional(x_neg).sample()
+    return machine.energy(x_pos, h_pos), machine.energy(x_neg, h_neg)
+
+
 class ContrastiveDivergenceLoss(EnergyLoss):
     """``Σₙ [E(x⁺ₙ) − E(x⁻ₙ)] + α Σₙ (E(x⁺ₙ)² + E(x⁻ₙ)²)``, ``x⁻ = k`` sampler steps from ``x⁰``.
 
     Its gradient is the contrastive-divergence estimate of ``−∇θ Σₙ log p(xₙ)``
     (the negative samples carry no gradient). ``x⁰`` is the data (CD-k,
     Hinton 2002) or, with ``persistent=True``, draws from a replay buffer of
-    past negatives (PCD, Tieleman 2008; Du & Mordatch 2019): each chain
-    restarts from ``sampler.init`` with probability ``reinit_prob`` and the
-    buffer keeps the last ``buffer_size`` chains. The buffer is the loss's
+    past negatives (PCD, Tieleman 2008; Du & Mordatch 2019): each step draws
+    its batch of chains from the buffer *without replacement* (all of them, in
+    a random order, when ``buffer_size`` equals the batch, as in Tieleman's
+    PCD), each drawn chain restarts from ``sampler.init`` with probability
+    ``reinit_prob``, and the advanced chains are written back in place; while
+    the buffer fills, fresh chains are started and appended. The buffer is the loss's
     state: ``state_dict``/``load_state_dict`` (saved in ``pgm.fit``
     checkpoints, so a resumed run continues exactly).
 
     The model must observe its data at sites with an
     :class:`~pyro_genmodels.distributions.EnergyDistribution` (continuous or
     discrete: no gradient with respect to ``x`` is taken), and have no latent sites.
+
+    For a machine with hidden units (an :class:`~pyro_genmodels.models.RBM`, whose
+    site energy is the free energy ``F(v) = −log Σ_h exp(−E(v, h))``) the default
+    ``free_energy=True`` takes the expectation over ``h`` exactly
+    (``∇F(v) = E_{p(h|v)} ∇E(v, h)``); ``free_energy=False`` is the sampled-hidden
+    form of Hinton (2002): ``E(v⁺, h⁺) − E(v⁻, h⁻)`` with ``h⁺ ~ p(h | v⁺)`` and
+    ``h⁻ ~ p(h | v⁻)``, the chain's next hidden draw from its negative ``v⁻``. Its
+    expected gradient equals the free-energy form's; its variance is larger.
 
     Args:
         k: sampler transitions per step.
@@ -37,6 +77,9 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         sampler: an :class:`~pyro_genmodels.infer.samplers.EnergySampler`; None uses
             each site distribution's own ``.sampler`` (Langevin, or an RBM's Gibbs).
         energy_reg: ``α ≥ 0``.
+        free_energy: for machines with hidden units, the exact expectation over ``h``
+            (True) or sampled hiddens (False; the energy must provide ``energy(v, h)`` and
+            ``hidden_conditional(v)``, as an RBM does).
 
     Example:
         >>> import pyro, torch
@@ -70,6 +113,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         reinit_prob: float = 0.05,
         sampler: EnergySampler | None = None,
         energy_reg: float = 0.0,
+        free_energy: bool = True,
     ) -> None:
         super().__init__()
         self.k = check_positive_int("k", k)
@@ -96,6 +140,9 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         if not (math.isfinite(energy_reg) and energy_reg >= 0):
             raise ValueError(f"energy_reg must be a finite float >= 0, got {energy_reg!r}")
         self.energy_reg = float(energy_reg)
+        if not isinstance(free_energy, bool):
+            raise TypeError(f"free_energy must be a bool, got {type(free_energy).__name__}")
+        self.free_energy = free_energy
         self.buffers: dict[str, torch.Tensor] = {}
 
     # -- persistent chains -------------------------------------------------
@@ -114,7 +161,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             return fresh, None
         if buffer.device != fresh.device:
             buffer = self.buffers[name] = buffer.to(fresh.device)
-        index = torch.randint(0, buffer.shape[0], (n,), device=buffer.device)
+        index = _draw_chains(buffer.shape[0], n, buffer.device)
         start = buffer[index].to(fresh.device).reshape(fresh.shape)
         restart = torch.rand(batch, device=fresh.device) < self.reinit_prob
         restart = restart.reshape(batch + (1,) * len(dist.event_shape))
@@ -145,7 +192,10 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             x_neg = sampler.run(dist, x0, self.k).detach()
             if self.persistent:
                 self._update_buffer(site["name"], x_neg, len(dist.event_shape), index)
-            e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
+            if self.free_energy:
+                e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
+            else:
+                e_pos, e_neg = _sampled_hidden_energies(site["name"], dist, x_pos, x_neg)
             per_point = e_pos - e_neg
             if self.energy_reg:
                 per_point = per_point + self.energy_reg * (e_pos**2 + e_neg**2)

@@ -140,12 +140,14 @@ class ScoreMatchingLoss(EnergyLoss):
                 dist.energy, dist.event_shape, context=sigma.unsqueeze(-1), support=dist.support
             )
             sigma_b = sigma.reshape(batch + (1,) * event_dim)
+            eps = torch.randn_like(x)
+            x_noisy = (x.detach() + sigma_b * eps).requires_grad_(True)
+            resid = sigma_b * self._grad(dist, x_noisy) - eps
         else:
-            sigma_b = x.new_tensor(self.noise_scales[0])
-        eps = torch.randn_like(x)
-        x_noisy = (x.detach() + sigma_b * eps).requires_grad_(True)
-        g = self._grad(dist, x_noisy)
-        resid = sigma_b * g - eps if self.noise_conditional else g - eps / sigma_b
+            level = self.noise_scales[0]  # a Python float: no tensor is built per step
+            eps = torch.randn_like(x)
+            x_noisy = torch.add(x.detach(), eps, alpha=level).requires_grad_(True)
+            resid = self._grad(dist, x_noisy) - eps / level
         return 0.5 * _flat_event(resid, event_dim).pow(2).sum(-1)
 
     def _differentiable_loss(
