@@ -22,6 +22,14 @@ on the *global* first batch (so data-dependent initializations such as
 ActNorm's agree with the single-process run), with the random generators
 saved and restored around it, then broadcasts every param from rank 0.
 
+Every rank draws from its own random streams (:func:`rank_seed`): the noise
+of one rank's shard (Monte Carlo ELBO draws, the Langevin chains of
+contrastive divergence) is independent of the other ranks'. Stateful losses
+keep their state per rank (persistent chains advance on the rank's own shard);
+a checkpoint holds every rank's random states and loss state
+(:func:`gather_rank_states`, written by rank 0 under ``"rank_states"``) and
+a resumed run puts each rank's own back (:func:`restore_rank_state`).
+
 Reference: Li et al., "PyTorch Distributed: Experiences on Accelerating Data
 Parallel Training", VLDB 2020; Sergeev & Del Balso, "Horovod: fast and easy
 distributed deep learning in TensorFlow", 2018 (``pyro.optim.horovod``).
@@ -30,6 +38,7 @@ distributed deep learning in TensorFlow", 2018 (``pyro.optim.horovod``).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,18 +47,24 @@ import torch.distributed as dist
 from pyro import poutine
 
 from pyro_genmodels._compat import store_params
-from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
+from pyro_genmodels.checkpoint import get_rng_state, set_rng_state, to_cpu
 from pyro_genmodels.params import own_params
+from pyro_genmodels.resume import _stateful
 
 __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
     "barrier",
     "broadcast_object",
+    "check_supported",
+    "gather_rank_states",
     "gather_rows",
     "is_main_process",
     "local_rows",
+    "map_rows",
     "prime_and_broadcast",
+    "rank_seed",
+    "restore_rank_state",
     "setup",
 ]
 
@@ -102,6 +117,21 @@ def setup(distributed: Any, device: torch.device | None) -> tuple[int, int, torc
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def check_supported(loss: Any) -> None:
+    """Raise ``ValueError`` for a loss that data-parallel training would get wrong: one that
+    steps its own optimizer inside ``loss_and_grads`` (an adversarial loss with
+    ``critic_optim``: each rank's critic would follow its own shard's gradients).
+
+    >>> check_supported(pyro.infer.Trace_ELBO())
+    """
+    if getattr(loss, "critic_optim", None) is not None:
+        raise ValueError(
+            "data-parallel fit does not support a loss that steps its own optimizer inside "
+            f"loss_and_grads; got {type(loss).__name__} with critic_optim set (use "
+            "critic_optim=None, simultaneous updates, or train in one process)"
+        )
+
+
 def is_main_process() -> bool:
     """True unless this process is a rank other than 0 of an initialized process group.
 
@@ -152,6 +182,74 @@ def gather_rows(local: torch.Tensor, n: int) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(parts, padded)
     return torch.cat([part[:size] for part, size in zip(parts, sizes)])
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random streams: ``seed + 104729·rank`` (``seed`` itself on
+    rank 0, so rank 0 draws as a single process would).
+
+    >>> rank_seed(3, 0), rank_seed(3, 1)
+    (3, 104732)
+    """
+    return int(seed) + 104729 * int(rank)
+
+
+def gather_rank_states(loss: Any) -> list[dict[str, Any]] | None:
+    """Every rank's ``{"rng": ..., "loss_state": ...}`` (its random states and the
+    ``state_dict()`` of a stateful ``loss``, on the CPU), in rank order on rank 0
+    (``None`` on the other ranks). A collective call: every rank must make it."""
+    rank, world = _world()
+    local = {
+        "rng": get_rng_state(),
+        "loss_state": to_cpu(loss.state_dict()) if _stateful(loss) else None,
+    }
+    if world == 1:
+        return [local]
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(local, gathered, dst=0)
+    return gathered
+
+
+def restore_rank_state(payload: dict[str, Any], loss: Any) -> None:
+    """Put this rank's own random states and loss state from ``payload["rank_states"]`` back
+    (a checkpoint written by as many ranks as there are now). A checkpoint without them, or
+    written by another number of ranks, keeps rank 0's state everywhere, with a warning when
+    the loss is stateful (its chains cannot be matched to ranks)."""
+    rank, world = _world()
+    states = payload.get("rank_states")
+    if states is None or len(states) != world:
+        if _stateful(loss) and world > 1:
+            written = "one process" if states is None else f"{len(states)} processes"
+            warnings.warn(
+                f"the checkpoint was written by {written} and this run has {world}: every rank "
+                "resumes from rank 0's loss state and random states",
+                stacklevel=3,
+            )
+        return
+    own = states[rank]
+    if own["loss_state"] is not None and _stateful(loss):
+        loss.load_state_dict(own["loss_state"])
+    set_rng_state(own["rng"])
+
+
+def map_rows(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, chunk: int | None = None
+) -> torch.Tensor:
+    """``fn`` row by row: ``out[i] = fn(x[i:i+1])[0]`` for ``fn`` mapping ``(m, *)`` rows to
+    ``(m, *)`` results (e.g. an exact ``log p(x)``). Under ``torch.distributed`` each rank
+    evaluates its :func:`local_rows` share and the results are gathered in row order on
+    every rank (:func:`gather_rows`, a collective call); ``chunk`` bounds the rows per call.
+
+    Args:
+        x: ``(n, *)``, the rows.
+
+    >>> map_rows(lambda t: t.sum(-1), torch.ones(5, 2), chunk=2)
+    tensor([2., 2., 2., 2., 2.])
+    """
+    n = x.shape[0]
+    local = x[local_rows(n)]
+    parts = [fn(t) for t in (local.split(chunk) if chunk else (local,))]
+    return gather_rows(torch.cat(parts), n)
 
 
 def broadcast_object(obj: Any) -> Any:
@@ -211,7 +309,8 @@ class DataParallelLoss:
     ``loss_and_grads`` evaluates the wrapped loss on this rank's shard, then
     :func:`all_reduce_grads`, and returns the loss summed over ranks (floats).
     Every other attribute (``loss``, ``state_dict``, ...) is the wrapped loss's:
-    a stateful loss (persistent chains) keeps its own state per rank.
+    a stateful loss (persistent chains) keeps its own state per rank
+    (see :func:`gather_rank_states`).
 
     Args:
         loss: a Pyro loss with ``loss_and_grads(model, guide, *args)``.
@@ -242,9 +341,11 @@ def prime_and_broadcast(
     global first batch, tensors ``(B, ...)``), then broadcast all params from rank 0.
 
     Runs inside ``poutine.block`` (no backward pass), with the random number
-    generators restored afterwards, so training continues as if it had not run.
+    generators and a stateful loss's state (persistent chains) restored
+    afterwards, so training continues as if it had not run.
     """
     rng = get_rng_state()
+    loss_state = loss.state_dict() if _stateful(loss) else None
     with poutine.block(), own_params():  # losses through ∇ₓ (score matching) need autograd here
         if callable(getattr(loss, "loss", None)):
             loss.loss(model, guide, *batch)
@@ -252,6 +353,8 @@ def prime_and_broadcast(
             guide_trace = poutine.trace(guide).get_trace(*batch)
             poutine.replay(model, trace=guide_trace)(*batch)
     set_rng_state(rng)
+    if loss_state is not None:
+        loss.load_state_dict(loss_state)
     with torch.no_grad():
         for name, p in _sorted_params():
             if p.device.type != device.type:

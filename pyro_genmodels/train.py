@@ -146,6 +146,8 @@ class _Run:
     param_names: set[str] = field(default_factory=set)
     monitor: str | None = None
     undo: dict = field(default_factory=dict)  # reusable copies for undoing an update
+    world: int = 1
+    saving: bool = False  # checkpoint_dir was given (every rank; rank 0 alone writes)
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
@@ -162,6 +164,18 @@ def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = No
         run=ctx.run,
         param_names=ctx.param_names or None,
     )
+
+
+def _save(ctx: _Run, state: FitState, epoch: int) -> None:
+    """Write ``checkpoint.pt`` (rank 0), with every rank's random and loss states
+    when data-parallel (a collective call: every rank makes it)."""
+    rank_states = ddp.gather_rank_states(ctx.loss) if ctx.world > 1 else None
+    if ctx.checkpoint_dir is None:  # a rank other than 0
+        return
+    payload = _payload(ctx, state, epoch)
+    if rank_states is not None:
+        payload["rank_states"] = rank_states
+    save_checkpoint(ctx.checkpoint_dir / CHECKPOINT_NAME, payload)
 
 
 # ----------------------------------------------------------------------------- epochs
@@ -369,7 +383,10 @@ def fit(
             :mod:`pyro_genmodels.distributed`): each process trains on its shard of
             every batch, gradients and losses are summed over processes, so a step
             equals one single-process step on the whole batch; only rank 0 writes
-            checkpoints and shows progress. ``None``: when launched by ``torchrun``
+            checkpoints and shows progress. Rank ``r`` draws from its own random
+            streams (seed ``seed + 104729 r``) and keeps its own loss state (persistent
+            chains); the checkpoint holds every rank's, restored rank by rank on
+            resume with the same number of processes. ``None``: when launched by ``torchrun``
             with more than one process, or when a process group is initialized.
         jit: compile the loss (``Trace_ELBO`` → ``JitTrace_ELBO``, ...), once per
             batch shape; data checks inside model and guide then run once per shape
@@ -445,14 +462,16 @@ def fit(
         raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
     step_loss = with_precision(with_jit(loss, jit), precision, device)
     if world > 1:
+        ddp.check_supported(loss)
         step_loss = ddp.DataParallelLoss(step_loss, device)
         progress = progress if rank == 0 else False
     writer_dir = ckpt_dir if rank == 0 else None  # rank 0 alone writes
     ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, modules, run)
     ctx.monitor = None if watcher is None else watcher.monitor
+    ctx.world, ctx.saving = world, ckpt_dir is not None
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(ddp.rank_seed(seed, rank))  # each rank its own streams
     payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None and rank == 0 else None
     if resume and world > 1:  # rank 0 reads; other machines need no shared file system
         payload = ddp.broadcast_object(payload)
@@ -466,6 +485,8 @@ def fit(
             payload["step"],
             payload["history"],
         )
+        if world > 1:
+            ddp.restore_rank_state(payload, loss)
     if world > 1 and state.epoch < epochs:
         first = batches.take(batches.global_batches(state.epoch)[0])
         ddp.prime_and_broadcast(model, guide, loss, first, device)
@@ -496,9 +517,8 @@ def _train(
             bar.update(1)
             bar.set_postfix(_postfix(state.row))
             last = epoch + 1 == state.epochs or state.stop
-            if ctx.checkpoint_dir is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-                payload = _payload(ctx, state, epoch + 1)
-                save_checkpoint(ctx.checkpoint_dir / CHECKPOINT_NAME, payload)
+            if ctx.saving and ((epoch + 1) % checkpoint_every == 0 or last):
+                _save(ctx, state, epoch + 1)
             if state.stop:
                 break
     finally:

@@ -3,8 +3,12 @@
 Each case trains in float64 with a loss free of sampling noise: MADE (exact
 ``-log p(x)``, fed by a DataLoader), a RealNVP flow, and exact score matching
 of an energy network (``ScoreMatchingLoss("exact")``: double backward, ``∇_θ``
-of a function of ``∇ₓ E``). The 2-process run stops after 2 epochs, resumes
-from its checkpoint and finishes 4 epochs; the parameters must equal a 1-process
+of a function of ``∇ₓ E``), and a VAE trained by ``Trace_ELBO`` whose
+reparameterization noise is fixed per datapoint: ``εᵢ`` of epoch ``e`` is drawn
+from a generator seeded by ``(e, i)`` (:class:`_IndexedNoise`), so the union of
+the ranks' noise is the single process's noise for the same datapoints. The
+2-process run stops after 2 epochs, resumes from its checkpoint and finishes 4
+epochs; the parameters must equal a 1-process
 run stopped and resumed alike within 1e-5 (the only differences are float64
 summation orders).
 """
@@ -24,13 +28,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyro_genmodels.distributed import local_rows
 from pyro_genmodels.distributions import AutoregressiveDistribution, EnergyDistribution
 from pyro_genmodels.infer import ScoreMatchingLoss, log_likelihood
-from pyro_genmodels.models import FlowDensity
+from pyro_genmodels.models import VAE, FlowDensity
 from pyro_genmodels.nn import MADE
 from pyro_genmodels.train import fit
 
@@ -40,9 +45,42 @@ WORLD = 2
 
 def _data(kind: str) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
-    if kind == "made":
+    if kind in ("made", "vae"):
         return torch.bernoulli(torch.full((N, D), 0.4, dtype=torch.float64), generator=g)
     return torch.randn(N, D, dtype=torch.float64, generator=g) * 2 + 1
+
+
+_EPOCH = [0]  # the epoch being trained, set by _EpochClock for the VAE's noise
+
+
+class _EpochClock:
+    """A callback recording the current epoch (the key of the VAE's noise)."""
+
+    def on_epoch_start(self, state) -> None:
+        _EPOCH[0] = state.epoch
+
+
+class _IndexedNoise(Messenger):
+    """Draw the guide's ``z`` as ``loc + scale · εᵢ`` with ``εᵢ ~ N(0, I)`` from a generator
+    seeded by ``(epoch, i)`` for datapoint ``i``: reparameterized, fresh every epoch, and
+    independent of which rank holds the datapoint."""
+
+    def __init__(self, idx: torch.Tensor) -> None:
+        super().__init__()
+        self.idx = idx
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] != "z" or msg["is_observed"]:
+            return
+        base = msg["fn"]
+        while hasattr(base, "base_dist"):
+            base = base.base_dist
+        eps = torch.stack([
+            torch.randn(base.loc.shape[-1], dtype=base.loc.dtype,
+                        generator=torch.Generator().manual_seed(1000 * _EPOCH[0] + int(i)))
+            for i in self.idx
+        ]).to(base.loc.device)  # fmt: skip
+        msg["value"] = base.loc + base.scale * eps
 
 
 def _setup(kind: str):
@@ -57,6 +95,14 @@ def _setup(kind: str):
                 pyro.sample("x", AutoregressiveDistribution(net, "bernoulli"), obs=x)
 
         return model, lambda x: None, pyro.infer.Trace_ELBO()
+    if kind == "vae":
+        vae = VAE(D, 2, hidden_dims=[8]).double()
+
+        def vae_guide(x, idx):
+            with _IndexedNoise(idx.long()):
+                vae.guide(x)
+
+        return (lambda x, idx: vae.model(x)), vae_guide, pyro.infer.Trace_ELBO()
     if kind == "flow":
         flow = FlowDensity(D, "realnvp", num_layers=2, hidden_dims=[8]).double()
         return flow.model, flow.guide, pyro.infer.Trace_ELBO()
@@ -78,6 +124,9 @@ def _run(kind: str, epochs: int, loader: bool = False, **kwargs):
     if loader:
         data = DataLoader(TensorDataset(data), batch_size=BATCH, shuffle=True)
         kwargs["batch_size"] = None
+    if kind == "vae":  # the datapoints' indices key their noise
+        data = (data, torch.arange(N, dtype=torch.float64))
+        kwargs["callbacks"] = [_EpochClock()]
     kwargs.setdefault("batch_size", BATCH)
     h = fit(model, guide, data, loss=loss, optim=pyro.optim.Adam({"lr": 0.05}),
             epochs=epochs, seed=3, progress=False, **kwargs)  # fmt: skip
@@ -130,14 +179,14 @@ def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    kinds = ["made", "flow", "score"]
+    kinds = ["made", "flow", "score", "vae"]
     mp.start_processes(
         _worker, args=(str(out / "rendezvous"), str(out), kinds), nprocs=WORLD, start_method="fork"
     )
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("kind", ["made", "flow", "score"])
+@pytest.mark.parametrize("kind", ["made", "flow", "score", "vae"])
 def test_two_processes_equal_one(two_process_results, kind, tmp_path):
     """Against one process stopped and resumed alike (checkpoints are compared like for like)."""
     pyro.clear_param_store()
@@ -200,3 +249,13 @@ def test_torchrun_cli_equals_one_process(tmp_path):
     assert w2.keys() == w1.keys()
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_loss_stepping_its_own_optimizer_is_refused():
+    from pyro_genmodels.distributed import check_supported
+    from pyro_genmodels.infer import GANLoss
+
+    critic = nn.Linear(D, 1)
+    check_supported(GANLoss(critic))  # simultaneous updates: gradients summed like the rest
+    with pytest.raises(ValueError, match="GANLoss with critic_optim set"):
+        check_supported(GANLoss(critic, critic_optim=pyro.optim.Adam({})))

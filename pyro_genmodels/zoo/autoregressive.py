@@ -12,6 +12,7 @@ import pyro
 import torch
 
 from pyro_genmodels.data import Dataset
+from pyro_genmodels.distributed import map_rows
 from pyro_genmodels.nn.autoregressive.base import Conditioner
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
@@ -50,8 +51,9 @@ def autoregressive_setup(
         return dist().sample((n,)).reshape(n, -1)
 
     def score(num_samples: int) -> dict:
-        nll = torch.cat(
-            [-dist().log_prob(t.reshape((-1,) + event_shape)) for t in data.test.split(SCORE_CHUNK)]
+        # under torch.distributed each rank scores its share of the test rows
+        nll = -map_rows(
+            lambda t: dist().log_prob(t.reshape((-1,) + event_shape)), data.test, SCORE_CHUNK
         )
         return {"test_nll_nats": float(nll.mean()), "estimator": "exact"}
 
