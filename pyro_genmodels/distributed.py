@@ -122,6 +122,7 @@ def check_supported(loss: Any) -> None:
     steps its own optimizer inside ``loss_and_grads`` (an adversarial loss with
     ``critic_optim``: each rank's critic would follow its own shard's gradients).
 
+    >>> import pyro
     >>> check_supported(pyro.infer.Trace_ELBO())
     """
     if getattr(loss, "critic_optim", None) is not None:
