@@ -232,7 +232,9 @@ def main() -> None:
     # the loss draws persistent chains from its buffer with replacement: many more chains than
     # the batch keep their lineages apart (mnist5k, 100 hidden, 10 epochs, momentum 0.5:
     # 137 nats with 1000 chains, 154 with 50); momentum 0.5 costs PCD 12 nats (153 vs 141)
-    p.add_argument("--pcd-chains", type=int, default=1000)
+    p.add_argument(
+        "--pcd-chains", type=int, default=100, help="persistent chains (= the batch: all advance)"
+    )
     p.add_argument("--momentum", type=float, default=0.0, help="0 as sklearn's SGD")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--ais-steps", type=int, default=14500)
