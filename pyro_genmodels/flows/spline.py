@@ -242,6 +242,11 @@ class ConditionalRQSplineAutoregressive(ConditionalTransformModule):
         return RQSplineAutoregressive(cond_nn, self.count_bins, self.bound)
 
 
+def _check_bins_and_bound(count_bins: int, bound: float) -> tuple[int, float]:
+    """The spline couplings' ``count_bins`` (an int >= 2) and ``bound`` (a real > 0)."""
+    return check_int("count_bins", count_bins, 2), check_positive_float("bound", bound)
+
+
 class RQSplineCoupling(AdditiveCoupling):
     """Rational-quadratic spline coupling, parameterized in the density direction
     (data ``y`` to base ``x``): ``x_1 = y_1``, ``x_2 = g(y_2; theta(y_1))`` with ``g``
@@ -283,8 +288,7 @@ class RQSplineCoupling(AdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        self.count_bins = check_int("count_bins", count_bins, 2)
-        self.bound = check_positive_float("bound", bound)
+        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
         self._cached_ladj: torch.Tensor | None = None
 
     def _spline(self, v: torch.Tensor, x1: torch.Tensor, inverse: bool):
@@ -343,8 +347,7 @@ class ConditionalRQSplineCoupling(ConditionalAdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        self.count_bins = check_int("count_bins", count_bins, 2)
-        self.bound = check_positive_float("bound", bound)
+        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
 
     def condition(self, context: torch.Tensor) -> RQSplineCoupling:
         check_context(context)

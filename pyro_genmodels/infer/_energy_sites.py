@@ -100,6 +100,13 @@ def check_real_support(loss_name: str, site: dict[str, Any]) -> None:
         )
 
 
+def replayed_traces(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
+    """``(model_trace, guide_trace)``: the guide traced, then the model replayed against it."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
 class EnergyLoss(ELBO):
     """Shared ``loss``/``differentiable_loss``/``loss_and_grads`` over ``_differentiable_loss``.
 
@@ -113,11 +120,7 @@ class EnergyLoss(ELBO):
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
         """The ``(model_trace, guide_trace)`` pair (no particles are drawn)."""
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-        return model_trace, guide_trace
+        return replayed_traces(model, guide, args, kwargs)
 
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any

@@ -12,12 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from pyro import poutine
 from pyro.infer import ELBO
 from pyro.infer.util import torch_item
 from pyro.util import warn_if_nan
 
 from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels.infer._energy_sites import replayed_traces
 
 
 class DBMLoss(ELBO):
@@ -43,11 +43,7 @@ class DBMLoss(ELBO):
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
         """``(model_trace, guide_trace)``: the model replayed against the guide."""
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-        return model_trace, guide_trace
+        return replayed_traces(model, guide, args, kwargs)
 
     def differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
