@@ -2,12 +2,15 @@
 
     python benchmarks/adversarial.py            # the full run (about 15 minutes on 2 loaded cores)
     python benchmarks/adversarial.py --quick    # a seconds-long smoke run
-    python benchmarks/adversarial.py --datasets 25gaussians --objectives "gan (pacgan2)" \
-        --steps 3000 --out benchmarks/results/adversarial_grid25.csv   # a subset, no timing
+    python benchmarks/adversarial.py --datasets 25gaussians --steps 10000 --seeds 0,1,2 \
+        --objectives "gan (r1 0.1, 2-d z, lr decay)" \
+        --out benchmarks/results/adversarial_grid25.csv   # a subset over seeds, no timing
 
 Quality: each objective trains the same generator MLP(8 → 128 → 128 → 2) and
 critic MLP(2 → 128 → 128 → 1) (PacGAN: MLP(2·m → 128 → 128 → 1) on packs of m
-samples; "lr decay": the rate falls geometrically to 1% of its start) for a
+samples; "lr decay": the rate falls geometrically to the stated share of its
+start, 1% or 10%; "2-d z": a 2-dimensional latent instead of 8; "r1 γ": the
+non-saturating GAN with Mescheder et al.'s R1 penalty ``GANLoss(r1_weight=γ)``) for a
 fixed budget of generator steps (batch 256, one SVI step each, data drawn from
 100k training points), then scores 2500 samples: modes covered and high-quality fraction
 (:func:`pgm.diagnostics.mode_coverage`: within 3σ of a centre, a mode needs 20%
@@ -40,21 +43,23 @@ RESULTS = Path(__file__).resolve().parent / "results" / "adversarial.csv"
 Z_DIM, WIDTH, BATCH = 8, 128, 256
 
 
-def networks(seed: int = 0, pack: int = 1):
-    """Generator ``MLP(8 → 128 → 128 → 2)`` and critic ``MLP(2·pack → 128 → 128 → 1)``
+def networks(seed: int = 0, pack: int = 1, z_dim: int = Z_DIM):
+    """Generator ``MLP(z_dim → 128 → 128 → 2)`` and critic ``MLP(2·pack → 128 → 128 → 1)``
     (on packs of ``pack`` samples: PacGAN's critic, :class:`PackedCritic`)."""
     from pyro_genmodels.zoo.adversarial import PackedCritic
 
     torch.manual_seed(seed)
-    G, D = pgm.nn.MLP(Z_DIM, [WIDTH, WIDTH], 2), pgm.nn.MLP(2 * pack, [WIDTH, WIDTH], 1)
+    G, D = pgm.nn.MLP(z_dim, [WIDTH, WIDTH], 2), pgm.nn.MLP(2 * pack, [WIDTH, WIDTH], 1)
     return G, (D if pack == 1 else PackedCritic(D, pack))
 
 
 def make_model(G):
+    z_dim = G.in_dim
+
     def generator(x):
         pyro.module("generator", G)
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(Z_DIM), 1.0).to_event(1))
+            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
             pyro.sample("x", dist.Delta(G(z), event_dim=1), obs=x)
 
     return generator
@@ -99,6 +104,24 @@ OBJECTIVES = {
     ),
     "gan (pacgan2)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 2}),
     "gan (pacgan4)": (lambda D, o: GANLoss(D, critic_optim=o), lambda: adam(1e-3), 1, {"pack": 4}),
+    "gan (r1 0.1, lr decay)": (
+        lambda D, o: GANLoss(D, r1_weight=0.1, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"decay": 0.1},
+    ),
+    "gan (r1 0.1, 2-d z, lr decay)": (
+        lambda D, o: GANLoss(D, r1_weight=0.1, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"decay": 0.1, "z_dim": 2},
+    ),
+    "gan (2-d z, lr decay)": (
+        lambda D, o: GANLoss(D, critic_optim=o),
+        lambda: adam(1e-3),
+        1,
+        {"decay": 0.1, "z_dim": 2},
+    ),
     "gan (pacgan2, lr decay)": (
         lambda D, o: GANLoss(D, critic_optim=o),
         lambda: adam(1e-3),
@@ -136,7 +159,7 @@ def train_one(name: str, dataset: str, steps: int, num_eval: int, seed: int = 0)
             break
     seconds = time.perf_counter() - start
     with torch.no_grad():
-        fake = G(torch.randn(num_eval, Z_DIM, generator=g))
+        fake = G(torch.randn(num_eval, G.in_dim, generator=g))
     finite = bool(torch.isfinite(fake).all())
     scores = pgm.diagnostics.mode_coverage(fake, dataset) if finite else {}
     row = {
@@ -230,6 +253,7 @@ def main(
     objectives: list[str] | None = None,
     datasets: tuple[str, ...] = ("8gaussians", "25gaussians"),
     timing: bool = True,
+    seeds: tuple[int, ...] = (0,),
 ) -> pd.DataFrame:
     torch.set_num_threads(1)
     names = QUICK_OBJECTIVES if quick else list(OBJECTIVES)
@@ -238,14 +262,15 @@ def main(
     rows = []
     for dataset in datasets:
         for name in names:
-            rows.append(train_one(name, dataset, steps, num_eval))
-            r = rows[-1]
-            print(
-                f"{dataset:12s} {name:30s} modes {r['modes']:2d}/{r['num_modes']} "
-                f"hq {r['high_quality']:.3f} ed {r['energy_distance']:.4f} "
-                f"{r['seconds']:.0f}s {r['status']}",
-                flush=True,
-            )
+            for seed in seeds:
+                rows.append({**train_one(name, dataset, steps, num_eval, seed), "seed": seed})
+                r = rows[-1]
+                print(
+                    f"{dataset:12s} {name:30s} seed {seed} modes {r['modes']:2d}/{r['num_modes']} "
+                    f"hq {r['high_quality']:.3f} ed {r['energy_distance']:.4f} "
+                    f"{r['seconds']:.0f}s {r['status']}",
+                    flush=True,
+                )
     for name in ("gan (non-saturating, alternating)", "wgan-gp (n_critic=5)") if timing else ():
         rows.append(speed(name, 10 if quick else 200, 1 if quick else 5))
     table = pd.DataFrame(rows)
@@ -253,7 +278,7 @@ def main(
     quality = table[table["kind"] == "quality"].drop(
         columns=["kind", *(c for c in speed_columns if c in table)]
     )
-    counts = ["generator_steps", "critic_steps", "modes", "num_modes"]
+    counts = ["seed", "generator_steps", "critic_steps", "modes", "num_modes"]
     quality = quality.astype(dict.fromkeys(counts, int))
     print(quality.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if timing:
@@ -276,6 +301,7 @@ if __name__ == "__main__":
         "--objectives", default=None, help="';'-separated subset of: " + "; ".join(OBJECTIVES)
     )
     parser.add_argument("--datasets", default="8gaussians,25gaussians")
+    parser.add_argument("--seeds", default="0", help="','-separated seeds of every quality run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="CSV written by a full run")
     args = parser.parse_args()
     subset = args.objectives.split(";") if args.objectives else None
@@ -289,4 +315,5 @@ if __name__ == "__main__":
         objectives=subset,
         datasets=tuple(args.datasets.split(",")),
         timing=subset is None,
+        seeds=tuple(int(v) for v in args.seeds.split(",")),
     )

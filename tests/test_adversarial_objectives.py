@@ -220,6 +220,43 @@ def test_wgan_gp_penalty_zero_for_unit_slope_linear_critic(device):
     assert loss.penalty({"x": x}, {"x": y}).item() == pytest.approx(10.0 * 64)
 
 
+def test_r1_penalty_matches_closed_form_of_a_quadratic_critic(device):
+    # D(x) = x·Ax with A symmetric: ∇D = 2Ax, so R1 = (γ/2) Σ_B ‖2Ax‖².
+    torch.manual_seed(0)
+    a = torch.randn(3, 3, dtype=torch.float64)
+    a = (a + a.T).to(device)
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(a.clone())
+
+        def forward(self, x):
+            return torch.einsum("bi,ij,bj->b", x, self.a, x)
+
+    critic = Quadratic()
+    x, y = (torch.randn(16, 3, dtype=torch.float64, device=device) for _ in range(2))
+    penalty = GANLoss(critic, r1_weight=0.3).penalty({"x": x}, {"x": y})
+    assert penalty.item() == pytest.approx(0.15 * (2 * x @ a).pow(2).sum().item(), rel=1e-12)
+    assert GANLoss(critic).penalty({"x": x}, {"x": y}) is None  # γ = 0: no term
+    # differentiable in the critic: ∇ₓD = (A + Aᵀ)x, so at a symmetric A
+    # d/dA (γ/2) Σ_b ‖(A + Aᵀ)x_b‖² = 2γ (A M + M A) with M = Σ_b x_b x_bᵀ
+    (grad,) = torch.autograd.grad(penalty, critic.a)
+    m = x.T @ x
+    expected = 2 * 0.3 * (a @ m + m @ a)
+    assert torch.allclose(grad, expected, rtol=1e-10)
+
+
+def test_r1_penalty_enters_the_critic_loss(device):
+    real = torch.tensor([[0.0], [1.0]], dtype=torch.float64, device=device)
+    fake = torch.tensor([[2.0], [-1.0]], dtype=torch.float64, device=device)
+    critic = nn.Linear(1, 1).double().to(device)
+    plain, _ = GANLoss(critic).loss(fixed_sample_model(fake), lambda x: None, real)
+    with_r1, _ = GANLoss(critic, r1_weight=2.0).loss(fixed_sample_model(fake), lambda x: None, real)
+    # linear critic: ∇D = w everywhere, so the penalty is (γ/2)·B·w²
+    assert with_r1 - plain == pytest.approx(2 * critic.weight.item() ** 2, rel=1e-10)
+
+
 def test_wgan_losses(device):
     critic = nn.Linear(1, 1).double().to(device)
     loss = WGANLoss(critic, pyro.optim.RMSprop({"lr": 1e-3}), clip_value=0.5)

@@ -125,6 +125,9 @@ REAL_ARGUMENTS = [
     pytest.param(
         "gp_weight", lambda v: WGANGPLoss(torch.nn.Linear(2, 1), gp_weight=v), id="WGANGP.gp_weight"
     ),
+    pytest.param(
+        "r1_weight", lambda v: GANLoss(torch.nn.Linear(2, 1), r1_weight=v), id="GAN.r1_weight"
+    ),
 ]
 
 

@@ -131,9 +131,6 @@ class WGANGPLoss(_Wasserstein):
         mixed = {}
         for k, x in real.items():
             e = eps.reshape(batch + (1,) * (x.dim() - 1))
-            mixed[k] = (e * x + (1 - e) * fake[k]).requires_grad_(True)
-        with torch.enable_grad():
-            out = self.discriminate(mixed, batch)
-            grads = torch.autograd.grad(out.sum(), list(mixed.values()), create_graph=True)
-        sq = torch.stack([g.reshape(batch[0], -1).pow(2).sum(-1) for g in grads]).sum(0)
+            mixed[k] = e * x + (1 - e) * fake[k]
+        sq = self.input_grad_sq(mixed, batch)
         return self.gp_weight * ((sq.clamp_min(1e-12).sqrt() - 1) ** 2).sum()
