@@ -116,6 +116,14 @@ class _Source:
             order = order[:-1]
         return order
 
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the global index batch ``idx``."""
+        return _shard(idx, self.rank, self.world)
+
+    def step_sizes(self, epoch: int) -> list[tuple[int, int]]:
+        """``(global batch size, this rank's shard size)`` of every step of epoch ``epoch``."""
+        return [(len(idx), len(self.shard(idx))) for idx in self.global_batches(epoch)]
+
     def num_batches(self, epoch: int) -> int:
         return len(self.global_batches(epoch))
 
