@@ -434,11 +434,25 @@ def prime_and_broadcast(
     return found
 
 
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with its tensors detached on the CPU (through dicts, lists and (named) tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_on_cpu(v) for v in obj))
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
 def on_main_process(fn: Callable[[], Any]) -> Any:
     """``fn()`` computed by rank 0 alone and broadcast to every rank (``fn()`` itself without
     a process group): for random quantities (an AIS estimate of ``log Z``, model samples)
     that must be identical on all ranks and equal to a single process's, which draws
-    from rank 0's streams. A collective call: every rank must make it.
+    from rank 0's streams. Under a process group its tensors arrive on the CPU (through
+    dicts, lists and named tuples). A collective call: every rank must make it.
 
     >>> on_main_process(lambda: 3)
     3
@@ -449,7 +463,7 @@ def on_main_process(fn: Callable[[], Any]) -> Any:
     box: tuple[str, Any] = ("", None)
     if rank == 0:
         try:
-            box = ("ok", fn())
+            box = ("ok", _on_cpu(fn()))
         except Exception as e:  # the other ranks must not wait for a broadcast forever
             box = ("error", f"{type(e).__name__}: {e}")
             broadcast_object(box)
