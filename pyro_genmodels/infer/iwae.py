@@ -146,7 +146,8 @@ def _data_scale(wt: WeightedTraces) -> float:
     """
     for site in wt.model_trace.nodes.values():
         if _is_sample(site) and site["is_observed"]:
-            share = float((site.get("infer") or {}).get(SCALE_KEY, 1.0))
+            infer: dict[str, Any] = dict(site.get("infer") or {})
+            share = float(infer.get(SCALE_KEY, 1.0))
             for f in site["cond_indep_stack"]:
                 if f.name == wt.data_plate and f.full_size is not None and f.size > 0:
                     return share * float(f.full_size) / float(f.size)
