@@ -173,3 +173,24 @@ def test_without_a_plate_scale_the_global_prior_counts_world_times():
     prior = -dist.Normal(0.0, 1.0).log_prob(torch.tensor(0.3, dtype=torch.float64)).item()
     assert abs(plain - ref - prior) < 1e-10
     pyro.clear_param_store()
+
+
+def test_compiled_loss_is_keyed_by_the_scale():
+    """A shard of 3 rows is 3/5 of one global batch and 3/6 of another: the compiled loss
+    (its scales are constants of the trace) is compiled once per factor."""
+    from pyro_genmodels.jit import with_jit
+
+    pyro.clear_param_store()
+    jit = with_jit(pyro.infer.Trace_ELBO(), True)
+    plain = pyro.infer.Trace_ELBO()
+    scale = ShardScale({"data": False}, set(), WORLD)
+    model = lambda x, idx: _map_model(x, idx, True)  # noqa: E731  (tensors only for the JIT)
+    guide = lambda x, idx: _map_guide(x, idx, True)  # noqa: E731
+    for global_size in (5, 6, 5):
+        scale.set_step(global_size, 3)
+        args = (scale.wrap(model), scale.wrap(guide), X[IDX[:3]], IDX[:3])
+        expected = plain.loss(*args)
+        # (Pyro's JIT keeps a scale as a float32 constant: agreement to float32 precision)
+        assert abs(jit.loss_and_grads(*args) - expected) < 1e-6 * abs(expected)
+    assert len(jit.compiled) == 2
+    pyro.clear_param_store()
