@@ -5,11 +5,27 @@ batch: every rank evaluates the loss on its shard of the batch
 (:mod:`pyro_genmodels.batches`), then the gradients of all Pyro params —
 taken in the order of their names, so every rank reduces the same tensors in
 the same order — and the loss values are **summed** over the ranks with
-``all_reduce``. For a loss that is a sum over the datapoints of the batch
-(``Trace_ELBO`` and the other ELBO-type losses with ``pyro.plate("data",
-len(batch))``) the sum of the shard gradients *is* the gradient on the global
-batch, whatever the shard sizes, so no plate rescaling is needed, and the
-optimizer's update is the single-process update.
+``all_reduce``. Model and guide run under a
+:class:`~pyro_genmodels.shard_scale.ShardScale` that makes the ranks' losses sum
+to the single-process loss ``L = Σ_g ℓ_g + (N/B) Σ_{i∈B} ℓ_i``: the sites outside
+the data plate (priors, global latents) count ``1/W`` on each of the ``W`` ranks,
+and a subsampled data plate (``pyro.plate("data", N, subsample=idx)``) scales its
+sites by ``N/B`` of the global batch, not ``N/b_r`` of the shard. The data plates
+are found by :func:`prime_and_broadcast`, which runs the loss on the global first
+batch and on this rank's shard of it and compares their plate sizes; the factors
+are recomputed every step from the step's global batch and shard sizes (the last
+batch of an epoch may split unevenly). For a sum over a plate over the batch
+(``pyro.plate("data", len(batch))``) the factor is 1 and the sum of the shard
+gradients *is* the global gradient, whatever the shard sizes.
+
+Losses that update parameters inside ``loss_and_grads`` — the adversarial losses
+with ``critic_optim`` (GANLoss, LSGANLoss, WGANLoss, WGANGPLoss, BiGANLoss) — get
+a hook (``critic_grad_sync``, installed by :class:`DataParallelLoss` for the call):
+after each inner critic backward the critic gradients (and the critic loss) are
+summed over the ranks *before* the finite check and the critic optimizer's step,
+so every rank makes the same decision and the same update, and the critic equals
+the single-process critic. Its parameters, registered under ``poutine.block``,
+are in the param store and broadcast with the others at start.
 
 Gradients are reduced after ``loss_and_grads`` returns, not inside autograd
 hooks as ``DistributedDataParallel`` does, so losses that differentiate

@@ -52,7 +52,9 @@ def _shape_key(args: tuple) -> tuple:
 
 
 class ShapeKeyedJit:
-    """The compiled counterpart of a Pyro ELBO, compiled once per tuple of argument shapes.
+    """The compiled counterpart of a Pyro ELBO, compiled once per tuple of argument shapes
+    (and per ``model.jit_key`` when the model carries one: the data-parallel plate
+    scaling of :mod:`pyro_genmodels.shard_scale`, whose factors the trace holds as constants).
 
     Args:
         loss: an instance of a class in :data:`JIT_LOSSES` (exactly that class);

@@ -21,7 +21,10 @@ Every loss that reads ``site["scale"]`` sees it: ``Trace_ELBO``,
 data plate, the energy losses (``site_scale``), and :class:`~pyro_genmodels.infer.IWAELoss`
 (which reads the factor from ``site["infer"][SCALE_KEY]``). Losses that ignore site
 scales (the adversarial losses, ``DBMLoss``) sum over their shard's rows, which the
-summed gradients already make right for a plate over the batch.
+summed gradients already make right for a plate over the batch (they never scale a
+subsampled plate, in one process either). What no per-site factor can fix:
+``RenyiELBO`` (and any bound taking a log-mean-exp over the whole batch) with a site
+outside the data plate — its batch weight couples all rows, so train it in one process.
 
 Which plates are data plates is found from the data, not from names:
 :func:`find_data_plates` compares the plate frames (``cond_indep_stack``, by
