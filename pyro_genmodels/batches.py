@@ -303,9 +303,16 @@ def make_batches(
     ``batch_size``/``shuffle`` of ``None`` mean: the DataLoader's own (its
     ``batch_size``; shuffled when its sampler is a ``RandomSampler``), else 128 / True.
 
+    A dataset object whose ``.train`` is a map-style Dataset (``load_mnist(root,
+    mmap=True)``) is read through that Dataset.
+
     >>> make_batches(torch.zeros(10, 2), None, None, 0).batch_size
     128
     """
+    if not isinstance(data, torch.Tensor | list | tuple | tud.Dataset) and isinstance(
+        getattr(data, "train", None), tud.Dataset
+    ):
+        data = data.train
     if isinstance(data, tud.DataLoader):
         if data.batch_size is None:
             raise ValueError(
