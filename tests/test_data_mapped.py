@@ -121,6 +121,6 @@ def test_load_mnist_mmap_refusals(mnist_root, tmp_path):
     with pytest.raises(ValueError, match="a gzip file cannot be memory-mapped"):
         load_mnist(gz, mmap=True)
     load_mnist(gz)  # the in-memory path still reads them
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="mmap=True needs"):
-        (tmp_path / "empty").mkdir()
         load_mnist(tmp_path / "empty", mmap=True)
