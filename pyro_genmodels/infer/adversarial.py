@@ -36,7 +36,9 @@ like :class:`pyro.infer.ReweightedWakeSleep`:
   state; a separate one is checkpointed through this loss's ``state_dict``.
   Under data-parallel ``fit`` every inner update uses the critic gradients
   summed over the ranks (the ``critic_grad_sync`` hook), so the ranks' critics
-  stay identical and equal the single-process critic on the same global batches.
+  stay identical and equal the single-process critic on the same global batches
+  (exactly when nothing is drawn at random: the generator's noise given as data;
+  otherwise each rank draws its own noise and the equality is in distribution).
 
 Alternating is the schedule of the GAN papers and is the more stable one
 (``benchmarks/adversarial.py`` compares both on the toy mixtures); the
