@@ -45,6 +45,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.util import site_is_subsample
 
 __all__ = ["SCALE_KEY", "PlateRecorder", "ShardScale", "find_data_plates"]
@@ -193,5 +194,7 @@ class _Scaled:
         return self.scale.jit_key
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.scale in _PYRO_STACK:  # a program run inside the other (scaled once)
+            return self.fn(*args, **kwargs)
         with self.scale:
             return self.fn(*args, **kwargs)

@@ -194,3 +194,11 @@ def test_compiled_loss_is_keyed_by_the_scale():
         assert abs(jit.loss_and_grads(*args) - expected) < 1e-6 * abs(expected)
     assert len(jit.compiled) == 2
     pyro.clear_param_store()
+
+
+def test_a_program_calling_the_other_is_scaled_once():
+    scale = ShardScale({}, set(), WORLD)
+    inner = scale.wrap(lambda: pyro.sample("g", dist.Normal(0.0, 1.0), obs=torch.zeros(())))
+    outer = scale.wrap(lambda: inner())
+    tr = pyro.poutine.trace(outer).get_trace()
+    assert tr.nodes["g"]["scale"] == 0.5
