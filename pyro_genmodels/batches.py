@@ -116,6 +116,14 @@ class _Source:
             order = order[:-1]
         return order
 
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of the global index batch ``idx``."""
+        return _shard(idx, self.rank, self.world)
+
+    def step_sizes(self, epoch: int) -> list[tuple[int, int]]:
+        """``(global batch size, this rank's shard size)`` of every step of epoch ``epoch``."""
+        return [(len(idx), len(self.shard(idx))) for idx in self.global_batches(epoch)]
+
     def num_batches(self, epoch: int) -> int:
         return len(self.global_batches(epoch))
 
@@ -295,9 +303,16 @@ def make_batches(
     ``batch_size``/``shuffle`` of ``None`` mean: the DataLoader's own (its
     ``batch_size``; shuffled when its sampler is a ``RandomSampler``), else 128 / True.
 
+    A dataset object whose ``.train`` is a map-style Dataset (``load_mnist(root,
+    mmap=True)``) is read through that Dataset.
+
     >>> make_batches(torch.zeros(10, 2), None, None, 0).batch_size
     128
     """
+    if not isinstance(data, torch.Tensor | list | tuple | tud.Dataset) and isinstance(
+        getattr(data, "train", None), tud.Dataset
+    ):
+        data = data.train
     if isinstance(data, tud.DataLoader):
         if data.batch_size is None:
             raise ValueError(

@@ -5,11 +5,27 @@ batch: every rank evaluates the loss on its shard of the batch
 (:mod:`pyro_genmodels.batches`), then the gradients of all Pyro params —
 taken in the order of their names, so every rank reduces the same tensors in
 the same order — and the loss values are **summed** over the ranks with
-``all_reduce``. For a loss that is a sum over the datapoints of the batch
-(``Trace_ELBO`` and the other ELBO-type losses with ``pyro.plate("data",
-len(batch))``) the sum of the shard gradients *is* the gradient on the global
-batch, whatever the shard sizes, so no plate rescaling is needed, and the
-optimizer's update is the single-process update.
+``all_reduce``. Model and guide run under a
+:class:`~pyro_genmodels.shard_scale.ShardScale` that makes the ranks' losses sum
+to the single-process loss ``L = Σ_g ℓ_g + (N/B) Σ_{i∈B} ℓ_i``: the sites outside
+the data plate (priors, global latents) count ``1/W`` on each of the ``W`` ranks,
+and a subsampled data plate (``pyro.plate("data", N, subsample=idx)``) scales its
+sites by ``N/B`` of the global batch, not ``N/b_r`` of the shard. The data plates
+are found by :func:`prime_and_broadcast`, which runs the loss on the global first
+batch and on this rank's shard of it and compares their plate sizes; the factors
+are recomputed every step from the step's global batch and shard sizes (the last
+batch of an epoch may split unevenly). For a sum over a plate over the batch
+(``pyro.plate("data", len(batch))``) the factor is 1 and the sum of the shard
+gradients *is* the global gradient, whatever the shard sizes.
+
+Losses that update parameters inside ``loss_and_grads`` — the adversarial losses
+with ``critic_optim`` (GANLoss, LSGANLoss, WGANLoss, WGANGPLoss, BiGANLoss) — get
+a hook (``critic_grad_sync``, installed by :class:`DataParallelLoss` for the call):
+after each inner critic backward the critic gradients (and the critic loss) are
+summed over the ranks *before* the finite check and the critic optimizer's step,
+so every rank makes the same decision and the same update, and the critic equals
+the single-process critic. Its parameters, registered under ``poutine.block``,
+are in the param store and broadcast with the others at start.
 
 Gradients are reduced after ``loss_and_grads`` returns, not inside autograd
 hooks as ``DistributedDataParallel`` does, so losses that differentiate
@@ -50,18 +66,19 @@ from pyro_genmodels._compat import store_params
 from pyro_genmodels.checkpoint import get_rng_state, set_rng_state, to_cpu
 from pyro_genmodels.params import own_params
 from pyro_genmodels.resume import _stateful
+from pyro_genmodels.shard_scale import PlateRecorder, ShardScale, find_data_plates
 
 __all__ = [
     "DataParallelLoss",
     "all_reduce_grads",
     "barrier",
     "broadcast_object",
-    "check_supported",
     "gather_rank_states",
     "gather_rows",
     "is_main_process",
     "local_rows",
     "map_rows",
+    "on_main_process",
     "prime_and_broadcast",
     "rank_seed",
     "restore_rank_state",
@@ -115,22 +132,6 @@ def setup(distributed: Any, device: torch.device | None) -> tuple[int, int, torc
     if device is None and dist.get_backend() == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())
     return dist.get_rank(), dist.get_world_size(), device
-
-
-def check_supported(loss: Any) -> None:
-    """Raise ``ValueError`` for a loss that data-parallel training would get wrong: one that
-    steps its own optimizer inside ``loss_and_grads`` (an adversarial loss with
-    ``critic_optim``: each rank's critic would follow its own shard's gradients).
-
-    >>> import pyro
-    >>> check_supported(pyro.infer.Trace_ELBO())
-    """
-    if getattr(loss, "critic_optim", None) is not None:
-        raise ValueError(
-            "data-parallel fit does not support a loss that steps its own optimizer inside "
-            f"loss_and_grads; got {type(loss).__name__} with critic_optim set (use "
-            "critic_optim=None, simultaneous updates, or train in one process)"
-        )
 
 
 def is_main_process() -> bool:
@@ -270,29 +271,45 @@ def _sorted_params() -> list[tuple[str, torch.Tensor]]:
     return [(name, params[name]) for name in sorted(params)]
 
 
-def all_reduce_grads(device: torch.device) -> None:
-    """Sum the ``.grad`` of every Pyro param over all ranks (params in name order).
-
-    A param keeps ``grad=None`` only if it has none on every rank; otherwise a
-    missing local gradient counts as zeros.
-    """
-    params = [p for _, p in _sorted_params()]
-    if not params:
-        return
-    has = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
-    dist.all_reduce(has)
-    for p, flag in zip(params, has.tolist()):
+def _reduce_grads(
+    params: list[torch.Tensor], device: torch.device, extra: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """Sum the ``.grad`` of ``params`` over all ranks (a param without a gradient on some
+    rank counts zeros there; one without a gradient on every rank keeps ``None``), and
+    the float64 vector ``extra`` with them; returns ``extra`` summed."""
+    n = len(params)
+    flags = torch.zeros(n + (0 if extra is None else extra.numel()), dtype=torch.float64)
+    flags[:n] = torch.tensor([p.grad is not None for p in params], dtype=torch.float64)
+    if extra is not None:
+        flags[n:] = extra.detach().reshape(-1).to("cpu", torch.float64)
+    flags = flags.to(device)
+    dist.all_reduce(flags)
+    has = flags[:n].tolist()
+    for p, flag in zip(params, has):
         if flag and p.grad is None:
             p.grad = torch.zeros_like(p)
-    with_grad = [p for p in params if p.grad is not None]
     by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for p in with_grad:
-        by_dtype.setdefault(p.grad.dtype, []).append(p)  # type: ignore[union-attr]
+    for p in params:
+        if p.grad is not None:
+            by_dtype.setdefault(p.grad.dtype, []).append(p)
     for group in by_dtype.values():
         flat = torch.cat([p.grad.reshape(-1) for p in group])  # type: ignore[union-attr]
         dist.all_reduce(flat)
         for p, g in zip(group, flat.split([p.numel() for p in group])):
             p.grad.copy_(g.view_as(p.grad))  # type: ignore[union-attr]
+    return None if extra is None else flags[n:]
+
+
+def all_reduce_grads(device: torch.device, skip: set[int] | None = None) -> None:
+    """Sum the ``.grad`` of every Pyro param over all ranks (params in name order), except
+    those whose ``id`` is in ``skip`` (already reduced, e.g. a critic's).
+
+    A param keeps ``grad=None`` only if it has none on every rank; otherwise a
+    missing local gradient counts as zeros.
+    """
+    params = [p for _, p in _sorted_params() if skip is None or id(p) not in skip]
+    if params:
+        _reduce_grads(params, device)
 
 
 def _all_reduce_value(value: Any, device: torch.device) -> Any:
@@ -304,11 +321,31 @@ def _all_reduce_value(value: Any, device: torch.device) -> Any:
     return type(value)(out) if isinstance(value, tuple | list) else out[0]
 
 
+def _innermost(loss: Any) -> Any:
+    """The loss under its wrappers (``DataParallelLoss``, ``AutocastLoss``, ``ShapeKeyedJit``)."""
+    while "wrapped" in vars(loss):
+        loss = vars(loss)["wrapped"]
+    return loss
+
+
 class DataParallelLoss:
     """A Pyro loss whose gradients and value are summed over the ranks of a process group.
 
-    ``loss_and_grads`` evaluates the wrapped loss on this rank's shard, then
+    ``loss_and_grads`` evaluates the wrapped loss on this rank's shard — model and
+    guide run under ``scale`` (a :class:`~pyro_genmodels.shard_scale.ShardScale`,
+    set by :func:`pyro_genmodels.fit` after :func:`prime_and_broadcast`, so that the
+    ranks' losses sum to the single-process loss of the global batch) — then
     :func:`all_reduce_grads`, and returns the loss summed over ranks (floats).
+
+    A loss that updates parameters itself inside ``loss_and_grads`` (an
+    adversarial loss's inner critic updates) declares a ``critic_grad_sync``
+    attribute (``None`` in one process). For the duration of the call it is set
+    to a function ``sync(loss, params) -> loss summed over ranks`` that sums the
+    ``.grad`` of ``params`` over the ranks; the loss calls it after each inner
+    backward and before its finite check and update, so every rank takes the same
+    decision and the same step. Those params are then left out of the final
+    reduction (their gradients are summed once).
+
     Every other attribute (``loss``, ``state_dict``, ...) is the wrapped loss's:
     a stateful loss (persistent chains) keeps its own state per rank
     (see :func:`gather_rank_states`).
@@ -316,17 +353,42 @@ class DataParallelLoss:
     Args:
         loss: a Pyro loss with ``loss_and_grads(model, guide, *args)``.
         device: where the reductions run (a CUDA device for NCCL).
+        scale: the plate scaling of model and guide, or ``None`` (none).
     """
 
-    def __init__(self, loss: Any, device: torch.device) -> None:
+    def __init__(self, loss: Any, device: torch.device, scale: ShardScale | None = None) -> None:
         if not callable(getattr(loss, "loss_and_grads", None)):
             raise TypeError(f"loss must have a loss_and_grads method, got {type(loss).__name__}")
         self.wrapped = loss
         self.device = device
+        self.scale = scale
+        self._synced: set[int] = set()
+
+    def set_step(self, global_size: int, local_size: int) -> None:
+        """The coming step's global batch size and this rank's shard size (for the scale)."""
+        if self.scale is not None:
+            self.scale.set_step(global_size, local_size)
+
+    def _sync_critic(self, loss: torch.Tensor, params: list[torch.Tensor]) -> torch.Tensor:
+        self._synced.update(id(p) for p in params)
+        total = _reduce_grads(params, self.device, loss.detach().reshape(1))
+        assert total is not None
+        return total[0].to(loss.dtype)
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
-        value = self.wrapped.loss_and_grads(model, guide, *args, **kwargs)
-        all_reduce_grads(self.device)
+        if self.scale is not None:
+            model, guide = self.scale.wrap(model), self.scale.wrap(guide)
+        inner = _innermost(self.wrapped)
+        hook = hasattr(inner, "critic_grad_sync")
+        self._synced = set()
+        if hook:
+            inner.critic_grad_sync = self._sync_critic
+        try:
+            value = self.wrapped.loss_and_grads(model, guide, *args, **kwargs)
+        finally:
+            if hook:
+                inner.critic_grad_sync = None
+        all_reduce_grads(self.device, skip=self._synced)
         return _all_reduce_value(value, self.device)
 
     def __getattr__(self, name: str) -> Any:
@@ -335,11 +397,33 @@ class DataParallelLoss:
         return getattr(self.wrapped, name)
 
 
+def _run_loss(model: Callable, guide: Callable, loss: Any, batch: tuple) -> PlateRecorder:
+    """One loss evaluation on ``batch`` (no backward), recording its plates."""
+    recorder = PlateRecorder()
+    model, guide = recorder(model), recorder(guide)
+    if callable(getattr(loss, "loss", None)):
+        loss.loss(model, guide, *batch)
+    else:
+        guide_trace = poutine.trace(guide).get_trace(*batch)
+        poutine.replay(model, trace=guide_trace)(*batch)
+    return recorder
+
+
 def prime_and_broadcast(
-    model: Callable, guide: Callable, loss: Any, batch: tuple, device: torch.device
-) -> None:
+    model: Callable,
+    guide: Callable,
+    loss: Any,
+    batch: tuple,
+    device: torch.device,
+    shard: tuple | None = None,
+) -> tuple[dict[str, bool], set[str]]:
     """Create every lazily made Pyro param by one loss evaluation on ``batch`` (the
-    global first batch, tensors ``(B, ...)``), then broadcast all params from rank 0.
+    global first batch, tensors ``(B, ...)``), then broadcast all params from rank 0
+    (a critic registered under ``poutine.block`` included: it is in the param store).
+
+    With ``shard`` (this rank's rows of ``batch``) the loss is evaluated on it too, and
+    the plates whose size changes are returned as ``(data_plates, data_sites)``
+    (:func:`~pyro_genmodels.shard_scale.find_data_plates`; empty without ``shard``).
 
     Runs inside ``poutine.block`` (no backward pass), with the random number
     generators and a stateful loss's state (persistent chains) restored
@@ -347,12 +431,12 @@ def prime_and_broadcast(
     """
     rng = get_rng_state()
     loss_state = loss.state_dict() if _stateful(loss) else None
+    found: tuple[dict[str, bool], set[str]] = ({}, set())
     with poutine.block(), own_params():  # losses through ∇ₓ (score matching) need autograd here
-        if callable(getattr(loss, "loss", None)):
-            loss.loss(model, guide, *batch)
-        else:
-            guide_trace = poutine.trace(guide).get_trace(*batch)
-            poutine.replay(model, trace=guide_trace)(*batch)
+        whole = _run_loss(model, guide, loss, batch)
+        if shard is not None:
+            set_rng_state(rng)
+            found = find_data_plates(whole, _run_loss(model, guide, loss, shard))
     set_rng_state(rng)
     if loss_state is not None:
         loss.load_state_dict(loss_state)
@@ -363,3 +447,44 @@ def prime_and_broadcast(
                     f"Pyro param {name!r} is on {p.device} but training runs on {device}"
                 )
             dist.broadcast(p.data, src=0)
+    return found
+
+
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with its tensors detached on the CPU (through dicts, lists and (named) tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return type(obj)(*(_on_cpu(v) for v in obj))
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj
+
+
+def on_main_process(fn: Callable[[], Any]) -> Any:
+    """``fn()`` computed by rank 0 alone and broadcast to every rank (``fn()`` itself without
+    a process group): for random quantities (an AIS estimate of ``log Z``, model samples)
+    that must be identical on all ranks and equal to a single process's, which draws
+    from rank 0's streams. Under a process group its tensors arrive on the CPU (through
+    dicts, lists and named tuples). A collective call: every rank must make it.
+
+    >>> on_main_process(lambda: 3)
+    3
+    """
+    rank, world = _world()
+    if world == 1:
+        return fn()
+    box: tuple[str, Any] = ("", None)
+    if rank == 0:
+        try:
+            box = ("ok", _on_cpu(fn()))
+        except Exception as e:  # the other ranks must not wait for a broadcast forever
+            box = ("error", f"{type(e).__name__}: {e}")
+            broadcast_object(box)
+            raise
+    box = broadcast_object(box)
+    if box[0] == "error":
+        raise RuntimeError(f"rank 0 failed computing the shared value: {box[1]}")
+    return box[1]

@@ -52,7 +52,9 @@ def _shape_key(args: tuple) -> tuple:
 
 
 class ShapeKeyedJit:
-    """The compiled counterpart of a Pyro ELBO, compiled once per tuple of argument shapes.
+    """The compiled counterpart of a Pyro ELBO, compiled once per tuple of argument shapes
+    (and per ``model.jit_key`` when the model carries one: the data-parallel plate
+    scaling of :mod:`pyro_genmodels.shard_scale`, whose factors the trace holds as constants).
 
     Args:
         loss: an instance of a class in :data:`JIT_LOSSES` (exactly that class);
@@ -84,14 +86,15 @@ class ShapeKeyedJit:
         self.target = target
         self.compiled: dict[tuple, Any] = {}
 
-    def _for(self, args: tuple) -> Any:
-        key = _shape_key(args)
+    def _for(self, args: tuple, model: Callable) -> Any:
+        # a program's ``jit_key`` (data-parallel plate scaling) holds constants of the trace
+        key = (_shape_key(args), getattr(model, "jit_key", None))
         if key not in self.compiled:
             self.compiled[key] = self.target(ignore_jit_warnings=True, **self.options)
         return self.compiled[key]
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
-        return self._for(args).loss_and_grads(model, guide, *args, **kwargs)
+        return self._for(args, model).loss_and_grads(model, guide, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         if name == "wrapped":

@@ -49,6 +49,7 @@ from pyro_genmodels.resume import (
     restore_training_state,
     training_payload,
 )
+from pyro_genmodels.shard_scale import ShardScale
 from pyro_genmodels.step import NonFiniteStep, guarded_step
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
@@ -191,8 +192,11 @@ def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
     """Train one epoch; returns the row with loss columns and time."""
     n = batches.num_data
     totals: list[float] = []
+    sizes = batches.step_sizes(state.epoch) if ctx.world > 1 else []
     start = time.perf_counter()
     for i, batch in enumerate(batches.epoch(state.epoch)):
+        if sizes:  # the plate scaling of this step's global batch and shard
+            ctx.loss.set_step(*sizes[i])
         try:
             values = guarded_step(
                 ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
@@ -382,7 +386,10 @@ def fit(
         distributed: data-parallel over a ``torch.distributed`` process group (see
             :mod:`pyro_genmodels.distributed`): each process trains on its shard of
             every batch, gradients and losses are summed over processes, so a step
-            equals one single-process step on the whole batch; only rank 0 writes
+            equals one single-process step on the whole batch (sites outside the data
+            plate count ``1/W`` per process and subsampled plates are rescaled, see
+            :mod:`pyro_genmodels.shard_scale`; an adversarial loss's inner critic
+            updates use the critic gradients summed over processes); only rank 0 writes
             checkpoints and shows progress. Rank ``r`` draws from its own random
             streams (seed ``seed + 104729 r``) and keeps its own loss state (persistent
             chains); the checkpoint holds every rank's, restored rank by rank on
@@ -462,7 +469,6 @@ def fit(
         raise ValueError(f"jit=True runs in float32 only, got precision={precision!r}")
     step_loss = with_precision(with_jit(loss, jit), precision, device)
     if world > 1:
-        ddp.check_supported(loss)
         step_loss = ddp.DataParallelLoss(step_loss, device)
         progress = progress if rank == 0 else False
     writer_dir = ckpt_dir if rank == 0 else None  # rank 0 alone writes
@@ -488,8 +494,10 @@ def fit(
         if world > 1:
             ddp.restore_rank_state(payload, loss)
     if world > 1 and state.epoch < epochs:
-        first = batches.take(batches.global_batches(state.epoch)[0])
-        ddp.prime_and_broadcast(model, guide, loss, first, device)
+        idx = batches.global_batches(state.epoch)[0]
+        first, shard = batches.take(idx), batches.take(batches.shard(idx))
+        plates, sites = ddp.prime_and_broadcast(model, guide, loss, first, device, shard)
+        step_loss.scale = ShardScale(plates, sites, world)
     _train(ctx, state, batches, checkpoint_every, progress)
     if watcher is not None and keep_best:
         watcher.restore_best()

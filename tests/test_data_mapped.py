@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pyro_genmodels.data import IdxImages, load_mnist, write_idx
+from pyro_genmodels.data import IdxImages, MappedMNIST, load_mnist, write_idx
 from pyro_genmodels.data.idx import MNIST_FILES
 from pyro_genmodels.models import VAE
 from pyro_genmodels.train import fit
@@ -72,3 +72,55 @@ def test_bad_files(mnist_root, tmp_path):
         IdxImages(3)
     with pytest.raises(IndexError, match="index 12 is out of range"):
         IdxImages(mnist_root / MNIST_FILES["train"])[12]
+
+
+def test_load_mnist_mmap_maps_both_splits(mnist_root):
+    ref = load_mnist(mnist_root, binarize=True)
+    mapped = load_mnist(mnist_root, binarize=True, mmap=True)
+    assert isinstance(mapped, MappedMNIST) and mapped.name == "mnist" and mapped.binarized
+    assert mapped.image_shape == ref.image_shape == (1, 4, 4)
+    for split, n in (("train", 12), ("test", 3)):
+        ds = getattr(mapped, split)
+        assert isinstance(ds, IdxImages) and isinstance(ds.images, np.memmap) and len(ds) == n
+        items = torch.stack([ds[i] for i in range(n)])
+        torch.testing.assert_close(items, getattr(ref, split), rtol=0, atol=0)
+        assert torch.equal(getattr(mapped, f"{split}_labels"), getattr(ref, f"{split}_labels"))
+    cont = load_mnist(mnist_root, dtype=torch.float64, mmap=True)
+    pixels = torch.from_numpy(np.asarray(cont.test.images).reshape(3, -1).astype(np.int64))
+    x = torch.stack([cont.test[i] for i in range(3)])
+    assert x.dtype == torch.float64 and torch.equal(torch.floor(x * 256).long(), pixels)
+    same_seed = IdxImages(mnist_root / MNIST_FILES["test"], dtype=torch.float64, seed=0)
+    assert not torch.equal(cont.test[0], same_seed[0])  # the test split draws with seed + 1
+
+
+def test_fit_on_load_mnist_mmap_equals_in_memory(mnist_root):
+    ref = load_mnist(mnist_root, binarize=True)
+
+    def run(data):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        vae = VAE(16, 2, hidden_dims=(8,))
+        h = fit(vae.model, vae.guide, data, epochs=2, batch_size=5, progress=False)
+        return h["loss"].to_numpy()
+
+    mapped = load_mnist(mnist_root, binarize=True, mmap=True)
+    np.testing.assert_array_equal(run(mapped), run(ref.train))  # fit reads mapped.train
+    pyro.clear_param_store()
+
+
+def test_load_mnist_mmap_refusals(mnist_root, tmp_path):
+    with pytest.raises(ValueError, match="device must be None"):
+        load_mnist(mnist_root, mmap=True, device="cpu")
+    with pytest.raises(TypeError, match="mmap must be a bool"):
+        load_mnist(mnist_root, mmap="yes")
+    gz = tmp_path / "gz"
+    gz.mkdir()
+    for key, stem in MNIST_FILES.items():
+        shape = (2, 4, 4) if key in ("train", "test") else (2,)
+        write_idx(gz / f"{stem}.gz", np.zeros(shape, dtype=np.uint8))
+    with pytest.raises(ValueError, match="a gzip file cannot be memory-mapped"):
+        load_mnist(gz, mmap=True)
+    load_mnist(gz)  # the in-memory path still reads them
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="mmap=True needs"):
+        load_mnist(tmp_path / "empty", mmap=True)

@@ -249,13 +249,3 @@ def test_torchrun_cli_equals_one_process(tmp_path):
     assert w2.keys() == w1.keys()
     for name in w1:
         torch.testing.assert_close(w2[name], w1[name], rtol=1e-4, atol=1e-5)
-
-
-def test_a_loss_stepping_its_own_optimizer_is_refused():
-    from pyro_genmodels.distributed import check_supported
-    from pyro_genmodels.infer import GANLoss
-
-    critic = nn.Linear(D, 1)
-    check_supported(GANLoss(critic))  # simultaneous updates: gradients summed like the rest
-    with pytest.raises(ValueError, match="GANLoss with critic_optim set"):
-        check_supported(GANLoss(critic, critic_optim=pyro.optim.Adam({})))

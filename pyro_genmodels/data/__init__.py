@@ -10,7 +10,7 @@ torch.Size([5, 2])
 
 from pyro_genmodels.data.datasets import Dataset, from_tensors, load
 from pyro_genmodels.data.idx import load_mnist, read_idx, write_idx
-from pyro_genmodels.data.mapped import IdxImages
+from pyro_genmodels.data.mapped import IdxImages, MappedMNIST, map_mnist
 from pyro_genmodels.data.preprocess import binarize, dequantize
 from pyro_genmodels.data.toy import TOY2D_ENTROPY, toy2d
 from pyro_genmodels.data.validation import check_data
@@ -19,12 +19,14 @@ __all__ = [
     "TOY2D_ENTROPY",
     "Dataset",
     "IdxImages",
+    "MappedMNIST",
     "binarize",
     "check_data",
     "dequantize",
     "from_tensors",
     "load",
     "load_mnist",
+    "map_mnist",
     "read_idx",
     "toy2d",
     "write_idx",

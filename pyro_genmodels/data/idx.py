@@ -12,12 +12,16 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
 
 from pyro_genmodels.data.datasets import Dataset, pixels_to_values
 from pyro_genmodels.data.validation import check_bool, check_device, check_float_dtype
+
+if TYPE_CHECKING:
+    from pyro_genmodels.data.mapped import MappedMNIST
 
 PathLike = str | os.PathLike
 
@@ -168,13 +172,37 @@ def _read_split(root: Path, images_key: str, labels_key: str) -> tuple[np.ndarra
     return images, labels.astype(np.int64)
 
 
+@overload
+def load_mnist(
+    root: PathLike,
+    binarize: bool = ...,
+    dtype: torch.dtype = ...,
+    device: torch.device | str | None = ...,
+    name: str = ...,
+    mmap: Literal[False] = ...,
+) -> Dataset: ...
+
+
+@overload
+def load_mnist(
+    root: PathLike,
+    binarize: bool = ...,
+    dtype: torch.dtype = ...,
+    device: torch.device | str | None = ...,
+    name: str = ...,
+    *,
+    mmap: Literal[True],
+) -> MappedMNIST: ...
+
+
 def load_mnist(
     root: PathLike,
     binarize: bool = False,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     name: str = "mnist",
-) -> Dataset:
+    mmap: bool = False,
+) -> Dataset | MappedMNIST:
     """Loads MNIST-format IDX files from a local directory as a flat ``Dataset``.
 
     Reads ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -190,9 +218,17 @@ def load_mnist(
         dtype: floating dtype of the data (labels are long).
         device: device of every tensor.
         name: the dataset's name.
+        mmap: for files larger than memory: memory-map the (uncompressed) files instead
+            of reading them, and return a
+            :class:`~pyro_genmodels.data.mapped.MappedMNIST` whose ``train`` and ``test``
+            are map-style :class:`~pyro_genmodels.data.IdxImages` datasets (see
+            :func:`~pyro_genmodels.data.mapped.map_mnist`; items on the CPU, so ``device``
+            must be ``None``; binarized items equal the in-memory ones). ``fit`` accepts it
+            as ``data`` and trains on ``train``.
 
     Returns:
-        a ``Dataset`` with train ``(N, H*W)``, test ``(M, H*W)``, image shape ``(1, H, W)``.
+        a ``Dataset`` with train ``(N, H*W)``, test ``(M, H*W)``, image shape ``(1, H, W)``
+        (``mmap=False``), else a ``MappedMNIST``.
 
     References:
         LeCun, Bottou, Bengio and Haffner, "Gradient-based learning applied to
@@ -206,6 +242,15 @@ def load_mnist(
     >>> load_mnist(root, binarize=True).train.tolist()[0]
     [1.0, 1.0, 1.0, 1.0]
     """
+    if check_bool("mmap", mmap):
+        from pyro_genmodels.data.mapped import map_mnist
+
+        if device is not None:
+            raise ValueError(
+                "mmap=True serves the items from disk on the CPU (fit moves each batch to "
+                f"its device), so device must be None; got device={device!r}"
+            )
+        return map_mnist(root, binarize=binarize, dtype=dtype, name=name)
     root = _as_path(root, "root")
     if not root.is_dir():
         raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")

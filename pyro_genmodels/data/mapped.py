@@ -4,7 +4,8 @@
 ``numpy.memmap``: opening it reads only the header, and ``dataset[i]`` reads
 image ``i`` from disk (through the page cache) and converts it as
 :func:`pyro_genmodels.data.load_mnist` does. Pass it, or a ``DataLoader`` over
-it, to :func:`pyro_genmodels.fit`.
+it, to :func:`pyro_genmodels.fit`. :func:`map_mnist` (also
+``load_mnist(root, mmap=True)``) maps the four MNIST files of a directory at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,10 @@ from torch.utils.data import Dataset
 
 from pyro_genmodels._checks import check_int
 from pyro_genmodels.data.datasets import pixels_to_values
-from pyro_genmodels.data.idx import _CODE_TO_DTYPE, _GZIP_MAGIC
+from pyro_genmodels.data.idx import _CODE_TO_DTYPE, _GZIP_MAGIC, MNIST_FILES, _as_path
 from pyro_genmodels.data.validation import check_bool, check_float_dtype
 
-__all__ = ["IdxImages"]
+__all__ = ["IdxImages", "MappedMNIST", "map_mnist"]
 
 
 def _header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -118,3 +120,119 @@ class IdxImages(Dataset):
         if self.labels is None:
             return x
         return x, torch.tensor(int(self.labels[i]), dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class MappedMNIST:
+    """The train and test splits of MNIST-format files as memory-mapped :class:`IdxImages`.
+
+    ``fit(model, guide, mapped)`` trains on ``mapped.train`` (a map-style Dataset, read
+    through a DataLoader); the labels, ``N`` integers, are read into memory.
+
+    Attributes:
+        name: the dataset's name.
+        train: :class:`IdxImages` of the training images, items ``(H*W,)``.
+        test: :class:`IdxImages` of the test images, items ``(H*W,)``.
+        train_labels: long tensor ``(N,)``.
+        test_labels: long tensor ``(M,)``.
+        image_shape: ``(1, H, W)``.
+        binarized: whether the items are binarized.
+    """
+
+    name: str
+    train: IdxImages
+    test: IdxImages
+    train_labels: torch.Tensor
+    test_labels: torch.Tensor
+    image_shape: tuple[int, int, int]
+    binarized: bool
+
+
+def _raw(root: Path, stem: str) -> Path:
+    path = root / stem
+    if path.is_file():
+        return path
+    if (root / f"{stem}.gz").is_file():
+        raise ValueError(
+            f"mmap=True needs the uncompressed {stem} in {root}, found only {stem}.gz (a gzip "
+            "file cannot be memory-mapped; gunzip it, or load it into memory with mmap=False)"
+        )
+    raise FileNotFoundError(f"mmap=True needs {stem} in {root}; it does not exist")
+
+
+def _labels(path: Path, n: int) -> torch.Tensor:
+    kind, shape, offset = _header(path)
+    if shape != (n,) or kind.kind not in "iu":
+        raise ValueError(f"{path} must hold {n} integer labels, got {kind} of shape {shape}")
+    values = np.memmap(path, dtype=kind, mode="r", offset=offset, shape=shape)
+    return torch.from_numpy(np.asarray(values).astype(np.int64))
+
+
+def map_mnist(
+    root: str | os.PathLike,
+    binarize: bool = False,
+    dtype: torch.dtype = torch.float32,
+    name: str = "mnist",
+    seed: int = 0,
+) -> MappedMNIST:
+    """The four uncompressed MNIST-format IDX files of ``root``, memory-mapped (for files
+    larger than memory): opening reads the headers and the labels only.
+
+    Items are ``x = 1[p/255 > 0.5]`` (``binarize=True``: the values of
+    ``load_mnist(root, binarize=True)``) or ``(p + u)/256`` with ``u ~ U[0, 1)^D`` drawn per
+    image from a generator seeded by ``(seed, i)`` for the training images and
+    ``(seed + 1, i)`` for the test images (the same values at every access; not the
+    in-memory loader's single stream, so continuous values differ from ``load_mnist``'s).
+
+    Args:
+        root: the directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+            ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (not ``.gz``).
+        binarize: binarize instead of dequantizing.
+        dtype: floating dtype of the items.
+        name: the dataset's name.
+        seed: seed of the dequantization noise.
+
+    Returns:
+        a :class:`MappedMNIST`.
+
+    >>> import tempfile, numpy as np
+    >>> from pyro_genmodels.data import write_idx
+    >>> root = tempfile.mkdtemp()
+    >>> for key, stem in MNIST_FILES.items():
+    ...     shape = (3, 2, 2) if key in ("train", "test") else (3,)
+    ...     write_idx(f"{root}/{stem}", np.full(shape, 200, dtype=np.uint8))
+    >>> mapped = map_mnist(root, binarize=True)
+    >>> len(mapped.train), mapped.train[0].tolist(), mapped.image_shape
+    (3, [1.0, 1.0, 1.0, 1.0], (1, 2, 2))
+    """
+    root = _as_path(root, "root")
+    if not root.is_dir():
+        raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {name!r}")
+    seed = check_int("seed", seed, minimum=0)
+    splits = {}
+    for key in ("train", "test"):
+        images = IdxImages(
+            _raw(root, MNIST_FILES[key]),
+            binarize=binarize,
+            dtype=dtype,
+            seed=seed + (key == "test"),
+        )
+        labels = _labels(_raw(root, MNIST_FILES[f"{key}_labels"]), len(images))
+        splits[key] = (images, labels)
+    train, test = splits["train"][0], splits["test"][0]
+    if test.image_shape != train.image_shape:
+        raise ValueError(
+            f"test images must have the train images' size {train.image_shape[1:]}, got "
+            f"{test.image_shape[1:]}"
+        )
+    return MappedMNIST(
+        name,
+        train,
+        test,
+        splits["train"][1],
+        splits["test"][1],
+        train.image_shape,
+        train.binarize,
+    )

@@ -34,6 +34,11 @@ like :class:`pyro.infer.ReweightedWakeSleep`:
   inspection. Pass the *same* optimizer object as SVI/``fit`` to share its
   per-parameter arguments and have ``fit`` checkpoint the critic's optimizer
   state; a separate one is checkpointed through this loss's ``state_dict``.
+  Under data-parallel ``fit`` every inner update uses the critic gradients
+  summed over the ranks (the ``critic_grad_sync`` hook), so the ranks' critics
+  stay identical and equal the single-process critic on the same global batches
+  (exactly when nothing is drawn at random: the generator's noise given as data;
+  otherwise each rank draws its own noise and the equality is in distribution).
 
 Alternating is the schedule of the GAN papers and is the more stable one
 (``benchmarks/adversarial.py`` compares both on the toy mixtures); the
@@ -120,6 +125,13 @@ class AdversarialLoss(ELBO):
 
     #: whether the generator loss needs the discriminator on the data (BiGAN: yes)
     generator_uses_real = False
+
+    #: data-parallel hook of the inner critic updates: ``None`` in one process; under
+    #: :class:`~pyro_genmodels.distributed.DataParallelLoss` a function
+    #: ``sync(critic_loss, critic_params) -> critic loss summed over ranks`` that sums the
+    #: critic gradients over the ranks, called after each inner backward and before the
+    #: finite check and the update, so that all ranks make the same critic step
+    critic_grad_sync: Callable[[torch.Tensor, list[torch.Tensor]], torch.Tensor] | None = None
 
     def __init__(
         self,
@@ -335,7 +347,10 @@ class AdversarialLoss(ELBO):
             if k == 0:
                 reported = (torch_item(d_loss), torch_item(g_loss))
             d_loss.backward(inputs=d_params)
-            if not _finite(d_loss, d_params):
+            total = d_loss.detach()
+            if self.critic_grad_sync is not None:  # data-parallel: sum over the ranks
+                total = self.critic_grad_sync(total, d_params)
+            if not _finite(total, d_params):
                 for p in d_params:
                     p.grad = None
                 value = torch_item(d_loss)

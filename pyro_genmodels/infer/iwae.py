@@ -36,6 +36,7 @@ from pyro_genmodels.infer.weights import (
     importance_log_weights,
     max_plate_nesting,
 )
+from pyro_genmodels.shard_scale import SCALE_KEY
 
 # ---------------------------------------------------------------------------
 # Stopping gradients through a distribution's parameters (not through its value)
@@ -139,14 +140,17 @@ def _sum_log_prob(trace: Trace, wt: WeightedTraces, keep: Callable[[Site], bool]
 def _data_scale(wt: WeightedTraces) -> float:
     """The data plate's subsampling factor ``full_size / subsample_size`` (1 without subsampling).
 
-    This is the plate's factor inside the observed sites' ``site["scale"]``; other
-    ``poutine.scale`` factors are ignored.
+    This is the plate's factor inside the observed sites' ``site["scale"]``, times the
+    data-parallel share of :class:`~pyro_genmodels.shard_scale.ShardScale` (recorded in
+    ``site["infer"]``); other ``poutine.scale`` factors are ignored.
     """
     for site in wt.model_trace.nodes.values():
         if _is_sample(site) and site["is_observed"]:
+            infer: dict[str, Any] = dict(site.get("infer") or {})
+            share = float(infer.get(SCALE_KEY, 1.0))
             for f in site["cond_indep_stack"]:
                 if f.name == wt.data_plate and f.full_size is not None and f.size > 0:
-                    return float(f.full_size) / float(f.size)
+                    return share * float(f.full_size) / float(f.size)
     return 1.0
 
 

@@ -8,6 +8,14 @@ variational bound ``-mean ELBO(v_test)`` with the same ``log Ẑ`` (an upper bou
 its NLL, up to the AIS error). ``test_nll_stderr`` is the AIS standard error of
 ``log Ẑ``. Sample quality: the energy distance between block-Gibbs samples and the
 test split.
+
+Under ``torch.distributed`` the per-datapoint part (free energies, mean-field bounds)
+is split across the ranks and gathered (:func:`~pyro_genmodels.distributed.map_rows`),
+while the random parts — AIS's ``log Ẑ`` and the samples of the energy distance —
+are computed by rank 0 and broadcast (:func:`~pyro_genmodels.distributed.on_main_process`):
+their cost does not depend on the test set, rank 0 draws from a single process's
+random streams, and a broadcast makes every rank's numbers bitwise identical (GPU
+kernels need not be), so the scores equal the single-process ones on every rank.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import Any
 import torch
 
 from pyro_genmodels.data import Dataset
+from pyro_genmodels.distributed import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 
@@ -69,13 +78,15 @@ def _rbm(
         return d.sample((n,))
 
     def score(num_samples: int) -> dict:
-        result, name = _ais(rbm, data, ais_chains, ais_steps)
-        nll = float(rbm.free_energy(test).mean() + result.log_z)
+        result, name = on_main_process(lambda: _ais(rbm, data, ais_chains, ais_steps))
+        nll = float(map_rows(rbm.free_energy, test).mean() + result.log_z)
         return {
             "test_nll_nats": nll,
             "test_nll_stderr": float(result.stderr),
             "estimator": name,
-            "energy_distance": _energy_distance(test, sample(test.shape[0])),
+            "energy_distance": on_main_process(
+                lambda: _energy_distance(test, sample(test.shape[0]))
+            ),
         }
 
     return Setup(rbm, rbm.model, rbm.guide, train, (test,), loss, sample, "AIS log Z", score)
@@ -113,13 +124,15 @@ def _dbm(
         return params["v"]
 
     def score(num_samples: int) -> dict:
-        result, name = _ais(dbm, data, ais_chains, ais_steps)
-        bound = float(-dbm.elbo(test, result.log_z).mean())
+        result, name = on_main_process(lambda: _ais(dbm, data, ais_chains, ais_steps))
+        bound = float(-map_rows(lambda v: dbm.elbo(v, result.log_z), test).mean())
         return {
             "test_nll_nats": bound,
             "test_nll_stderr": float(result.stderr),
             "estimator": f"variational bound, {name}",
-            "energy_distance": _energy_distance(test, sample(test.shape[0])),
+            "energy_distance": on_main_process(
+                lambda: _energy_distance(test, sample(test.shape[0]))
+            ),
         }
 
     loss = DBMLoss(num_chains=chains, k=k)

@@ -7,6 +7,12 @@ MALA moves with an adapted step size), reported with the AIS standard error
 (``test_nll_stderr``) and the estimator named. For the bundled images the NLL is
 in the pixel space ``[0, L)^D`` as for the flows (``+ D log L``). Sample quality:
 the energy distance between Langevin (MALA) samples and the test split.
+
+Under ``torch.distributed`` each rank computes the energies of its share of the
+test rows (gathered, :func:`~pyro_genmodels.distributed.map_rows`); ``log Ẑ`` and
+the samples are drawn by rank 0 and broadcast
+(:func:`~pyro_genmodels.distributed.on_main_process`), so every rank reports the
+single-process scores (see :mod:`pyro_genmodels.zoo.boltzmann`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 
 from pyro_genmodels.data import Dataset
+from pyro_genmodels.distributed import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 LEVELS = {"digits": 17, "mnist5k": 256}
@@ -100,17 +107,22 @@ def _energy_setup(
         return LangevinSampler(step, sample_steps, adjust=True).run(target, x0)
 
     def score(num_samples: int) -> dict:
-        path = EnergyAnnealingPath(target, loc, scale, adapt_step_size=True)
-        res = run_ais(path, sigmoid_schedule(ais_betas, **kw), ais_chains)
+        def estimate() -> Any:  # rank 0 alone under torch.distributed, then broadcast
+            path = EnergyAnnealingPath(target, loc, scale, adapt_step_size=True)
+            return run_ais(path, sigmoid_schedule(ais_betas, **kw), ais_chains)
+
+        res = on_main_process(estimate)
         with torch.no_grad():
-            mean_energy = target.energy_of(test).mean()
+            mean_energy = map_rows(target.energy_of, test).mean()  # each rank its share
         nll = float(mean_energy + res.log_z) + pixel_shift
         space = f", pixel space [0, {LEVELS[data.name]})" if bounded else ""
         return {
             "test_nll_nats": nll,
             "test_nll_stderr": float(res.stderr),
             "estimator": f"AIS ({ais_betas} temperatures, {ais_chains} chains, MALA){space}",
-            "energy_distance": float(energy_distance(test, sample(test.shape[0]))),
+            "energy_distance": on_main_process(
+                lambda: float(energy_distance(test, sample(test.shape[0])))
+            ),
         }
 
     return Setup(net, model, guide, train, (test,), loss, sample, note="AIS log Z", score=score)
