@@ -62,7 +62,8 @@ def _zoo_data():
 
 
 def _zoo_scores() -> dict[str, float]:
-    """Exact test NLL of an untrained MADE and RealNVP (parameters from a fixed seed)."""
+    """Exact test NLL of an untrained MADE and RealNVP (parameters from a fixed seed), and
+    the sample scores of 50 draws (rank 0's draws, broadcast: the same on every rank)."""
     binary, real = _zoo_data()
     out = {}
     for name, data, kwargs in [("made", binary, {"hidden": 8}),
@@ -71,6 +72,9 @@ def _zoo_scores() -> dict[str, float]:
         setup = zoo.build(name, data, **kwargs)
         setup.module.double()
         out[name] = zoo.evaluate(setup)["test_nll_nats"]
+        pyro.set_rng_seed(3 + dist.get_rank() if dist.is_initialized() else 3)
+        for key, value in zoo.generated_scores(setup, data, 50).items():
+            out[f"{name} {key}"] = value
     return out
 
 

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from pyro_genmodels.data import Dataset, load
+from pyro_genmodels.distributed import on_main_process
 from pyro_genmodels.optim import Adam as GroupedAdam
 
 KHAT_POINTS = 100  # test points scored by PSIS k-hat (it costs as much as the NLL per point)
@@ -217,7 +218,9 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
             head = tuple(t[:khat_points] for t in setup.test)
             bad = float("nan")  # k-hat needs K > 20 draws for its tail fit
             if num_samples > 20:
-                khat = psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+                khat = on_main_process(  # random draws: rank 0's, as in one process
+                    lambda: psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
+                )
                 bad = float((khat > 0.7).float().mean())
     finally:
         setup.module.train(was_training)
@@ -232,7 +235,13 @@ def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POIN
 def generated_scores(setup: Setup, data: Dataset, n: int = NUM_GENERATED) -> dict[str, Any]:
     """Sample scores of ``n`` draws of ``setup.sample`` against ``data``'s test split
     (:func:`pyro_genmodels.diagnostics.sample_scores`), in eval mode; non-finite samples
-    give NaN scores and a ``sample_note``."""
+    give NaN scores and a ``sample_note``. Under ``torch.distributed`` rank 0 draws and
+    scores and broadcasts the scores (:func:`~pyro_genmodels.distributed.on_main_process`),
+    so every rank reports what one process would."""
+    return on_main_process(lambda: _generated_scores(setup, data, n))
+
+
+def _generated_scores(setup: Setup, data: Dataset, n: int) -> dict[str, Any]:
     quiet_diagnostics()
     from pyro_genmodels.diagnostics import sample_scores
 
