@@ -1,7 +1,8 @@
 """Data-parallel ``fit`` beyond per-datapoint sums: 2 gloo processes equal 1 process.
 
 - Adversarial losses with inner critic updates (``critic_optim``): ``GANLoss`` with
-  ``n_critic=2`` and ``WGANLoss`` (weight clipping). The generator's noise is a second
+  ``n_critic=2`` and ``WGANLoss`` (weight clipping); and ``GANLoss`` with simultaneous
+  updates (no ``critic_optim``: both players' gradients summed like any other). The generator's noise is a second
   data tensor (``model(x, z)`` observes ``x`` at ``Delta(G(z))``), so nothing is random.
   Each rank starts from *different* network weights (rank-dependent seeds): the broadcast
   of the param store (critic included) must make them rank 0's. The 2-process runs stop
@@ -54,6 +55,8 @@ def _gan(kind: str, rank: int):
 
     if kind == "gan":
         loss = GANLoss(critic, critic_optim=pyro.optim.Adam({"lr": 0.05}), n_critic=2)
+    elif kind == "gan-simultaneous":  # no critic_optim: fit's optimizer steps both players
+        loss = GANLoss(critic)
     else:
         loss = WGANLoss(critic, pyro.optim.RMSprop({"lr": 0.02}), clip_value=0.3, n_critic=2)
     g = torch.Generator().manual_seed(0)
@@ -138,7 +141,7 @@ def _worker(rank: int, rendezvous: str, out: str) -> None:
     )
     try:
         results = {}
-        for kind in ("gan", "wgan"):
+        for kind in ("gan", "gan-simultaneous", "wgan"):
             ckpt = os.path.join(out, kind)
             _run_gan(kind, rank, STOP, ckpt, distributed=True)
             results[kind] = _run_gan(kind, rank, EPOCHS, ckpt, resume=True, distributed=True)
@@ -166,7 +169,7 @@ def _assert_same(got: dict, ref: dict) -> None:
         torch.testing.assert_close(got["params"][name], value, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["gan", "wgan"])
+@pytest.mark.parametrize("kind", ["gan", "gan-simultaneous", "wgan"])
 def test_inner_critic_updates_equal_one_process(two_processes, kind, tmp_path):
     _run_gan(kind, 0, STOP, tmp_path)
     ref = _run_gan(kind, 0, EPOCHS, tmp_path, resume=True)
