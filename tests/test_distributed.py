@@ -15,7 +15,6 @@ summation orders).
 
 from __future__ import annotations
 
-import datetime
 import os
 import subprocess
 import sys
@@ -26,8 +25,7 @@ import pyro
 import pyro.distributions as dist_
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_helpers import run_on_ranks
 from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -149,41 +147,27 @@ def _gauss_posterior(x):
         pyro.sample("z", dist_.Normal(x / 2, 0.5**0.5))
 
 
-def _worker(rank: int, rendezvous: str, out: str, kinds: list[str]) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),  # a mismatch fails the test instead of hanging
-    )
-    try:
-        results = {}
-        for kind in kinds:
-            ckpt = os.path.join(out, kind)
-            pyro.clear_param_store()
-            fed = kind == "made"  # MADE reads a DataLoader: the same batches as the tensors
-            _run(kind, STOP, fed, distributed=True, checkpoint_dir=ckpt)
-            pyro.clear_param_store()  # a fresh start, as a relaunched job
-            h, params = _run(kind, EPOCHS, fed, distributed=True, checkpoint_dir=ckpt, resume=True)
-            results[kind] = {"loss": h["loss"].tolist(), "params": params}
-        results["loglik"] = log_likelihood(_gauss_model, _gauss_posterior, _LOGLIK_X, num_samples=3)
-        rows = local_rows(len(_LOGLIK_X))
-        results["rows"] = [rows.start, rows.stop]
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, out: str, kinds: list[str]) -> dict:
+    results = {}
+    for kind in kinds:
+        ckpt = os.path.join(out, kind)
+        pyro.clear_param_store()
+        fed = kind == "made"  # MADE reads a DataLoader: the same batches as the tensors
+        _run(kind, STOP, fed, distributed=True, checkpoint_dir=ckpt)
+        pyro.clear_param_store()  # a fresh start, as a relaunched job
+        h, params = _run(kind, EPOCHS, fed, distributed=True, checkpoint_dir=ckpt, resume=True)
+        results[kind] = {"loss": h["loss"].tolist(), "params": params}
+    results["loglik"] = log_likelihood(_gauss_model, _gauss_posterior, _LOGLIK_X, num_samples=3)
+    rows = local_rows(len(_LOGLIK_X))
+    results["rows"] = [rows.start, rows.stop]
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     kinds = ["made", "flow", "score", "vae"]
-    mp.start_processes(
-        _worker, args=(str(out / "rendezvous"), str(out), kinds), nprocs=WORLD, start_method="fork"
-    )
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return run_on_ranks(_worker, out, kinds, world=WORLD)
 
 
 @pytest.mark.parametrize("kind", ["made", "flow", "score", "vae"])

@@ -2,12 +2,13 @@
 
 - Adversarial losses with inner critic updates (``critic_optim``): ``GANLoss`` with
   ``n_critic=2`` and ``WGANLoss`` (weight clipping); and ``GANLoss`` with simultaneous
-  updates (no ``critic_optim``: both players' gradients summed like any other). The generator's noise is a second
-  data tensor (``model(x, z)`` observes ``x`` at ``Delta(G(z))``), so nothing is random.
-  Each rank starts from *different* network weights (rank-dependent seeds): the broadcast
-  of the param store (critic included) must make them rank 0's. The 2-process runs stop
-  after 2 epochs, resume from their checkpoint (critic optimizer state in the loss's
-  state) and finish 4; generator and critic must equal a 1-process run stopped alike.
+  updates (no ``critic_optim``: both players' gradients summed like any other). The
+  generator's noise is a second data tensor (``model(x, z)`` observes ``x`` at
+  ``Delta(G(z))``), so nothing is random. Each rank starts from *different* network
+  weights (rank-dependent seeds): the broadcast of the param store (critic included)
+  must make them rank 0's. The 2-process runs stop after 2 epochs, resume from their
+  checkpoint (critic optimizer state in the loss's state) and finish 4; generator and
+  critic must equal a 1-process run stopped alike.
 - Plate scaling: a MAP model with a global latent (``loc``, a Delta guide) and a local
   latent per datapoint, once in ``pyro.plate("data", len(x))`` and once in
   ``pyro.plate("data", N, subsample=idx)``; without the scaling the prior would count
@@ -22,7 +23,6 @@ summation orders are the only difference).
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import numpy as np
@@ -30,8 +30,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-import torch.distributed as tdist
-import torch.multiprocessing as mp
+from gloo_helpers import run_on_ranks
 from torch import nn
 
 from pyro_genmodels import zoo
@@ -130,36 +129,22 @@ def _rbm_scores(rank: int = 0) -> tuple[dict, list[int]]:
     return zoo.evaluate(setup), rows
 
 
-def _worker(rank: int, rendezvous: str, out: str) -> None:
-    torch.set_num_threads(1)
-    tdist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),  # a mismatch fails the test instead of hanging
-    )
-    try:
-        results = {}
-        for kind in ("gan", "gan-simultaneous", "wgan"):
-            ckpt = os.path.join(out, kind)
-            _run_gan(kind, rank, STOP, ckpt, distributed=True)
-            results[kind] = _run_gan(kind, rank, EPOCHS, ckpt, resume=True, distributed=True)
-        for subsample in (False, True):
-            results[f"map-{subsample}"] = _run_map(subsample, distributed=True)
-        results["rbm"] = _rbm_scores(rank)
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        tdist.destroy_process_group()
+def _worker(rank: int, out: str) -> dict:
+    results = {}
+    for kind in ("gan", "gan-simultaneous", "wgan"):
+        ckpt = os.path.join(out, kind)
+        _run_gan(kind, rank, STOP, ckpt, distributed=True)
+        results[kind] = _run_gan(kind, rank, EPOCHS, ckpt, resume=True, distributed=True)
+    for subsample in (False, True):
+        results[f"map-{subsample}"] = _run_map(subsample, distributed=True)
+    results["rbm"] = _rbm_scores(rank)
+    return results
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_scale")
-    mp.start_processes(
-        _worker, args=(str(out / "rendezvous"), str(out)), nprocs=WORLD, start_method="fork"
-    )
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_on_ranks(_worker, out, world=WORLD, weights_only=False)
 
 
 def _assert_same(got: dict, ref: dict) -> None:

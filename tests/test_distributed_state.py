@@ -11,14 +11,13 @@ processes, each scoring its share of the test rows, equals 1 process's.
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pyro
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_helpers import run_on_ranks
 from torch import nn
 
 from pyro_genmodels import zoo
@@ -78,33 +77,19 @@ def _zoo_scores() -> dict[str, float]:
     return out
 
 
-def _worker(rank: int, rendezvous: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{rendezvous}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
-        whole = _pcd_run(EPOCHS, os.path.join(out, "whole"))
-        stopped = os.path.join(out, "stopped")
-        mid = _pcd_run(STOP, stopped)
-        resumed = _pcd_run(EPOCHS, stopped, resume=True)
-        results = {"whole": whole, "mid": mid, "resumed": resumed, "zoo": _zoo_scores()}
-        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank: int, out: str) -> dict:
+    whole = _pcd_run(EPOCHS, os.path.join(out, "whole"))
+    stopped = os.path.join(out, "stopped")
+    mid = _pcd_run(STOP, stopped)
+    resumed = _pcd_run(EPOCHS, stopped, resume=True)
+    results = {"whole": whole, "mid": mid, "resumed": resumed, "zoo": _zoo_scores()}
+    return results
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_state")
-    mp.start_processes(
-        _worker, args=(str(out / "rendezvous"), str(out)), nprocs=WORLD, start_method="fork"
-    )
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    ranks = run_on_ranks(_worker, out, world=WORLD)
     return ranks, load_checkpoint(out / "whole" / "checkpoint.pt")
 
 
