@@ -3,8 +3,8 @@
 Writes ``benchmarks/results/scale.csv`` with rows of two kinds:
 
 * ``processes``: training samples/s of MADE and the VAE on binarized mnist5k
-  (4000 training images, global batch 128) with 1, 2 and 4 processes joined
-  by ``torch.distributed`` (gloo on CPU, one thread each), and on 1..n GPUs
+  (4000 training images, global batches of 128 and 512) with 1, 2 and 4 processes
+  joined by ``torch.distributed`` (gloo on CPU, one thread each), and on 1..n GPUs
   (NCCL) when CUDA is present. Each run trains ``--epochs`` epochs; the rate
   is that of the last epoch (the first warms up), from ``fit``'s history.
 * ``loader``: one process, the same models fed by in-memory tensors, by a
@@ -87,7 +87,15 @@ def _train_images(quick: bool) -> torch.Tensor:
 
 
 def _worker(
-    rank: int, world: int, port: int, out: str, name: str, epochs: int, quick: bool, cuda: bool
+    rank: int,
+    world: int,
+    port: int,
+    out: str,
+    name: str,
+    epochs: int,
+    quick: bool,
+    cuda: bool,
+    batch: int,
 ) -> None:
     torch.set_num_threads(1)
     os.environ.update(
@@ -100,7 +108,7 @@ def _worker(
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=300))
     try:
         device = torch.device("cuda", rank) if cuda else torch.device("cpu")
-        rate = _fit(name, _train_images(quick), epochs, quick, batch_size=BATCH, device=device)
+        rate = _fit(name, _train_images(quick), epochs, quick, batch_size=batch, device=device)
         if rank == 0:
             Path(out).write_text(str(rate))
     finally:
@@ -113,10 +121,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_processes(name: str, world: int, epochs: int, quick: bool, cuda: bool) -> float:
+def bench_processes(
+    name: str, world: int, epochs: int, quick: bool, cuda: bool, batch: int = BATCH
+) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rate")
-        args = (world, _free_port(), out, name, epochs, quick, cuda)
+        args = (world, _free_port(), out, name, epochs, quick, cuda, batch)
         mp.start_processes(_worker, args=args, nprocs=world, start_method="spawn")
         return float(Path(out).read_text())
 
@@ -160,14 +170,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         pd.DataFrame(rows).to_csv(args.out, index=False)
 
     for name in ("made", "vae"):
-        base = None
-        for world in (1, 2) if args.quick else (1, 2, 4):
-            start = time.perf_counter()
-            rate = bench_processes(name, world, epochs, args.quick, cuda=False)
-            base = base or rate
-            save({"kind": "processes", "model": name, "setting": f"{world} CPU processes",
-                  "samples_per_s": rate, "speedup": rate / base,
-                  "wall_s": time.perf_counter() - start})  # fmt: skip
+        for batch in (BATCH,) if args.quick else (BATCH, 4 * BATCH):
+            base = None
+            for world in (1, 2) if args.quick else (1, 2, 4):
+                start = time.perf_counter()
+                rate = bench_processes(name, world, epochs, args.quick, False, batch)
+                base = base or rate
+                save({"kind": "processes", "model": name,
+                      "setting": f"{world} CPU processes, global batch {batch}",
+                      "samples_per_s": rate, "speedup": rate / base,
+                      "wall_s": time.perf_counter() - start})  # fmt: skip
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         world, gbase = 1, None
         while world <= gpus:
