@@ -185,6 +185,9 @@ def test_budgets_per_family_and_overrides():
     }
     stated = {name: zoo.budget(name) for name in zoo.ZOO}
     assert len({tuple(sorted(b.items())) for b in stated.values()}) > 2  # tuned, not one budget
+    # every family states its own budget rather than falling back on the default
+    unstated = sorted(name for name, entry in zoo.ZOO.items() if not entry.budget)
+    assert unstated == [], f"entries without a budget of their own: {unstated}"
     bad = zoo.ZooEntry("test-bad", "vae", "", zoo.ZOO["vae"].build, budget={"steps": 3})
     with pytest.raises(ValueError, match=r"budget takes keys \['batch_size', 'epochs', 'lr'\]"):
         zoo.register(bad)
