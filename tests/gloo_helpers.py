@@ -32,11 +32,17 @@ def _entry(rank: int, body: Callable, out: str, world: int, args: tuple) -> None
 
 
 def run_on_ranks(
-    body: Callable[..., Any], out: Path, *args: Any, world: int = 2, weights_only: bool = True
+    body: Callable[..., Any],
+    out: Path,
+    *args: Any,
+    world: int = 2,
+    weights_only: bool = True,
+    start_method: str = "fork",
 ) -> list[Any]:
     """``[body(rank, out, *args) for each rank]``, each run in its own process of a
-    ``world``-process gloo group (forked, so ``body`` need not be picklable)."""
-    mp.start_processes(
-        _entry, args=(body, str(out), world, args), nprocs=world, start_method="fork"
-    )
+    ``world``-process gloo group. Forked by default (``body`` need not be picklable);
+    ``start_method="spawn"`` for CUDA, which a forked child cannot initialize once the
+    parent has (``body`` and ``args`` must then be picklable: module-level functions)."""
+    args = (body, str(out), world, args)
+    mp.start_processes(_entry, args=args, nprocs=world, start_method=start_method)
     return [torch.load(Path(out) / f"rank{r}.pt", weights_only=weights_only) for r in range(world)]
