@@ -300,24 +300,26 @@ def _reduce_grads(
     return None if extra is None else flags[n:]
 
 
-def all_reduce_grads(device: torch.device, skip: set[int] | None = None) -> None:
+def all_reduce_grads(device: torch.device, skip: set[int] | None = None, value: Any = None) -> Any:
     """Sum the ``.grad`` of every Pyro param over all ranks (params in name order), except
-    those whose ``id`` is in ``skip`` (already reduced, e.g. a critic's).
+    those whose ``id`` is in ``skip`` (already reduced, e.g. a critic's); with ``value``
+    (a loss value: a number, a tensor, or a tuple/list of them), also sum it over the
+    ranks in the same small collective as the gradient flags and return it as floats
+    (of ``value``'s container type).
 
     A param keeps ``grad=None`` only if it has none on every rank; otherwise a
     missing local gradient counts as zeros.
     """
     params = [p for _, p in _sorted_params() if skip is None or id(p) not in skip]
-    if params:
-        _reduce_grads(params, device)
-
-
-def _all_reduce_value(value: Any, device: torch.device) -> Any:
+    if not params and value is None:
+        return None
     values = value if isinstance(value, tuple | list) else (value,)
     floats = [float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for v in values]
-    t = torch.tensor(floats, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    out = [float(v) for v in t.tolist()]
+    extra = None if value is None else torch.tensor(floats, dtype=torch.float64)
+    total = _reduce_grads(params, device, extra)
+    if total is None:
+        return None
+    out = [float(v) for v in total.tolist()]
     return type(value)(out) if isinstance(value, tuple | list) else out[0]
 
 
@@ -388,8 +390,7 @@ class DataParallelLoss:
         finally:
             if hook:
                 inner.critic_grad_sync = None
-        all_reduce_grads(self.device, skip=self._synced)
-        return _all_reduce_value(value, self.device)
+        return all_reduce_grads(self.device, skip=self._synced, value=value)
 
     def __getattr__(self, name: str) -> Any:
         if name == "wrapped":
