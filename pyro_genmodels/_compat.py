@@ -20,7 +20,7 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.distributions import MaskedDistribution
+from pyro.distributions import MaskedDistribution, constraints
 from pyro.params.param_store import ParamStoreDict
 from torch.distributions import Distribution, MultivariateNormal, Transform
 
@@ -60,7 +60,10 @@ def store_params(store: ParamStoreDict | None = None) -> MutableMapping[str, tor
 
 
 def rebind_param(store: ParamStoreDict, name: str, param: torch.Tensor) -> None:
-    """Makes ``name`` refer to the leaf tensor ``param`` (``_params`` and ``_param_to_name``)."""
+    """Makes ``name`` refer to the leaf tensor ``param`` (``_params`` and ``_param_to_name``);
+    a name new to the store gets the constraint ``real`` (``_constraints``), so ``param`` is
+    its unconstrained *and* constrained value."""
+    store._constraints.setdefault(name, constraints.real)
     current = store._params.get(name)
     if current is not None:
         store._param_to_name.pop(current, None)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyro
 import torch
+from pyro.distributions import constraints
 from pyro.poutine.messenger import Messenger
 
 from pyro_genmodels._compat import rebind_param, store_params
@@ -36,10 +37,17 @@ class own_params(Messenger):
     """Handler: ``pyro.param(name, p)`` with a module's own ``nn.Parameter`` ``p`` stores ``p``.
 
     Outside this handler Pyro returns whatever tensor the param store already
-    holds under ``name`` (possibly another model's). Inside it, when the
+    holds under ``name`` (possibly another model's), and a *new* name stores
+    ``p.contiguous()``: a copy when ``p`` is not contiguous (the LU factor of
+    Pyro's ``GeneralizedChannelPermute`` is column-major), which the optimizer
+    then updates while the module computes with ``p``. Inside it, when the
     initial value passed is an ``nn.Parameter`` (as ``pyro.module`` and
-    ``PyroModule`` pass their own parameters) and the store holds a different
-    tensor under that name, the store entry is replaced by ``p``. Plain tensors
+    ``PyroModule`` pass their own parameters), the store entry under that name
+    is ``p`` itself: a different tensor already stored is replaced, and a new
+    name (with the default constraint ``real``) stores ``p``, whatever its
+    memory layout, so the first step trains the same tensors whether or not
+    the params existed before it (a priming forward pass, another model's
+    registration). Plain tensors
     passed as initial values (``pyro.param("loc", torch.zeros(2))``) keep Pyro's
     rule: the stored value wins. (So does not ``pyro.module(name, net,
     update_module_params=True)`` after loading a param store from disk: inside
@@ -63,8 +71,12 @@ class own_params(Messenger):
         name, own = args[0], args[1]
         store = pyro.get_param_store()
         current = store_params(store).get(name)
-        if current is None or current is own:
+        if current is own:
             return
+        if current is None:
+            if msg["kwargs"].get("constraint", constraints.real) is not constraints.real:
+                return  # Pyro stores the unconstrained value: not ``own``
+            own.requires_grad_(True)  # as Pyro does with the tensor it stores
         rebind_param(store, name, own)
 
 

@@ -1,6 +1,7 @@
 """Glow: steps of ActNorm, an invertible 1x1 convolution (Pyro's
-``GeneralizedChannelPermute``) and an affine coupling, in a multiscale
-architecture for images (squeeze, steps, split off half the channels).
+``GeneralizedChannelPermute``, its ``LU`` factor stored contiguously:
+:func:`channel_mix`) and an affine coupling, in a multiscale architecture for
+images (squeeze, steps, split off half the channels).
 
 The couplings are the package's :class:`~pyro_genmodels.flows.AffineCoupling`
 (density direction, soft-clamped log-scale). On dequantized digits (2 levels x 4
@@ -93,6 +94,28 @@ class ConvCoupling(nn.Module):
         return shift.reshape(*batch, -1), log_scale.reshape(*batch, -1)
 
 
+def channel_mix(channels: int) -> T.GeneralizedChannelPermute:
+    """Pyro's ``GeneralizedChannelPermute`` (the invertible 1x1 convolution
+    ``W = P L U``, shapes ``(*, C, H, W) -> (*, C, H, W)``) with its ``LU`` parameter
+    stored contiguously.
+
+    Pyro keeps the column-major factor of ``torch.linalg.lu_factor``, and Pyro's
+    param store registers a non-contiguous parameter as a contiguous *copy*
+    (``ParamStoreDict.__setitem__``): a plain ``SVI`` loop would then optimize the
+    copy while the layer computes with its own ``LU``, and a run whose params
+    were created before training (a priming pass) would train a different tensor
+    at its first step than one that creates them at that step. The values are
+    unchanged.
+
+    >>> mix = channel_mix(3)
+    >>> mix.LU.is_contiguous(), mix(torch.zeros(2, 3, 4, 4)).shape
+    (True, torch.Size([2, 3, 4, 4]))
+    """
+    mix = T.GeneralizedChannelPermute(check_int("channels", channels))
+    mix.LU = nn.Parameter(mix.LU.detach().contiguous())
+    return mix
+
+
 def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Part]:
     """One flat Glow step in the base-to-data order (coupling, 1x1 conv, ActNorm)."""
     d = input_dim // 2
@@ -101,7 +124,7 @@ def _flat_step(input_dim: int, context_dim, hidden: list[int]) -> list[Part]:
     vec, img = torch.Size((input_dim,)), torch.Size((input_dim, 1, 1))
     to_img, to_vec = ReshapeTransform(vec, img), ReshapeTransform(img, vec)  # not to_img.inv:
     # one object per use, each remembering its own last pair
-    mix = Compose([to_img, T.GeneralizedChannelPermute(input_dim), to_vec])
+    mix = Compose([to_img, channel_mix(input_dim), to_vec])
     return [cls(d, net), mix, ActNorm(input_dim)]
 
 
@@ -110,7 +133,7 @@ def _image_step(shape: tuple[int, int, int], hidden: int, context_dim) -> list[P
     net = ConvCoupling((c // 2, shape[1], shape[2]), c - c // 2, hidden, context_dim)
     cls = AffineCoupling if context_dim is None else ConditionalAffineCoupling
     coupling = cls(c // 2, net, dim=-3)
-    return [coupling, T.GeneralizedChannelPermute(c), ActNorm(c, event_dim=3)]
+    return [coupling, channel_mix(c), ActNorm(c, event_dim=3)]
 
 
 def _level(shape: tuple[int, int, int], steps: int, hidden: int, scales: int, context_dim) -> Flow:
