@@ -79,6 +79,7 @@ __all__ = [
     "local_rows",
     "map_rows",
     "on_main_process",
+    "prime",
     "prime_and_broadcast",
     "rank_seed",
     "restore_rank_state",
@@ -410,25 +411,36 @@ def _run_loss(model: Callable, guide: Callable, loss: Any, batch: tuple) -> Plat
     return recorder
 
 
-def prime_and_broadcast(
-    model: Callable,
-    guide: Callable,
-    loss: Any,
-    batch: tuple,
-    device: torch.device,
-    shard: tuple | None = None,
+def prime(
+    model: Callable, guide: Callable, loss: Any, batch: tuple, shard: tuple | None = None
 ) -> tuple[dict[str, bool], set[str]]:
-    """Create every lazily made Pyro param by one loss evaluation on ``batch`` (the
-    global first batch, tensors ``(B, ...)``), then broadcast all params from rank 0
-    (a critic registered under ``poutine.block`` included: it is in the param store).
+    """Create every lazily made Pyro param by one loss evaluation on ``batch`` (tensors
+    ``(B, ...)``), leaving training as if it had not run; needs no process group.
 
-    With ``shard`` (this rank's rows of ``batch``) the loss is evaluated on it too, and
-    the plates whose size changes are returned as ``(data_plates, data_sites)``
+    The evaluation runs inside ``poutine.block`` (no backward pass) and
+    :class:`~pyro_genmodels.params.own_params` (the param store holds the modules' own
+    parameters, as during training), with the random number generators and a stateful
+    loss's state (persistent chains) restored afterwards. What it leaves behind is what
+    the first training step on ``batch`` would have done to the modules before its
+    update: data-dependent initializations (ActNorm's) made from ``batch``. ``fit``
+    trained after ``prime`` therefore equals ``fit`` without it, bit for bit, when its
+    first batch is ``batch`` (``tests/test_prime_zoo.py`` checks every zoo entry).
+
+    With ``shard`` (a part of ``batch``'s rows) the loss is evaluated on it too, and the
+    plates whose size changes are returned as ``(data_plates, data_sites)``
     (:func:`~pyro_genmodels.shard_scale.find_data_plates`; empty without ``shard``).
 
-    Runs inside ``poutine.block`` (no backward pass), with the random number
-    generators and a stateful loss's state (persistent chains) restored
-    afterwards, so training continues as if it had not run.
+    >>> import pyro, pyro.distributions as pdist
+    >>> def model(x):
+    ...     loc = pyro.param("loc", torch.zeros(()))
+    ...     with pyro.plate("data", len(x)):
+    ...         pyro.sample("x", pdist.Normal(loc, 1.0), obs=x)
+    >>> pyro.clear_param_store()
+    >>> prime(model, lambda x: None, pyro.infer.Trace_ELBO(), (torch.zeros(4),))
+    ({}, set())
+    >>> "loc" in pyro.get_param_store()
+    True
+    >>> pyro.clear_param_store()
     """
     rng = get_rng_state()
     loss_state = loss.state_dict() if _stateful(loss) else None
@@ -441,6 +453,26 @@ def prime_and_broadcast(
     set_rng_state(rng)
     if loss_state is not None:
         loss.load_state_dict(loss_state)
+    return found
+
+
+def prime_and_broadcast(
+    model: Callable,
+    guide: Callable,
+    loss: Any,
+    batch: tuple,
+    device: torch.device,
+    shard: tuple | None = None,
+) -> tuple[dict[str, bool], set[str]]:
+    """:func:`prime` on ``batch`` (the global first batch, tensors ``(B, ...)``, and this
+    rank's ``shard`` of it), then broadcast all params from rank 0 (a critic registered
+    under ``poutine.block`` included: it is in the param store).
+
+    Returns the data plates that :func:`prime` found (``({}, set())`` without ``shard``).
+    Training continues as if the priming had not run, so the ranks together take the
+    single-process steps.
+    """
+    found = prime(model, guide, loss, batch, shard)
     with torch.no_grad():
         for name, p in _sorted_params():
             if p.device.type != device.type:

@@ -39,6 +39,7 @@ from pyro_genmodels.params import own_params, param_keys
 __all__ = [
     "TRAINING_KEYS",
     "data_fingerprint",
+    "needs_priming",
     "non_finite_entries",
     "prime_loss",
     "restore_training_state",
@@ -179,7 +180,7 @@ def non_finite_entries(payload: dict) -> list[str]:
     return found
 
 
-def _needs_priming(loss: Any) -> bool:
+def needs_priming(loss: Any) -> bool:
     """Whether ``loss`` runs a trial pass (guessing its plate nesting) on its first call."""
     if getattr(loss, "max_plate_nesting", None) != math.inf:
         return False
@@ -195,9 +196,12 @@ def prime_loss(loss: Any, model: Callable, guide: Callable, batch: tuple) -> Non
     """Do now the first-call work of ``loss`` (the plate-nesting trial pass), if it has any.
 
     A resumed run primes its loss *before* restoring the RNG states, so the
-    random numbers that the trial pass draws do not shift the continuation.
+    random numbers that the trial pass draws do not shift the continuation; a fresh
+    ``fit`` primes it before its first step with the RNG states restored afterwards,
+    so that the first step draws the same numbers whether or not the loss was
+    primed before ``fit`` (:func:`pyro_genmodels.distributed.prime`).
     """
-    if not _needs_priming(loss):
+    if not needs_priming(loss):
         return
     from pyro_genmodels.infer import IWAELoss
     from pyro_genmodels.infer.weights import max_plate_nesting

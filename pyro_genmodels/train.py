@@ -36,7 +36,13 @@ from pyro_genmodels import distributed as ddp
 from pyro_genmodels._callbacks import check_callbacks, run_callbacks
 from pyro_genmodels._checks import check_int, check_programs
 from pyro_genmodels.batches import TensorBatches, make_batches
-from pyro_genmodels.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from pyro_genmodels.checkpoint import (
+    get_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_rng_state,
+)
 from pyro_genmodels.early_stopping import make_monitor
 from pyro_genmodels.jit import with_jit
 from pyro_genmodels.optim import Adam as GroupedAdam
@@ -45,7 +51,9 @@ from pyro_genmodels.placement import check_writable, model_dtype, resolve_device
 from pyro_genmodels.precision import check_precision, with_precision
 from pyro_genmodels.resume import (
     TRAINING_KEYS,
+    needs_priming,
     non_finite_entries,
+    prime_loss,
     restore_training_state,
     training_payload,
 )
@@ -493,6 +501,12 @@ def fit(
         )
         if world > 1:
             ddp.restore_rank_state(payload, loss)
+    if world == 1 and payload is None and epochs > 0 and needs_priming(loss):
+        # the loss's first-call trial pass (its plate-nesting guess) draws nothing from the
+        # training streams, as when distributed.prime made it before the first step
+        rng = get_rng_state()
+        prime_loss(loss, model, guide, batches.take(batches.global_batches(0)[0]))
+        set_rng_state(rng)
     if world > 1 and state.epoch < epochs:
         idx = batches.global_batches(state.epoch)[0]
         first, shard = batches.take(idx), batches.take(batches.shard(idx))

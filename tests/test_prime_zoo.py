@@ -1,0 +1,184 @@
+"""Priming changes nothing: ``fit`` after one loss evaluation on its first batch equals ``fit``.
+
+Data-parallel ``fit`` creates Pyro's lazily made params before training by
+:func:`pyro_genmodels.distributed.prime` (inside ``prime_and_broadcast``): one
+loss evaluation on the global first batch, random generators and loss state
+restored. Two processes equal one only if a run whose params exist when
+training starts takes the same steps as one that creates them at its first
+step. The test iterates :data:`pyro_genmodels.zoo.ZOO`, so a family registered
+later is covered without an edit here: for every entry, built small on a few
+dozen digits, the history and every parameter and buffer after ``fit`` with a
+prime (made where ``prime_and_broadcast`` makes it: after ``fit`` seeded the
+generators, before the first step) equal, bit for bit, those of ``fit`` alone.
+A loss that guesses its plate nesting on first use (``IWAELoss``) is primed by
+``fit`` itself, with the generators restored, so its trial pass draws nothing
+from the training streams whether or not it was primed before.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from pyro_genmodels import zoo
+from pyro_genmodels._compat import store_params
+from pyro_genmodels.batches import make_batches
+from pyro_genmodels.data import Dataset, load
+from pyro_genmodels.distributed import prime
+from pyro_genmodels.flows.glow import channel_mix, glow
+from pyro_genmodels.optim import Adam
+from pyro_genmodels.params import own_params
+from pyro_genmodels.resume import needs_priming
+from pyro_genmodels.train import fit
+
+# hidden = 64 = D: autoregressive networks (MAF) need hidden layers at least as wide as the data
+SMALL = {"hidden": 64, "z_dim": 2, "channels": 4, "layers": 1, "num_layers": 2}
+N_TRAIN, BATCH, EPOCHS = 16, 8, 2
+
+
+def _tiny(binarize: bool) -> Dataset:
+    full = load("digits", binarize=binarize)
+    labels = {}
+    if full.train_labels is not None and full.test_labels is not None:
+        labels = {"train_labels": full.train_labels[:N_TRAIN], "test_labels": full.test_labels[:4]}
+    return Dataset(
+        full.name,
+        full.train[:N_TRAIN],
+        full.test[:4],
+        image_shape=full.image_shape,
+        binarized=full.binarized,
+        **labels,
+    )
+
+
+DATA = {True: _tiny(True), False: _tiny(False)}
+
+
+class _Prime:
+    """A callback that primes at the start of the first epoch, as ``prime_and_broadcast``
+    does (after ``fit`` seeded the generators, before any step), on ``fit``'s first batch."""
+
+    def __init__(self, train: torch.Tensor, loss) -> None:
+        batches = make_batches(train, BATCH, None, 0)  # fit's batches: seed=0, shuffled
+        self.first = batches.take(batches.global_batches(0)[0])
+        self.guesses = needs_priming(loss)  # before fit: it has not guessed yet
+        self.store_size = -1
+
+    def on_epoch_start(self, state) -> None:
+        if state.epoch == 0:
+            # fit itself made only the first-call trial pass of a loss that guesses its plate
+            # nesting (IWAELoss), drawing nothing from the training streams
+            assert not store_params() or self.guesses, "params made before priming"
+            prime(state.model, state.guide, state.loss, self.first)
+            self.store_size = len(store_params())
+
+
+def _run(name: str, primed: bool):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    options = zoo.options(name)
+    setup = zoo.build(
+        name, DATA[zoo.ZOO[name].binarize], **{k: v for k, v in SMALL.items() if k in options}
+    )
+    callback = _Prime(setup.train, setup.loss)
+    history = fit(
+        setup.model,
+        setup.guide,
+        setup.train,
+        loss=setup.loss,
+        optim=Adam({"lr": 1e-2}),
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        seed=0,
+        progress=False,
+        callbacks=[callback] if primed else [],
+    )
+    return setup, history, callback
+
+
+def _assert_same(name: str, expected_module, got_module, expected_history, got_history) -> None:
+    expected, got = expected_module.state_dict(), got_module.state_dict()
+    assert list(expected) == list(got)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), f"{name}: {key} differs after priming"
+    columns = [c for c in expected_history.columns if c.startswith("loss")]
+    assert got_history[columns].equals(expected_history[columns]), (
+        f"{name}: history differs after priming:\n{expected_history[columns]}\n"
+        f"{got_history[columns]}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(zoo.ZOO))
+def test_fit_after_a_prime_equals_fit_for_every_zoo_entry(name):
+    reference, plain, _ = _run(name, primed=False)
+    trained, history, callback = _run(name, primed=True)
+    assert callback.store_size > 0, f"{name}: priming created no param"
+    assert callback.store_size == len(store_params()), f"{name}: a param was created late"
+    _assert_same(name, reference.module, trained.module, plain, history)
+
+
+def test_glow_after_a_no_grad_forward_equals_fit():
+    """The user's prime: one ``torch.no_grad()`` forward of the model outside ``fit``
+    (outside ``own_params`` too) on the first training batch, before ``fit``."""
+    runs = []
+    for primed in (False, True):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        setup = zoo.build("flow-glow", DATA[False], num_layers=1, hidden=8)
+        if primed:
+            with torch.no_grad():
+                setup.model(setup.train[:BATCH])
+        history = fit(
+            setup.model,
+            setup.guide,
+            setup.train,
+            loss=setup.loss,
+            optim=Adam({"lr": 1e-2}),
+            epochs=EPOCHS,
+            batch_size=BATCH,
+            shuffle=False,
+            seed=0,
+            progress=False,
+        )
+        runs.append((setup.module, history))
+    _assert_same("flow-glow", runs[0][0], runs[1][0], runs[0][1], runs[1][1])
+
+
+def test_glow_lu_factors_are_the_param_store_entries():
+    """Pyro's param store keeps a contiguous copy of a non-contiguous parameter; Glow's 1x1
+    convolutions store their LU factor contiguously, so a plain Pyro loss (no
+    ``own_params``) registers and trains the tensors the layers compute with."""
+    pyro.clear_param_store()
+    flow = glow(16, num_layers=1, hidden_dims=[4], image_shape=(1, 4, 4), num_scales=1)
+    lus = [m.LU for m in flow.modules() if hasattr(m, "LU")]
+    assert lus and all(lu.is_contiguous() for lu in lus)
+    pyro.module("glow", flow)
+    stored = set(store_params().values())
+    assert all(lu in stored for lu in lus)
+    pyro.clear_param_store()
+
+
+def test_own_params_stores_a_new_non_contiguous_parameter_itself():
+    """Outside ``own_params`` Pyro stores ``p.contiguous()`` (a copy, not trained by the
+    layer's gradients); inside it the store's new entry is ``p``."""
+    mix = pyro.distributions.transforms.GeneralizedChannelPermute(3)  # column-major LU
+    assert not mix.LU.is_contiguous()
+    pyro.clear_param_store()
+    pyro.module("mix", mix)
+    copy = store_params()["mix$$$LU"]
+    assert copy is not mix.LU and torch.equal(copy, mix.LU)
+    pyro.clear_param_store()
+    with own_params():
+        pyro.module("mix", mix)
+    assert store_params()["mix$$$LU"] is mix.LU
+    assert pyro.param("mix$$$LU") is mix.LU and mix.LU.requires_grad
+    # a constrained param keeps Pyro's rule: the store holds the unconstrained value
+    pyro.clear_param_store()
+    own = torch.nn.Parameter(torch.ones(2))
+    with own_params():
+        pyro.param("scale", own, constraint=pyro.distributions.constraints.positive)
+    assert store_params()["scale"] is not own
+    torch.testing.assert_close(pyro.param("scale"), own.detach())
+    assert channel_mix(3).LU.is_contiguous()
+    pyro.clear_param_store()
