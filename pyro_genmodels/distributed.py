@@ -64,7 +64,7 @@ from pyro import poutine
 
 from pyro_genmodels._compat import store_params
 from pyro_genmodels.checkpoint import get_rng_state, set_rng_state, to_cpu
-from pyro_genmodels.params import own_params
+from pyro_genmodels.params import find_modules, own_params
 from pyro_genmodels.resume import _stateful
 from pyro_genmodels.shard_scale import PlateRecorder, ShardScale, find_data_plates
 
@@ -419,12 +419,21 @@ def prime(
 
     The evaluation runs inside ``poutine.block`` (no backward pass) and
     :class:`~pyro_genmodels.params.own_params` (the param store holds the modules' own
-    parameters, as during training), with the random number generators and a stateful
-    loss's state (persistent chains) restored afterwards. What it leaves behind is what
-    the first training step on ``batch`` would have done to the modules before its
-    update: data-dependent initializations (ActNorm's) made from ``batch``. ``fit``
+    parameters, as during training), with the random number generators, a stateful
+    loss's state (persistent chains) and the buffers of the modules that model, guide
+    and loss use (:func:`~pyro_genmodels.params.find_modules`: BatchNorm's running
+    statistics) restored afterwards. What it leaves behind is what the first training
+    step on ``batch`` would have done to the modules before its update: the params
+    created, data-dependent initializations made from ``batch`` (the parameters and
+    buffers of modules with ``data_dependent_init = True``, such as
+    :class:`~pyro_genmodels.flows.ActNorm`), a loss's plate nesting guessed. ``fit``
     trained after ``prime`` therefore equals ``fit`` without it, bit for bit, when its
-    first batch is ``batch`` (``tests/test_prime_zoo.py`` checks every zoo entry).
+    first batch is ``batch`` (``tests/test_prime_zoo.py`` checks every zoo entry), except
+    for a ``pyro.param`` initialized *lazily* from the random generators
+    (``pyro.param("w", lambda: torch.randn(3))``): a run that creates it at its first
+    step draws its initial value there, which shifts that step's later draws, while a
+    primed run does not draw it again. (An initial value given as a tensor,
+    ``pyro.param("w", torch.randn(3))``, is drawn at every call, so both runs agree.)
 
     With ``shard`` (a part of ``batch``'s rows) the loss is evaluated on it too, and the
     plates whose size changes are returned as ``(data_plates, data_sites)``
@@ -444,6 +453,7 @@ def prime(
     """
     rng = get_rng_state()
     loss_state = loss.state_dict() if _stateful(loss) else None
+    buffers = _BufferSnapshot(find_modules(model, guide, loss))
     found: tuple[dict[str, bool], set[str]] = ({}, set())
     with poutine.block(), own_params():  # losses through ∇ₓ (score matching) need autograd here
         whole = _run_loss(model, guide, loss, batch)
@@ -451,9 +461,32 @@ def prime(
             set_rng_state(rng)
             found = find_data_plates(whole, _run_loss(model, guide, loss, shard))
     set_rng_state(rng)
+    buffers.restore()
     if loss_state is not None:
         loss.load_state_dict(loss_state)
     return found
+
+
+class _BufferSnapshot:
+    """The buffers of ``modules`` (and their submodules) as they are now, to be put back —
+    but for those of modules with ``data_dependent_init = True`` (ActNorm), whose first
+    training batch sets them once."""
+
+    def __init__(self, modules: list[torch.nn.Module]) -> None:
+        self.saved = [
+            (sub, name, buf, buf.clone())
+            for module in modules
+            for sub in module.modules()
+            if not getattr(sub, "data_dependent_init", False)
+            for name, buf in sub.named_buffers(recurse=False)
+        ]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for sub, name, buf, value in self.saved:
+            buf.copy_(value)
+            if getattr(sub, name) is not buf:  # replaced, not updated in place
+                setattr(sub, name, buf)
 
 
 def prime_and_broadcast(

@@ -1,7 +1,9 @@
 """Data-parallel ``fit``: 2 gloo processes on CPU equal 1 process on the same global batch.
 
 Each case trains in float64 with a loss free of sampling noise: MADE (exact
-``-log p(x)``, fed by a DataLoader), a RealNVP flow, and exact score matching
+``-log p(x)``, fed by a DataLoader), a RealNVP flow, a Glow flow (ActNorm's
+data-dependent initialization on the global first batch, the LU factors of its
+1x1 convolutions), and exact score matching
 of an energy network (``ScoreMatchingLoss("exact")``: double backward, ``∇_θ``
 of a function of ``∇ₓ E``), and a VAE trained by ``Trace_ELBO`` whose
 reparameterization noise is fixed per datapoint: ``εᵢ`` of epoch ``e`` is drawn
@@ -104,6 +106,9 @@ def _setup(kind: str):
     if kind == "flow":
         flow = FlowDensity(D, "realnvp", num_layers=2, hidden_dims=[8]).double()
         return flow.model, flow.guide, pyro.infer.Trace_ELBO()
+    if kind == "glow":  # ActNorm (data-dependent init) and LU-parameterized 1x1 convolutions
+        flow = FlowDensity(D, "glow", num_layers=2, hidden_dims=[8]).double()
+        return flow.model, flow.guide, pyro.infer.Trace_ELBO()
     energy = nn.Sequential(nn.Linear(D, 16), nn.Tanh(), nn.Linear(16, 1)).double()
 
     def energy_model(x):
@@ -166,11 +171,11 @@ def _worker(rank: int, out: str, kinds: list[str]) -> dict:
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    kinds = ["made", "flow", "score", "vae"]
+    kinds = ["made", "flow", "glow", "score", "vae"]
     return run_on_ranks(_worker, out, kinds, world=WORLD)
 
 
-@pytest.mark.parametrize("kind", ["made", "flow", "score", "vae"])
+@pytest.mark.parametrize("kind", ["made", "flow", "glow", "score", "vae"])
 def test_two_processes_equal_one(two_process_results, kind, tmp_path):
     """Against one process stopped and resumed alike (checkpoints are compared like for like)."""
     pyro.clear_param_store()

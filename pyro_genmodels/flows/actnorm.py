@@ -42,6 +42,9 @@ class ActNorm(TransformModule):
 
     bijective = True
     sign = 1
+    #: its first batch initializes it: :func:`pyro_genmodels.distributed.prime` keeps
+    #: the initialization (and the ``initialized`` buffer) that priming made
+    data_dependent_init = True
 
     initialized: torch.Tensor  # a bool buffer: data-dependent init done
 
