@@ -34,9 +34,15 @@ gradients) are reduced correctly. A parameter that no rank gave a gradient
 keeps ``grad=None`` (so optimizers skip it as in one process).
 
 Pyro creates params lazily; :func:`prime_and_broadcast` runs the loss once
-on the *global* first batch (so data-dependent initializations such as
-ActNorm's agree with the single-process run), with the random generators
-saved and restored around it, then broadcasts every param from rank 0.
+on the *global* first batch (:func:`prime`: so data-dependent initializations
+such as ActNorm's agree with the single-process run), with the random
+generators, a stateful loss's state and the modules' other buffers (BatchNorm
+statistics) put back afterwards, then broadcasts every param from rank 0.
+Training after this priming equals training without it (every zoo entry is
+checked), so rank 0's steps are the single process's: the param store holds
+each module's own parameters from their creation on (:class:`~pyro_genmodels.params.own_params`,
+also for a non-contiguous parameter, of which Pyro would store a copy), and a
+loss's plate-nesting trial pass never draws from the training streams.
 
 Every rank draws from its own random streams (:func:`rank_seed`): the noise
 of one rank's shard (Monte Carlo ELBO draws, the Langevin chains of

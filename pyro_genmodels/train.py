@@ -312,7 +312,12 @@ def fit(
 
     Steps run inside :class:`~pyro_genmodels.params.own_params`: a model trains
     its own parameters even when another model in the process registered the
-    same names in Pyro's param store. The modules that ``fit`` trains and
+    same names in Pyro's param store (or when Pyro would store a copy of a
+    non-contiguous one). Whether the params exist when ``fit`` starts changes
+    nothing: after one loss evaluation on the first batch
+    (:func:`pyro_genmodels.distributed.prime`) ``fit`` takes the same steps; a
+    loss that guesses its plate nesting on first use (``IWAELoss``) makes that
+    trial pass before the first step, its random draws undone. The modules that ``fit`` trains and
     checkpoints (parameters *and* buffers) are those the model, guide and loss
     use (:func:`~pyro_genmodels.params.find_modules`: bound methods, closures,
     global names, attributes of the loss). Floating-point data are converted to
