@@ -41,6 +41,10 @@ def test_rebind_param_updates_both_directions():
     assert pyro.param("w") is new, "ParamStoreDict._params no longer backs pyro.param"
     assert store.param_name(new) == "w", "ParamStoreDict._param_to_name moved"
     assert store.param_name(old) is None
+    fresh = torch.nn.Parameter(torch.ones(3))  # a name new to the store: constraint real
+    _compat.rebind_param(store, "v", fresh)
+    assert pyro.param("v") is fresh, "ParamStoreDict._constraints no longer keys the params"
+    assert store.get_state()["constraints"]["v"] is pyro.distributions.constraints.real
 
 
 def test_grad_clip_of_returns_pyros_clipper():
