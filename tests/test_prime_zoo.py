@@ -20,11 +20,11 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
+from zoo_helpers import BATCH, DATA, N_TRAIN, assert_same_training, build_small, train
 
 from pyro_genmodels import zoo
 from pyro_genmodels._compat import store_params
 from pyro_genmodels.batches import make_batches
-from pyro_genmodels.data import Dataset, load
 from pyro_genmodels.distributed import prime
 from pyro_genmodels.flows.glow import channel_mix, glow
 from pyro_genmodels.models import FlowDensity
@@ -33,27 +33,7 @@ from pyro_genmodels.params import own_params
 from pyro_genmodels.resume import needs_priming
 from pyro_genmodels.train import fit
 
-# hidden = 64 = D: autoregressive networks (MAF) need hidden layers at least as wide as the data
-SMALL = {"hidden": 64, "z_dim": 2, "channels": 4, "layers": 1, "num_layers": 2}
-N_TRAIN, BATCH, EPOCHS = 16, 8, 2
-
-
-def _tiny(binarize: bool) -> Dataset:
-    full = load("digits", binarize=binarize)
-    labels = {}
-    if full.train_labels is not None and full.test_labels is not None:
-        labels = {"train_labels": full.train_labels[:N_TRAIN], "test_labels": full.test_labels[:4]}
-    return Dataset(
-        full.name,
-        full.train[:N_TRAIN],
-        full.test[:4],
-        image_shape=full.image_shape,
-        binarized=full.binarized,
-        **labels,
-    )
-
-
-DATA = {True: _tiny(True), False: _tiny(False)}
+EPOCHS = 2
 
 
 class _Prime:
@@ -76,38 +56,10 @@ class _Prime:
 
 
 def _run(name: str, primed: bool):
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    options = zoo.options(name)
-    setup = zoo.build(
-        name, DATA[zoo.ZOO[name].binarize], **{k: v for k, v in SMALL.items() if k in options}
-    )
+    setup = build_small(name)
     callback = _Prime(setup.train, setup.loss)
-    history = fit(
-        setup.model,
-        setup.guide,
-        setup.train,
-        loss=setup.loss,
-        optim=Adam({"lr": 1e-2}),
-        epochs=EPOCHS,
-        batch_size=BATCH,
-        seed=0,
-        progress=False,
-        callbacks=[callback] if primed else [],
-    )
+    history = train(setup, EPOCHS, callbacks=[callback] if primed else [])
     return setup, history, callback
-
-
-def _assert_same(name: str, expected_module, got_module, expected_history, got_history) -> None:
-    expected, got = expected_module.state_dict(), got_module.state_dict()
-    assert list(expected) == list(got)
-    for key in expected:
-        assert torch.equal(expected[key], got[key]), f"{name}: {key} differs after priming"
-    columns = [c for c in expected_history.columns if c.startswith("loss")]
-    assert got_history[columns].equals(expected_history[columns]), (
-        f"{name}: history differs after priming:\n{expected_history[columns]}\n"
-        f"{got_history[columns]}"
-    )
 
 
 @pytest.mark.parametrize("name", sorted(zoo.ZOO))
@@ -116,7 +68,7 @@ def test_fit_after_a_prime_equals_fit_for_every_zoo_entry(name):
     trained, history, callback = _run(name, primed=True)
     assert callback.store_size > 0, f"{name}: priming created no param"
     assert callback.store_size == len(store_params()), f"{name}: a param was created late"
-    _assert_same(name, reference.module, trained.module, plain, history)
+    assert_same_training(f"{name} after priming", reference.module, trained.module, plain, history)
 
 
 def test_glow_after_a_no_grad_forward_equals_fit():
@@ -143,7 +95,7 @@ def test_glow_after_a_no_grad_forward_equals_fit():
             progress=False,
         )
         runs.append((setup.module, history))
-    _assert_same("flow-glow", runs[0][0], runs[1][0], runs[0][1], runs[1][1])
+    assert_same_training("primed flow-glow", runs[0][0], runs[1][0], runs[0][1], runs[1][1])
 
 
 def test_glow_lu_factors_are_the_param_store_entries():
@@ -244,7 +196,7 @@ def test_prime_keeps_actnorm_init_and_puts_batchnorm_statistics_back(norm):
                       batch_size=BATCH, shuffle=False, seed=0, progress=False,
                       callbacks=callbacks)  # fmt: skip
         runs.append((flow, history))
-    _assert_same(norm, runs[0][0], runs[1][0], runs[0][1], runs[1][1])
+    assert_same_training(f"primed {norm}", runs[0][0], runs[1][0], runs[0][1], runs[1][1])
     buffers = dict(runs[1][0].named_buffers())
     assert any(
         key.endswith("moving_mean" if norm == "batchnorm" else "initialized") for key in buffers
