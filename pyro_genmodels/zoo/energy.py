@@ -30,7 +30,15 @@ from pyro_genmodels.distributed import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 LEVELS = {"digits": 17, "mnist5k": 256}
-OBJECTIVES = ("pcd", "dsm", "ssm", "nce")
+#: objective -> (description, learning rate of its budget)
+ENTRIES = {
+    "pcd": ("MLP energy, persistent CD (Langevin, replay buffer, energy penalty)", 1e-3),
+    "dsm": ("MLP energy, denoising score matching", 3e-4),
+    "ssm": ("MLP energy, sliced score matching", 1e-3),
+    "nce": ("MLP energy with a learned log Z, noise-contrastive estimation", 3e-3),
+}
+
+OBJECTIVES = tuple(ENTRIES)
 #: Training budget of the family, from ``benchmarks/zoo_budgets.py`` (digits, epochs 15-60 ×
 #: lr 3e-4-3e-3): persistent CD and sliced score matching are within about 2 nats of their best
 #: at 30 epochs and 1e-3; denoising score matching needs the smaller rate (AIS NLL 165.7
@@ -133,42 +141,15 @@ def _energy_setup(
     return Setup(net, model, guide, train, (test,), loss, sample, note="AIS log Z", score=score)
 
 
-for _entry in [
-    ZooEntry(
-        "ebm-pcd",
-        "energy",
-        "MLP energy, persistent CD (Langevin, replay buffer, energy penalty)",
-        _energy_setup,
-        {"objective": "pcd"},
-        binarize=False,
-        budget=BUDGET,
-    ),
-    ZooEntry(
-        "ebm-dsm",
-        "energy",
-        "MLP energy, denoising score matching",
-        _energy_setup,
-        {"objective": "dsm"},
-        binarize=False,
-        budget={**BUDGET, "lr": 3e-4},
-    ),
-    ZooEntry(
-        "ebm-ssm",
-        "energy",
-        "MLP energy, sliced score matching",
-        _energy_setup,
-        {"objective": "ssm"},
-        binarize=False,
-        budget=BUDGET,
-    ),
-    ZooEntry(
-        "ebm-nce",
-        "energy",
-        "MLP energy with a learned log Z, noise-contrastive estimation",
-        _energy_setup,
-        {"objective": "nce"},
-        binarize=False,
-        budget={**BUDGET, "lr": 3e-3},
-    ),
-]:
-    register(_entry)
+for _objective, (_description, _lr) in ENTRIES.items():
+    register(
+        ZooEntry(
+            f"ebm-{_objective}",
+            "energy",
+            _description,
+            _energy_setup,
+            {"objective": _objective},
+            binarize=False,
+            budget={**BUDGET, "lr": _lr},
+        )
+    )
