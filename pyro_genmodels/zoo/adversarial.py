@@ -134,6 +134,24 @@ def _score(num_samples: int) -> dict:
     return {"test_nll_nats": float("nan"), "estimator": "samples"}
 
 
+def _generator_programs(generator: nn.Module, z_dim: int, data: Dataset) -> tuple:
+    """``(model, sample)``: the Pyro program ``z ~ N(0, I)``, ``x = G(z)`` observed, and
+    ``n -> G(z)`` for ``n`` fresh draws (no gradient) on the data's device and dtype."""
+
+    def model(x: torch.Tensor) -> None:
+        pyro.module("generator", generator)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Delta(generator(z), event_dim=1), obs=x)
+
+    def sample(n: int) -> torch.Tensor:
+        with torch.no_grad():
+            z = torch.randn(n, z_dim, device=data.train.device, dtype=data.train.dtype)
+            return generator(z)
+
+    return model, sample
+
+
 def _gan(
     data: Dataset,
     *,
@@ -164,11 +182,7 @@ def _gan(
         }
     ).to(data.train.device)
 
-    def model(x: torch.Tensor) -> None:
-        pyro.module("generator", net["generator"])
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Delta(net["generator"](z), event_dim=1), obs=x)
+    model, sample = _generator_programs(net["generator"], z_dim, data)
 
     def guide(x: torch.Tensor) -> None:
         pass
@@ -184,11 +198,6 @@ def _gan(
         loss = WGANGPLoss(net["critic"], n_critic=n_critic, critic_optim=critic_optim)
     else:
         raise ValueError(f"objective must be 'gan', 'lsgan' or 'wgan-gp', got {objective!r}")
-
-    def sample(n: int) -> torch.Tensor:
-        with torch.no_grad():
-            z = torch.randn(n, z_dim, device=data.train.device, dtype=data.train.dtype)
-            return net["generator"](z)
 
     setup = Setup(net, model, guide, data.train, (data.test,), loss, sample, score=_score)
     setup.optim_args = {"betas": betas}
@@ -225,11 +234,7 @@ def _bigan(
         }
     ).to(data.train.device)
 
-    def model(x: torch.Tensor) -> None:
-        pyro.module("generator", net["generator"])
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Delta(net["generator"](z), event_dim=1), obs=x)
+    model, sample = _generator_programs(net["generator"], z_dim, data)
 
     def guide(x: torch.Tensor) -> None:
         pyro.module("encoder", net["encoder"])
@@ -242,11 +247,6 @@ def _bigan(
                 pyro.sample("z", dist.Delta(out, event_dim=1))
 
     loss = BiGANLoss(net["critic"], critic_optim=Adam({"lr": critic_lr, "betas": (0.5, 0.999)}))
-
-    def sample(n: int) -> torch.Tensor:
-        with torch.no_grad():
-            z = torch.randn(n, z_dim, device=data.train.device, dtype=data.train.dtype)
-            return net["generator"](z)
 
     note = "encoder q(z|x)"
     setup = Setup(net, model, guide, data.train, (data.test,), loss, sample, note, _score)
