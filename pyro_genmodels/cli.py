@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import torch
 from pyro_genmodels import zoo
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.placement import check_writable
 
 CONFIG, WEIGHTS = "config.json", "model.pt"
 
@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.train import fit
 
     out = Path(args.out or f"runs/{args.model}")
-    _check_writable(out)
+    check_writable(out, "--out")
     data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -88,16 +88,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     print(f"trained {args.model} on {args.data} for {len(history)} epochs -> {out}")
     print(f"final loss per datapoint: {last.get('loss', float('nan')):.4f}")
     return {"out": str(out), "history": history}
-
-
-def _check_writable(out: Path) -> None:
-    """Fail before any training when ``--out`` cannot be written."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"--out {str(out)!r} is not a writable folder ({error})") from error
 
 
 def _read_config(run: Path) -> dict:
@@ -176,7 +166,7 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
     from pyro_genmodels.report import write_report
 
     names = args.models.split(",") if args.models else None
-    _check_writable(Path(args.out))
+    check_writable(Path(args.out), "--out")
     table, runs = zoo.run(
         args.data,
         names,

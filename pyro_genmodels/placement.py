@@ -66,13 +66,12 @@ def match_dtype(tensors: tuple, dtype: torch.dtype | None) -> tuple:
     return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, not after training, when ``folder`` cannot hold checkpoints."""
+def check_writable(folder: Path, name: str = "checkpoint_dir") -> None:
+    """Fail now, not after training, when ``folder`` (the argument ``name``) cannot hold
+    checkpoints or outputs."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise ValueError(
-            f"checkpoint_dir must be a writable folder, got {str(folder)!r} ({e})"
-        ) from e
+        raise ValueError(f"{name} must be a writable folder, got {str(folder)!r} ({e})") from e

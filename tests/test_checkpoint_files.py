@@ -165,7 +165,7 @@ def test_cli_unwritable_out_exits_2_before_training(tmp_path, capsys):
         with pytest.raises(SystemExit) as error:
             main([*argv, *TINY])
         assert error.value.code == 2
-        assert "is not a writable folder" in capsys.readouterr().err
+        assert "--out must be a writable folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
