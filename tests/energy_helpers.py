@@ -1,8 +1,10 @@
-"""Energies with closed-form answers, shared by the energy-based model tests."""
+"""Energies with closed-form answers and random Boltzmann machines, shared by the
+energy-based model tests."""
 
 import pyro
 import torch
 
+import pyro_genmodels as pgm
 from pyro_genmodels.distributions import EnergyDistribution
 
 
@@ -79,3 +81,17 @@ def minimize(loss, model, x, params, seed=1, max_iter=200):
     for _ in range(3):
         opt.step(closure)
     return closure().item()
+
+
+def random_rbm(D, H, device, visible="bernoulli", scale=0.7, seed=0):
+    """A float64 ``RBM(D, H, visible)`` with N(0, scale²) weights and N(0, 1) biases (and
+    N(0, 0.3²) log-variances for Gaussian visibles), drawn from ``seed``."""
+    torch.manual_seed(seed)
+    rbm = pgm.models.RBM(D, H, visible).to(device=device, dtype=torch.float64)
+    with torch.no_grad():
+        rbm.W.normal_(0, scale)
+        rbm.visible_bias.normal_(0, 1)
+        rbm.hidden_bias.normal_(0, 1)
+        if visible == "gaussian":
+            rbm.log_var.normal_(0, 0.3)
+    return rbm

@@ -6,6 +6,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from energy_helpers import random_rbm
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 
 import pyro_genmodels as pgm
@@ -15,18 +16,6 @@ from pyro_genmodels.models.boltzmann import binary_states
 from pyro_genmodels.train import fit
 
 GOF_FAILURE_RATE = 1e-3  # each chi-square test fails with this probability under the null
-
-
-def random_rbm(D, H, device, visible="bernoulli", scale=0.7, seed=0):
-    torch.manual_seed(seed)
-    rbm = pgm.models.RBM(D, H, visible).to(device=device, dtype=torch.float64)
-    with torch.no_grad():
-        rbm.W.normal_(0, scale)
-        rbm.visible_bias.normal_(0, 1)
-        rbm.hidden_bias.normal_(0, 1)
-        if visible == "gaussian":
-            rbm.log_var.normal_(0, 0.3)
-    return rbm
 
 
 def all_states(n, like):

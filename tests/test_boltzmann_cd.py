@@ -3,21 +3,12 @@
 import pyro
 import pytest
 import torch
+from energy_helpers import random_rbm
 
 import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.models.boltzmann import binary_states
-
-
-def random_rbm(D, H, device, visible="bernoulli", scale=0.7, seed=0):
-    torch.manual_seed(seed)
-    rbm = pgm.models.RBM(D, H, visible).to(device=device, dtype=torch.float64)
-    with torch.no_grad():
-        rbm.W.normal_(0, scale)
-        rbm.visible_bias.normal_(0, 1)
-        rbm.hidden_bias.normal_(0, 1)
-    return rbm
 
 
 def grads_of(loss, rbm, v):
