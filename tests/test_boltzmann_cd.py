@@ -83,6 +83,36 @@ def test_sampled_hidden_pcd_trains_and_rejects_hiddenless_energies(device):
         ContrastiveDivergenceLoss(free_energy=1)
 
 
+@pytest.mark.parametrize("free_energy", [True, False])
+def test_both_cd_forms_train_the_rbm_parameters_under_svi_and_fit(free_energy, device):
+    """Both forms register W, b, c in Pyro's param store: one SVI step moves W, as does fit."""
+    rbm = random_rbm(6, 3, device)
+    v = torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64, device=device))
+    svi = pyro.infer.SVI(
+        rbm.model,
+        rbm.guide,
+        pyro.optim.Adam({"lr": 1e-2}),
+        ContrastiveDivergenceLoss(free_energy=free_energy),
+    )
+    w = rbm.W.detach().clone()
+    assert torch.isfinite(torch.tensor(svi.step(v)))
+    assert set(pyro.get_param_store().keys()) == {"W", "visible_bias", "hidden_bias"}
+    assert (rbm.W.detach() - w).abs().max() > 1e-4  # Adam moves every entry by ~lr
+    pyro.clear_param_store()
+    w = rbm.W.detach().clone()
+    history = pgm.fit(
+        rbm.model,
+        rbm.guide,
+        v,
+        loss=ContrastiveDivergenceLoss(free_energy=free_energy),
+        optim=pyro.optim.Adam({"lr": 1e-2}),
+        epochs=2,
+        batch_size=8,
+        progress=False,
+    )
+    assert len(history) == 2 and (rbm.W.detach() - w).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize("machine", ["rbm", "dbm"])
 def test_ais_defaults_to_the_salakhutdinov_murray_schedule(machine, device):
     """Without betas, ais() anneals on path.default_betas(num_betas): same draws, same log Z."""

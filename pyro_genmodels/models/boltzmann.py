@@ -205,7 +205,10 @@ class RBM(LayeredBoltzmann, PyroModule):
         init_scale: standard deviation of the initial weights (``0.01``, Hinton 2010).
 
     Parameters: ``W (D, H)``, ``visible_bias b (D,)``, ``hidden_bias c (H,)`` and, for
-    Gaussian visibles, ``log_var z (D,)``. ``forward(v)`` is the free energy ``F(v)``.
+    Gaussian visibles, ``log_var z (D,)``. ``forward(v)`` is the free energy ``F(v)``. Every
+    public method that reads them (``energy``, ``free_energy``, the conditionals, ``log_partition``)
+    is a ``pyro_method``: a loss calling any of them registers the parameters in Pyro's param
+    store, so ``SVI``/``fit`` train them whichever energy the loss differentiates.
 
     >>> rbm = RBM(6, 3)
     >>> d = rbm.distribution()           # exact log Z: 3 hidden units are enumerated
@@ -265,16 +268,19 @@ class RBM(LayeredBoltzmann, PyroModule):
             return v @ self.visible_bias
         return -((v - self.visible_bias) ** 2 / (2 * torch.exp(self.log_var))).sum(-1)
 
+    @pyro_method
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """Logits of ``p(h_j = 1 | v) = sigmoid(c_j + ((v/σ²)ᵀ W)_j)``, shape ``(*, H)``."""
         scaled = v if self.visible == "bernoulli" else v / torch.exp(self.log_var)
         return scaled @ self.W + self.hidden_bias
 
+    @pyro_method
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``E(v, h)`` for ``v (*, D)``, ``h (*, H)``; returns ``(*,)``."""
         self.check_visible(v)
         return -self._visible_term(v) - (self.hidden_logits(v) * h).sum(-1)
 
+    @pyro_method
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """``F(v) = -log Σ_h exp(-E(v, h))`` in closed form for ``v (*, D)``; returns ``(*,)``."""
         self.check_visible(v)
@@ -283,11 +289,13 @@ class RBM(LayeredBoltzmann, PyroModule):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.free_energy(v)
 
+    @pyro_method
     def hidden_conditional(self, v: torch.Tensor) -> dist.Distribution:
         """``p(h | v) = Π_j Bernoulli(sigmoid(c_j + ((v/σ²)ᵀ W)_j))``, event shape ``(H,)``."""
         self.check_visible(v)
         return dist.Bernoulli(logits=self.hidden_logits(v)).to_event(1)
 
+    @pyro_method
     def visible_conditional(self, h: torch.Tensor) -> dist.Distribution:
         """``p(v | h)``: ``Bernoulli(sigmoid(b + W h))`` or ``Normal(b + W h, σ)``, event ``(D,)``.
 
@@ -302,6 +310,7 @@ class RBM(LayeredBoltzmann, PyroModule):
         return dist.Normal(mean, torch.exp(0.5 * self.log_var)).to_event(1)
 
     # ---------------------------------------------------------------- partition function
+    @pyro_method
     def log_partition(self) -> torch.Tensor:
         """Exact ``log Z`` by log-sum-exp over the ``2^n`` states of the smaller layer (``n ≤ 20``;
         the hiddens for Gaussian visibles): ``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``."""

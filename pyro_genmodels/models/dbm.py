@@ -91,6 +91,7 @@ class DBM(LayeredBoltzmann, PyroModule):
             check_data(v.reshape(-1, D), name, binary=True)
         return v
 
+    @pyro_method
     def energy(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """``E(x_0, ..., x_L)`` for ``states[l]`` of shape ``(*, n_l)`` (binary or mean-field
         probabilities: ``E`` is multilinear, so ``E(μ) = E_q[E]``); returns ``(*,)``."""
