@@ -245,10 +245,15 @@ def check_context(context: Any) -> torch.Tensor:
     return context
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raises a ``ValueError`` naming ``name`` and the count of NaN/inf values in ``x``.
+def check_finite(
+    x: torch.Tensor, name: str, hint: str = "", error: type[Exception] = ValueError
+) -> None:
+    """Raises ``error`` (a ``ValueError`` by default) naming ``name`` and the count of NaN/inf
+    values in ``x``, followed by ``hint`` (what to change).
 
     One cheap reduction first; the entry-wise count runs only when the sum is not finite.
+    Computed values that diverged (a sampler's draws) raise ``FloatingPointError`` with a hint
+    naming the knob; inputs keep the ``ValueError``.
 
     >>> check_finite(torch.tensor([1.0, float("nan")]), "x")
     Traceback (most recent call last):
@@ -258,8 +263,8 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
         num_bad = int((~torch.isfinite(x)).sum())
         if num_bad:
-            raise ValueError(
-                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf"
+            raise error(
+                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf{hint}"
             )
 
 

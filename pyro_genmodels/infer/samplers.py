@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_finite, check_positive_int
+from pyro_genmodels.distributions.energy import unchecked_energies
 
 
 def _check_positive_float(name: str, value: Any, allow_none: bool = False) -> Any:
@@ -74,6 +75,31 @@ class EnergySampler:
     def sample(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
         """``run(dist, init(dist, sample_shape), num_steps)``."""
         return self.run(dist, self.init(dist, sample_shape), self.num_steps)
+
+
+def check_finite_draws(
+    x: torch.Tensor, name: str, step_size: float, adjustable: bool = True
+) -> torch.Tensor:
+    """``x`` if every value is finite, else a ``FloatingPointError`` naming ``step_size``: the
+    unadjusted Langevin step diverged (``adjustable`` adds the MALA alternative).
+
+    >>> check_finite_draws(torch.tensor([1.0, float("inf")]), "draws", 1e6)
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: draws must be finite, but 1 of 2 values are NaN or inf; the unadjusted \
+Langevin step diverged at step_size=1e+06 (every proposal is accepted, so no later draw is \
+valid; or the energy or its gradient is not finite there): lower step_size, or use adjust=True \
+(MALA), which rejects non-finite proposals
+    """
+    hint = (
+        f"; the unadjusted Langevin step diverged at step_size={step_size:g} (every proposal "
+        "is accepted, so no later draw is valid; or the energy or its gradient is not finite "
+        "there): lower step_size"
+    )
+    if adjustable:
+        hint += ", or use adjust=True (MALA), which rejects non-finite proposals"
+    check_finite(x, name, hint, FloatingPointError)
+    return x
 
 
 def energy_grad(energy_fn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,6 +181,15 @@ class LangevinSampler(EnergySampler):
         if adjust and self.clamp is not None:
             raise ValueError("clamp cannot be combined with adjust=True (MALA)")
         self.accept_rate: float | None = None
+
+    def sample(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
+        """``num_steps`` transitions from fresh chains; ULA draws that diverged (NaN/inf) raise
+        ``FloatingPointError`` naming ``step_size``, MALA rejects such proposals (a point of
+        infinite energy has density 0). ``run``, which the training losses call, lets them
+        through to ``pgm.fit``'s non-finite guard."""
+        with unchecked_energies():  # a diverging chain is reported below, naming the knob
+            x = super().sample(dist, sample_shape)
+        return x if self.adjust else check_finite_draws(x, "LangevinSampler draws", self.step_size)
 
     def init(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
         """Fresh chains ``init_loc + init_scale · ε`` (clamped to the box when given)."""
