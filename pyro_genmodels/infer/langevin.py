@@ -13,11 +13,10 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.integrator import potential_grad
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_positive_float, check_positive_int
 from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
 from pyro_genmodels.infer.samplers import (
     LangevinSampler,
-    _check_positive_float,
     check_finite_draws,
 )
 
@@ -110,7 +109,7 @@ class Langevin(MCMCKernel):
         if adapt_step_size and not adjust:
             raise ValueError("adapt_step_size targets an acceptance rate: it needs adjust=True")
         self.adapt_step_size = adapt_step_size
-        _check_positive_float("target_accept_prob", target_accept_prob)
+        check_positive_float("target_accept_prob", target_accept_prob)
         if not 0 < target_accept_prob < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
         self.target_accept_prob = float(target_accept_prob)
@@ -281,10 +280,11 @@ def annealed_langevin(
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"x must be a tensor of shape (N, *event), got {x!r:.60}")
-    levels = [float(s) for s in sigmas]
-    if not levels or any(s <= 0 for s in levels) or levels != sorted(levels, reverse=True):
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    levels = [check_positive_float(f"sigmas[{i}]", s) for i, s in enumerate(values)]
+    if not levels or levels != sorted(levels, reverse=True):
         raise ValueError(f"sigmas must be positive and decreasing, got {levels}")
-    _check_positive_float("step_size", step_size)
+    check_positive_float("step_size", step_size)
     num_steps = check_positive_int("num_steps", num_steps)
     with unchecked_energies():  # a diverging chain is reported below, naming step_size
         for sigma in levels:

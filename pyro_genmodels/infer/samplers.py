@@ -14,26 +14,23 @@ from typing import Any
 
 import torch
 
-from pyro_genmodels._checks import check_finite, check_positive_int
+from pyro_genmodels._checks import (
+    check_finite,
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_real_or_tensor,
+)
 from pyro_genmodels.distributions.energy import unchecked_energies
 
 
-def _check_positive_float(name: str, value: Any, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
-    return float(value)
-
-
 def _check_clamp(clamp: Any) -> tuple[float, float] | None:
+    """``(low, high)`` with ``low < high``; an infinite end leaves that side of the box open."""
     if clamp is None:
         return None
-    if not isinstance(clamp, Sequence) or len(clamp) != 2:
+    if not isinstance(clamp, Sequence) or isinstance(clamp, str) or len(clamp) != 2:
         raise TypeError(f"clamp must be None or a pair (low, high), got {clamp!r}")
-    low, high = float(clamp[0]), float(clamp[1])
+    low, high = (check_real(f"clamp[{i}]", c, finite=False) for i, c in enumerate(clamp))
     if not low < high:
         raise ValueError(f"clamp must satisfy low < high, got {clamp!r}")
     return low, high
@@ -158,14 +155,15 @@ class LangevinSampler(EnergySampler):
         init_loc: torch.Tensor | float = 0.0,
         init_scale: torch.Tensor | float = 1.0,
     ) -> None:
-        self.step_size = _check_positive_float("step_size", step_size)
-        self.init_loc, self.init_scale = init_loc, init_scale
+        self.step_size = check_positive_float("step_size", step_size)
+        self.init_loc = check_real_or_tensor("init_loc", init_loc)
+        self.init_scale = check_real_or_tensor("init_scale", init_scale, minimum=0.0)
         self.num_steps = check_positive_int("num_steps", num_steps)
         if noise_scale is not None and not isinstance(noise_scale, bool):
             if isinstance(noise_scale, int | float) and noise_scale == 0:
                 noise_scale = 0.0
             else:
-                noise_scale = _check_positive_float("noise_scale", noise_scale)
+                noise_scale = check_positive_float("noise_scale", noise_scale)
         elif noise_scale is not None:
             raise TypeError("noise_scale must be a float or None, got bool")
         if not isinstance(adjust, bool):
@@ -202,7 +200,7 @@ class LangevinSampler(EnergySampler):
 
     def step(self, energy_fn: Any, x: torch.Tensor, step_size: float | None = None) -> torch.Tensor:
         """One transition of every chain in ``x`` under energy ``energy_fn(x) -> (*chains)``."""
-        eta = self.step_size if step_size is None else step_size
+        eta = self.step_size if step_size is None else check_positive_float("step_size", step_size)
         scale = math.sqrt(2 * eta) if self.noise_scale is None else self.noise_scale
         e, g = energy_grad(energy_fn, x)
         if not self.adjust:

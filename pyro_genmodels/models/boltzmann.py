@@ -39,7 +39,7 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.distributions import constraints
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_positive_float, check_positive_int, check_real
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer.samplers import EnergySampler
@@ -228,10 +228,7 @@ class RBM(LayeredBoltzmann, PyroModule):
         check_positive_int("num_hidden", num_hidden)
         if visible not in ("bernoulli", "gaussian"):
             raise ValueError(f"visible must be 'bernoulli' or 'gaussian', got {visible!r}")
-        if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
-            raise TypeError(f"init_scale must be a float, got {type(init_scale).__name__}")
-        if not init_scale >= 0:
-            raise ValueError(f"init_scale must be >= 0, got {init_scale}")
+        init_scale = check_real("init_scale", init_scale, minimum=0.0)
         self.num_visible, self.num_hidden, self.visible = num_visible, num_hidden, visible
         self.layer_sizes = [num_visible, num_hidden]
         self.W = nn.Parameter(init_scale * torch.randn(num_visible, num_hidden))
@@ -404,6 +401,9 @@ class RBM(LayeredBoltzmann, PyroModule):
         from pyro_genmodels.optim import GroupedOptim
 
         check_positive_int("batch_size", batch_size)
+        lr = check_positive_float("lr", lr)
+        momentum = check_real("momentum", momentum, minimum=0.0)
+        weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
 
         def args(name: str) -> dict:
             decay = weight_decay * batch_size if name.split(".")[-1] == "W" else 0.0

@@ -30,7 +30,12 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import (
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_real_or_tensor,
+)
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.models.boltzmann import MAX_ENUMERATE, LayeredBoltzmann, enumerate_logsumexp
 
@@ -67,6 +72,7 @@ class DBM(LayeredBoltzmann, PyroModule):
             )
         for i, n in enumerate(layers):
             check_positive_int(f"layers[{i}]", n)
+        init_scale = check_real("init_scale", init_scale, minimum=0.0)
         self.layer_sizes = list(layers)
         self.mean_field_steps = check_positive_int("mean_field_steps", mean_field_steps)
         for l in range(1, len(layers)):
@@ -125,6 +131,7 @@ class DBM(LayeredBoltzmann, PyroModule):
 
     def elbo(self, v: torch.Tensor, log_normalizer: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``-E(v, μ) + H(q) - log Z ≤ log p(v)`` at the mean-field ``μ``, shape ``(N,)``."""
+        log_normalizer = check_real_or_tensor("log_normalizer", log_normalizer)
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
     @torch.no_grad()
@@ -202,6 +209,7 @@ class DBM(LayeredBoltzmann, PyroModule):
         from pyro_genmodels.train import fit
 
         self.check_visible(data)
+        check_positive_float("lr", lr)
         x, histories, L = data, [], len(self.layer_sizes) - 1
         for l in range(1, L + 1):
             rbm = RBM(self.layer_sizes[l - 1], self.layer_sizes[l]).to(data)
