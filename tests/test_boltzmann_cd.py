@@ -8,7 +8,7 @@ from energy_helpers import random_rbm
 import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
-from pyro_genmodels.models.boltzmann import binary_states
+from pyro_genmodels.models.enumeration import binary_states
 
 
 def grads_of(loss, rbm, v):

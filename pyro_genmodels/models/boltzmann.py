@@ -43,31 +43,12 @@ from pyro_genmodels._checks import check_positive_float, check_positive_int, che
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer.samplers import EnergySampler
-
-MAX_ENUMERATE = 20  # exact log Z enumerates 2^n states of a layer of at most this many units
-ENUM_CHUNK = 2**14  # states per log-sum-exp chunk
-
-
-def binary_states(n: int, start: int, stop: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows ``start..stop-1`` of the ``2^n`` binary vectors (bit ``i`` of the row index), shape
-    ``(stop - start, n)``, on the device and dtype of ``like``.
-
-    >>> binary_states(2, 0, 4, torch.zeros(())).tolist()
-    [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
-    """
-    idx = torch.arange(start, stop, device=like.device)
-    bits = torch.arange(n, device=like.device)
-    return ((idx.unsqueeze(-1) >> bits) & 1).to(like.dtype)
-
-
-def enumerate_logsumexp(fn: Any, n: int, like: torch.Tensor) -> torch.Tensor:
-    """``log Σ_{s ∈ {0,1}^n} exp(fn(s))`` by chunks of :data:`ENUM_CHUNK` states; ``fn`` maps
-    ``(S, n)`` states to ``(S,)`` log weights."""
-    parts = [
-        torch.logsumexp(fn(binary_states(n, i, min(i + ENUM_CHUNK, 2**n), like)), 0)
-        for i in range(0, 2**n, ENUM_CHUNK)
-    ]
-    return torch.logsumexp(torch.stack(parts), 0)
+from pyro_genmodels.models.enumeration import (
+    EXACT_COST_BUDGET,
+    check_enumeration_cost,
+    enumerate_logsumexp,
+    enumeration_cost,
+)
 
 
 class LayeredBoltzmann:
@@ -210,8 +191,9 @@ class RBM(LayeredBoltzmann, PyroModule):
     is a ``pyro_method``: a loss calling any of them registers the parameters in Pyro's param
     store, so ``SVI``/``fit`` train them whichever energy the loss differentiates.
 
+    >>> from pyro_genmodels.models.enumeration import binary_states
     >>> rbm = RBM(6, 3)
-    >>> d = rbm.distribution()           # exact log Z: 3 hidden units are enumerated
+    >>> d = rbm.distribution()           # exact log Z: the 3 hidden units are enumerated
     >>> bool(abs(d.log_prob(binary_states(6, 0, 64, d.log_normalizer)).exp().sum() - 1) < 1e-5)
     True
     """
@@ -307,19 +289,37 @@ class RBM(LayeredBoltzmann, PyroModule):
         return dist.Normal(mean, torch.exp(0.5 * self.log_var)).to_event(1)
 
     # ---------------------------------------------------------------- partition function
+    def enumeration_plan(self) -> tuple[str, int, int]:
+        """``(layer, n, m)`` of the cheaper exact enumeration: the ``n`` units of ``layer``
+        (``"visible"`` or ``"hidden"``) are enumerated, the other ``m`` summed out in closed
+        form; Gaussian visibles are always integrated, so their hiddens are enumerated.
+
+        >>> RBM(784, 20).enumeration_plan(), RBM(10, 500).enumeration_plan()
+        (('hidden', 20, 784), ('visible', 10, 500))
+        """
+        D, H = self.num_visible, self.num_hidden
+        plans = [("hidden", H, D)] + ([("visible", D, H)] if self.visible == "bernoulli" else [])
+        return min(plans, key=lambda plan: enumeration_cost(plan[1], plan[2]))
+
     @pyro_method
     def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z`` by log-sum-exp over the ``2^n`` states of the smaller layer (``n ≤ 20``;
-        the hiddens for Gaussian visibles): ``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``."""
-        D, H = self.num_visible, self.num_hidden
-        if self.visible == "bernoulli" and D < H and D <= MAX_ENUMERATE:
-            return enumerate_logsumexp(lambda v: -self.free_energy(v), D, self.W)
-        if H > MAX_ENUMERATE:
-            raise ValueError(
-                f"exact log Z enumerates 2^{min(D, H) if self.visible == 'bernoulli' else H} "
-                f"states; it needs a layer of at most {MAX_ENUMERATE} units "
-                f"(num_visible={D}, num_hidden={H}); estimate it with pgm.infer.ais"
-            )
+        """Exact ``log Z``: log-sum-exp over the ``2^n`` states of the layer whose enumeration
+        costs least (:meth:`enumeration_plan`), the other layer summed out in closed form
+        (``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``, or ``log Σ_v exp(-F(v))``).
+
+        A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
+        (``2^n · m · (n + 1)``), raised before any work (``RBM(784, 20)`` would take minutes).
+        """
+        layer, n, m = self.enumeration_plan()
+        check_enumeration_cost(
+            n,
+            m,
+            f"enumerates the {n} {layer} units of RBM({self.num_visible}, {self.num_hidden})",
+            "pgm.infer.ais(rbm, data=train), then rbm.distribution(log_normalizer=log_z)",
+        )
+        if layer == "visible":
+            return enumerate_logsumexp(lambda v: -self.free_energy(v), n, self.W, m)
         b, c = self.visible_bias, self.hidden_bias
 
         def log_weight(h: torch.Tensor) -> torch.Tensor:
@@ -330,22 +330,23 @@ class RBM(LayeredBoltzmann, PyroModule):
             log_gauss = 0.5 * (math.log(2 * math.pi) + self.log_var)
             return h @ c + (log_gauss + (mean**2 - b**2) / (2 * var)).sum(-1)
 
-        return enumerate_logsumexp(log_weight, H, self.W)
+        return enumerate_logsumexp(log_weight, n, self.W, m)
 
     @property
     def exact_available(self) -> bool:
-        """Whether :meth:`log_partition` can enumerate (a layer of at most 20 units)."""
-        n = self.num_hidden if self.visible == "gaussian" else min(self.layer_sizes)
-        return n <= MAX_ENUMERATE
+        """Whether :meth:`log_partition` runs: its cheaper enumeration costs at most
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds."""
+        return enumeration_cost(*self.enumeration_plan()[1:]) <= EXACT_COST_BUDGET
 
     def distribution(
         self, log_normalizer: torch.Tensor | None = None, num_steps: int = 1000
     ) -> EnergyDistribution:
         """``p(v)``: an :class:`EnergyDistribution` with energy ``F`` and block-Gibbs sampler.
 
-        ``log_normalizer`` defaults to the exact :meth:`log_partition` when a layer has
-        ``≤ 20`` units, and is otherwise absent (``.normalized`` is False: pass an AIS
-        estimate). ``num_steps`` is the sampler's sweeps per ``sample`` call.
+        ``log_normalizer`` defaults to the exact :meth:`log_partition` when its enumeration is
+        within budget (:attr:`exact_available`), and is otherwise absent (``.normalized`` is
+        False, at once: pass an AIS estimate). ``num_steps`` is the sampler's sweeps per
+        ``sample`` call.
         """
         if log_normalizer is None and self.exact_available:
             log_normalizer = self.log_partition()

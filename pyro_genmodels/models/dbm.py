@@ -37,7 +37,8 @@ from pyro_genmodels._checks import (
     check_real_or_tensor,
 )
 from pyro_genmodels.data.validation import check_data
-from pyro_genmodels.models.boltzmann import MAX_ENUMERATE, LayeredBoltzmann, enumerate_logsumexp
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.enumeration import check_enumeration_cost, enumerate_logsumexp
 
 
 def _bernoulli_entropy(mu: torch.Tensor) -> torch.Tensor:
@@ -136,18 +137,21 @@ class DBM(LayeredBoltzmann, PyroModule):
 
     @torch.no_grad()
     def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z``, enumerating the even layers (odd ones summed out) when they hold at
-        most 20 units in all; not differentiable."""
+        """Exact ``log Z``, enumerating the even layers (odd ones summed out); not
+        differentiable. A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
+        (``2^n · m · (n + 1)``, ``n`` even units, ``m`` odd ones), raised before any work."""
         from pyro_genmodels.infer.boltzmann_ais import BoltzmannAnnealingPath
 
-        n_even = sum(self.layer_sizes[0::2])
-        if n_even > MAX_ENUMERATE:
-            raise ValueError(
-                f"exact log Z enumerates the even layers: needs at most {MAX_ENUMERATE} units in "
-                f"them, got {n_even} (layers={self.layer_sizes}); estimate it with pgm.infer.ais"
-            )
+        n_even, n_odd = sum(self.layer_sizes[0::2]), sum(self.layer_sizes[1::2])
+        check_enumeration_cost(
+            n_even,
+            n_odd,
+            f"enumerates the {n_even} units of the even layers of DBM({self.layer_sizes})",
+            "pgm.infer.ais(dbm, data=train)",
+        )
         path = BoltzmannAnnealingPath(self)
-        return enumerate_logsumexp(lambda x: path.log_density(x, 1.0), n_even, self.b0)
+        return enumerate_logsumexp(lambda x: path.log_density(x, 1.0), n_even, self.b0, n_odd)
 
     # ------------------------------------------------------------------ Pyro programs
     @pyro_method
