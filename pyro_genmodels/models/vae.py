@@ -35,7 +35,7 @@ from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positi
 from pyro_genmodels.models import _likelihoods as L
 
 
-class VAE(PyroModule):
+class VAE(L.LikelihoodSettings, PyroModule):
     """A VAE: ``ELBO(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || N(0, I))``.
 
     Args:
