@@ -43,7 +43,7 @@ def check_optim_args(args: dict, name: str = "optim_args") -> dict:
     ValueError: optim_args['lr'] must be a finite real number, got inf
     """
     if not isinstance(args, dict):
-        raise TypeError(f"{name} must be a dict (or return one), got {type(args).__name__}")
+        raise TypeError(f"{name} must be a dict, got {type(args).__name__}")
     for key, value in args.items():
         entries = enumerate(value) if isinstance(value, tuple | list) else [(None, value)]
         for i, v in entries:
@@ -61,8 +61,10 @@ class GroupedOptim(PyroOptim):
     Args:
         optim_constructor: a ``torch.optim.Optimizer`` class, e.g. ``torch.optim.Adam``.
         optim_args: a dict of optimizer arguments, or a callable
-            ``(param_name) -> dict`` / ``(module_name, param_name) -> dict``; a NaN or
-            infinite number in it is a ``ValueError`` naming the entry (:func:`check_optim_args`).
+            ``(param_name) -> dict`` / ``(module_name, param_name) -> dict``. A NaN or infinite
+            number in a dict is a ``ValueError`` naming the entry (:func:`check_optim_args`); a
+            callable's values go to the optimizer as they are (torch refuses a NaN rate, and
+            ``pgm.fit``'s guard undoes a non-finite update).
         clip_args: optional ``{"clip_norm": ...}`` / ``{"clip_value": ...}``
             (or a callable returning them), applied per parameter as in Pyro.
 
@@ -103,7 +105,7 @@ class GroupedOptim(PyroOptim):
         self._groups: dict[tuple, dict] = {}
 
     def _add(self, param: torch.Tensor) -> None:
-        args = check_optim_args(optim_args_of(self, param))
+        args = optim_args_of(self, param)
         key = tuple(sorted((k, repr(v)) for k, v in args.items()))
         if self._optimizer is None:
             # Pyro annotates pt_optim_constructor as an Optimizer; it is the Optimizer class.
