@@ -122,13 +122,13 @@ def test_ais_defaults_to_the_salakhutdinov_murray_schedule(machine, device):
     else:
         m = pgm.models.DBM([5, 3, 2]).to(device=device, dtype=torch.float64)
     data = torch.bernoulli(torch.full((50, 5), 0.3, dtype=torch.float64, device=device))
-    path = m.annealing_path(data=data)
+    path = pgm.infer.BoltzmannAnnealingPath(m, data=data)
     cases = [(290, 291)] + ([(None, 14501)] if machine == "rbm" else [])  # 14 500 steps: ~4 s
     for num_betas, expected_len in cases:
         betas = path.default_betas() if num_betas is None else path.default_betas(num_betas)
         assert len(betas) == expected_len
         torch.manual_seed(1)
-        ref = run_ais(m.annealing_path(data=data), betas, num_chains=3)
+        ref = run_ais(pgm.infer.BoltzmannAnnealingPath(m, data=data), betas, num_chains=3)
         torch.manual_seed(1)
         log_z, se = ais(m, num_chains=3, num_betas=num_betas, data=data)
         assert torch.equal(log_z, ref.log_z) and torch.equal(se, ref.stderr)

@@ -18,6 +18,7 @@ from pyro_genmodels.infer.boltzmann_ais import (
     base_rate_logits,
     salakhutdinov_murray_betas,
 )
+from pyro_genmodels.infer.boltzmann_recipes import DBMRecipe, GreedyLayer, RBMRecipe, SGDSchedule
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.infer.dbm_loss import DBMLoss
 from pyro_genmodels.infer.estimators import (
@@ -70,6 +71,10 @@ __all__ = [
     "BlockGibbs",
     "BoltzmannAnnealingPath",
     "DBMLoss",
+    "DBMRecipe",
+    "GreedyLayer",
+    "RBMRecipe",
+    "SGDSchedule",
     "DiscreteGibbs",
     "base_rate_logits",
     "salakhutdinov_murray_betas",

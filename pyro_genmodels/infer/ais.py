@@ -6,8 +6,10 @@ and accumulates ``log w += log f_{β_k}(x) − log f_{β_{k−1}}(x)`` before a 
 leaving ``f_{β_k}`` invariant; then ``Ẑ = Z_0 · mean(w)`` is unbiased for ``Z``.
 :class:`EnergyAnnealingPath` is the geometric path from a Gaussian to an
 :class:`~pyro_genmodels.distributions.EnergyDistribution` with MALA moves; other
-models (RBMs, DBMs) supply their own :class:`AnnealingPath` through an
-``annealing_path(**kwargs)`` method.
+models supply their own :class:`AnnealingPath` through an ``annealing_path(**kwargs)``
+method, or a path class registered for their type in :data:`PATHS` (RBMs and DBMs:
+:class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`, registered by
+:mod:`pyro_genmodels.infer.boltzmann_ais`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from pyro_genmodels._checks import (
 )
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer.samplers import energy_grad, mala_step
+
+
+#: ``{model type: path builder (model, **kwargs) -> AnnealingPath}``: the paths of model
+#: classes that cannot import this package's ``infer`` layer themselves (read by :func:`ais`).
+PATHS: dict[type, Any] = {}
 
 
 class AISResult(NamedTuple):
@@ -245,8 +252,9 @@ def ais(
 
     ``target`` is an :class:`~pyro_genmodels.distributions.EnergyDistribution`
     (geometric path from a Gaussian base, MALA moves; ``path_kwargs`` go to
-    :class:`EnergyAnnealingPath`) or any object with
-    ``annealing_path(**path_kwargs) -> AnnealingPath``. Without ``betas``, a path
+    :class:`EnergyAnnealingPath`), an RBM or DBM (``path_kwargs`` go to
+    :class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`, e.g. ``data=train``; any type in
+    :data:`PATHS`) or any object with ``annealing_path(**path_kwargs) -> AnnealingPath``. Without ``betas``, a path
     with a ``default_betas(num_betas)`` method supplies its own schedule (for RBMs
     and DBMs the Salakhutdinov & Murray (2008) schedule,
     :func:`~pyro_genmodels.infer.salakhutdinov_murray_betas`, 14,500 transitions
@@ -261,13 +269,16 @@ def ais(
         >>> round(float(log_z), 3), float(se) < 1e-6   # exact: the base is the target
         (2.757, True)
     """
+    builder = next((b for kind, b in PATHS.items() if isinstance(target, kind)), None)
     if hasattr(target, "annealing_path"):
         path = target.annealing_path(**path_kwargs)
+    elif builder is not None:
+        path = builder(target, **path_kwargs)
     elif isinstance(target, EnergyDistribution):
         path = EnergyAnnealingPath(target, **path_kwargs)
     else:
         raise TypeError(
-            "ais needs an EnergyDistribution or an object with annealing_path(), "
+            "ais needs an EnergyDistribution, an RBM or DBM, or an object with annealing_path(), "
             f"got {type(target).__name__}"
         )
     if num_betas is not None:

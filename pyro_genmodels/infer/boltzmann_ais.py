@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from pyro_genmodels._checks import check_positive_int, check_real
-from pyro_genmodels.infer.ais import AnnealingPath
+from pyro_genmodels.infer.ais import PATHS, AnnealingPath
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann
 
 
 def salakhutdinov_murray_betas(
@@ -206,3 +207,6 @@ class BoltzmannAnnealingPath(AnnealingPath):
             else:
                 new.append(torch.bernoulli(torch.sigmoid(beta * (self.biases[l] + inp))))
         return torch.cat(new, dim=-1)
+
+
+PATHS[LayeredBoltzmann] = BoltzmannAnnealingPath

@@ -11,6 +11,7 @@ import torch
 from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.infer._energy_sites import EnergyLoss, energy_sites, site_scale
 from pyro_genmodels.infer.samplers import EnergySampler
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann
 
 
 def _draw_chains(size: int, n: int, device: torch.device) -> torch.Tensor:
@@ -49,11 +50,14 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     (the negative samples carry no gradient). ``x⁰`` is the data (CD-k,
     Hinton 2002) or, with ``persistent=True``, draws from a replay buffer of
     past negatives (PCD, Tieleman 2008; Du & Mordatch 2019): each step draws
-    its batch of chains from the buffer *without replacement* (all of them, in
-    a random order, when ``buffer_size`` equals the batch, as in Tieleman's
-    PCD), each drawn chain restarts from ``sampler.init`` with probability
-    ``reinit_prob``, and the advanced chains are written back in place; while
-    the buffer fills, fresh chains are started and appended. The buffer is the loss's
+    its batch of chains from the buffer *without replacement* (all of them
+    when ``buffer_size`` equals the batch, as in Tieleman's PCD), each drawn
+    chain restarts from ``sampler.init`` with probability ``reinit_prob``, and
+    the advanced chains are written back in place; while the buffer fills,
+    fresh chains are started and appended. Left unset, both follow the site's
+    energy: for a Boltzmann machine Tieleman's PCD (one chain per row of the
+    first batch, never restarted), for other energies the replay buffer of
+    Du & Mordatch (10,000 chains, 5% restarts). The buffer is the loss's
     state: ``state_dict``/``load_state_dict`` (saved in ``pgm.fit``
     checkpoints, so a resumed run continues exactly).
 
@@ -72,8 +76,8 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     Args:
         k: sampler transitions per step.
         persistent: PCD with a replay buffer.
-        buffer_size: chains kept per site.
-        reinit_prob: probability of restarting a chain from ``sampler.init``.
+        buffer_size: chains kept per site (None: see above).
+        reinit_prob: probability of restarting a chain from ``sampler.init`` (None: see above).
         sampler: an :class:`~pyro_genmodels.infer.samplers.EnergySampler`; None uses
             each site distribution's own ``.sampler`` (Langevin, or an RBM's Gibbs).
         energy_reg: ``α ≥ 0``.
@@ -109,8 +113,8 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         self,
         k: int = 1,
         persistent: bool = False,
-        buffer_size: int = 10000,
-        reinit_prob: float = 0.05,
+        buffer_size: int | None = None,
+        reinit_prob: float | None = None,
         sampler: EnergySampler | None = None,
         energy_reg: float = 0.0,
         free_energy: bool = True,
@@ -120,14 +124,16 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         if not isinstance(persistent, bool):
             raise TypeError(f"persistent must be a bool, got {type(persistent).__name__}")
         self.persistent = persistent
-        self.buffer_size = check_positive_int("buffer_size", buffer_size)
-        if isinstance(reinit_prob, bool) or not isinstance(reinit_prob, int | float):
-            raise TypeError(
-                f"reinit_prob must be a float in [0, 1], got {type(reinit_prob).__name__}"
-            )
-        if not 0.0 <= reinit_prob <= 1.0:
-            raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob!r}")
-        self.reinit_prob = float(reinit_prob)
+        self.buffer_size = check_positive_int("buffer_size", buffer_size, allow_none=True)
+        if reinit_prob is not None:
+            if isinstance(reinit_prob, bool) or not isinstance(reinit_prob, int | float):
+                raise TypeError(
+                    f"reinit_prob must be a float in [0, 1], got {type(reinit_prob).__name__}"
+                )
+            if not 0.0 <= reinit_prob <= 1.0:
+                raise ValueError(f"reinit_prob must be in [0, 1], got {reinit_prob!r}")
+            reinit_prob = float(reinit_prob)
+        self.reinit_prob = reinit_prob
         if sampler is not None and not (
             callable(getattr(sampler, "run", None)) and callable(getattr(sampler, "init", None))
         ):
@@ -144,6 +150,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             raise TypeError(f"free_energy must be a bool, got {type(free_energy).__name__}")
         self.free_energy = free_energy
         self.buffers: dict[str, torch.Tensor] = {}
+        self.sizes: dict[str, int] = {}  # per site: the buffer size in force
         self._undo: list[tuple[str, Any, torch.Tensor | None]] = []
 
     # -- persistent chains -------------------------------------------------
@@ -156,25 +163,42 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             )
         batch = dist.batch_shape
         n = batch.numel()
-        fresh = sampler.init(dist, ()).detach()
+        size, reinit = self._chain_settings(name, dist, n)
         buffer = self.buffers.get(name)
-        if buffer is None or buffer.shape[0] < self.buffer_size:
-            return fresh, None
+        if buffer is None or buffer.shape[0] < size:
+            return sampler.init(dist, ()).detach(), None
+        if size == n and buffer.shape[0] == n and not reinit:  # Tieleman: every chain, in order
+            return buffer.reshape(batch + dist.event_shape), slice(None)
+        fresh = sampler.init(dist, ()).detach()
         if buffer.device != fresh.device:
             buffer = self.buffers[name] = buffer.to(fresh.device)
         index = _draw_chains(buffer.shape[0], n, buffer.device)
         start = buffer[index].to(fresh.device).reshape(fresh.shape)
-        restart = torch.rand(batch, device=fresh.device) < self.reinit_prob
+        if not reinit:
+            return start, index
+        restart = torch.rand(batch, device=fresh.device) < reinit
         restart = restart.reshape(batch + (1,) * len(dist.event_shape))
         return torch.where(restart, fresh, start), index
+
+    def _chain_settings(self, name: str, dist: Any, rows: int) -> tuple[int, float]:
+        """``(buffer_size, reinit_prob)`` for site ``name``: the given ones, else Tieleman's PCD
+        for a Boltzmann machine (one chain per batch row, never restarted) and the replay buffer
+        of Du & Mordatch for other energies (10,000 chains, 5% restarts)."""
+        machine = isinstance(dist.energy, LayeredBoltzmann)
+        size = self.buffer_size or self.sizes.setdefault(name, rows if machine else 10000)
+        reinit = self.reinit_prob if self.reinit_prob is not None else (0.0 if machine else 0.05)
+        return size, reinit
 
     def _update_buffer(self, name: str, x_neg: torch.Tensor, event_dim: int, index: Any) -> None:
         flat = x_neg.detach().reshape((-1,) + x_neg.shape[x_neg.dim() - event_dim :])
         buffer = self.buffers.get(name)
-        if index is None:
+        if isinstance(index, slice):  # every chain advanced: the new states replace the buffer
+            self._undo.append((name, None, buffer))
+            self.buffers[name] = flat
+        elif index is None:
             self._undo.append((name, None, buffer))  # the buffer is replaced: keep the old one
             buffer = flat if buffer is None else torch.cat([buffer, flat.to(buffer.device)])
-            self.buffers[name] = buffer[-self.buffer_size :].clone()
+            self.buffers[name] = buffer[-self.sizes.get(name, self.buffer_size or 10000) :].clone()
         elif buffer is not None:
             self._undo.append((name, index, buffer[index]))  # the rows written over
             buffer[index] = flat.to(buffer.device)

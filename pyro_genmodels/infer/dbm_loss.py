@@ -31,15 +31,29 @@ class DBMLoss(ELBO):
     Args:
         num_chains: persistent chains (fantasy particles).
         k: Gibbs sweeps per step.
+        init: the chains' first states, one ``(num_chains, n_l)`` tensor per layer (e.g. training
+            rows and their mean-field hiddens, sampled, as :class:`~pyro_genmodels.infer.DBMRecipe`
+            does); None starts them at random.
 
     ``state_dict()``/``load_state_dict()`` hold the chains, so ``fit`` resumes exactly.
     """
 
-    def __init__(self, num_chains: int = 100, k: int = 1) -> None:
+    def __init__(
+        self, num_chains: int = 100, k: int = 1, init: list[torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         self.num_chains = check_positive_int("num_chains", num_chains)
         self.k = check_positive_int("k", k)
-        self.chains: list[torch.Tensor] | None = None
+        if init is not None:
+            if not isinstance(init, list | tuple) or not all(
+                isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] == num_chains
+                for x in init
+            ):
+                raise ValueError(
+                    f"init must be a list of (num_chains={num_chains}, n_l) tensors, one per layer"
+                )
+            init = [x.detach().clone() for x in init]
+        self.chains: list[torch.Tensor] | None = init
         self._saved: list[torch.Tensor] | None = None
 
     def begin_step(self) -> None:
@@ -72,6 +86,11 @@ class DBMLoss(ELBO):
         positive = machine.variational_free_energy(mu)
         if self.chains is None:
             self.chains = machine.random_states((self.num_chains,))
+        if [c.shape[-1] for c in self.chains] != list(machine.layer_sizes):
+            raise ValueError(
+                f"DBMLoss chains have layer sizes {[c.shape[-1] for c in self.chains]}, the "
+                f"machine {list(machine.layer_sizes)}"
+            )
         self.chains = [c.to(v) for c in self.chains]
         params = machine.gibbs_params()
         for _ in range(self.k):

@@ -27,6 +27,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_genmodels._checks import check_int
 from pyro_genmodels.distributions.energy import EnergyDistribution
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann
 
 _PARTICLE_PLATE = "_pgm_particles"
 
@@ -126,15 +127,30 @@ def check_normalized(site: Site) -> None:
     Such a ``log_prob`` is ``-E(x)``, off by the unknown ``log Z``: no likelihood may be
     reported from it. The message points to AIS (:func:`pyro_genmodels.infer.ais`).
     """
+    if (site.get("infer") or {}).get("boltzmann_machine") is not None:  # a DBM's "v"
+        raise ValueError(
+            f"site {site['name']!r} is observed by a deep Boltzmann machine, whose model omits "
+            "log Z, so importance weights are not log-likelihoods; estimate log Z by annealed "
+            "importance sampling, log_z, stderr = pgm.infer.ais(dbm, data=train), and score "
+            "the bound -dbm.elbo(x, log_z) (report the AIS standard error with it)"
+        )
     fn = site["fn"]
     while not isinstance(fn, EnergyDistribution) and hasattr(fn, "base_dist"):
         fn = fn.base_dist
     if isinstance(fn, EnergyDistribution) and not fn.normalized:
+        machine = fn.energy if isinstance(fn.energy, LayeredBoltzmann) else None
+        if machine is None:
+            call = "log_z, stderr = pgm.infer.ais(dist), and pass log_normalizer=log_z"
+        else:  # AIS anneals the machine itself, its hidden units summed out
+            name = type(machine).__name__.lower()
+            call = (
+                f"log_z, stderr = pgm.infer.ais({name}, data=train), and score with "
+                f"{name}.distribution(log_normalizer=log_z).log_prob(x)"
+            )
         raise ValueError(
             f"site {site['name']!r} has an unnormalized EnergyDistribution (log Z unknown), so "
-            "its log_prob is not a log-likelihood; estimate log Z by annealed importance "
-            "sampling, log_z, stderr = pgm.infer.ais(dist), and pass log_normalizer=log_z "
-            "(report the AIS standard error with the estimate)"
+            f"its log_prob is not a log-likelihood; estimate log Z by annealed importance "
+            f"sampling, {call} (report the AIS standard error with the estimate)"
         )
 
 

@@ -9,9 +9,11 @@ summed out in closed form: the free energy ``F(v) = -log Σ_h exp(-E(v, h))`` is
 ``p(v) = exp(-F(v)) / Z``.
 
 The machinery shared with :class:`~pyro_genmodels.models.DBM` (layer conditionals,
-block Gibbs sweeps, the annealing path of :func:`pyro_genmodels.infer.ais`) reads a
+block Gibbs sweeps, exact ``log Z``, the SGD of :meth:`LayeredBoltzmann.sgd`; the AIS path
+of :func:`pyro_genmodels.infer.ais` in :mod:`pyro_genmodels.infer.boltzmann_ais`) reads a
 machine through :class:`LayeredBoltzmann`: layers ``x_0 = v, x_1, ..., x_L``, weights
-``W_l`` of shape ``(n_{l-1}, n_l)`` and biases ``b_l``.
+``W_l`` of shape ``(n_{l-1}, n_l)`` and biases ``b_l``. The training recipes of the papers
+live in :mod:`pyro_genmodels.infer.boltzmann_recipes`.
 
 References:
     Information processing in dynamical systems: foundations of harmony theory.
@@ -42,9 +44,8 @@ from torch.distributions import constraints
 from pyro_genmodels._checks import check_positive_float, check_positive_int, check_real
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.distributions.energy import EnergyDistribution
-from pyro_genmodels.infer.samplers import EnergySampler
 from pyro_genmodels.models.enumeration import (
-    EXACT_COST_BUDGET,
+    AUTO_EXACT_COST,
     check_enumeration_cost,
     enumerate_logsumexp,
     enumeration_cost,
@@ -52,17 +53,23 @@ from pyro_genmodels.models.enumeration import (
 
 
 class LayeredBoltzmann:
-    """What block Gibbs and AIS read from a Boltzmann machine with layers ``x_0 = v, ..., x_L``.
+    """What block Gibbs, AIS and exact ``log Z`` read from a machine with layers ``x_0 = v, ..., x_L``.
 
     Subclasses provide ``layer_sizes``, ``visible`` (``"bernoulli"``/``"gaussian"``),
     ``layer_weights()`` (``[W_1, ..., W_L]``, ``W_l`` of shape ``(n_{l-1}, n_l)``),
     ``layer_biases()`` (``[b_0, ..., b_L]``) and, for Gaussian visibles, ``log_var``
-    (``σ² = exp(log_var)``). Only adjacent layers interact.
+    (``σ² = exp(log_var)``). Only adjacent layers interact, so the even layers are
+    independent given the odd ones and the other way round: that makes the block-Gibbs
+    sweeps, the AIS path (odd layers summed out) and the exact ``log Z`` (the cheaper
+    parity enumerated, the other summed out).
     """
 
     layer_sizes: list[int]
     visible: str
     log_var: torch.Tensor
+    #: Datapoints of the last batch ``model`` observed (times the number of processes under
+    #: ``torch.distributed``): the batch size that :meth:`sgd` takes from the training loop.
+    _batch_rows: int | None = None
 
     def layer_weights(self) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -75,7 +82,7 @@ class LayeredBoltzmann:
         return torch.exp(0.5 * self.log_var) if self.visible == "gaussian" else None
 
     def coupling_input(
-        self, l: int, states: list[torch.Tensor], weights: list[torch.Tensor], sigma: Any = None
+        self, l: int, states: list[Any], weights: list[torch.Tensor], sigma: Any = None
     ) -> torch.Tensor:
         """``Σ_{neighbours k} x_k W`` into layer ``l`` (no bias), shape ``(*, n_l)``; Gaussian
         visibles enter as ``v/σ²``."""
@@ -138,13 +145,152 @@ class LayeredBoltzmann:
             states[l] = self.resample_layer(states, l, params)
         return states
 
+    # ---------------------------------------------------------------- exact log Z
+    def _parity_name(self, parity: int) -> str:
+        return ("even", "odd")[parity] + " layers"
 
-class BoltzmannGibbsSampler(EnergySampler):
+    def _enumeration_what(self, parity: int, n: int) -> str:
+        """What the exact ``log Z`` enumerates, for its error message."""
+        return f"the {n} units of the {self._parity_name(parity)} of DBM({self.layer_sizes})"
+
+    def _ais_call(self) -> str:
+        return "pgm.infer.ais(dbm, data=train)"
+
+    def _enumeration_choice(self) -> tuple[int, int, int]:
+        """``(parity, n, m)``: enumerate the ``n`` units of that parity's layers, summing out the
+        ``m`` others; the cheaper of the two (odd first on a tie; odd only for Gaussian visibles,
+        which are integrated)."""
+        sizes = self.layer_sizes
+        plans = [(p, sum(sizes[p::2]), sum(sizes[1 - p :: 2])) for p in (1, 0)]
+        if self.visible == "gaussian":
+            plans = plans[:1]
+        return min(plans, key=lambda plan: enumeration_cost(plan[1], plan[2]))
+
+    def enumeration_plan(self) -> tuple[str, int, int]:
+        """``(layers, n, m)`` of the cheaper exact enumeration: the ``n`` units of ``layers``
+        are enumerated, the other ``m`` summed out in closed form.
+
+        >>> from pyro_genmodels.models import DBM
+        >>> DBM([64, 16, 16]).enumeration_plan()
+        ('odd layers', 16, 80)
+        """
+        parity, n, m = self._enumeration_choice()
+        return self._parity_name(parity), n, m
+
+    def _summed_out_log_weight(
+        self, parity: int, x: torch.Tensor, weights: list[torch.Tensor], biases: list[Any]
+    ) -> torch.Tensor:
+        """``log Σ_{other parity} exp(-E)`` for the layers of ``parity`` in ``x (S, n)``
+        (concatenated), shape ``(S,)``: ``Σ_l b_l·x_l + Σ_{other l} Σ_j softplus(b_l + in_l)_j``."""
+        layers = list(range(parity, len(self.layer_sizes), 2))
+        states: list[Any] = [None] * len(self.layer_sizes)
+        for l, part in zip(layers, x.split([self.layer_sizes[l] for l in layers], -1), strict=True):
+            states[l] = part
+        out = sum(states[l] @ biases[l] for l in layers)
+        for l in range(1 - parity, len(self.layer_sizes), 2):
+            logits = biases[l] + self.coupling_input(l, states, weights)
+            out = out + F.softplus(logits).sum(-1)
+        return out  # type: ignore[return-value]
+
+    @pyro_method
+    def log_partition(self, differentiable: bool = False) -> torch.Tensor:
+        """Exact ``log Z``: log-sum-exp over the ``2^n`` states of the layers (odd or even) whose
+        enumeration costs least (:meth:`enumeration_plan`), the others summed out in closed
+        form. A plain tensor (no autograd graph) unless ``differentiable`` (then
+        ``∇θ log Z = -E_p[∇θ E]`` exactly, for maximum-likelihood checks on small machines).
+
+        A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
+        (``2^n · m · (n + 1)``; every machine with at most 20 units in its cheaper half and at
+        most 1,560 in the other is within it), raised before any work.
+        """
+        parity, n, m = self._enumeration_choice()
+        what = self._enumeration_what(parity, n)
+        check_enumeration_cost(n, m, f"enumerates {what}", self._ais_call())
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            weights, biases = self.layer_weights(), list(self.layer_biases())
+            return enumerate_logsumexp(
+                lambda x: self._summed_out_log_weight(parity, x, weights, biases),
+                n,
+                biases[0],
+                m,
+            )
+
+    @property
+    def exact_available(self) -> bool:
+        """Whether a distribution computes its exact ``log Z`` on its own: the cheaper
+        enumeration costs at most :data:`~pyro_genmodels.models.enumeration.AUTO_EXACT_COST`
+        multiply-adds (under half a second); :meth:`log_partition` goes further when asked."""
+        return enumeration_cost(*self._enumeration_choice()[1:]) <= AUTO_EXACT_COST
+
+    # ---------------------------------------------------------------- training
+    def _note_batch(self, v: torch.Tensor) -> None:
+        """Records the datapoints of a batch ``v (N, D)`` that ``model`` observes."""
+        world = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+        self._batch_rows = int(v.shape[0]) * world
+
+    def sgd(
+        self,
+        lr: float = 0.1,
+        momentum: float = 0.0,
+        weight_decay: float = 2e-4,
+        batch_size: int | None = None,
+        final_lr: float | None = None,
+        total_steps: int | None = None,
+    ) -> Any:
+        """SGD as Boltzmann-machine practice has it (Hinton 2010), for ``pgm.fit`` or ``SVI``:
+        ``Δθ ← momentum Δθ - ε_t (g/B + weight_decay θ [θ a weight matrix])``, the rate
+        ``ε_t`` linear from ``lr`` to ``final_lr`` over ``total_steps`` steps
+        (:class:`~pyro_genmodels.models.boltzmann_sgd.BoltzmannSGD`).
+
+        The losses sum over the batch; ``B`` is the batch the machine's ``model`` observed on
+        the step (the loop's), or ``batch_size`` when given, in which case a training loop with
+        other batches is a ``ValueError`` at its first step. The recipes of
+        :mod:`pyro_genmodels.infer.boltzmann_recipes` set every argument.
+        """
+        from pyro_genmodels.models.boltzmann_sgd import BoltzmannSGD
+        from pyro_genmodels.optim import GroupedOptim
+
+        batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+        lr = check_positive_float("lr", lr)
+        momentum = check_real("momentum", momentum, minimum=0.0)
+        if momentum >= 1:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
+        final_lr = lr if final_lr is None else check_real("final_lr", final_lr, minimum=0.0)
+        total_steps = check_positive_int("total_steps", total_steps, allow_none=True)
+        weights = {id(w) for w in self.layer_weights()}
+        names = {name for name, p in self.named_parameters() if id(p) in weights}  # type: ignore[attr-defined]
+        owner = f"{type(self).__name__.lower()}.sgd"
+
+        def batch_rows() -> int | None:
+            return self._batch_rows
+
+        def args(name: str) -> dict:
+            decay = weight_decay if name.split(".")[-1] in names or name in names else 0.0
+            return {
+                "lr": lr,
+                "momentum": momentum,
+                "weight_decay": decay,
+                "final_lr": final_lr,
+                "total_steps": total_steps,
+                "batch_rows": batch_rows,
+                "batch_size": batch_size,
+                "owner": owner,
+            }
+
+        return GroupedOptim(BoltzmannSGD, args)
+
+
+class BoltzmannGibbsSampler:
     """Block Gibbs for the visibles of a :class:`LayeredBoltzmann`: one step is a full
     sweep ``h ~ p(h | v)``, ``v ~ p(v | h)`` (odd layers, then even layers).
 
-    The sampler of :meth:`RBM.distribution`; ``run`` starts from visibles, draws the
-    hiddens afresh and returns detached visibles ``(*, D)``.
+    The sampler of :meth:`RBM.distribution` (the ``init``/``run``/``sample`` interface of
+    :class:`~pyro_genmodels.infer.samplers.EnergySampler`); ``run`` starts from visibles,
+    draws the hiddens afresh and returns detached visibles ``(*, D)``.
 
     Args:
         machine: the RBM or DBM.
@@ -160,19 +306,33 @@ class BoltzmannGibbsSampler(EnergySampler):
         self.num_steps = check_positive_int("num_steps", num_steps)
 
     def init(self, dist: Any, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+        """Fresh visibles ``sample_shape + batch_shape + (D,)``."""
         batch = tuple(sample_shape) + tuple(dist.batch_shape)
         return self.machine.random_states(batch)[0]
 
     @torch.no_grad()
     def run(self, dist: Any, x: torch.Tensor, num_steps: int | None = None) -> torch.Tensor:
+        """``num_steps`` sweeps from the visibles ``x (*, D)``: the odd layers are drawn first
+        (given ``x`` and, in a DBM, uniform even hidden layers)."""
         steps = self.num_steps if num_steps is None else check_positive_int("num_steps", num_steps)
         m = self.machine
         params = m.gibbs_params()
-        states = m.random_states(tuple(x.shape[:-1]))
-        states[0] = x.detach()
+        like, batch = params[1][0], tuple(x.shape[:-1])
+        states: list[torch.Tensor] = [x.detach()]
+        for l, n in enumerate(m.layer_sizes[1:], start=1):  # odd layers are drawn before use
+            shape = batch + (n,)
+            states.append(
+                torch.bernoulli(torch.full(shape, 0.5, dtype=like.dtype, device=like.device))
+                if l % 2 == 0
+                else x.new_empty(0)
+            )
         for _ in range(steps):
             states = m.gibbs_sweep(states, parity_first=1, params=params)
         return states[0]
+
+    def sample(self, dist: Any, sample_shape: torch.Size | tuple = ()) -> torch.Tensor:
+        """``run(dist, init(dist, sample_shape))``: detached visibles."""
+        return self.run(dist, self.init(dist, sample_shape), self.num_steps)
 
 
 class RBM(LayeredBoltzmann, PyroModule):
@@ -289,6 +449,15 @@ class RBM(LayeredBoltzmann, PyroModule):
         return dist.Normal(mean, torch.exp(0.5 * self.log_var)).to_event(1)
 
     # ---------------------------------------------------------------- partition function
+    def _parity_name(self, parity: int) -> str:
+        return ("visible", "hidden")[parity]
+
+    def _enumeration_what(self, parity: int, n: int) -> str:
+        return f"the {n} {self._parity_name(parity)} units of RBM({self.num_visible}, {self.num_hidden})"
+
+    def _ais_call(self) -> str:
+        return "pgm.infer.ais(rbm, data=train), then rbm.distribution(log_normalizer=log_z)"
+
     def enumeration_plan(self) -> tuple[str, int, int]:
         """``(layer, n, m)`` of the cheaper exact enumeration: the ``n`` units of ``layer``
         (``"visible"`` or ``"hidden"``) are enumerated, the other ``m`` summed out in closed
@@ -297,46 +466,21 @@ class RBM(LayeredBoltzmann, PyroModule):
         >>> RBM(784, 20).enumeration_plan(), RBM(10, 500).enumeration_plan()
         (('hidden', 20, 784), ('visible', 10, 500))
         """
-        D, H = self.num_visible, self.num_hidden
-        plans = [("hidden", H, D)] + ([("visible", D, H)] if self.visible == "bernoulli" else [])
-        return min(plans, key=lambda plan: enumeration_cost(plan[1], plan[2]))
+        return super().enumeration_plan()
 
-    @pyro_method
-    def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z``: log-sum-exp over the ``2^n`` states of the layer whose enumeration
-        costs least (:meth:`enumeration_plan`), the other layer summed out in closed form
-        (``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``, or ``log Σ_v exp(-F(v))``).
-
-        A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
-        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
-        (``2^n · m · (n + 1)``), raised before any work (``RBM(784, 20)`` would take minutes).
-        """
-        layer, n, m = self.enumeration_plan()
-        check_enumeration_cost(
-            n,
-            m,
-            f"enumerates the {n} {layer} units of RBM({self.num_visible}, {self.num_hidden})",
-            "pgm.infer.ais(rbm, data=train), then rbm.distribution(log_normalizer=log_z)",
-        )
-        if layer == "visible":
-            return enumerate_logsumexp(lambda v: -self.free_energy(v), n, self.W, m)
-        b, c = self.visible_bias, self.hidden_bias
-
-        def log_weight(h: torch.Tensor) -> torch.Tensor:
-            mean = b + h @ self.W.transpose(0, 1)
-            if self.visible == "bernoulli":
-                return h @ c + F.softplus(mean).sum(-1)
-            var = torch.exp(self.log_var)
-            log_gauss = 0.5 * (math.log(2 * math.pi) + self.log_var)
-            return h @ c + (log_gauss + (mean**2 - b**2) / (2 * var)).sum(-1)
-
-        return enumerate_logsumexp(log_weight, n, self.W, m)
-
-    @property
-    def exact_available(self) -> bool:
-        """Whether :meth:`log_partition` runs: its cheaper enumeration costs at most
-        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds."""
-        return enumeration_cost(*self.enumeration_plan()[1:]) <= EXACT_COST_BUDGET
+    def _summed_out_log_weight(
+        self, parity: int, x: torch.Tensor, weights: list[torch.Tensor], biases: list[Any]
+    ) -> torch.Tensor:
+        """``log Σ_h exp(-E)`` (visibles ``x``) or ``log Σ/∫_v exp(-E)`` (hiddens ``x``), ``(S,)``:
+        ``c·h + Σ_i softplus(b + W h)_i`` or, for Gaussian visibles,
+        ``c·h + Σ_i [log √(2πσ_i²) + (μ_i² - b_i²)/(2σ_i²)]`` with ``μ = b + W h``."""
+        if parity == 0 or self.visible == "bernoulli":
+            return super()._summed_out_log_weight(parity, x, weights, biases)
+        b, c, W = biases[0], biases[1], weights[0]
+        mean = b + x @ W.transpose(0, 1)
+        var = torch.exp(self.log_var)
+        log_gauss = 0.5 * (math.log(2 * math.pi) + self.log_var)
+        return x @ c + (log_gauss + (mean**2 - b**2) / (2 * var)).sum(-1)
 
     def distribution(
         self, log_normalizer: torch.Tensor | None = None, num_steps: int = 1000
@@ -344,12 +488,13 @@ class RBM(LayeredBoltzmann, PyroModule):
         """``p(v)``: an :class:`EnergyDistribution` with energy ``F`` and block-Gibbs sampler.
 
         ``log_normalizer`` defaults to the exact :meth:`log_partition` when its enumeration is
-        within budget (:attr:`exact_available`), and is otherwise absent (``.normalized`` is
-        False, at once: pass an AIS estimate). ``num_steps`` is the sampler's sweeps per
-        ``sample`` call.
+        cheap (:attr:`exact_available`; differentiable while autograd records, so that
+        ``-log_prob`` has the exact likelihood gradient), and is otherwise absent
+        (``.normalized`` is False, at once: pass an AIS estimate). ``num_steps`` is the
+        sampler's sweeps per ``sample`` call.
         """
         if log_normalizer is None and self.exact_available:
-            log_normalizer = self.log_partition()
+            log_normalizer = self.log_partition(differentiable=True)
         return self._distribution(log_normalizer, num_steps)
 
     def _distribution(
@@ -370,6 +515,7 @@ class RBM(LayeredBoltzmann, PyroModule):
         """``v ~ p(v)`` per row of ``v (N, D)``; the site ``"v"`` is unnormalized (training by
         :class:`~pyro_genmodels.infer.ContrastiveDivergenceLoss` needs no ``log Z``)."""
         self.check_visible(v)
+        self._note_batch(v)
         with pyro.plate("data", v.shape[0]):
             return pyro.sample("v", self._distribution(None), obs=v)
 
@@ -377,37 +523,3 @@ class RBM(LayeredBoltzmann, PyroModule):
     def guide(self, v: torch.Tensor) -> None:
         """No latent site: the hiddens are summed out in ``F``."""
         return None
-
-    def annealing_path(self, **kwargs: Any) -> Any:
-        """The AIS path of Salakhutdinov & Murray (2008), hiddens summed out; keyword arguments
-        as :class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`."""
-        from pyro_genmodels.infer.boltzmann_ais import BoltzmannAnnealingPath
-
-        return BoltzmannAnnealingPath(self, **kwargs)
-
-    def sgd(
-        self,
-        lr: float = 0.1,
-        momentum: float = 0.5,
-        weight_decay: float = 2e-4,
-        batch_size: int = 100,
-    ) -> Any:
-        """SGD as RBM practice has it (Hinton 2010): momentum, and L2 weight decay on ``W`` only.
-
-        The CD losses sum over a batch of ``batch_size`` datapoints; the step is
-        ``Δθ = momentum Δθ - lr (mean gradient + weight_decay θ [θ = W])``. Measured on
-        binarized mnist5k (100 hidden units, lr 0.1, 10 epochs): momentum 0.5 made PCD 12 nats
-        worse than none (153 vs 141), so pass ``momentum=0`` for PCD at such rates.
-        """
-        from pyro_genmodels.optim import GroupedOptim
-
-        check_positive_int("batch_size", batch_size)
-        lr = check_positive_float("lr", lr)
-        momentum = check_real("momentum", momentum, minimum=0.0)
-        weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
-
-        def args(name: str) -> dict:
-            decay = weight_decay * batch_size if name.split(".")[-1] == "W" else 0.0
-            return {"lr": lr / batch_size, "momentum": momentum, "weight_decay": decay}
-
-        return GroupedOptim(torch.optim.SGD, args)

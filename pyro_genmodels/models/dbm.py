@@ -5,11 +5,13 @@ Energy ``E(v, h) = -Σ_l b_l·x_l - Σ_l x_{l-1}ᵀ W_l x_l`` over binary layers
 ``q(h) = Π_l Bernoulli(μ_l)`` at the fixed point
 ``μ_l = sigmoid(b_l + μ_{l-1} W_l + μ_{l+1} W_{l+1}ᵀ)`` (``μ_0 = v``), which maximizes the
 bound ``log p(v) ≥ -E_q[E(v, h)] + H(q) - log Z`` over ``μ`` one layer at a time.
-:class:`DBMLoss` trains by the bound's positive phase (at the guide's ``μ``) and a
-persistent-chain (PCD) negative phase for ``∇ log Z``, as one SVI loss
-(:class:`~pyro_genmodels.infer.DBMLoss`). ``log Z`` is
-estimated by AIS over the model with the odd layers summed out
-(``pgm.infer.ais(dbm, data=train)``); :meth:`DBM.elbo` gives the variational bound.
+:class:`~pyro_genmodels.infer.DBMLoss` trains by the bound's positive phase (at the guide's
+``μ``) and a persistent-chain (PCD) negative phase for ``∇ log Z``, as one SVI loss; the
+greedy pretraining and the joint training's settings of Salakhutdinov & Hinton (2009) are
+:class:`~pyro_genmodels.infer.DBMRecipe`. ``log Z`` is exact by enumeration of the cheaper of
+the odd and the even layers when that is small (:meth:`DBM.log_partition`), else estimated
+by AIS over the model with the odd layers summed out (``pgm.infer.ais(dbm, data=train)``);
+:meth:`DBM.elbo` gives the variational bound.
 
 References:
     Deep Boltzmann machines. R. Salakhutdinov, G. E. Hinton, 2009.
@@ -30,15 +32,9 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from pyro_genmodels._checks import (
-    check_positive_float,
-    check_positive_int,
-    check_real,
-    check_real_or_tensor,
-)
+from pyro_genmodels._checks import check_positive_int, check_real, check_real_or_tensor
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.models.boltzmann import LayeredBoltzmann
-from pyro_genmodels.models.enumeration import check_enumeration_cost, enumerate_logsumexp
 
 
 def _bernoulli_entropy(mu: torch.Tensor) -> torch.Tensor:
@@ -135,30 +131,13 @@ class DBM(LayeredBoltzmann, PyroModule):
         log_normalizer = check_real_or_tensor("log_normalizer", log_normalizer)
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
-    @torch.no_grad()
-    def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z``, enumerating the even layers (odd ones summed out); not
-        differentiable. A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
-        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
-        (``2^n · m · (n + 1)``, ``n`` even units, ``m`` odd ones), raised before any work."""
-        from pyro_genmodels.infer.boltzmann_ais import BoltzmannAnnealingPath
-
-        n_even, n_odd = sum(self.layer_sizes[0::2]), sum(self.layer_sizes[1::2])
-        check_enumeration_cost(
-            n_even,
-            n_odd,
-            f"enumerates the {n_even} units of the even layers of DBM({self.layer_sizes})",
-            "pgm.infer.ais(dbm, data=train)",
-        )
-        path = BoltzmannAnnealingPath(self)
-        return enumerate_logsumexp(lambda x: path.log_density(x, 1.0), n_even, self.b0, n_odd)
-
     # ------------------------------------------------------------------ Pyro programs
     @pyro_method
     def model(self, v: torch.Tensor) -> torch.Tensor:
         """``log p(v, h) = -E(v, h) - log Z`` without ``log Z``: uniform ``h_l`` sites, a factor for
         the terms without ``v`` and ``v ~ Bernoulli(sigmoid(b_0 + W_1 h_1))`` observed."""
         self.check_visible(v)
+        self._note_batch(v)
         weights, biases = self.layer_weights(), self.layer_biases()
         with pyro.plate("data", v.shape[0]):
             h = [v]
@@ -187,56 +166,3 @@ class DBM(LayeredBoltzmann, PyroModule):
             return [
                 pyro.sample(f"h{l}", dist.Bernoulli(mu[l]).to_event(1)) for l in range(1, len(mu))
             ]
-
-    def annealing_path(self, **kwargs: Any) -> Any:
-        """AIS path with the odd layers summed out (see
-        :class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`)."""
-        from pyro_genmodels.infer.boltzmann_ais import BoltzmannAnnealingPath
-
-        return BoltzmannAnnealingPath(self, **kwargs)
-
-    def pretrain(
-        self,
-        data: torch.Tensor,
-        epochs: int = 10,
-        lr: float = 0.05,
-        batch_size: int = 100,
-        seed: int = 0,
-    ) -> list[Any]:
-        """Greedy layer-wise pretraining by a stack of CD-1 RBMs (Salakhutdinov & Hinton 2009):
-        RBM ``l`` learns the mean activations of layer ``l-1``; the weights of layers with two
-        neighbours are halved when copied in (each is driven from both sides in the DBM). The
-        paper's doubled bottom-up/top-down inputs of the first and last RBM are not used.
-        Clears the param store (call it before ``fit``). Returns the training histories."""
-        from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
-        from pyro_genmodels.models.boltzmann import RBM
-        from pyro_genmodels.train import fit
-
-        self.check_visible(data)
-        check_positive_float("lr", lr)
-        x, histories, L = data, [], len(self.layer_sizes) - 1
-        for l in range(1, L + 1):
-            rbm = RBM(self.layer_sizes[l - 1], self.layer_sizes[l]).to(data)
-            inputs = torch.bernoulli(x) if l > 1 else x
-            pyro.clear_param_store()  # each RBM's parameters ("W", ...) start afresh
-            hist = fit(
-                rbm.model,
-                rbm.guide,
-                inputs,
-                loss=ContrastiveDivergenceLoss(k=1),
-                optim=rbm.sgd(lr=lr, momentum=0.5, weight_decay=2e-4, batch_size=batch_size),
-                epochs=epochs,
-                batch_size=batch_size,
-                seed=seed + l,
-                progress=False,
-            )
-            histories.append(hist)
-            scale = 1.0 if l in (1, L) else 0.5
-            with torch.no_grad():
-                getattr(self, f"W{l}").copy_(scale * rbm.W)
-                getattr(self, f"b{l}").copy_(rbm.hidden_bias)
-                if l == 1:
-                    self.b0.copy_(rbm.visible_bias)
-                x = torch.sigmoid(rbm.hidden_logits(x))
-        pyro.clear_param_store()
-        return histories

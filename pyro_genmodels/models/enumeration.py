@@ -4,8 +4,11 @@ Summing out one set of units in closed form leaves a log-sum-exp over the ``2^n`
 states of the others: ``log Z = log Σ_{s ∈ {0,1}^n} exp(f(s))``, where each ``f(s)`` sums out
 ``m`` units through an ``(n × m)`` product. Its cost is about ``2^n · m · (n + 1)``
 multiply-adds (:func:`enumeration_cost`); the exact path runs only within
-:data:`EXACT_COST_BUDGET`, and is refused beyond it with a message naming annealed importance
-sampling (``pgm.infer.ais``), whatever the unit counts. Memory stays bounded: states are
+:data:`EXACT_COST_BUDGET` (every machine whose cheaper half has at most 20 units and sums out
+at most 1,500 others: ``RBM(784, 20)`` takes about 4 s on one core), and is refused beyond it
+with a message naming annealed importance sampling (``pgm.infer.ais``), whatever the unit
+counts. A distribution built without a ``log Z`` computes it exactly on its own only within
+the smaller :data:`AUTO_EXACT_COST` (under half a second). Memory stays bounded: states are
 processed in chunks of at most :data:`CHUNK_ELEMENTS` ``states × summed-out units``.
 """
 
@@ -16,11 +19,15 @@ from typing import Any
 
 import torch
 
-#: Multiply-adds (``2^n · m · (n + 1)``) the exact ``log Z`` may spend: at most about 0.5 s on
-#: one CPU core (measured: ``RBM(1000, 14)``, cost 2.5e8, 0.13 s in float32 and 0.40 s in
-#: float64; ``RBM(784, 14)``, 1.9e8, 0.10 s / 0.37 s). ``RBM(784, 20)`` (1.7e10: 106 s before
-#: this budget) and ``RBM(100000, 20)`` (6.5 GB chunks before) are refused in under 1 ms.
-EXACT_COST_BUDGET = 2**28
+#: Multiply-adds (``2^n · m · (n + 1)``) an explicit exact ``log Z`` (``log_partition()``) may
+#: spend: 20 enumerated units summing out up to 1,560 others (``RBM(784, 20)``, cost 1.7e10,
+#: takes about 4 s in float32 on one core). ``RBM(100000, 20)`` (2.2e12) is refused in under 1 ms.
+EXACT_COST_BUDGET = 2**35
+
+#: Multiply-adds a distribution spends on its own exact ``log Z`` when none is given: at most
+#: about 0.5 s on one CPU core (measured: ``RBM(1000, 14)``, cost 2.5e8, 0.13 s in float32 and
+#: 0.40 s in float64; ``RBM(784, 14)``, 1.9e8, 0.10 s / 0.37 s).
+AUTO_EXACT_COST = 2**28
 
 #: Elements (states × summed-out units) per log-sum-exp chunk: 32 MiB in float64.
 CHUNK_ELEMENTS = 2**22
@@ -55,11 +62,11 @@ def check_enumeration_cost(n: int, m: int, what: str, alternative: str) -> None:
     """Raises a ``ValueError`` naming ``alternative`` when enumerating ``n`` units that sum out
     ``m`` costs more than :data:`EXACT_COST_BUDGET`.
 
-    >>> check_enumeration_cost(20, 784, "enumerates the 20 hidden units", "pgm.infer.ais(rbm)")
+    >>> check_enumeration_cost(21, 2000, "enumerates the 21 hidden units", "pgm.infer.ais(rbm)")
     Traceback (most recent call last):
     ...
-    ValueError: exact log Z enumerates the 20 hidden units: 2^20 states x 784 summed-out units \
-x 21 = 1.73e+10 multiply-adds, over the budget of 2.68e+08 \
+    ValueError: exact log Z enumerates the 21 hidden units: 2^21 states x 2000 summed-out units \
+x 22 = 9.23e+10 multiply-adds, over the budget of 3.44e+10 \
 (pyro_genmodels.models.enumeration.EXACT_COST_BUDGET); estimate log Z by annealed importance \
 sampling: pgm.infer.ais(rbm)
     """
