@@ -124,3 +124,57 @@ def test_kernels_reject_bad_arguments():
         pgm.infer.BlockGibbs(pgm.models.RBM(3, 2), batch_size=0)
     with pytest.raises(TypeError, match="callable"):
         pgm.infer.DiscreteGibbs(3)
+
+
+def event_model():
+    """Two Bernoulli units as one .to_event(1) site and a 3-way categorical pair as another,
+    coupled by a factor: 4 x 9 joint states."""
+    z = pyro.sample("z", dist.Bernoulli(torch.tensor([0.3, 0.6])).to_event(1))
+    c = pyro.sample("c", dist.Categorical(torch.tensor([[0.2, 0.3, 0.5]] * 2)).to_event(1))
+    pyro.factor("coupling", 0.8 * z[0] * z[1] + 0.7 * (c[0] == c[1]).float() * (2 * z[1] - 1))
+
+
+def test_discrete_gibbs_visits_every_unit_of_to_event_sites():
+    """Bernoulli and Categorical sites under .to_event(1), as the docstring promises (they were
+    refused): total variation to the exact joint over the 36 states below 0.1 after 1500
+    sweeps (seed 0; measured 0.04-0.06 over seeds 0-3)."""
+    logp = []
+    for code in range(4):
+        z = torch.tensor([code & 1, code >> 1], dtype=torch.float32)
+        for c0 in range(3):
+            for c1 in range(3):
+                cond = pyro.poutine.condition(event_model, data={"z": z, "c": torch.tensor([c0, c1])})
+                logp.append(pyro.poutine.trace(cond).get_trace().log_prob_sum())
+    exact = torch.softmax(torch.stack(logp), 0).double()
+    pyro.set_rng_seed(0)
+    mcmc = pyro.infer.MCMC(pgm.infer.DiscreteGibbs(event_model), num_samples=1500,
+                           warmup_steps=20, disable_progbar=True)  # fmt: skip
+    mcmc.run()
+    s = mcmc.get_samples()
+    assert s["z"].shape == (1500, 2) and s["c"].shape == (1500, 2)
+    idx = (9 * (s["z"][:, 0] + 2 * s["z"][:, 1]) + 3 * s["c"][:, 0] + s["c"][:, 1]).long()
+    freq = torch.bincount(idx, minlength=36).double() / len(idx)
+    assert 0.5 * float((freq - exact).abs().sum()) < 0.1
+
+
+def test_block_gibbs_batch_reaches_arviz_on_the_chain_dimension():
+    """BlockGibbs(batch_size=8) under MCMC(num_chains=1): pgm.diagnostics.from_mcmc puts the 8
+    batched chains on ArviZ's chain dimension (az.from_pyro made them a data dimension, so
+    r-hat came out per chain and unit); r-hat per unit is then close to 1."""
+    rbm = random_rbm("cpu")
+    pyro.set_rng_seed(0)
+    mcmc = pyro.infer.MCMC(pgm.infer.BlockGibbs(rbm, batch_size=8), num_samples=400,
+                           warmup_steps=50, disable_progbar=True)  # fmt: skip
+    mcmc.run()
+    data = pgm.diagnostics.from_mcmc(mcmc)
+    assert data.posterior.sizes["chain"] == 8 and data.posterior.sizes["draw"] == 400
+    assert data.posterior["v"].shape == (8, 400, 3)
+    rhat = az.rhat(data)
+    assert rhat["v"].shape == (3,) and float(rhat["v"].max()) < 1.05
+    for c in range(8):  # chain c of ArviZ is row c of the kernel's batch
+        torch.testing.assert_close(
+            torch.as_tensor(data.posterior["v"].values[c]),
+            mcmc.get_samples()["v"][:, c].cpu(),
+            check_dtype=False,
+        )
+    assert int(data.sample_stats.diverging.sum()) == 0

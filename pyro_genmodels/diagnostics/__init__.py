@@ -1,7 +1,8 @@
 """Diagnostics: ArviZ conversion, guide quality (PSIS k̂, active units, KL per dim), plots.
 
 - :func:`to_inference_data`: guide draws and pointwise log-likelihoods as an
-  ``arviz.InferenceData`` (``az.summary``, ``az.loo``, ``az.plot_posterior`` work on it).
+  ``arviz.InferenceData`` (``az.summary``, ``az.loo``, ``az.plot_posterior`` work on it);
+  :func:`from_mcmc`: an MCMC run, a kernel's batch of chains on the chain dimension.
 - :func:`psis_khat`, :func:`active_units`, :func:`kl_per_dim`: is the guide any good?
 - :func:`plot_history`, :func:`plot_samples`, :func:`plot_reconstructions`,
   :func:`plot_latents`, :func:`plot_density_2d`: seaborn/matplotlib figures.
@@ -10,6 +11,7 @@
 """
 
 from pyro_genmodels.diagnostics.inference_data import to_inference_data
+from pyro_genmodels.diagnostics.mcmc import from_mcmc
 from pyro_genmodels.diagnostics.plots import (
     plot_density_2d,
     plot_history,
@@ -32,6 +34,7 @@ from pyro_genmodels.diagnostics.sample_metrics import (
 )
 
 __all__ = [
+    "from_mcmc",
     "TOY2D_MODES",
     "SampleClassifier",
     "class_coverage",

@@ -132,12 +132,10 @@ class RBMRecipe(SGDSchedule):
         return dataclasses.replace(self, **changes)
 
     def loss(self) -> ContrastiveDivergenceLoss:
-        """CD-k, or PCD with one persistent chain per batch row (never restarted)."""
-        if not self.persistent:
-            return ContrastiveDivergenceLoss(k=self.k)
-        return ContrastiveDivergenceLoss(
-            k=self.k, persistent=True, buffer_size=self.batch_size, reinit_prob=0.0
-        )
+        """CD-k, or PCD with one persistent chain per row of the loop's batch (never
+        restarted: :class:`~pyro_genmodels.infer.ContrastiveDivergenceLoss`'s default for a
+        Boltzmann machine)."""
+        return ContrastiveDivergenceLoss(k=self.k, persistent=self.persistent)
 
     @torch.no_grad()
     def initialize(self, rbm: Any, data: torch.Tensor) -> None:

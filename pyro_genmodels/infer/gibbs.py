@@ -100,10 +100,14 @@ class DiscreteGibbs(MCMCKernel):
     """Gibbs sampling of a Pyro model whose latent sites are all discrete with finite support.
 
     One sweep visits every element of every latent site (each batch position of a site
-    inside plates, with its event) and draws it from its exact full conditional
+    inside plates and each entry of a ``.to_event`` site, e.g. a vector of Bernoulli or
+    categorical units; a ``OneHotCategorical`` with its one-hot event) and draws it from its
+    exact full conditional
     ``p(z_i = k | z_{-i}, data) ∝ exp(log p(z_{-i}, z_i = k, data))``, by evaluating the
-    model's log joint at every value ``k`` of the site's ``enumerate_support``. A sweep costs
-    ``Σ_sites (#elements × #values)`` model evaluations: meant for small discrete models.
+    model's log joint at every value ``k`` of the site's ``enumerate_support`` (the present
+    value's log joint is kept from the previous draw). A sweep costs
+    ``Σ_sites (#elements × (#values - 1))`` model evaluations: meant for small discrete models
+    (``benchmarks/boltzmann.py`` measures it against a plain loop of the same conditionals).
 
     Draws of integer-valued sites (``Categorical``) come back as floats, since Pyro's MCMC
     diagnostics and ArviZ need floating samples; the model always sees its own dtype.
@@ -130,8 +134,7 @@ class DiscreteGibbs(MCMCKernel):
         self._dtypes: dict[str, torch.dtype] = {}
         self._t = 0
 
-    def _log_joint(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        conditioned = poutine.condition(self.model, data=values)
+    def _log_joint(self, conditioned: Callable) -> torch.Tensor:
         trace = poutine.trace(conditioned).get_trace(*self._args, **self._kwargs)
         return torch.as_tensor(trace.log_prob_sum())
 
@@ -142,11 +145,12 @@ class DiscreteGibbs(MCMCKernel):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site["is_observed"] or site_is_subsample(site):
                 continue
-            fn: Any = site["fn"]
-            if not getattr(fn, "has_enumerate_support", False):
+            fn = _enumerable(site["fn"])
+            if fn is None:
                 raise ValueError(
                     "DiscreteGibbs needs every latent site discrete with finite support "
-                    f"(has_enumerate_support); site {name!r} has {type(fn).__name__}"
+                    f"(has_enumerate_support, also under .to_event/.expand/.mask); site {name!r} "
+                    f"has {type(site['fn']).__name__}"
                 )
             event_dim = len(fn.event_shape)
             self._sites[name] = (fn.enumerate_support(expand=False), event_dim)
@@ -176,6 +180,8 @@ class DiscreteGibbs(MCMCKernel):
     @torch.no_grad()
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         values = {k: v.to(self._dtypes[k], copy=True) for k, v in params.items()}
+        conditioned = poutine.condition(self.model, data=values)  # reads values as they change
+        current = self._log_joint(conditioned)  # the log joint at the present state
         for name, (support, event_dim) in self._sites.items():
             value = values[name]
             batch_shape = value.shape[: value.dim() - event_dim]
@@ -183,12 +189,17 @@ class DiscreteGibbs(MCMCKernel):
                 (support.shape[0],) + support.shape[support.dim() - event_dim :]
             )
             for index in _indices(batch_shape):
+                old = value[index].clone()
                 logits = []
                 for k in range(choices.shape[0]):
+                    if torch.equal(choices[k], old):  # the present state: no new evaluation
+                        logits.append(current)
+                        continue
                     value[index] = choices[k]
-                    logits.append(self._log_joint(values))
-                pick = torch.distributions.Categorical(logits=torch.stack(logits)).sample()
+                    logits.append(self._log_joint(conditioned))
+                pick = int(torch.distributions.Categorical(logits=torch.stack(logits)).sample())
                 value[index] = choices[pick]
+                current = logits[pick]
         self._t += 1
         return self._floating(values)
 
@@ -197,6 +208,18 @@ class DiscreteGibbs(MCMCKernel):
 
     def diagnostics(self) -> dict[str, Any]:
         return {"divergences": [], "acceptance rate": 1.0}
+
+
+def _enumerable(fn: Any) -> Any:
+    """The distribution under ``fn``'s ``.to_event``/``.expand``/``.mask`` wrappers whose
+    ``enumerate_support`` gives each element's values (None if there is none): the sweep
+    visits every element of the site (batch and reinterpreted dims) with the base's event."""
+    while not getattr(fn, "has_enumerate_support", False):
+        if isinstance(fn, torch.distributions.Independent) or hasattr(fn, "base_dist"):
+            fn = fn.base_dist
+        else:
+            return None
+    return fn
 
 
 def _indices(shape: torch.Size) -> list[tuple[int, ...]]:

@@ -76,6 +76,9 @@ class Setup:
             entry (they replace same-named keys, so that all rows are computed alike).
         optim_args: Adam arguments of the zoo's optimizer other than ``lr``
             (e.g. ``{"betas": (0.5, 0.999)}`` for a GAN's generator).
+        optim: the entry's own optimizer for a budget ``{"epochs", "lr", "batch_size"}``
+            (e.g. a Boltzmann recipe's SGD with its decaying rate); None: Adam at the
+            budget's ``lr`` with ``optim_args`` (:func:`optimizer`).
     """
 
     module: nn.Module
@@ -88,6 +91,15 @@ class Setup:
     note: str = ""
     score: Callable[[int], dict] | None = None
     optim_args: dict = field(default_factory=dict)
+    optim: Callable[[dict], Any] | None = None
+
+
+def optimizer(setup: Setup, spent: dict[str, Any]) -> Any:
+    """The optimizer ``setup`` trains with under the budget ``spent``: its own
+    :attr:`Setup.optim`, else Adam at ``spent["lr"]`` with :attr:`Setup.optim_args`."""
+    if setup.optim is not None:
+        return setup.optim(spent)
+    return GroupedAdam({**setup.optim_args, "lr": spent["lr"]})
 
 
 @dataclass(frozen=True)
@@ -400,7 +412,7 @@ def run(
             setup.guide,
             setup.train,
             loss=setup.loss,
-            optim=GroupedAdam({**setup.optim_args, "lr": spent["lr"]}),
+            optim=optimizer(setup, spent),
             epochs=spent["epochs"],
             batch_size=spent["batch_size"],
             seed=seed,
