@@ -153,8 +153,9 @@ def nll_section(data, a, rows: list[dict]) -> list[dict]:
             res = _ais(rbm, data, a.ais_steps, a.ais_chains, seed)
             with torch.no_grad():
                 nll = float(rbm.free_energy(data.test).mean() + res.log_z)
-            rows.append(_row("nll", data.name, "nats", f"{name}, {a.hidden} hidden", nll,
-                             est + note, secs / a.epochs, a.epochs, float(res.stderr), seed))  # fmt: skip
+            model = f"{name}, {a.hidden} hidden"
+            rows.append(_row("nll", data.name, "nats", model, nll, est + note, secs / a.epochs,
+                             a.epochs, float(res.stderr), seed))  # fmt: skip
             print(rows[-1], flush=True)
             save(rows, a.save)
     if not models or any("DBM".startswith(m) or m.startswith("DBM") for m in models):
@@ -272,8 +273,9 @@ def epoch_speed(data, hidden, batch, repeats=5) -> list[dict]:
 
     rows = []
     name = f"{data.name} {D}-{H}, batch {batch}"
-    for label, fn in [("sklearn BernoulliRBM.fit (1 epoch)", sklearn), ("plain PyTorch loop", plain),
-                      ("pgm loss + optimizer, direct", direct), ("pgm.fit (1 epoch)", fit)]:  # fmt: skip
+    runs = [("sklearn BernoulliRBM.fit (1 epoch)", sklearn), ("plain PyTorch loop", plain),
+            ("pgm loss + optimizer, direct", direct), ("pgm.fit (1 epoch)", fit)]  # fmt: skip
+    for label, fn in runs:
         with pyro.validation_enabled(True):
             per = _time(fn, repeats)
         rows.append(_row("speed", name, "s/epoch", label, per, f"median of {repeats}", per))

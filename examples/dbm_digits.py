@@ -1,13 +1,14 @@
 """A deep Boltzmann machine on binarized 8x8 digits: pretraining, mean field + PCD, AIS bound.
 
-    python examples/dbm_digits.py --epochs 100 --out figures/
+    python examples/dbm_digits.py --epochs 60 --out figures/
 
 ``pgm.models.DBM([64, 100, 50])`` is a Pyro model over ``v, h1, h2`` with a mean-field
-guide; ``dbm.pretrain`` stacks CD-1 RBMs (Salakhutdinov & Hinton 2009), then
-``pgm.fit(dbm.model, dbm.guide, loss=pgm.infer.DBMLoss())`` trains the mean-field
-positive phase against persistent Gibbs chains. ``log Z`` comes from AIS over the model
-with ``h1`` summed out; the reported number is the variational bound ``-ELBO`` (nats),
-an upper bound on the test NLL, beside an RBM trained by PCD and scored the same way.
+guide; ``pgm.infer.DBMRecipe`` is Salakhutdinov & Hinton's (2009) training: ``pretrain``
+stacks CD-1 RBMs with doubled inputs at the bottom and top, then ``pgm.fit`` trains the
+mean-field positive phase against persistent Gibbs chains (``DBMLoss``) with SGD at a rate
+decaying to 0. ``log Z`` comes from AIS over the model with ``h1`` summed out; the reported
+number is the variational bound ``-ELBO`` (nats), an upper bound on the test NLL, beside an
+RBM trained by ``pgm.infer.RBMRecipe`` (PCD) on the same budget and scored the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import pyro_genmodels as pgm
 
 
-def main(quick: bool = False, epochs: int = 100, out: str | None = None) -> dict:
+def main(quick: bool = False, epochs: int = 60, out: str | None = None) -> dict:
     """Trains the DBM and an RBM; returns their test NLL figures and a samples figure."""
     data = pgm.data.load("digits", binarize=True)
     layers, pre_epochs, ais_steps, sweeps = [64, 100, 50], 20, 14500, 1000
@@ -35,13 +36,14 @@ def main(quick: bool = False, epochs: int = 100, out: str | None = None) -> dict
             test_labels=data.test_labels[:50],
         )
         layers, epochs, pre_epochs, ais_steps, sweeps = [64, 8, 4], 1, 1, 300, 5
+    budget = {"lr": 0.2, "batch_size": 20, "epochs": epochs}  # the zoo's digits budget
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     dbm = pgm.models.DBM(layers)
-    dbm.pretrain(data.train, epochs=pre_epochs)
-    pgm.fit(dbm.model, dbm.guide, data.train, loss=pgm.infer.DBMLoss(num_chains=100),
-            optim=pgm.optim.Adam({"lr": 1e-3}), epochs=epochs, batch_size=100,
-            progress=not quick)  # fmt: skip
+    recipe = pgm.infer.DBMRecipe(pretrain_epochs=pre_epochs, **budget)
+    recipe.pretrain(dbm, data.train)
+    pgm.fit(dbm.model, dbm.guide, data.train, progress=not quick,
+            **recipe.fit_kwargs(dbm, data.train))  # fmt: skip
     betas = pgm.infer.salakhutdinov_murray_betas(data.train, ais_steps)
     log_z, stderr = pgm.infer.ais(dbm, num_chains=100, betas=betas, data=data.train)
     with torch.no_grad():
@@ -50,9 +52,10 @@ def main(quick: bool = False, epochs: int = 100, out: str | None = None) -> dict
 
     pyro.clear_param_store()
     rbm = pgm.models.RBM(64, layers[1])
-    loss = pgm.infer.ContrastiveDivergenceLoss(k=1, persistent=True, buffer_size=100, reinit_prob=0)
-    pgm.fit(rbm.model, rbm.guide, data.train, loss=loss, optim=rbm.sgd(lr=0.05),
-            epochs=epochs, batch_size=100, progress=False)  # fmt: skip
+    rbm_recipe = pgm.infer.RBMRecipe(**budget)
+    rbm_recipe.initialize(rbm, data.train)
+    pgm.fit(rbm.model, rbm.guide, data.train, progress=False,
+            **rbm_recipe.fit_kwargs(rbm, data.train))  # fmt: skip
     rbm_log_z, rbm_se = pgm.infer.ais(rbm, num_chains=100, betas=betas, data=data.train)
     with torch.no_grad():
         rbm_nll = float(rbm.free_energy(data.test).mean() + rbm_log_z)
@@ -73,7 +76,7 @@ def main(quick: bool = False, epochs: int = 100, out: str | None = None) -> dict
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()

@@ -11,10 +11,10 @@ from energy_helpers import random_rbm
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 
 import pyro_genmodels as pgm
+from pyro_genmodels import fit
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.models.enumeration import binary_states
-from pyro_genmodels import fit
 
 GOF_FAILURE_RATE = 1e-3  # each chi-square test fails with this probability under the null
 

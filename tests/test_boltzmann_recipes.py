@@ -126,10 +126,10 @@ def test_pretraining_stack_doubles_and_halves_as_the_paper_states():
     recipe.pretrain(dbm, data)
     torch.manual_seed(0)  # the same draws: rebuild the trained stack and compare
     trained = recipe.layers(dbm)
-    trained[0].b.copy_(pgm.infer.boltzmann_recipes._marginal_logits(data))
     g = torch.Generator().manual_seed(0)
     x = data
     for l, layer in enumerate(trained, start=1):
+        layer.b.copy_(pgm.infer.boltzmann_recipes._marginal_logits(x))
         recipe._train_layer(layer, x, g, sampled=l > 1, name=str(l))
         x = layer.hidden_probs(x)
     torch.testing.assert_close(dbm.W1.detach(), trained[0].W)

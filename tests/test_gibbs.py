@@ -143,7 +143,9 @@ def test_discrete_gibbs_visits_every_unit_of_to_event_sites():
         z = torch.tensor([code & 1, code >> 1], dtype=torch.float32)
         for c0 in range(3):
             for c1 in range(3):
-                cond = pyro.poutine.condition(event_model, data={"z": z, "c": torch.tensor([c0, c1])})
+                cond = pyro.poutine.condition(
+                    event_model, data={"z": z, "c": torch.tensor([c0, c1])}
+                )
                 logp.append(pyro.poutine.trace(cond).get_trace().log_prob_sum())
     exact = torch.softmax(torch.stack(logp), 0).double()
     pyro.set_rng_seed(0)

@@ -29,7 +29,6 @@ from pyro_genmodels._checks import (
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer.samplers import energy_grad, mala_step
 
-
 #: ``{model type: path builder (model, **kwargs) -> AnnealingPath}``: the paths of model
 #: classes that cannot import this package's ``infer`` layer themselves (read by :func:`ais`).
 PATHS: dict[type, Any] = {}
@@ -254,8 +253,9 @@ def ais(
     (geometric path from a Gaussian base, MALA moves; ``path_kwargs`` go to
     :class:`EnergyAnnealingPath`), an RBM or DBM (``path_kwargs`` go to
     :class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`, e.g. ``data=train``; any type in
-    :data:`PATHS`) or any object with ``annealing_path(**path_kwargs) -> AnnealingPath``. Without ``betas``, a path
-    with a ``default_betas(num_betas)`` method supplies its own schedule (for RBMs
+    :data:`PATHS`) or any object with ``annealing_path(**path_kwargs) -> AnnealingPath``.
+    Without ``betas``, a path with a ``default_betas(num_betas)`` method supplies its own
+    schedule (for RBMs
     and DBMs the Salakhutdinov & Murray (2008) schedule,
     :func:`~pyro_genmodels.infer.salakhutdinov_murray_betas`, 14,500 transitions
     unless ``num_betas`` is given); other paths use :func:`sigmoid_schedule`

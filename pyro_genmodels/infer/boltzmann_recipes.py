@@ -225,7 +225,7 @@ class DBMRecipe(SGDSchedule):
     pretrain_epochs: int = 20
     pretrain_lr: float = 0.05
     pretrain_momentum: float = 0.5
-    pretrain_weight_decay: float = 2e-4
+    pretrain_weight_decay: float = 1e-3
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -261,14 +261,15 @@ class DBMRecipe(SGDSchedule):
     def pretrain(self, dbm: Any, data: torch.Tensor, seed: int = 0) -> list[list[float]]:
         """Greedy layer-wise pretraining, then the stack copied into ``dbm``: ``W_l`` as learned
         for the bottom and top RBMs, halved for those between; ``b_0`` the bottom RBM's visible
-        biases, ``b_l`` the hidden biases of RBM ``l``. Returns each layer's per-epoch mean
-        squared reconstruction error. A non-finite update stops it with a
+        biases, ``b_l`` the hidden biases of RBM ``l``. Each RBM's visible biases start at the
+        logits of its input's means; the momentum rises to 0.9 after 5 epochs. Returns each
+        layer's per-epoch mean squared reconstruction error. A non-finite update stops it with a
         ``FloatingPointError`` naming ``pretrain_lr``; ``dbm`` is then left unchanged."""
         x = _check_data(data, dbm)
         g = torch.Generator(device="cpu").manual_seed(check_int("seed", seed, minimum=0))
         stack, errors = self.layers(dbm), []
-        stack[0].b.copy_(_marginal_logits(x))
         for l, layer in enumerate(stack, start=1):
+            layer.b.copy_(_marginal_logits(x))
             errors.append(self._train_layer(layer, x, g, sampled=l > 1, name=f"layer {l}"))
             x = layer.hidden_probs(x)
         L = len(stack)
@@ -297,7 +298,9 @@ class DBMRecipe(SGDSchedule):
                     decay = self.pretrain_weight_decay * p if p is layer.W else 0.0
                     v.mul_(momentum).add_(grad - decay, alpha=self.pretrain_lr)
                     p.add_(v)
-                total += float(((batch - layer.visible_probs(layer.hidden_probs(batch))) ** 2).sum())
+                total += float(
+                    ((batch - layer.visible_probs(layer.hidden_probs(batch))) ** 2).sum()
+                )
             if not all(bool(torch.isfinite(p).all()) for p in params):
                 raise FloatingPointError(
                     f"DBM pretraining of {name} diverged in epoch {epoch + 1} (non-finite "

@@ -236,7 +236,10 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             x_neg = sampler.run(dist, x0, self.k).detach()
             if self.persistent:
                 self._update_buffer(site["name"], x_neg, len(dist.event_shape), index)
-            if self.free_energy:
+            if self.free_energy and isinstance(dist.energy, LayeredBoltzmann):
+                # both phases in one call (no batch-dependent layers in a Boltzmann machine)
+                e_pos, e_neg = dist.energy_of(torch.stack([x_pos, x_neg.to(x_pos)]))
+            elif self.free_energy:
                 e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
             else:
                 e_pos, e_neg = _sampled_hidden_energies(site["name"], dist, x_pos, x_neg)

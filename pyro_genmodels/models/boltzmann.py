@@ -53,7 +53,7 @@ from pyro_genmodels.models.enumeration import (
 
 
 class LayeredBoltzmann:
-    """What block Gibbs, AIS and exact ``log Z`` read from a machine with layers ``x_0 = v, ..., x_L``.
+    """What block Gibbs, AIS and exact ``log Z`` read from a machine with layers ``x_0 = v, ...``.
 
     Subclasses provide ``layer_sizes``, ``visible`` (``"bernoulli"``/``"gaussian"``),
     ``layer_weights()`` (``[W_1, ..., W_L]``, ``W_l`` of shape ``(n_{l-1}, n_l)``),
@@ -190,9 +190,9 @@ class LayeredBoltzmann:
         for l in range(1 - parity, len(self.layer_sizes), 2):
             logits = biases[l] + self.coupling_input(l, states, weights)
             out = out + F.softplus(logits).sum(-1)
-        return out  # type: ignore[return-value]
+        return out
 
-    @pyro_method
+    @pyro_method  # type: ignore[type-var]  # a mixin of PyroModules: RBM, DBM
     def log_partition(self, differentiable: bool = False) -> torch.Tensor:
         """Exact ``log Z``: log-sum-exp over the ``2^n`` states of the layers (odd or even) whose
         enumeration costs least (:meth:`enumeration_plan`), the others summed out in closed
@@ -453,7 +453,8 @@ class RBM(LayeredBoltzmann, PyroModule):
         return ("visible", "hidden")[parity]
 
     def _enumeration_what(self, parity: int, n: int) -> str:
-        return f"the {n} {self._parity_name(parity)} units of RBM({self.num_visible}, {self.num_hidden})"
+        name = f"RBM({self.num_visible}, {self.num_hidden})"
+        return f"the {n} {self._parity_name(parity)} units of {name}"
 
     def _ais_call(self) -> str:
         return "pgm.infer.ais(rbm, data=train), then rbm.distribution(log_normalizer=log_z)"

@@ -86,7 +86,9 @@ class BoltzmannSGD(torch.optim.Optimizer):
                     "batch_size=)"
                 )
             return seen
-        if seen is not None and (seen > self.batch_size or (not self._checked and seen < self.batch_size)):
+        if seen is not None and (
+            seen > self.batch_size or (not self._checked and seen < self.batch_size)
+        ):
             raise ValueError(
                 f"{self.owner}(batch_size={self.batch_size}) was given, but the training loop's "
                 f"batch has {seen} rows: the rate per datapoint would silently change by "
@@ -97,7 +99,7 @@ class BoltzmannSGD(torch.optim.Optimizer):
         return self.batch_size
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
         loss = None if closure is None else closure()
         rows = self.rows()
         for group in self.param_groups:

@@ -137,7 +137,7 @@ def _dbm(
     _check_binary(data)
     train, test = data.train, data.test
     dbm = DBM([data.num_dims, hidden, hidden2]).to(train)
-    recipe = DBMRecipe(pretrain_epochs=pretrain_epochs, batch_size=BUDGET["batch_size"])
+    recipe = DBMRecipe(pretrain_epochs=pretrain_epochs, batch_size=int(BUDGET["batch_size"]))
     if pretrain_epochs:
         recipe.pretrain(dbm, train)
 
