@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 import pyro_genmodels as pgm
 from pyro_genmodels.distributions import BernoulliMixture
-from pyro_genmodels.jit import with_jit
+from pyro_genmodels.training.loss_stack import stack
 
 RESULTS = Path(__file__).parent / "results"
 VAE_MODELS = ["vae", "iwae", "ssvae", "wae", "cvae", "vae-conv"]
@@ -132,7 +132,7 @@ def bench_speed(dataset: str, steps: int, repeats: int, batch_size: int = 128) -
     for name, optim, jit in configs:
         pyro.clear_param_store()
         vae = pgm.models.VAE(d, zd, hidden_dims=(h, h), likelihood="bernoulli")
-        loss = with_jit(pyro.infer.Trace_ELBO(), jit)
+        loss = stack(pyro.infer.Trace_ELBO(), jit, "fp32", torch.device("cpu"))
         svi = pyro.infer.SVI(vae.model, vae.guide, optim({"lr": 1e-3}), loss=loss.loss,
                              loss_and_grads=loss.loss_and_grads)  # fmt: skip
         enc, dec = pgm.nn.MLP(d, [h, h], 2 * zd), pgm.nn.MLP(zd, [h, h], d)

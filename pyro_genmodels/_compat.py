@@ -30,6 +30,7 @@ __all__ = [
     "clear_transform_cache",
     "foreach_copy_",
     "foreach_norm",
+    "foreach_zero_",
     "grad_clip_of",
     "guess_max_plate_nesting",
     "masked_distribution_mask",
@@ -177,9 +178,18 @@ def validate_sample(d: Distribution, value: torch.Tensor) -> None:
 
 def foreach_norm(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The 2-norm of each tensor in one fused kernel (``torch._foreach_norm``)."""
-    return list(torch._foreach_norm(list(tensors)))
+    tensors = list(tensors)
+    return list(torch._foreach_norm(tensors)) if tensors else []
 
 
 def foreach_copy_(targets: Sequence[torch.Tensor], sources: Iterable[torch.Tensor]) -> None:
     """``target.copy_(source)`` for each pair in one fused kernel (``torch._foreach_copy_``)."""
-    torch._foreach_copy_(list(targets), list(sources))
+    targets = list(targets)
+    if targets:
+        torch._foreach_copy_(targets, list(sources))
+
+
+def foreach_zero_(tensors: Sequence[torch.Tensor]) -> None:
+    """``t.zero_()`` for each tensor in one fused kernel (``torch._foreach_zero_``)."""
+    if tensors:
+        torch._foreach_zero_(list(tensors))

@@ -22,7 +22,7 @@ import torch
 from pyro_genmodels import zoo
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.optim import Adam as GroupedAdam
-from pyro_genmodels.placement import check_writable
+from pyro_genmodels.training.placement import check_writable
 
 CONFIG, WEIGHTS = "config.json", "model.pt"
 
@@ -34,9 +34,9 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from pyro_genmodels.checkpoint import FORMAT_VERSION, save_checkpoint
-    from pyro_genmodels.distributed import is_main_process
-    from pyro_genmodels.train import fit
+    from pyro_genmodels.parallel import is_main_process
+    from pyro_genmodels.training import fit
+    from pyro_genmodels.training.files import FORMAT_VERSION, save_checkpoint
 
     out = Path(args.out or f"runs/{args.model}")
     check_writable(out, "--out")
@@ -110,7 +110,7 @@ def _read_config(run: Path) -> dict:
 
 
 def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
-    from pyro_genmodels.checkpoint import load_checkpoint
+    from pyro_genmodels.training.files import load_checkpoint
 
     config = _read_config(run)
     data = zoo.dataset_for(config["model"], config["data"])

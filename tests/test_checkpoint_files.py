@@ -15,16 +15,16 @@ import pyro
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import (
+from pyro_genmodels.cli import main
+from pyro_genmodels.models import VAE
+from pyro_genmodels.optim import Adam
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from pyro_genmodels.cli import main
-from pyro_genmodels.models import VAE
-from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
 
 X = torch.rand(16, 6, generator=torch.Generator().manual_seed(0)).round()
 

@@ -17,10 +17,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import load_checkpoint
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import load_checkpoint
 
 
 def _normal_model(x: torch.Tensor) -> None:
@@ -146,7 +146,7 @@ def test_last_good_is_never_written_with_non_finite_values(tmp_path):
 
 
 def test_a_failed_last_good_write_reports_both_errors(tmp_path, monkeypatch):
-    import pyro_genmodels.train as train
+    import pyro_genmodels.training.callbacks.checkpointing as train
 
     def full_disk(path, payload):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -184,7 +184,7 @@ def test_actnorm_rejects_a_non_finite_first_batch():
 
 
 def test_the_finite_check_is_exact_for_huge_finite_values():
-    from pyro_genmodels.step import _non_finite_indices
+    from pyro_genmodels.training.guard import non_finite_indices as _non_finite_indices
 
     huge = torch.full((4,), 3e38)  # finite, but its sum overflows to inf
     assert _non_finite_indices([huge, torch.zeros(2)]) == []

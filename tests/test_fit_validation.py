@@ -11,10 +11,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import load_checkpoint, save_checkpoint
 from pyro_genmodels.models import VAE
 from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import load_checkpoint, save_checkpoint
 
 # A scripted curve (1-based epochs): improvements at epochs 1-3, 6 and 7 (2.9, the best),
 # then 3 epochs without improvement; epochs 4-5 are a 2-epoch plateau that patience 3 survives.

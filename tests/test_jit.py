@@ -9,10 +9,10 @@ import torch
 
 from pyro_genmodels.distributions import AutoregressiveDistribution
 from pyro_genmodels.infer import IWAELoss
-from pyro_genmodels.jit import ShapeKeyedJit
 from pyro_genmodels.models import VAE
 from pyro_genmodels.nn import MADE
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.loss_stack import CompiledLoss
 
 N, D, BATCH = 21, 6, 8  # batches of 8, 8 and 5: two traced shapes
 
@@ -56,7 +56,7 @@ def test_compiled_vae_loss_has_the_uncompiled_distribution():
     torch.manual_seed(2)
     vae = VAE(D, 2, hidden_dims=(8,)).double()
     x = _binary()
-    jit = ShapeKeyedJit(pyro.infer.Trace_ELBO())
+    jit = CompiledLoss(pyro.infer.Trace_ELBO())
     m = 100
     for batch in (x[:BATCH], x[:5]):
         values = []
@@ -79,7 +79,7 @@ def test_one_trace_per_shape():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", pyro.distributions.Normal(loc, 1.0), obs=x)
 
-    jit = ShapeKeyedJit(pyro.infer.Trace_ELBO(num_particles=1))
+    jit = CompiledLoss(pyro.infer.Trace_ELBO(num_particles=1))
     x = torch.arange(5.0, dtype=torch.float64)
     for batch in (x, x[:3], x, x[:3]):
         value = jit.loss_and_grads(model, lambda x: None, batch)
@@ -91,7 +91,7 @@ def test_one_trace_per_shape():
 
 def test_jit_errors():
     x = _binary()
-    with pytest.raises(TypeError, match="jit must be True or False"):
+    with pytest.raises(TypeError, match="jit must be True, False or None"):
         fit(lambda x: None, lambda x: None, x, jit="yes", progress=False)
     with pytest.raises(ValueError, match="compiled counterpart .* got IWAELoss"):
         fit(lambda x: None, lambda x: None, x, loss=IWAELoss(num_particles=2), jit=True)

@@ -16,7 +16,7 @@ import torch
 from pyro.poutine.trace_struct import Trace
 
 from pyro_genmodels._checks import check_batched_tensor, check_positive_int, slice_datapoints
-from pyro_genmodels.infer.weights import WeightedTraces, _is_sample, importance_log_weights
+from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights, is_sample
 
 
 def batches(
@@ -76,7 +76,7 @@ def sample_sites(trace: Trace, observed: bool) -> dict[str, Any]:
     return {
         name: site
         for name, site in trace.nodes.items()
-        if _is_sample(site) and bool(site["is_observed"]) == observed
+        if is_sample(site) and bool(site["is_observed"]) == observed
     }
 
 

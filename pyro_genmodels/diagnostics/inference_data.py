@@ -17,7 +17,7 @@ import pyro
 import torch
 
 from pyro_genmodels.diagnostics._util import align, sample_sites, weighted_batches
-from pyro_genmodels.infer.weights import WeightedTraces, _site_log_prob
+from pyro_genmodels.infer.weights import WeightedTraces, site_log_prob
 
 
 def _numpy(value: torch.Tensor) -> np.ndarray:
@@ -39,7 +39,7 @@ def _batch_arrays(w: WeightedTraces) -> dict[str, dict[str, np.ndarray]]:
     return {
         "posterior": {name: _site_draws(site, w) for name, site in latents.items()},
         "log_likelihood": {
-            name: _numpy(_site_log_prob(site, w.particle_dim, w.data_dim, num_data))
+            name: _numpy(site_log_prob(site, w.particle_dim, w.data_dim, num_data))
             for name, site in observed.items()
         },
         "observed_data": {name: _observed_value(site, w) for name, site in observed.items()},

@@ -128,7 +128,7 @@ class AdversarialLoss(ELBO):
     generator_uses_real = False
 
     #: data-parallel hook of the inner critic updates: ``None`` in one process; under
-    #: :class:`~pyro_genmodels.distributed.DataParallelLoss` a function
+    #: :class:`~pyro_genmodels.parallel.DataParallelLoss` a function
     #: ``sync(critic_loss, critic_params) -> critic loss summed over ranks`` that sums the
     #: critic gradients over the ranks, called after each inner backward and before the
     #: finite check and the update, so that all ranks make the same critic step

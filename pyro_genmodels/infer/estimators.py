@@ -23,8 +23,8 @@ from pyro_genmodels._checks import (
     check_real,
     slice_datapoints,
 )
-from pyro_genmodels.distributed import gather_rows, local_rows
 from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesting
+from pyro_genmodels.parallel.rows import gather_rows, local_rows
 
 #: Default budget of (particle, datapoint) pairs evaluated in one vectorized chunk.
 #: Memory per chunk is about ``max_elements`` times the model's activation bytes per

@@ -210,7 +210,7 @@ class DBM(LayeredBoltzmann, PyroModule):
         Clears the param store (call it before ``fit``). Returns the training histories."""
         from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
         from pyro_genmodels.models.boltzmann import RBM
-        from pyro_genmodels.train import fit
+        from pyro_genmodels.training import fit
 
         self.check_visible(data)
         check_positive_float("lr", lr)

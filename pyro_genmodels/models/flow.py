@@ -256,6 +256,9 @@ class FlowDensity(PyroModule):
         E. Nalisnick, D. J. Rezende, S. Mohamed, B. Lakshminarayanan, 2021.
     """
 
+    #: ``model`` and ``guide`` draw the same sites at every call: ``fit`` may compile them
+    static_structure = True
+
     def __init__(
         self,
         dim: int,

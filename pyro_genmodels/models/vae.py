@@ -60,7 +60,7 @@ class VAE(L.LikelihoodSettings, PyroModule):
             network pass, as scoring guide samples needs) or another invertible builder.
         flow_hidden_dims: hidden sizes of the flows' networks (default ``(4 z_dim,)*2``).
         beta: the KL weight, a plain mutable attribute (see
-            :class:`~pyro_genmodels.models.KLAnnealing`). It is applied as
+            :class:`~pyro_genmodels.training.KLAnnealing`). It is applied as
             ``poutine.scale(scale=beta)`` around the ``"z"`` site of both model and
             guide, so ``Trace_ELBO`` optimizes ``E[log p(x|z)] - beta * KL``;
             importance-weighted evaluation ignores it.
@@ -82,6 +82,9 @@ class VAE(L.LikelihoodSettings, PyroModule):
         Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
         beta-VAE. I. Higgins et al., 2017.
     """
+
+    #: ``model`` and ``guide`` draw the same sites at every call: ``fit`` may compile them
+    static_structure = True
 
     encoder: nn.Module
     decoder: nn.Module

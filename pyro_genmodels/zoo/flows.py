@@ -9,7 +9,7 @@ import pyro
 import torch
 
 from pyro_genmodels.data import Dataset
-from pyro_genmodels.distributed import map_rows
+from pyro_genmodels.parallel import map_rows
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 LEVELS = {"digits": 17, "mnist5k": 256}  # pixel values of the bundled image datasets
