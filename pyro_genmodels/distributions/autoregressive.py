@@ -13,6 +13,7 @@ from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, ch
 from pyro_genmodels._compat import checked_instance
 from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
+from pyro_genmodels.placement import parameters_dtype, to_dtype
 
 
 class _Likelihood:
@@ -356,7 +357,7 @@ class AutoregressiveDistribution(TorchDistribution):
         batch = broadcast_value_shape(
             "AutoregressiveDistribution", value, self.batch_shape, self.event_shape
         )
-        value = value.expand(batch + self.event_shape)
+        value = to_dtype(value, parameters_dtype(self.conditioner)).expand(batch + self.event_shape)
         valid = self._pad_mask(batch, value)
         if valid is not None:
             value = torch.where(valid, value, torch.zeros_like(value))

@@ -13,6 +13,7 @@ from pyro.poutine.util import is_validation_enabled
 
 from pyro_genmodels._checks import check_hidden_dims
 from pyro_genmodels._compat import validate_sample
+from pyro_genmodels.placement import parameters_dtype, to_dtype
 
 _CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
 
@@ -244,6 +245,7 @@ class EnergyDistribution(TorchDistribution):
 
     def unnormalized_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``-E(x)``, shape ``sample_shape + batch_shape``."""
+        x = to_dtype(x, parameters_dtype(self.energy))  # scoring follows training's dtype rule
         if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
             validate_sample(self, x)
         return -self.energy_of(x)

@@ -33,6 +33,7 @@ from torch import nn
 from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.models.boltzmann import MAX_ENUMERATE, LayeredBoltzmann, enumerate_logsumexp
+from pyro_genmodels.placement import parameters_dtype, to_dtype
 
 
 def _bernoulli_entropy(mu: torch.Tensor) -> torch.Tensor:
@@ -124,6 +125,7 @@ class DBM(LayeredBoltzmann, PyroModule):
 
     def elbo(self, v: torch.Tensor, log_normalizer: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``-E(v, μ) + H(q) - log Z ≤ log p(v)`` at the mean-field ``μ``, shape ``(N,)``."""
+        v = to_dtype(v, parameters_dtype(self))  # scoring follows training's dtype rule
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
     @torch.no_grad()
