@@ -2,6 +2,8 @@
 
 - :func:`to_inference_data`: guide draws and pointwise log-likelihoods as an
   ``arviz.InferenceData`` (``az.summary``, ``az.loo``, ``az.plot_posterior`` work on it).
+- :func:`from_mcmc`: ``az.from_pyro(mcmc)`` without Pyro's per-element ESS (whose memory
+  grows with draws² × elements: use it for large sites such as an RBM's visible units).
 - :func:`psis_khat`, :func:`active_units`, :func:`kl_per_dim`: is the guide any good?
 - :func:`plot_history`, :func:`plot_samples`, :func:`plot_reconstructions`,
   :func:`plot_latents`, :func:`plot_density_2d`: seaborn/matplotlib figures.
@@ -10,6 +12,7 @@
 """
 
 from pyro_genmodels.diagnostics.inference_data import to_inference_data
+from pyro_genmodels.diagnostics.mcmc import from_mcmc
 from pyro_genmodels.diagnostics.plots import (
     plot_density_2d,
     plot_history,
@@ -38,6 +41,7 @@ __all__ = [
     "classifier_for",
     "energy_distance",
     "frechet_distance",
+    "from_mcmc",
     "gaussian_frechet_distance",
     "mmd",
     "mode_coverage",
