@@ -125,12 +125,31 @@ def program_inputs(
     return match_dtype(args, dtype), {k: to_dtype(v, dtype) for k, v in kwargs.items()}
 
 
-def check_writable(folder: Path, name: str = "checkpoint_dir") -> None:
+def check_writable(folder: Path, name: str = "checkpoint_dir", files: Sequence[str] = ()) -> None:
     """Fail now, not after training, when ``folder`` (the argument ``name``) cannot hold
-    checkpoints or outputs."""
+    checkpoints or outputs: it is created when missing and must accept a new file, and
+    each of ``files`` (names inside it that the run will write) must be a file or absent.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> (out / "model.pt").mkdir()
+    >>> check_writable(out / "new" / "folder", "--out")  # created
+    >>> check_writable(out, "--out", files=["model.pt"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --out: '.../model.pt' is a directory, where the run writes a file; ...
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
         raise ValueError(f"{name} must be a writable folder, got {str(folder)!r} ({e})") from e
+    for file in files:
+        path = folder / file
+        if path.exists() and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ValueError(
+                f"{name}: {str(path)!r} is {kind}, where the run writes a file; remove it or "
+                f"choose another {name}"
+            )
