@@ -10,6 +10,17 @@ parameters and buffers (in memory and, with a checkpoint folder, in
 ``best.pt``), and asks ``fit`` to stop when the column has not improved for
 ``patience`` epochs.
 
+A non-finite score (a NaN validation loss) is a failed validation: a warning says so, it
+is never the best, and early stopping's patience counts it (with no finite score yet,
+patience counts from the start), so a run whose validation diverges stops.
+
+``best.pt`` carries the identity of its run (``run_id``, as ``checkpoint.pt`` does) and
+its epoch. It is written when the score improves; the previous best, while the last
+``checkpoint.pt`` still refers to it, is kept as ``best.prev.pt`` until the next
+checkpoint is written, so that a run killed at any moment finds on disk the best
+epoch its checkpoint names. On resume with ``keep_best=True`` that file is required: one
+that is missing, from another run or of another epoch is an error, never "the best".
+
 The validation pass changes nothing that training depends on: modules are
 put in eval mode (BatchNorm statistics and ActNorm's initialization stay as
 they are), the loss's state (persistent chains) is put back, and the random
@@ -23,6 +34,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,15 +52,17 @@ from pyro_genmodels.checkpoint import (
     FORMAT_VERSION,
     get_rng_state,
     load_checkpoint,
+    payload_checksum,
     save_checkpoint,
     set_rng_state,
     to_cpu,
 )
 from pyro_genmodels.params import own_params, param_keys
 
-__all__ = ["BEST_NAME", "ValidationMonitor"]
+__all__ = ["BEST_NAME", "PREVIOUS_BEST_NAME", "ValidationMonitor"]
 
 BEST_NAME = "best.pt"
+PREVIOUS_BEST_NAME = "best.prev.pt"
 
 
 def _as_floats(value: Any) -> tuple[float, ...]:
@@ -66,6 +81,8 @@ class ValidationMonitor:
         seed: the run's seed (validation draws are seeded by ``(seed, epoch)``).
         modules: the modules whose parameters and buffers are kept for the best epoch.
         checkpoint_dir: where ``best.pt`` is written (``None``: memory only).
+        writer: whether this process writes ``best.pt`` (under data parallelism rank 0
+            alone does; the other ranks read it on resume where they see the folder).
         every: validate every this many epochs.
         patience: stop after this many epochs without improvement (``None``: never).
         keep_best: restore the best epoch's state at the end of training.
@@ -83,8 +100,10 @@ class ValidationMonitor:
         patience: int | None = None,
         keep_best: bool = False,
         monitor: str = "val_loss",
+        writer: bool = True,
     ) -> None:
         self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.writer = writer
         self.modules, self.checkpoint_dir = list(modules), checkpoint_dir
         self.every, self.patience, self.keep_best, self.monitor = (
             every,
@@ -96,9 +115,37 @@ class ValidationMonitor:
         self.best_epoch: int | None = None
         self.stopped = False
         self.best_state: dict[str, Any] | None = None
+        self._on_disk: int | None = None  # the epoch best.pt holds, as written by this object
+        self._committed: int | None = None  # the best epoch the last checkpoint.pt refers to
+        self._restored = False  # load_state_dict ran: best.pt is checked at the next hook
+
+    def settings(self) -> dict[str, Any] | None:
+        """What a resumed run must keep (see :mod:`pyro_genmodels.resume_rules`): the
+        validation data, how often they are scored, the patience and the monitored column;
+        ``None`` when nothing is validated and nothing stops early (only ``keep_best``,
+        which :func:`pyro_genmodels.fit` records on its own)."""
+        source = self.tensors
+        if source is None and self.patience is None:
+            return None
+        if source is None:
+            data: Any = None
+        elif isinstance(source, DatasetBatches):
+            data = {"num_data": source.num_data}
+        else:
+            data = {
+                "shapes": [list(t.shape) for t in source],
+                "sha256": payload_checksum(list(source)),
+            }
+        return {
+            "data": data,
+            "every": self.every,
+            "patience": self.patience,
+            "monitor": self.monitor,
+        }
 
     # ---------------------------------------------------------------- callback hooks
     def on_epoch_start(self, state: Any) -> None:
+        self._check_restored(state)
         if self.stopped:  # a resumed run that had already stopped early trains no further
             state.stop = True
 
@@ -114,13 +161,39 @@ class ValidationMonitor:
                 f"epoch {epoch} are {sorted(row)}"
             )
         score = float(row[self.monitor])
-        if math.isfinite(score) and (self.best_score is None or score < self.best_score):
+        if not math.isfinite(score):
+            warnings.warn(
+                f"{self.monitor} is {score} at epoch {epoch}: a failed validation, never the "
+                "best epoch; early stopping's patience counts it",
+                stacklevel=2,
+            )
+        elif self.best_score is None or score < self.best_score:
             self.best_score, self.best_epoch = score, epoch
-            self._keep(epoch)
-        if self.patience is not None and self.best_epoch is not None:
-            if epoch - self.best_epoch >= self.patience:
-                self.stopped = state.stop = True
+            self._keep(epoch, state.run_id)
+        since = self.best_epoch if self.best_epoch is not None else 0
+        if self.patience is not None and epoch - since >= self.patience:
+            self.stopped = state.stop = True
         return metrics
+
+    def on_checkpoint(self, state: Any) -> None:
+        """``checkpoint.pt`` now refers to the current best: the previous one may go."""
+        self._committed = self.best_epoch
+        if self.checkpoint_dir is not None and self.writer:
+            (self.checkpoint_dir / PREVIOUS_BEST_NAME).unlink(missing_ok=True)
+
+    def on_train_end(self, state: Any) -> None:
+        """With ``keep_best``, put the best epoch's parameters and buffers back."""
+        self._check_restored(state)
+        if not self.keep_best:
+            return
+        if self.best_state is None:
+            warnings.warn(
+                f"keep_best=True but no epoch had a finite {self.monitor}: the last epoch's "
+                "parameters are kept",
+                stacklevel=2,
+            )
+            return
+        self.restore_best()
 
     # ---------------------------------------------------------------- the validation pass
     def validate(self, state: Any) -> dict[str, float]:
@@ -171,18 +244,25 @@ class ValidationMonitor:
             "params": {k: to_cpu(v) for k, v in store_params(store).items() if v not in owned},
         }
 
-    def _keep(self, epoch: int) -> None:
+    def _keep(self, epoch: int, run_id: str) -> None:
         self.best_state = self._snapshot()
-        if self.checkpoint_dir is not None:
-            payload = {
-                "format_version": FORMAT_VERSION,
-                "epoch": epoch,
-                "monitor": self.monitor,
-                "score": self.best_score,
-                "module_types": [type(m).__qualname__ for m in self.modules],
-                **self.best_state,
-            }
-            save_checkpoint(self.checkpoint_dir / BEST_NAME, payload)
+        if self.checkpoint_dir is None or not self.writer:
+            return
+        path = self.checkpoint_dir / BEST_NAME
+        if self._on_disk is not None and self._on_disk == self._committed and path.is_file():
+            # the last checkpoint refers to this file: keep it until the next checkpoint
+            os.replace(path, self.checkpoint_dir / PREVIOUS_BEST_NAME)
+        payload = {
+            "format_version": FORMAT_VERSION,
+            "run_id": run_id,
+            "epoch": epoch,
+            "monitor": self.monitor,
+            "score": self.best_score,
+            "module_types": [type(m).__qualname__ for m in self.modules],
+            **self.best_state,
+        }
+        save_checkpoint(path, payload)
+        self._on_disk = epoch
 
     def restore_best(self) -> None:
         """Put the best epoch's parameters and buffers back in place (if there is one)."""
@@ -207,10 +287,41 @@ class ValidationMonitor:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.stopped = bool(state["stopped"])
-        best = None if self.checkpoint_dir is None else self.checkpoint_dir / BEST_NAME
-        if self.best_epoch is not None and best is not None and best.is_file():
-            saved = load_checkpoint(best, required=("modules", "params"))
-            self.best_state = {"modules": saved["modules"], "params": saved["params"]}
+        self._committed, self._on_disk, self.best_state = self.best_epoch, None, None
+        self._restored = True
+
+    def _check_restored(self, state: Any) -> None:
+        """After :meth:`load_state_dict`: find the best epoch's ``best.pt`` of this run."""
+        if not self._restored:
+            return
+        self._restored = False
+        if self.best_epoch is None or self.checkpoint_dir is None:
+            return
+        found, seen = None, []
+        for name in (BEST_NAME, PREVIOUS_BEST_NAME):
+            path = self.checkpoint_dir / name
+            if not path.is_file():
+                continue
+            saved = load_checkpoint(path, required=("modules", "params", "epoch"))
+            seen.append(f"{name} (run {saved.get('run_id')!r}, epoch {saved['epoch']})")
+            if saved.get("run_id") == state.run_id and saved["epoch"] == self.best_epoch:
+                found = (path, saved)
+                break
+        if found is None:
+            if not (self.keep_best and self.writer):
+                return  # the best epoch's state is not needed; a new best overwrites best.pt
+            raise ValueError(
+                f"resume with keep_best=True needs the best epoch's {BEST_NAME} of this run "
+                f"(run {state.run_id!r}, epoch {self.best_epoch}) in "
+                f"{str(self.checkpoint_dir)!r}; found "
+                f"{', '.join(seen) if seen else 'none'}. Resume with keep_best=False to "
+                "train on without restoring the best epoch"
+            )
+        path, saved = found
+        if path.name == PREVIOUS_BEST_NAME and self.writer:  # a later best.pt was never saved
+            os.replace(path, self.checkpoint_dir / BEST_NAME)
+        self.best_state = {"modules": saved["modules"], "params": saved["params"]}
+        self._on_disk = self.best_epoch
 
 
 def _stateful(obj: Any) -> bool:
@@ -302,6 +413,7 @@ def make_monitor(
     patience: int | None,
     keep_best: bool,
     monitor: str,
+    writer: bool = True,
 ) -> ValidationMonitor | None:
     """The :class:`ValidationMonitor` for ``fit``'s arguments (``None`` when none is asked for).
 
@@ -334,5 +446,14 @@ def make_monitor(
             for v, t in zip(_check_validation_data(validation, train), train)
         )
     return ValidationMonitor(
-        tensors, batch_size, seed, modules, checkpoint_dir, every, patience, keep_best, monitor
+        tensors,
+        batch_size,
+        seed,
+        modules,
+        checkpoint_dir,
+        every,
+        patience,
+        keep_best,
+        monitor,
+        writer,
     )

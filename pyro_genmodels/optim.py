@@ -21,7 +21,13 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 
-from pyro_genmodels._compat import grad_clip_of, optim_args_of, pending_optim_state, store_params
+from pyro_genmodels._compat import (
+    foreach_copy_,
+    grad_clip_of,
+    optim_args_of,
+    pending_optim_state,
+    store_params,
+)
 
 
 class GroupedOptim(PyroOptim):
@@ -140,6 +146,25 @@ def _to_device(state: dict, param: torch.Tensor) -> dict:
     return moved
 
 
+def optim_kind(optim: pyro.optim.PyroOptim) -> dict[str, Any]:
+    """The optimizer's wrapper and torch class, and its learning rate when one dict gives it.
+
+    What a resumed run must share with the original (the kind) and what it may change
+    with a warning (the rate).
+
+    >>> optim_kind(Adam({"lr": 0.01}))
+    {'kind': 'GroupedOptim(torch.optim.adam.Adam)', 'lr': 0.01}
+    """
+    ctor: Any = optim.pt_optim_constructor
+    kind = f"{type(optim).__name__}({ctor.__module__}.{ctor.__qualname__})"
+    scheduler = getattr(optim, "pt_scheduler_constructor", None)
+    if scheduler is not None:
+        kind += f" with {scheduler.__qualname__}"
+    args = optim.pt_optim_args
+    lr = float(args["lr"]) if isinstance(args, dict) and "lr" in args else None
+    return {"kind": kind, "lr": lr}
+
+
 def Adam(optim_args: dict | Callable[..., dict], clip_args: dict | None = None) -> GroupedOptim:
     """Adam (Kingma & Ba 2015) on all parameters at once: ``GroupedOptim(torch.optim.Adam, args)``.
 
@@ -147,3 +172,79 @@ def Adam(optim_args: dict | Callable[..., dict], clip_args: dict | None = None) 
     True
     """
     return GroupedOptim(torch.optim.Adam, optim_args, clip_args)
+
+
+class OptimSnapshot:
+    """Copies of ``params`` and of their state in ``optim``, to undo the updates that follow.
+
+    The copies go into buffers kept in ``buffers`` (one per tensor, reused from
+    snapshot to snapshot), so taking a snapshot allocates nothing after the first one.
+    :meth:`restore` puts the values and the optimizer state back exactly (a state
+    that did not exist yet is removed again).
+
+    Args:
+        optim: the Pyro optimizer whose per-parameter state is saved.
+        params: the leaf tensors ``(*)`` to save.
+        buffers: a dict kept by the caller across snapshots.
+
+    >>> import pyro, torch
+    >>> w = torch.zeros(2, requires_grad=True); optim = Adam({"lr": 0.1})
+    >>> w.grad = torch.ones(2); optim([w])
+    >>> saved = OptimSnapshot(optim, [w], {})
+    >>> w.grad = torch.ones(2); optim([w])
+    >>> saved.restore(); w.detach(), optim.optim_objs[w].state[w]["step"]
+    (tensor([-0.1000, -0.1000]), tensor(1.))
+    """
+
+    def __init__(
+        self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor], buffers: dict
+    ) -> None:
+        self.optim, self.params = optim, params
+        self.values = [_buffer(buffers, (p, None), p) for p in params]
+        with torch.no_grad():
+            foreach_copy_(self.values, [p.detach() for p in params])
+            self.states: list[dict | None] = []
+            for p in params:
+                state = self._state_of(p)
+                if state is None:
+                    self.states.append(None)
+                    continue
+                saved = {}
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor):
+                        saved[key] = _buffer(buffers, (p, key), value).copy_(value)
+                    else:
+                        saved[key] = value
+                self.states.append(saved)
+
+    def _optimizer_of(self, p: torch.Tensor) -> Any:
+        obj = self.optim.optim_objs.get(p)
+        return None if obj is None else getattr(obj, "optimizer", obj)
+
+    def _state_of(self, p: torch.Tensor) -> dict | None:
+        opt = self._optimizer_of(p)
+        return None if opt is None else opt.state.get(p)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, value, saved in zip(self.params, self.values, self.states):
+                p.copy_(value)
+                opt = self._optimizer_of(p)
+                if opt is None:
+                    continue
+                if saved is None:
+                    opt.state.pop(p, None)
+                else:
+                    opt.state[p] = {
+                        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in saved.items()
+                    }
+
+
+def _buffer(buffers: dict, key: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A reusable tensor shaped like ``like`` (same dtype and device), cached under ``key``."""
+    buffer = buffers.get(key)
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
+        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+    elif buffer.device != like.device:
+        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
+    return buffer

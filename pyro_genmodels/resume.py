@@ -17,7 +17,6 @@ or seed, other modules).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,7 +33,9 @@ from pyro_genmodels.checkpoint import (
     set_rng_state,
     to_cpu,
 )
+from pyro_genmodels.optim import optim_kind
 from pyro_genmodels.params import own_params, param_keys
+from pyro_genmodels.resume_rules import check_resume
 
 __all__ = [
     "TRAINING_KEYS",
@@ -43,6 +44,7 @@ __all__ = [
     "non_finite_entries",
     "prime_loss",
     "restore_training_state",
+    "saved_settings",
     "training_payload",
 ]
 
@@ -85,18 +87,6 @@ def _stateful(obj: Any) -> bool:
     )
 
 
-def optim_kind(optim: pyro.optim.PyroOptim) -> dict[str, Any]:
-    """The optimizer's wrapper and torch class, and its learning rate when one dict gives it."""
-    ctor: Any = optim.pt_optim_constructor
-    kind = f"{type(optim).__name__}({ctor.__module__}.{ctor.__qualname__})"
-    scheduler = getattr(optim, "pt_scheduler_constructor", None)
-    if scheduler is not None:
-        kind += f" with {scheduler.__qualname__}"
-    args = optim.pt_optim_args
-    lr = float(args["lr"]) if isinstance(args, dict) and "lr" in args else None
-    return {"kind": kind, "lr": lr}
-
-
 def training_payload(
     *,
     epoch: int,
@@ -110,6 +100,8 @@ def training_payload(
     epoch_step: int | None = None,
     run: Mapping[str, Any] | None = None,
     param_names: set[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The training state as a checkpoint payload (everything detached, on the CPU).
 
@@ -123,7 +115,9 @@ def training_payload(
     (state per stable parameter key), ``optim_kind``,
     ``rng`` (:func:`~pyro_genmodels.checkpoint.get_rng_state`), ``history``,
     ``seed``, ``run`` (:func:`data_fingerprint`), ``loss_state`` and
-    ``callback_states`` (their ``state_dict()`` where they have one).
+    ``callback_states`` (their ``state_dict()`` where they have one), ``settings``
+    (:func:`~pyro_genmodels.resume_rules.run_settings`, checked on resume) and
+    ``run_id`` (the run's identity, shared by its ``best.pt``).
 
     >>> import pyro
     >>> pyro.clear_param_store(); _ = pyro.param("w", torch.ones(2))
@@ -157,6 +151,8 @@ def training_payload(
         "run": dict(run or {}),
         "loss_state": to_cpu(loss.state_dict()) if _stateful(loss) else None,
         "callback_states": [to_cpu(cb.state_dict()) if _stateful(cb) else None for cb in callbacks],
+        "settings": None if settings is None else dict(settings),
+        "run_id": run_id,
     }
 
 
@@ -240,47 +236,16 @@ def _create_params(
         raise ValueError(f"checkpoint params {missing()} are not created by this model/guide/loss")
 
 
-def _check_run(payload: Mapping[str, Any], seed: int, optim: Any, run: Mapping[str, Any]) -> None:
-    """Refuse (``ValueError``) a resume whose configuration would break exactness."""
-    if payload["seed"] != seed:
-        raise ValueError(
-            f"seed must match the checkpoint's to resume exactly: the checkpoint was written with "
-            f"seed={payload['seed']}, got seed={seed}"
-        )
-    saved, now = payload["optim_kind"], optim_kind(optim)
-    if saved["kind"] != now["kind"]:
-        raise ValueError(
-            f"optim must be of the kind the checkpoint was written with to resume: the "
-            f"checkpoint holds the state of {saved['kind']}, got {now['kind']}"
-        )
-    if saved["lr"] is not None and now["lr"] is not None and saved["lr"] != now["lr"]:
-        scheduled = hasattr(optim, "pt_scheduler_constructor")
-        what = (
-            "the schedule restored from the checkpoint keeps setting the rate"
-            if scheduled
-            else "the new rate applies from the first resumed step"
-        )
-        warnings.warn(
-            f"resuming with lr={now['lr']} but the checkpoint was trained with "
-            f"lr={saved['lr']}: {what}",
-            stacklevel=4,
-        )
-    before = payload["run"]
-    names = {
-        "batch_size": "batch_size",
-        "shuffle": "shuffle",
-        "num_data": "the number of datapoints N",
-        "shapes": "the data's shapes (N, ...)",
-        "dtypes": "the data's dtypes",
-        "sha256": "the data's values",
-    }
-    for key, label in names.items():
-        if key in before and key in run and before[key] != run[key]:
-            shown = "" if key == "sha256" else f": checkpoint {before[key]!r}, got {run[key]!r}"
-            raise ValueError(
-                f"resume needs the data and batching the checkpoint was written with; "
-                f"{label} differ{'s' if not label.endswith('s') else ''}{shown}"
-            )
+def saved_settings(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The :func:`~pyro_genmodels.resume_rules.run_settings` a checkpoint was written with;
+    for a checkpoint written before settings were recorded, the part it holds (seed,
+    optimizer, data and batching)."""
+    if payload.get("settings") is not None:
+        return dict(payload["settings"])
+    kind = payload["optim_kind"]
+    old = {"seed": payload["seed"], "optim.kind": kind["kind"], "optim.lr": kind["lr"]}
+    old.update({f"data.{k}": v for k, v in payload["run"].items()})
+    return old
 
 
 def _load_modules(payload: Mapping[str, Any], modules: Sequence[torch.nn.Module]) -> None:
@@ -373,14 +338,15 @@ def restore_training_state(
     optim: pyro.optim.PyroOptim,
     callbacks: Sequence[Any],
     batch: tuple,
-    seed: int,
+    settings: Mapping[str, Any],
     modules: Sequence[torch.nn.Module] = (),
-    run: Mapping[str, Any] | None = None,
 ) -> None:
     """Put a :func:`training_payload` back: modules and params in place, optimizer, RNGs.
 
-    Order: check the configuration (seed, optimizer kind, data and batching
-    against ``run``); create the params by running ``guide`` and ``model``
+    Order: check the configuration (``settings``, the
+    :func:`~pyro_genmodels.resume_rules.run_settings` of this run, against the
+    checkpoint's: :func:`~pyro_genmodels.resume_rules.check_resume`); create the
+    params by running ``guide`` and ``model``
     once on ``batch`` (a tuple of tensors ``(B, ...)``); do the loss's
     first-call work (:func:`prime_loss`); load every module's ``state_dict``
     and the other params in place; the optimizer, loss and callback states;
@@ -394,12 +360,16 @@ def restore_training_state(
     >>> payload = training_payload(epoch=1, step=1, history=[], seed=0, optim=pyro.optim.Adam({}))
     >>> pyro.clear_param_store()
     >>> optim, guide = pyro.optim.Adam({}), lambda x: None
-    >>> restore_training_state(payload, model, guide, None, optim, [], (None,), 0)
+    >>> now = saved_settings(payload)
+    >>> restore_training_state(payload, model, guide, None, optim, [], (None,), now)
     >>> pyro.param("w")
     tensor([5., 5.], requires_grad=True)
     >>> pyro.clear_param_store()
     """
-    _check_run(payload, seed, optim, run or {})
+    saved = saved_settings(payload)
+    if payload.get("settings") is None:  # an older checkpoint: check what it recorded
+        settings = {k: v for k, v in settings.items() if k in saved}
+    check_resume(saved, settings)
     keys = {key: p for p, key in param_keys(list(modules)).items()}
     _create_params(model, guide, loss, batch, payload, keys)
     prime_loss(loss, model, guide, batch)
@@ -408,7 +378,8 @@ def restore_training_state(
     _set_optim_state(optim, _optim_state_by_name(payload, optim, modules))
     if payload.get("loss_state") is not None and _stateful(loss):
         loss.load_state_dict(payload["loss_state"])
-    for cb, state in zip(callbacks, payload.get("callback_states") or []):
-        if state is not None and _stateful(cb):
-            cb.load_state_dict(state)
+    # the states of the stateful callbacks, in order (their kinds were checked to match)
+    states = [state for state in payload.get("callback_states") or [] if state is not None]
+    for cb, state in zip([cb for cb in callbacks if _stateful(cb)], states):
+        cb.load_state_dict(state)
     set_rng_state(payload["rng"])

@@ -12,6 +12,7 @@ errors (a value outside the support) propagate unchanged.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from collections.abc import Callable
@@ -23,10 +24,10 @@ import torch
 from pyro import poutine
 from pyro.infer.util import torch_item, zero_grads
 
-from pyro_genmodels._compat import foreach_copy_
+from pyro_genmodels.optim import OptimSnapshot
 from pyro_genmodels.params import own_params
 
-__all__ = ["NonFiniteStep", "guarded_step"]
+__all__ = ["LossUndo", "NonFiniteStep", "guarded_step", "is_stateful"]
 
 
 class NonFiniteStep(Exception):
@@ -41,6 +42,49 @@ def _as_floats(value: Any) -> tuple[float, ...]:
 _NON_FINITE_WORDS = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
 
 
+def is_stateful(obj: Any) -> bool:
+    """Whether ``obj`` has ``state_dict()`` and ``load_state_dict()`` (a loss with chains,
+    a callback with a best score): its state is checkpointed and a failed step undone."""
+    return callable(getattr(obj, "state_dict", None)) and callable(
+        getattr(obj, "load_state_dict", None)
+    )
+
+
+class LossUndo:
+    """Puts a stateful loss back as it was before a step that failed.
+
+    A loss that changes its own state inside ``loss_and_grads`` (a replay buffer of
+    persistent chains, a critic updated by inner steps) either declares the two methods
+    ``begin_step()`` (start recording the step's changes) and ``undo_step()`` (revert
+    them) — cheap: it keeps only what the step overwrites — or, if it only has
+    ``state_dict``/``load_state_dict``, a deep copy of its state is taken before every step.
+    A stateless loss costs nothing.
+
+    Args:
+        loss: the training loss (wrappers forward the methods to the loss they wrap).
+    """
+
+    def __init__(self, loss: Any) -> None:
+        self.loss = loss
+        self.transactional = callable(getattr(loss, "begin_step", None)) and callable(
+            getattr(loss, "undo_step", None)
+        )
+        self.stateful = is_stateful(loss)
+        self.saved: Any = None
+
+    def begin(self) -> None:
+        if self.transactional:
+            self.loss.begin_step()
+        elif self.stateful:
+            self.saved = copy.deepcopy(self.loss.state_dict())
+
+    def rollback(self) -> None:
+        if self.transactional:
+            self.loss.undo_step()
+        elif self.saved is not None:
+            self.loss.load_state_dict(self.saved)
+
+
 def guarded_step(
     model: Callable,
     guide: Callable,
@@ -49,11 +93,32 @@ def guarded_step(
     batch: tuple,
     names: set[str],
     undo_buffers: dict | None = None,
+    loss_undo: LossUndo | None = None,
 ) -> tuple[float, ...]:
     """``pyro.infer.SVI.step`` with non-finite checks of loss and gradients before the update
     and of the parameters after it (a non-finite update is undone). Traced names go to ``names``;
-    ``undo_buffers`` (a dict kept across steps) holds the reusable copies for the undo.
+    ``undo_buffers`` (a dict kept across steps) holds the reusable copies for the undo;
+    ``loss_undo`` (default: made for ``loss``) puts a stateful loss's state back when the
+    step fails, so that a failed step changes nothing at all.
     """
+    undo = LossUndo(loss) if loss_undo is None else loss_undo
+    undo.begin()
+    try:
+        return _step(model, guide, loss, optim, batch, names, undo_buffers)
+    except BaseException:
+        undo.rollback()
+        raise
+
+
+def _step(
+    model: Callable,
+    guide: Callable,
+    loss: Any,
+    optim: pyro.optim.PyroOptim,
+    batch: tuple,
+    names: set[str],
+    undo_buffers: dict | None,
+) -> tuple[float, ...]:
     with poutine.trace(param_only=True) as param_capture, own_params():
         try:
             value = loss.loss_and_grads(model, guide, *batch)
@@ -73,15 +138,16 @@ def guarded_step(
     if bad:
         zero_grads(params)
         raise NonFiniteStep(f"loss {values} has non-finite gradients for parameter(s) {bad}")
-    snapshot = _Snapshot(optim, params, {} if undo_buffers is None else undo_buffers)
+    snapshot = OptimSnapshot(optim, params, {} if undo_buffers is None else undo_buffers)
     optim(params)
     zero_grads(params)
     bad = _non_finite_params(params)
-    if bad:
+    moments = [] if bad else _non_finite_optim_state(optim, params)
+    if bad or moments:
         snapshot.restore()
+        what = f"parameter(s) {bad}" if bad else f"the optimizer state of {moments}"
         raise NonFiniteStep(
-            f"the update of step with loss {values} made parameter(s) {bad} non-finite "
-            "(the update was undone)"
+            f"the update of step with loss {values} made {what} non-finite (the update was undone)"
         )
     return values
 
@@ -100,67 +166,6 @@ def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
         raise NonFiniteStep(
             f"a distribution's validation found non-finite values ({first})"
         ) from error
-
-
-class _Snapshot:
-    """Copies of ``params`` and of their optimizer state, to undo one update.
-
-    The copies go into buffers kept in ``buffers`` (one per tensor, reused from
-    step to step), so taking a snapshot allocates nothing after the first step.
-    """
-
-    def __init__(
-        self, optim: pyro.optim.PyroOptim, params: list[torch.Tensor], buffers: dict
-    ) -> None:
-        self.optim, self.params = optim, params
-        self.values = [_buffer(buffers, (p, None), p) for p in params]
-        with torch.no_grad():
-            foreach_copy_(self.values, [p.detach() for p in params])
-            self.states: list[dict | None] = []
-            for p in params:
-                state = self._state_of(p)
-                if state is None:
-                    self.states.append(None)
-                    continue
-                saved = {}
-                for key, value in state.items():
-                    if isinstance(value, torch.Tensor):
-                        saved[key] = _buffer(buffers, (p, key), value).copy_(value)
-                    else:
-                        saved[key] = value
-                self.states.append(saved)
-
-    def _optimizer_of(self, p: torch.Tensor) -> Any:
-        obj = self.optim.optim_objs.get(p)
-        return None if obj is None else getattr(obj, "optimizer", obj)
-
-    def _state_of(self, p: torch.Tensor) -> dict | None:
-        opt = self._optimizer_of(p)
-        return None if opt is None else opt.state.get(p)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for p, value, saved in zip(self.params, self.values, self.states):
-                p.copy_(value)
-                opt = self._optimizer_of(p)
-                if opt is None:
-                    continue
-                if saved is None:
-                    opt.state.pop(p, None)
-                else:
-                    opt.state[p] = {
-                        k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in saved.items()
-                    }
-
-
-def _buffer(buffers: dict, key: tuple, like: torch.Tensor) -> torch.Tensor:
-    """A reusable tensor shaped like ``like`` (same dtype and device), cached under ``key``."""
-    buffer = buffers.get(key)
-    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype:
-        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
-    elif buffer.device != like.device:
-        buffer = buffers[key] = torch.empty_like(like, memory_format=torch.contiguous_format)
-    return buffer
 
 
 def _non_finite_indices(tensors: list[torch.Tensor]) -> list[int]:
@@ -185,6 +190,21 @@ def _non_finite_indices(tensors: list[torch.Tensor]) -> list[int]:
 def _non_finite_params(params: list[torch.Tensor]) -> list[str]:
     store = pyro.get_param_store()
     return [str(store.param_name(params[i])) for i in _non_finite_indices(params)]
+
+
+def _non_finite_optim_state(optim: pyro.optim.PyroOptim, params: list[torch.Tensor]) -> list[str]:
+    """Names of the params whose optimizer state (Adam's moments, ...) holds NaN/inf."""
+    owners, tensors = [], []
+    for p in params:
+        obj = optim.optim_objs.get(p)
+        state = None if obj is None else getattr(obj, "optimizer", obj).state.get(p)
+        for value in (state or {}).values():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                owners.append(p)
+                tensors.append(value)
+    store = pyro.get_param_store()
+    bad = dict.fromkeys(owners[i] for i in _non_finite_indices(tensors))
+    return [str(store.param_name(p)) for p in bad]
 
 
 def _non_finite_grads(params: list[torch.Tensor]) -> list[str]:

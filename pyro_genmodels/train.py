@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,9 @@ from pyro_genmodels.resume import (
     restore_training_state,
     training_payload,
 )
+from pyro_genmodels.resume_rules import run_settings
 from pyro_genmodels.shard_scale import ShardScale
-from pyro_genmodels.step import NonFiniteStep, guarded_step
+from pyro_genmodels.step import LossUndo, NonFiniteStep, guarded_step, is_stateful
 
 __all__ = ["FitState", "fit", "load_checkpoint", "save_checkpoint"]
 
@@ -78,6 +80,8 @@ class FitState:
         row: the current epoch's row being built (``loss``, ``time``, ... at epoch end).
         model, guide, loss, optim: the objects passed to :func:`fit`.
         device: the device training runs on.
+        run_id: the identity of the run (kept on resume; written into ``checkpoint.pt``
+            and ``best.pt``).
         stop: a callback may set this to ``True`` to end training after this epoch.
     """
 
@@ -90,6 +94,7 @@ class FitState:
     loss: Any
     optim: pyro.optim.PyroOptim
     device: torch.device
+    run_id: str = ""
     row: dict[str, Any] = field(default_factory=dict)
     stop: bool = False
 
@@ -157,10 +162,14 @@ class _Run:
     undo: dict = field(default_factory=dict)  # reusable copies for undoing an update
     world: int = 1
     saving: bool = False  # checkpoint_dir was given (every rank; rank 0 alone writes)
+    loss_undo: LossUndo | None = None  # puts a stateful loss back after a failed step
+    settings: dict[str, Any] = field(default_factory=dict)  # what a resume must keep
 
 
 def _payload(ctx: _Run, state: FitState, epoch: int, epoch_step: int | None = None) -> dict:
     return training_payload(
+        settings=ctx.settings,
+        run_id=state.run_id,
         epoch=epoch,
         step=state.step,
         history=state.history,
@@ -185,6 +194,15 @@ def _save(ctx: _Run, state: FitState, epoch: int) -> None:
     if rank_states is not None:
         payload["rank_states"] = rank_states
     save_checkpoint(ctx.checkpoint_dir / CHECKPOINT_NAME, payload)
+    run_callbacks(ctx.callbacks, "on_checkpoint", state)
+
+
+def _run_id(payload: dict[str, Any] | None, world: int) -> str:
+    """The run's identity: the checkpoint's on resume, else a new random one (rank 0's)."""
+    if payload is not None and payload.get("run_id"):
+        return str(payload["run_id"])
+    run_id = uuid.uuid4().hex  # os.urandom: draws nothing from the seeded generators
+    return str(ddp.broadcast_object(run_id)) if world > 1 else run_id
 
 
 # ----------------------------------------------------------------------------- epochs
@@ -207,7 +225,14 @@ def _run_epoch(ctx: _Run, state: FitState, batches: Any) -> dict:
             ctx.loss.set_step(*sizes[i])
         try:
             values = guarded_step(
-                ctx.model, ctx.guide, ctx.loss, ctx.optim, batch, ctx.param_names, ctx.undo
+                ctx.model,
+                ctx.guide,
+                ctx.loss,
+                ctx.optim,
+                batch,
+                ctx.param_names,
+                ctx.undo,
+                ctx.loss_undo,
             )
         except NonFiniteStep as e:
             _fail(ctx, state, i, batches.num_batches(state.epoch), e)
@@ -475,6 +500,7 @@ def fit(
         patience=early_stopping,
         keep_best=keep_best,
         monitor=monitor,
+        writer=rank == 0,
     )
     if watcher is not None:
         callbacks = [*callbacks, watcher]  # last: it may monitor the other callbacks' metrics
@@ -488,16 +514,31 @@ def fit(
     ctx = _Run(model, guide, step_loss, optim, callbacks, seed, writer_dir, modules, run)
     ctx.monitor = None if watcher is None else watcher.monitor
     ctx.world, ctx.saving = world, ckpt_dir is not None
+    ctx.loss_undo = LossUndo(step_loss)
+    if ckpt_dir is not None:
+        ctx.settings = run_settings(
+            seed=seed,
+            data=run,
+            optim=optim,
+            loss=loss,
+            modules=modules,
+            validation=None if watcher is None else watcher.settings(),
+            keep_best=monitor if keep_best else False,
+            precision=precision,
+            jit=jit,
+            callbacks=[cb for cb in callbacks if is_stateful(cb) and cb is not watcher],
+        )
     state = FitState(0, epochs, 0, [], model, guide, loss, optim, device)
 
     pyro.set_rng_seed(ddp.rank_seed(seed, rank))  # each rank its own streams
     payload = _load_for_resume(ckpt_dir) if resume and ckpt_dir is not None and rank == 0 else None
     if resume and world > 1:  # rank 0 reads; other machines need no shared file system
         payload = ddp.broadcast_object(payload)
+    state.run_id = _run_id(payload, world)
     if payload is not None:
         batch = batches.take(torch.arange(min(batches.batch_size, batches.num_data)))
         restore_training_state(
-            payload, model, guide, loss, optim, callbacks, batch, seed, modules, run
+            payload, model, guide, loss, optim, callbacks, batch, ctx.settings, modules
         )
         state.epoch, state.step, state.history = (
             payload["epoch"],
@@ -518,8 +559,7 @@ def fit(
         plates, sites = ddp.prime_and_broadcast(model, guide, loss, first, device, shard)
         step_loss.scale = ShardScale(plates, sites, world)
     _train(ctx, state, batches, checkpoint_every, progress)
-    if watcher is not None and keep_best:
-        watcher.restore_best()
+    run_callbacks(ctx.callbacks, "on_train_end", state)
     if world > 1:
         ddp.barrier()  # rank 0's last checkpoint is on disk before any rank returns
     return _history_frame(state.history)

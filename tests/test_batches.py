@@ -116,7 +116,7 @@ def test_loader_resume_equals_uninterrupted(tmp_path):
     _train(loader(), epochs=2, checkpoint_dir=tmp_path)
     resumed = _train(loader(), epochs=4, checkpoint_dir=tmp_path, resume=True)
     _assert_same(ref, resumed)
-    with pytest.raises(ValueError, match="batch_size differs: checkpoint 5, got 4"):
+    with pytest.raises(ValueError, match="data.batch_size=5, now data.batch_size=4"):
         _train(TensorDataset(x), epochs=4, batch_size=4, checkpoint_dir=tmp_path, resume=True)
 
 

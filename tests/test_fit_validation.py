@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pyro
@@ -10,7 +11,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import load_checkpoint
+from pyro_genmodels.checkpoint import load_checkpoint, save_checkpoint
 from pyro_genmodels.models import VAE
 from pyro_genmodels.optim import Adam
 from pyro_genmodels.train import fit
@@ -281,3 +282,102 @@ def test_tabular_example_quick(capsys):
     ].to_numpy()
     assert np.isfinite(numbers).all()
     assert "test NLL per dimension" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- best.pt
+
+
+def test_best_pt_carries_the_run_identity(tmp_path):
+    _run(8, monitor="score", keep_best=True, checkpoint_dir=tmp_path)
+    best = load_checkpoint(tmp_path / "best.pt")
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert best["run_id"] == ckpt["run_id"] and len(best["run_id"]) == 32
+    assert best["epoch"] == 7 and not (tmp_path / "best.prev.pt").exists()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "another run", "another epoch"])
+def test_resume_with_keep_best_refuses_a_best_pt_it_cannot_trust(tmp_path, damage):
+    kwargs = {"monitor": "score", "keep_best": True}
+    _run(8, checkpoint_dir=tmp_path / "a", **kwargs)  # best: epoch 7
+    best = tmp_path / "a" / "best.pt"
+    if damage == "deleted":
+        best.unlink()
+    elif damage == "another run":
+        _run(8, checkpoint_dir=tmp_path / "b", **kwargs)
+        shutil.copy(tmp_path / "b" / "best.pt", best)
+    else:
+        _run(6, checkpoint_dir=tmp_path / "c", **kwargs)  # best: epoch 6 ...
+        saved = load_checkpoint(tmp_path / "c" / "best.pt")
+        saved["run_id"] = load_checkpoint(best)["run_id"]  # ... of this run's identity
+        save_checkpoint(best, saved)
+    with pytest.raises(ValueError, match="keep_best=True needs the best epoch's best.pt"):
+        _run(13, seed=1, checkpoint_dir=tmp_path / "a", resume=True, **kwargs)
+    # without keep_best the run goes on (with a warning that keep_best changed)
+    with pytest.warns(UserWarning, match="keep_best"):
+        _, _, history = _run(9, seed=1, checkpoint_dir=tmp_path / "a", resume=True,
+                             monitor="score")  # fmt: skip
+    assert len(history) == 9
+
+
+def test_a_best_written_after_the_last_checkpoint_does_not_replace_its_best(tmp_path):
+    """Killed after best.pt of epoch 7 was written but before checkpoint.pt of epoch 7: the
+    checkpoint (epoch 6) names epoch 6 as the best, which best.prev.pt still holds."""
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_epoch_8(state):
+        if state.epoch == 7:  # the end of epoch 8, before anything of it is saved
+            raise Killed
+
+    kwargs = {"monitor": "score", "keep_best": True, "checkpoint_every": 2}
+    pyro.clear_param_store()
+    net, model = _bn_model()
+    script = Scripted(net)
+    with pytest.raises(Killed):
+        fit(model, lambda x: None, X, optim=Adam({"lr": 0.05}), epochs=13, batch_size=8,
+            progress=False, callbacks=[script, kill_at_epoch_8], checkpoint_dir=tmp_path,
+            **kwargs)  # fmt: skip
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 6
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 7  # not yet checkpointed
+    assert load_checkpoint(tmp_path / "best.prev.pt")["epoch"] == 6
+    resumed, _, history = _run(6, seed=1, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert len(history) == 6 and _equal(_state(resumed), script.states[6])
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 6
+    assert not (tmp_path / "best.prev.pt").exists()
+    # resumed to the end, it finds epoch 7 again and equals the uninterrupted run
+    net_full, _, full = _run(13, **kwargs)
+    resumed, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert history.drop(columns="time").equals(full.drop(columns="time"))
+    assert _equal(_state(resumed), _state(net_full))
+
+
+# ----------------------------------------------------------------------------- NaN scores
+
+
+def test_a_nan_score_is_a_failed_validation_that_patience_counts():
+    curve = [5.0, math.nan, 4.0, math.nan, math.nan, math.nan, 3.0]
+
+    def score(state):
+        return {"score": curve[state.epoch]}
+
+    pyro.clear_param_store()
+    net, model = _bn_model()
+    with pytest.warns(UserWarning, match="score is nan at epoch 2: a failed validation"):
+        history = fit(model, lambda x: None, X, optim=Adam({"lr": 0.05}), epochs=7,
+                      batch_size=8, progress=False, callbacks=[score], monitor="score",
+                      early_stopping=3)  # fmt: skip
+    assert list(history["epoch"]) == [1, 2, 3, 4, 5, 6]  # best at 3, then 3 NaN epochs
+
+
+def test_only_nan_scores_stop_early_and_keep_best_says_it_kept_the_last_epoch():
+    def score(state):
+        return {"score": math.nan}
+
+    pyro.clear_param_store()
+    net, model = _bn_model()
+    with pytest.warns(UserWarning, match="no epoch had a finite score"):
+        history = fit(model, lambda x: None, X, optim=Adam({"lr": 0.05}), epochs=10,
+                      batch_size=8, progress=False, callbacks=[score], monitor="score",
+                      early_stopping=2, keep_best=True)  # fmt: skip
+    assert list(history["epoch"]) == [1, 2]

@@ -69,6 +69,7 @@ from torch import nn
 from pyro_genmodels._checks import check_int, check_real
 from pyro_genmodels._compat import foreach_norm, store_params
 from pyro_genmodels.infer.fgan import F_DIVERGENCES, get_divergence
+from pyro_genmodels.optim import OptimSnapshot
 
 Values = dict[str, torch.Tensor]
 GENERATOR_LOSSES = ("minimax", "non-saturating")
@@ -165,6 +166,8 @@ class AdversarialLoss(ELBO):
             )
         self.discriminator, self.critic_optim, self.name = discriminator, critic_optim, name
         self.critic_updates = 0  # total discriminator updates made by this loss object
+        self._before_step: tuple[OptimSnapshot, int] | None = None
+        self._undo_buffers: dict = {}
 
     # ------------------------------------------------------------------ objectives (subclasses)
 
@@ -380,6 +383,28 @@ class AdversarialLoss(ELBO):
         warn_if_nan(reported[1], "generator loss")  # type: ignore[call-overload]
         return reported
 
+    # ------------------------------------------------------------------ undoing a failed step
+
+    def begin_step(self) -> None:
+        """Save what the inner critic updates of the coming step change (the critic's
+        parameters, its optimizer state, the update count), for :meth:`undo_step`. Nothing
+        to save without ``critic_optim``: the critic is then updated with the players."""
+        if self.critic_optim is None:
+            return
+        params: list[torch.Tensor] = list(self.discriminator.parameters())
+        self._before_step = (
+            OptimSnapshot(self.critic_optim, params, self._undo_buffers),
+            self.critic_updates,
+        )
+
+    def undo_step(self) -> None:
+        """Put the critic back as it was at :meth:`begin_step` (``pgm.fit`` does this when the
+        step fails after inner critic updates, so that a failed step updates nothing)."""
+        if self._before_step is not None:
+            snapshot, self.critic_updates = self._before_step
+            snapshot.restore()
+            self._before_step = None
+
     # ------------------------------------------------------------------ checkpointing
 
     def state_dict(self) -> dict[str, Any]:
@@ -479,6 +504,10 @@ class GANLoss(AdversarialLoss):
         self.divergence, self.generator_kind = divergence, generator_loss
         self._f = get_divergence(divergence)
         self.r1_weight = check_real("r1_weight", r1_weight, minimum=0.0)
+
+    def settings(self) -> dict[str, Any]:
+        """The option kept under another name (a resumed ``fit`` must keep it)."""
+        return {"generator_loss": self.generator_kind}
 
     def penalty(self, real: Values, fake: Values) -> torch.Tensor | None:
         """The R1 penalty ``(γ/2) Σ_B ‖∇_x D(x)‖²`` on the data; ``None`` when ``γ = 0``."""

@@ -144,6 +144,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             raise TypeError(f"free_energy must be a bool, got {type(free_energy).__name__}")
         self.free_energy = free_energy
         self.buffers: dict[str, torch.Tensor] = {}
+        self._undo: list[tuple[str, Any, torch.Tensor | None]] = []
 
     # -- persistent chains -------------------------------------------------
     def _negative_start(self, name: str, dist: Any, sampler: Any, x_pos: torch.Tensor) -> tuple:
@@ -171,10 +172,29 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         flat = x_neg.detach().reshape((-1,) + x_neg.shape[x_neg.dim() - event_dim :])
         buffer = self.buffers.get(name)
         if index is None:
+            self._undo.append((name, None, buffer))  # the buffer is replaced: keep the old one
             buffer = flat if buffer is None else torch.cat([buffer, flat.to(buffer.device)])
             self.buffers[name] = buffer[-self.buffer_size :].clone()
         elif buffer is not None:
+            self._undo.append((name, index, buffer[index]))  # the rows written over
             buffer[index] = flat.to(buffer.device)
+
+    def begin_step(self) -> None:
+        """Start recording the chains a step writes, so that :meth:`undo_step` can put them back
+        (``pgm.fit`` calls both: a step that fails leaves the buffers as they were)."""
+        self._undo = []
+
+    def undo_step(self) -> None:
+        """Put back every chain written since :meth:`begin_step` (a failed step's chains)."""
+        for name, index, old in reversed(self._undo):
+            if index is None:
+                if old is None:
+                    self.buffers.pop(name, None)
+                else:
+                    self.buffers[name] = old
+            else:
+                self.buffers[name][index] = old
+        self._undo = []
 
     # -- loss ----------------------------------------------------------------
     def _differentiable_loss(
@@ -216,4 +236,4 @@ class ContrastiveDivergenceLoss(EnergyLoss):
                     f"got {key!r}"
                 )
             buffers[key[len("buffer.") :]] = value.detach().clone()
-        self.buffers = buffers
+        self.buffers, self._undo = buffers, []

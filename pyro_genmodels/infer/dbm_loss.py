@@ -40,6 +40,15 @@ class DBMLoss(ELBO):
         self.num_chains = check_positive_int("num_chains", num_chains)
         self.k = check_positive_int("k", k)
         self.chains: list[torch.Tensor] | None = None
+        self._saved: list[torch.Tensor] | None = None
+
+    def begin_step(self) -> None:
+        """Remember the chains before a step (sweeps make new tensors: nothing is copied)."""
+        self._saved = self.chains
+
+    def undo_step(self) -> None:
+        """Put back the chains of :meth:`begin_step` (``pgm.fit`` does after a failed step)."""
+        self.chains = self._saved
 
     def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
         """``(model_trace, guide_trace)``: the model replayed against the guide."""

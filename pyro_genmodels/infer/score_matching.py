@@ -100,6 +100,10 @@ class ScoreMatchingLoss(EnergyLoss):
             raise ValueError(f"projection must be 'rademacher' or 'gaussian', got {projection!r}")
         self.projection = projection
 
+    def settings(self) -> dict[str, Any]:
+        """The option kept under another name (a resumed ``fit`` must keep it)."""
+        return {"noise_scale": self.noise_scales}
+
     def _grad(self, dist: Any, x: torch.Tensor) -> torch.Tensor:
         """``∇ₓE(x)`` with a graph (for ``∇θ`` and second derivatives)."""
         with torch.enable_grad():

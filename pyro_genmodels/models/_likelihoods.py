@@ -71,6 +71,21 @@ def observation(likelihood: str, out: torch.Tensor) -> dist.TorchDistribution:
     return dist.Normal(loc, F.softplus(raw) + MIN_SCALE).to_event(1)
 
 
+class LikelihoodSettings:
+    """Mixin of the VAE family: the model's declared settings (its observation model), which
+    a resumed :func:`pyro_genmodels.fit` must keep; ``beta`` is none of them (``KLAnnealing``
+    changes it during training)."""
+
+    likelihood: str
+
+    def settings(self) -> dict[str, str]:
+        found = {"likelihood": self.likelihood}
+        encoder = getattr(self, "encoder_type", None)
+        if isinstance(encoder, str):
+            found["encoder"] = encoder
+        return found
+
+
 class GaussianEncoder(nn.Module):
     """``x -> (loc, scale)`` of a diagonal Gaussian: ``scale = softplus(raw) + 1e-5``."""
 

@@ -24,7 +24,7 @@ from pyro_genmodels.models import _likelihoods as L
 from pyro_genmodels.nn import MLP
 
 
-class CVAE(PyroModule):
+class CVAE(L.LikelihoodSettings, PyroModule):
     """A CVAE: ``ELBO(x | c) = E_q(z|x,c)[log p(x|z,c)] - beta * KL(q(z|x,c) || p(z|c))``.
 
     Args:

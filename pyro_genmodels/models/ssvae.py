@@ -36,7 +36,7 @@ from pyro_genmodels.nn import MLP
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
-class SSVAE(PyroModule):
+class SSVAE(L.LikelihoodSettings, PyroModule):
     """M2: ``J = sum_labeled [L(x,y) + alpha log q(y|x)] + sum_unlabeled U(x)`` (maximized).
 
     Args:

@@ -36,7 +36,7 @@ from pyro_genmodels.models import _likelihoods as L
 from pyro_genmodels.placement import to_dtype
 
 
-class VAE(PyroModule):
+class VAE(L.LikelihoodSettings, PyroModule):
     """A VAE: ``ELBO(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || N(0, I))``.
 
     Args:
