@@ -164,7 +164,9 @@ def _classifier_lines(runs: dict) -> list[str]:
 
 def blocks(table: pd.DataFrame, runs: dict) -> list[tuple[str, Any]]:
     """The report as ``(kind, content)`` blocks: ``"h1"``/``"h2"``/``"h3"``/``"p"`` (text),
-    ``"table"`` (rows), ``"images"`` (list of ``(file, alt)``)."""
+    ``"table"`` (rows), ``"chart"`` (``(file, alt)``), ``"run"`` (a model's ``samples`` and
+    ``curves`` as ``(file, alt)``, ``curves`` None when no metric changed, and a ``caption``
+    stating the metrics that did not)."""
     clf = _classifier_lines(runs)
     out: list[tuple[str, Any]] = [
         ("h1", "Model zoo"),
