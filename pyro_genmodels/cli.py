@@ -215,7 +215,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: ...)`` where an option has a default worth stating."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.nargs == 0:
             return action.help
         return super()._get_help_string(action)
 
@@ -267,7 +267,7 @@ FRACTION = _float_in(0.0, 1.0, True, "a number in [0, 1)")
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m pyro_genmodels",
-        description=__doc__.split("\n")[0],
+        description="Train, evaluate, sample and compare the models of pyro_genmodels' zoo.",
         formatter_class=_Formatter,
     )
     sub = p.add_subparsers(
@@ -309,11 +309,11 @@ def _parser() -> argparse.ArgumentParser:
             help="stop after this many epochs without a better val_loss (needs "
             "--validation-fraction)",
         )
+        scored = "importance samples K for the test NLL" + budget
         q.add_argument(
             "--num-samples",
             type=POSITIVE,
-            default=1000,
-            help="importance samples K for the test NLL" + budget,
+            help=scored if q.prog.endswith("zoo") else "not used by train (evaluate scores a run)",
         )
 
     t = command("train", "train one model")

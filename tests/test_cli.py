@@ -131,18 +131,18 @@ def test_every_option_has_help_and_shows_its_default():
     train = commands["train"].format_help()
     assert "(default: 50)" in train and "(default: 0.001)" in train and "(default: 128)" in train
     assert "(default: None)" not in train and "(default: False)" not in train
-    assert train.count("(default: runs/MODEL)") == 1
+    assert train.count("(default: runs/MODEL)") == 1 and "random seed (default: 0)" in train
     assert "(default: each family's budget)" in commands["zoo"].format_help()
 
 
-def _nothing_runs(monkeypatch):
+def _nothing_runs(monkeypatch, functions=("dataset_for", "run")):
     """Loading data (the first work of every command) or training fails the test."""
 
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    monkeypatch.setattr(zoo, "dataset_for", refuse)
-    monkeypatch.setattr(zoo, "run", refuse)
+    for name in functions:
+        monkeypatch.setattr(zoo, name, refuse)
 
 
 BAD_ARGUMENTS = [
@@ -225,3 +225,14 @@ def test_diverged_training_is_one_line_with_exit_status_1(tmp_path, monkeypatch,
     monkeypatch.setattr(pyro_genmodels.train, "fit", diverge)
     err = _error_line(["train", "fvsbn", "--out", str(tmp_path), "--quiet"], capsys, code=1)
     assert err.startswith("error: training stopped: the update of step 1"), err
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("epochs", 0), ("batch_size", 0), ("lr", float("inf")), ("num_samples", 0),
+     ("validation_fraction", 1.0), ("early_stopping", 0), ("epochs", 2.0)],
+)  # fmt: skip
+def test_zoo_run_checks_its_budget_before_training(option, value, monkeypatch):
+    _nothing_runs(monkeypatch, functions=["dataset_for"])
+    with pytest.raises((ValueError, TypeError), match=option):
+        zoo.run("digits", ["fvsbn", "made"], **{option: value}, progress=False)
