@@ -88,11 +88,13 @@ def check_real(
     minimum: float | None = None,
     strict: bool = False,
     maximum: float | None = None,
+    finite: bool = True,
 ) -> float:
     """``value`` as a float if it is a finite real number within the bounds.
 
     ``minimum`` is exclusive when ``strict``; ``maximum`` is inclusive. ``TypeError`` for a
     non-number or a bool, ``ValueError`` for NaN, infinity or a value outside the bounds.
+    ``finite=False`` admits ``±inf`` where it has a meaning (the open side of a box); NaN never.
 
     >>> check_real("beta", 1)
     1.0
@@ -106,14 +108,43 @@ def check_real(
         bounds.append(f"{'>' if strict else '>='} {minimum}")
     if maximum is not None:
         bounds.append(f"<= {maximum}")
-    expected = "a finite real number" + (" " + " and ".join(bounds) if bounds else "")
+    kind = "a finite real number" if finite else "a real number (not NaN)"
+    expected = kind + (" " + " and ".join(bounds) if bounds else "")
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {expected}, got {type(value).__name__} {value!r}")
     v = float(value)
     low_bad = minimum is not None and (v <= minimum if strict else v < minimum)
-    if not math.isfinite(v) or low_bad or (maximum is not None and v > maximum):
+    bad = math.isnan(v) or (finite and math.isinf(v))
+    if bad or low_bad or (maximum is not None and v > maximum):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return v
+
+
+def check_real_or_tensor(
+    name: str, value: Any, minimum: float | None = None, strict: bool = False
+) -> Any:
+    """``value`` if it is a finite real number (returned as a float, see :func:`check_real`) or a
+    real tensor whose every entry is finite and ``>= minimum`` (``> minimum`` when ``strict``).
+
+    ``TypeError`` for any other kind (a bool or complex tensor included), ``ValueError`` for
+    NaN, infinity or a value below the bound.
+
+    >>> check_real_or_tensor("init_scale", torch.tensor([1.0, float("inf")]))
+    Traceback (most recent call last):
+    ...
+    ValueError: init_scale must be finite, but 1 of 2 values are NaN or inf
+    """
+    if not isinstance(value, torch.Tensor):
+        return check_real(name, value, minimum, strict)
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"{name} must be a real number or a real tensor, got {value.dtype}")
+    check_finite(value, name)
+    if minimum is not None and bool((value <= minimum if strict else value < minimum).any()):
+        raise ValueError(
+            f"{name} must hold values {'>' if strict else '>='} {minimum}, got "
+            f"min {value.min().item():.3g}"
+        )
+    return value
 
 
 def check_positive_float(name: str, value: Any) -> float:
@@ -245,10 +276,15 @@ def check_context(context: Any) -> torch.Tensor:
     return context
 
 
-def check_finite(x: torch.Tensor, name: str) -> None:
-    """Raises a ``ValueError`` naming ``name`` and the count of NaN/inf values in ``x``.
+def check_finite(
+    x: torch.Tensor, name: str, hint: str = "", error: type[Exception] = ValueError
+) -> None:
+    """Raises ``error`` (a ``ValueError`` by default) naming ``name`` and the count of NaN/inf
+    values in ``x``, followed by ``hint`` (what to change).
 
     One cheap reduction first; the entry-wise count runs only when the sum is not finite.
+    Computed values that diverged (a sampler's draws) raise ``FloatingPointError`` with a hint
+    naming the knob; inputs keep the ``ValueError``.
 
     >>> check_finite(torch.tensor([1.0, float("nan")]), "x")
     Traceback (most recent call last):
@@ -258,8 +294,8 @@ def check_finite(x: torch.Tensor, name: str) -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
         num_bad = int((~torch.isfinite(x)).sum())
         if num_bad:
-            raise ValueError(
-                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf"
+            raise error(
+                f"{name} must be finite, but {num_bad} of {x.numel()} values are NaN or inf{hint}"
             )
 
 

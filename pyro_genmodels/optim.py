@@ -14,6 +14,7 @@ trajectory is identical to Pyro's.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyro
 import torch
 from pyro.optim import PyroOptim
 
+from pyro_genmodels._checks import check_real, check_real_or_tensor
 from pyro_genmodels._compat import (
     foreach_copy_,
     grad_clip_of,
@@ -30,13 +32,39 @@ from pyro_genmodels._compat import (
 )
 
 
+def check_optim_args(args: dict, name: str = "optim_args") -> dict:
+    """``args`` if every real number in it (a tuple's entries, a tensor's values included) is
+    finite: optimizer hyperparameters (``lr``, ``betas``, ``eps``, ``weight_decay``, ...) have
+    no meaning at NaN or inf. Bools and other kinds pass to the optimizer's own checks.
+
+    >>> check_optim_args({"lr": float("inf")})
+    Traceback (most recent call last):
+    ...
+    ValueError: optim_args['lr'] must be a finite real number, got inf
+    """
+    if not isinstance(args, dict):
+        raise TypeError(f"{name} must be a dict, got {type(args).__name__}")
+    for key, value in args.items():
+        entries = enumerate(value) if isinstance(value, tuple | list) else [(None, value)]
+        for i, v in entries:
+            where = f"{name}[{key!r}]" + ("" if i is None else f"[{i}]")
+            if isinstance(v, torch.Tensor):
+                check_real_or_tensor(where, v)
+            elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+                check_real(where, v)
+    return args
+
+
 class GroupedOptim(PyroOptim):
     """A :class:`~pyro.optim.PyroOptim` with one torch optimizer for all parameters.
 
     Args:
         optim_constructor: a ``torch.optim.Optimizer`` class, e.g. ``torch.optim.Adam``.
         optim_args: a dict of optimizer arguments, or a callable
-            ``(param_name) -> dict`` / ``(module_name, param_name) -> dict``.
+            ``(param_name) -> dict`` / ``(module_name, param_name) -> dict``. A NaN or infinite
+            number in a dict is a ``ValueError`` naming the entry (:func:`check_optim_args`); a
+            callable's values go to the optimizer as they are (torch refuses a NaN rate, and
+            ``pgm.fit``'s guard undoes a non-finite update).
         clip_args: optional ``{"clip_norm": ...}`` / ``{"clip_value": ...}``
             (or a callable returning them), applied per parameter as in Pyro.
 
@@ -70,6 +98,8 @@ class GroupedOptim(PyroOptim):
             raise TypeError(
                 f"optim_args must be a dict or a callable, got {type(optim_args).__name__}"
             )
+        if isinstance(optim_args, dict):
+            check_optim_args(optim_args)
         super().__init__(optim_constructor, optim_args, clip_args)
         self._optimizer: torch.optim.Optimizer | None = None
         self._groups: dict[tuple, dict] = {}

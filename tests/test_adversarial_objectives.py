@@ -329,7 +329,7 @@ def test_bigan_rejects_non_reparameterized_guide(device):
         (
             lambda: WGANLoss(nn.Linear(2, 1), pyro.optim.Adam({}), clip_value=-1.0),
             ValueError,
-            "clip_value must be a positive",
+            "clip_value must be a finite real number > 0",
         ),
         (lambda: WGANGPLoss(nn.Linear(2, 1), gp_weight=-1.0), ValueError, "gp_weight"),
         (lambda: pgm.infer.ConcatSites(nn.Linear(2, 1), "x"), ValueError, "sites must be"),

@@ -1,6 +1,7 @@
 """RBMs against enumeration: normalization, free energy, conditionals, AIS, CD/PCD gradients."""
 
 import math
+import re
 
 import numpy as np
 import pyro
@@ -12,7 +13,7 @@ from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
-from pyro_genmodels.models.boltzmann import binary_states
+from pyro_genmodels.models.enumeration import binary_states
 from pyro_genmodels.train import fit
 
 GOF_FAILURE_RATE = 1e-3  # each chi-square test fails with this probability under the null
@@ -282,3 +283,60 @@ def test_large_rbm_is_unnormalized_without_a_log_normalizer():
     rbm = pgm.models.RBM(30, 30)
     assert not rbm.distribution().normalized
     assert rbm.distribution(log_normalizer=torch.tensor(5.0)).normalized
+
+
+def _no_enumeration(*args, **kwargs):
+    raise AssertionError("the exact enumeration started; it should have been refused first")
+
+
+@pytest.mark.parametrize(
+    "make, layer",
+    [
+        (lambda: pgm.models.RBM(784, 20), "the 20 hidden units of RBM(784, 20)"),  # 1.7e10
+        (lambda: pgm.models.RBM(100000, 20), "the 20 hidden units of RBM(100000, 20)"),
+        (lambda: pgm.models.RBM(20, 784), "the 20 visible units of RBM(20, 784)"),
+        (lambda: pgm.models.RBM(784, 20, "gaussian"), "the 20 hidden units"),
+        (lambda: pgm.models.DBM([10, 100000, 10]), "the 20 units of the even layers"),
+    ],
+)
+def test_exact_log_z_too_dear_is_refused_before_any_work(make, layer, monkeypatch):
+    """The exact path is chosen by its cost 2^n · m · (n + 1), not by the unit count: machines
+    with a 20-unit layer and a wide other layer are refused before enumerating (RBM(784, 20)
+    took 106 s, RBM(100000, 20) allocated 6.5 GB chunks), naming AIS; distribution() is then
+    unnormalized."""
+    for module in ("boltzmann", "dbm"):
+        monkeypatch.setattr(f"pyro_genmodels.models.{module}.enumerate_logsumexp", _no_enumeration)
+    machine = make()
+    with pytest.raises(ValueError, match=re.escape(f"exact log Z enumerates {layer}")) as err:
+        machine.log_partition()
+    assert "EXACT_COST_BUDGET" in str(err.value) and "pgm.infer.ais(" in str(err.value)
+    if isinstance(machine, pgm.models.RBM):
+        assert not machine.exact_available and not machine.distribution().normalized
+
+
+@pytest.mark.parametrize(
+    "D, H, layer", [(6, 4, "hidden"), (4, 7, "visible"), (3, 9, "visible"), (9, 3, "hidden")]
+)
+def test_exact_log_z_enumerates_the_cheaper_layer_in_bounded_chunks(
+    D, H, layer, monkeypatch, device
+):
+    """The cheaper layer is enumerated; with chunks of one state (CHUNK_ELEMENTS below the
+    width) log Z still equals brute force over every joint state (v, h)."""
+    rbm = random_rbm(D, H, device)
+    assert rbm.enumeration_plan()[0] == layer
+    monkeypatch.setattr("pyro_genmodels.models.enumeration.CHUNK_ELEMENTS", 2)
+    with torch.no_grad():
+        assert abs(float(rbm.log_partition() - brute_log_z(rbm))) < 1e-9
+
+
+@pytest.mark.parametrize("D, H, layer", [(2, 3000, "visible"), (3000, 2, "hidden")])
+def test_wide_machines_with_a_small_layer_stay_exact(D, H, layer, monkeypatch, device):
+    """The cost, not the unit count, decides: 2^2 states x 3000 units is cheap. Chunks of one
+    state give the same log Z as the default chunking."""
+    rbm = random_rbm(D, H, device, scale=0.05)
+    assert rbm.exact_available and rbm.enumeration_plan()[0] == layer
+    with torch.no_grad():
+        default = rbm.log_partition()
+        monkeypatch.setattr("pyro_genmodels.models.enumeration.CHUNK_ELEMENTS", 2)
+        assert abs(float(rbm.log_partition() - default)) < 1e-9
+        assert rbm.distribution().normalized

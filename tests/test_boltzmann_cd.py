@@ -8,7 +8,7 @@ from energy_helpers import random_rbm
 import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
-from pyro_genmodels.models.boltzmann import binary_states
+from pyro_genmodels.models.enumeration import binary_states
 
 
 def grads_of(loss, rbm, v):
@@ -81,6 +81,36 @@ def test_sampled_hidden_pcd_trains_and_rejects_hiddenless_energies(device):
         bad.loss(model, lambda x: None, x)
     with pytest.raises(TypeError, match="free_energy must be a bool"):
         ContrastiveDivergenceLoss(free_energy=1)
+
+
+@pytest.mark.parametrize("free_energy", [True, False])
+def test_both_cd_forms_train_the_rbm_parameters_under_svi_and_fit(free_energy, device):
+    """Both forms register W, b, c in Pyro's param store: one SVI step moves W, as does fit."""
+    rbm = random_rbm(6, 3, device)
+    v = torch.bernoulli(torch.full((16, 6), 0.5, dtype=torch.float64, device=device))
+    svi = pyro.infer.SVI(
+        rbm.model,
+        rbm.guide,
+        pyro.optim.Adam({"lr": 1e-2}),
+        ContrastiveDivergenceLoss(free_energy=free_energy),
+    )
+    w = rbm.W.detach().clone()
+    assert torch.isfinite(torch.tensor(svi.step(v)))
+    assert set(pyro.get_param_store().keys()) == {"W", "visible_bias", "hidden_bias"}
+    assert (rbm.W.detach() - w).abs().max() > 1e-4  # Adam moves every entry by ~lr
+    pyro.clear_param_store()
+    w = rbm.W.detach().clone()
+    history = pgm.fit(
+        rbm.model,
+        rbm.guide,
+        v,
+        loss=ContrastiveDivergenceLoss(free_energy=free_energy),
+        optim=pyro.optim.Adam({"lr": 1e-2}),
+        epochs=2,
+        batch_size=8,
+        progress=False,
+    )
+    assert len(history) == 2 and (rbm.W.detach() - w).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("machine", ["rbm", "dbm"])

@@ -6,7 +6,7 @@ import torch
 
 import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import run_ais
-from pyro_genmodels.models.boltzmann import binary_states
+from pyro_genmodels.models.enumeration import binary_states
 
 
 def random_dbm(layers, device, scale=0.8, seed=0):

@@ -96,8 +96,12 @@ def test_ais_bad_input(device):
         ais(object())
     with pytest.raises(ValueError, match="betas must increase from 0 to 1"):
         run_ais(EnergyAnnealingPath(d), torch.tensor([0.0, 0.5]))
-    with pytest.raises(ValueError, match="base_scale must be positive"):
+    with pytest.raises(ValueError, match="base_scale must be a finite real number > 0"):
         EnergyAnnealingPath(d, base_scale=-1.0)
+    with pytest.raises(ValueError, match=r"betas\[1\] must be a finite real number .* got nan"):
+        ais(d, betas=[0.0, math.nan, 1.0])  # was (nan, nan)
+    with pytest.raises(TypeError, match="betas must be a 1-d tensor or a sequence"):
+        run_ais(EnergyAnnealingPath(d), 0.5)
     cond = EnergyDistribution(lambda x, c: x.sum(-1), (2,), context=torch.zeros(3, 1))
     with pytest.raises(ValueError, match="unconditional EnergyDistribution"):
         EnergyAnnealingPath(cond)

@@ -177,6 +177,22 @@ def test_expand_and_validation_contract(device):
         EnergyDistribution(energy, (0,))
 
 
+@pytest.mark.parametrize("log_z", [math.nan, math.inf, -math.inf])
+def test_non_finite_log_normalizer_and_non_tensor_values_are_refused(log_z, device):
+    """log Z = NaN or ±inf leaves no density: a ValueError when arguments are validated (the
+    default; per-call values follow Pyro's switch). A number given to log_prob is the wrong kind:
+    a TypeError naming the expected shape (the energy network reads tensors)."""
+    energy = Quadratic(device=device)
+    log_z = torch.tensor(log_z, dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match="log_normalizer must be finite"):
+        EnergyDistribution(energy, (2,), log_normalizer=log_z)
+    with pyro.validation_enabled(False):
+        EnergyDistribution(energy, (2,), log_normalizer=log_z)
+    d = EnergyDistribution(energy, (2,))
+    with pytest.raises(TypeError, match=r"expects a torch.Tensor value of shape \(\*batch, 2\)"):
+        d.log_prob(1.0)
+
+
 def test_energy_prior_under_nuts():
     """A latent site with an unnormalized EnergyDistribution prior runs under NUTS (N(b, I) law)."""
     energy = Quadratic(dtype=torch.float32)

@@ -149,3 +149,40 @@ def test_kernel_argument_errors():
     with pytest.raises(ValueError, match="needs initial_params"):
         pyro.infer.MCMC(k, 2, warmup_steps=0, disable_progbar=True).run()
     assert pgm.infer.Langevin is Langevin
+
+
+def test_ula_with_a_diverging_step_raises_naming_step_size():
+    """η = 1e6 on N(LOC, diag(SCALE²)): ULA's step multiplies z − LOC by 1 − η/σ² ≈ −1e6, so
+    the draws overflow within a few steps; the kernel raises instead of returning NaN/inf."""
+    pyro.set_rng_seed(0)
+    mcmc = pyro.infer.MCMC(
+        Langevin(gaussian_model, step_size=1e6), 40, warmup_steps=0, disable_progbar=True
+    )
+    with pytest.raises(FloatingPointError, match=r"draw \d+: .*step_size=1e\+06.*adjust=True"):
+        mcmc.run()
+
+
+def test_mala_rejects_non_finite_proposals_and_stays_finite():
+    """MALA at η = 1e6 without adaptation: every proposal's potential overflows or exceeds the
+    energy-error bound, acceptance is 0, each draw is the start (a divergence) and finite."""
+    pyro.set_rng_seed(0)
+    kernel = Langevin(gaussian_model, step_size=1e6, adjust=True, adapt_step_size=False)
+    mcmc = pyro.infer.MCMC(kernel, 40, warmup_steps=0, disable_progbar=True)
+    mcmc.run()
+    z = mcmc.get_samples()["z"]
+    assert torch.isfinite(z).all() and (z == z[0]).all()
+    diag = kernel.diagnostics()
+    assert diag["acceptance rate"] == 0.0 and diag["divergences"] == list(range(1, 41))
+
+
+def test_batched_langevin_draws_that_diverge_raise(device):
+    """The batched sampler's ULA draws and annealed Langevin raise naming step_size; MALA rejects
+    the same proposals and returns finite chains."""
+    d = EnergyDistribution(lambda x: 0.5 * (x**2).sum(-1), (2,))
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=r"LangevinSampler draws.*step_size=1e\+06"):
+        LangevinSampler(1e6, 20).sample(d, (40,))
+    assert torch.isfinite(LangevinSampler(1e6, 20, adjust=True).sample(d, (40,))).all()
+    x0 = torch.zeros(40, 2, device=device)
+    with pytest.raises(FloatingPointError, match=r"annealed_langevin draws.*step_size=1e\+06"):
+        annealed_langevin(lambda x, s: 0.5 * (x**2).sum(-1), x0, [1.0], step_size=1e6)

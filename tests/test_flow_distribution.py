@@ -100,6 +100,24 @@ def test_flows_without_inverse_score_their_own_samples_in_any_shape():
         d.expand((2, 3)).log_prob(torch.zeros(4, 2, dtype=torch.float64))
 
 
+@pytest.mark.parametrize("context_dim", [None, 3])
+@pytest.mark.parametrize("name", flows.names(invertible=False))
+def test_flows_without_inverse_refuse_points_they_did_not_draw(name, context_dim, device):
+    """Planar, radial and sylvester flows score their own samples; any other value (a copy of a
+    sample included) is a NotImplementedError that says why and names the invertible flows."""
+    torch.manual_seed(0)
+    kw = {} if context_dim is None else {"context_dim": context_dim}
+    flow = flows.BUILDERS[name](2, num_layers=2, **kw).to(device=device, dtype=torch.float64)
+    base = _density(device=device).base()
+    context = None if context_dim is None else torch.zeros(4, 3, dtype=torch.float64).to(device)
+    d = FlowDistribution(flow, base, context)
+    x = d.sample((4,) if context is None else ())
+    assert torch.isfinite(d.log_prob(x)).all()
+    for value in (x.clone(), torch.zeros_like(x)):
+        with pytest.raises(NotImplementedError, match=r"no closed-form inverse.*maf, realnvp"):
+            d.log_prob(value)
+
+
 def test_expand_support_and_bad_arguments():
     flow = _density("realnvp", context_dim=3, preprocess="logit", levels=4)
     d = flow.distribution(torch.zeros(2, 1, 3, dtype=torch.float64))

@@ -54,6 +54,8 @@ def test_record_is_true_of_its_flow(name, device):
     context = torch.randn(C, device=device) if record.conditional else None
     extra = {"context_dim": C} if record.conditional else {}
     flow = record.build(D, num_layers=LAYERS, hidden_dims=[8], **extra).to(device)
+    for built in (flow, record.build(D, num_layers=1)):  # conditional and not
+        assert bool(flows.without_inverse(built)) == (not record.invertible)
     calls = _counted(flow)
     d = _distribution(flow, context, device=device)
     x = d.rsample((5,))
@@ -71,7 +73,7 @@ def test_record_is_true_of_its_flow(name, device):
         assert torch.allclose(t.inv(t(z).clone()), z, atol=1e-5)
         record.build(D, num_layers=1, cache_size=0)  # the cache is optional
     else:
-        with pytest.raises((NotImplementedError, KeyError)):
+        with pytest.raises((NotImplementedError, KeyError)):  # Pyro's TransformedDistribution
             _distribution(flow, context, device=device).log_prob(fresh)
         with pytest.raises(ValueError, match=f"cache_size must be 1 for {name}"):
             record.build(D, num_layers=1, cache_size=0)

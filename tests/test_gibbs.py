@@ -10,7 +10,7 @@ import torch
 from pyro.distributions.testing.gof import multinomial_goodness_of_fit
 
 import pyro_genmodels as pgm
-from pyro_genmodels.models.boltzmann import binary_states
+from pyro_genmodels.models.enumeration import binary_states
 
 GOF_FAILURE_RATE = 1e-3  # per chi-square test under the null
 

@@ -283,7 +283,7 @@ def test_resume_and_an_undone_update_on_device(tmp_path, device):
     vae = run(1, 0)
     before = _state(vae)
     with pytest.raises(FloatingPointError, match="update was undone"):
-        _fit(vae, 1, Adam({"lr": float("inf")}), data=x, device=device)
+        _fit(vae, 1, Adam(lambda name: {"lr": float("inf")}), data=x, device=device)
     assert _equal(before, _state(vae))
     assert all(p.device.type == device.type for p in vae.parameters())
 

@@ -4,7 +4,11 @@ entry points: a float or a bool where an int is meant is a ``TypeError``, a nega
 Pyro's validation switch.
 """
 
+import importlib
+import inspect
+import math
 import re
+import typing
 
 import pyro
 import pytest
@@ -135,6 +139,300 @@ REAL_ARGUMENTS = [
 @pytest.mark.parametrize("name,build", REAL_ARGUMENTS)
 def test_real_arguments(name, build, value, error):
     with pytest.raises(error, match=re.escape(name)):
+        build(value)
+
+
+def public_callables():
+    """``{"<subpackage>.<qualname>": callable}``: every class and function a user reaches as
+    ``pgm.fit`` or ``pgm.<subpackage>.<name>`` (its ``__all__``, else its public names), the
+    registries (losses, kernels, flow builders), and the public methods those classes define
+    or inherit from this package."""
+    objs = [pgm.fit]
+    for sub in pgm._SUBMODULES:
+        module = importlib.import_module(f"pyro_genmodels.{sub}")
+        names = getattr(module, "__all__", None)
+        if names is None:  # the names the module defines (not those it imports)
+            names = [
+                n
+                for n, v in vars(module).items()
+                if n[0] != "_" and getattr(v, "__module__", "").startswith(module.__name__)
+            ]
+        objs += [getattr(module, n) for n in names]
+    objs += [*pgm.infer.LOSSES, *pgm.infer.KERNELS, *pgm.flows.BUILDERS.values()]
+    found = {}
+    for obj in objs:
+        if not (callable(obj) and getattr(obj, "__module__", "").startswith("pyro_genmodels")):
+            continue
+        found[f"{obj.__module__.split('.')[1]}.{obj.__qualname__}"] = obj
+        for klass in obj.__mro__ if inspect.isclass(obj) else ():
+            if not klass.__module__.startswith("pyro_genmodels"):
+                continue
+            for name, attr in vars(klass).items():
+                method = getattr(klass, name)
+                if name[0] == "_" or isinstance(attr, property) or not callable(method):
+                    continue
+                if getattr(method, "__module__", "").startswith("pyro_genmodels"):
+                    found[f"{klass.__module__.split('.')[1]}.{klass.__qualname__}.{name}"] = method
+    return found
+
+
+def float_arguments():
+    """``"<callable>.<parameter>"`` for every parameter of a public callable that is annotated
+    with ``float`` (alone, optional, in a union or a sequence) or has a float default."""
+    keys = set()
+    for name, fn in public_callables().items():
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+        for p in signature.parameters.values():  # annotations as written (str or type)
+            if "float" in str(p.annotation) or isinstance(p.default, float):
+                keys.add(f"{name}.{p.name}")
+    return keys
+
+
+def _rbm():
+    return pgm.models.RBM(3, 2)
+
+
+def _energy():
+    return pgm.distributions.EnergyDistribution(lambda x: 0.5 * (x**2).sum(-1), (2,))
+
+
+def _ar_net():
+    return pyro.nn.AutoRegressiveNN(2, [4], param_dims=[8, 8, 7])
+
+
+class Case(typing.NamedTuple):
+    """A builder that must reject ``values`` with a ValueError matching ``match`` (default:
+    the argument's name)."""
+
+    build: typing.Callable
+    values: tuple = (math.nan, math.inf, -math.inf)
+    match: str | None = None
+
+
+#: Every float argument of the public API: a builder ``value -> call`` that must reject NaN
+#: and ±inf with a ValueError naming the argument (a :class:`Case` where only some of them
+#: are meaningless), or the reason NaN/inf has a meaning there.
+#: ``test_every_float_argument_is_walked`` fails when a public float argument is missing.
+FLOAT_ARGUMENTS = {
+    "data.Dataset.split_validation.fraction": lambda v: pgm.data.from_tensors(
+        torch.rand(10, 2)
+    ).split_validation(v),
+    "data.binarize.threshold": lambda v: pgm.data.binarize(torch.rand(3), v),
+    "data.from_tensors.test_fraction": lambda v: pgm.data.from_tensors(
+        torch.rand(10, 2), test_fraction=v
+    ),
+    "diagnostics.active_units.threshold": lambda v: pgm.diagnostics.active_units(
+        model, guide, X, threshold=v
+    ),
+    "diagnostics.class_coverage.min_fraction": lambda v: pgm.diagnostics.class_coverage(
+        X, pgm.diagnostics.SampleClassifier(2, 2), min_fraction=v
+    ),
+    "diagnostics.mmd.bandwidth": lambda v: pgm.diagnostics.mmd(X, X, bandwidth=v),
+    "diagnostics.mode_coverage.min_fraction": lambda v: pgm.diagnostics.mode_coverage(
+        X, "8gaussians", min_fraction=v
+    ),
+    "diagnostics.mode_coverage.num_std": lambda v: pgm.diagnostics.mode_coverage(
+        X, "8gaussians", num_std=v
+    ),
+    "diagnostics.plot_density_2d.bounds": lambda v: pgm.diagnostics.plot_density_2d(
+        lambda x: x.sum(-1), bounds=((-1.0, v), (-1.0, 1.0)), grid=4
+    ),
+    "distributions.AutoregressiveDistribution.temperature": lambda v: (
+        pgm.distributions.AutoregressiveDistribution(FVSBN(3), temperature=v)
+    ),
+    "distributions.BernoulliMixture.fit_em.prior_count": lambda v: (
+        pgm.distributions.BernoulliMixture.fit_em(torch.zeros(4, 3), 2, prior_count=v)
+    ),
+    "distributions.BernoulliMixture.fit_em.tol": lambda v: (
+        pgm.distributions.BernoulliMixture.fit_em(torch.zeros(4, 3), 2, tol=v)
+    ),
+    "flows.AffineCoupling.log_scale_bound": lambda v: flows.AffineCoupling(
+        1, torch.nn.Linear(1, 2), log_scale_bound=v
+    ),
+    "flows.ConditionalAffineCoupling.log_scale_bound": lambda v: flows.ConditionalAffineCoupling(
+        1, torch.nn.Linear(1, 2), log_scale_bound=v
+    ),
+    "flows.MaskedAffineAutoregressive.log_scale_bound": lambda v: flows.MaskedAffineAutoregressive(
+        _ar_net(), log_scale_bound=v
+    ),
+    "flows.RQSplineAutoregressive.bound": lambda v: flows.RQSplineAutoregressive(
+        _ar_net(), bound=v
+    ),
+    "flows.ConditionalRQSplineAutoregressive.bound": lambda v: (
+        flows.ConditionalRQSplineAutoregressive(_ar_net(), bound=v)
+    ),
+    "flows.RQSplineCoupling.bound": lambda v: flows.RQSplineCoupling(
+        1, torch.nn.Linear(1, 31), bound=v
+    ),
+    "flows.ConditionalRQSplineCoupling.bound": lambda v: flows.ConditionalRQSplineCoupling(
+        1, torch.nn.Linear(1, 31), bound=v
+    ),
+    "flows.ConditionalSplineCoupling.bound": lambda v: flows.conditional_spline_coupling(
+        2, 1, bound=v
+    ),
+    "flows.conditional_spline_coupling.bound": lambda v: flows.conditional_spline_coupling(
+        2, 1, bound=v
+    ),
+    "flows.spline.bound": lambda v: flows.spline(2, bound=v),
+    "flows.rational_quadratic_spline.bound": lambda v: flows.rational_quadratic_spline(
+        torch.zeros(2, 1), torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, 3), v
+    ),
+    "flows.soft_clamp.bound": lambda v: flows.soft_clamp(torch.zeros(2), v),
+    "flows.LogitTransform.alpha": lambda v: flows.LogitTransform(v),
+    "flows.GaussianAffine.from_data.shrinkage": lambda v: flows.GaussianAffine.from_data(
+        torch.randn(10, 2), shrinkage=v
+    ),
+    "flows.gaussian_fit.shrinkage": lambda v: flows.gaussian_fit(torch.randn(10, 2), v),
+    "flows.start_at_gaussian.shrinkage": lambda v: flows.start_at_gaussian(
+        flows.maf(2), torch.randn(10, 2), v
+    ),
+    "infer.BoltzmannAnnealingPath.smoothing": lambda v: pgm.infer.BoltzmannAnnealingPath(
+        _rbm(), data=torch.ones(4, 3), smoothing=v
+    ),
+    "infer.base_rate_logits.smoothing": lambda v: pgm.infer.base_rate_logits(
+        torch.ones(4, 3), smoothing=v
+    ),
+    "infer.ContrastiveDivergenceLoss.energy_reg": lambda v: pgm.infer.ContrastiveDivergenceLoss(
+        energy_reg=v
+    ),
+    "infer.ContrastiveDivergenceLoss.reinit_prob": lambda v: pgm.infer.ContrastiveDivergenceLoss(
+        reinit_prob=v
+    ),
+    "infer.EnergyAnnealingPath.base_loc": lambda v: pgm.infer.EnergyAnnealingPath(
+        _energy(), base_loc=v
+    ),
+    "infer.EnergyAnnealingPath.base_scale": lambda v: pgm.infer.EnergyAnnealingPath(
+        _energy(), base_scale=v
+    ),
+    "infer.EnergyAnnealingPath.step_size": lambda v: pgm.infer.EnergyAnnealingPath(
+        _energy(), step_size=v
+    ),
+    "infer.EnergyAnnealingPath.log_density.beta": lambda v: pgm.infer.EnergyAnnealingPath(
+        _energy()
+    ).log_density(torch.zeros(3, 2), v),
+    "infer.EnergyAnnealingPath.transition.beta": lambda v: pgm.infer.EnergyAnnealingPath(
+        _energy()
+    ).transition(torch.zeros(3, 2), v),
+    "infer.AnnealingPath.log_density.beta": "the abstract interface; implementations are walked",
+    "infer.AnnealingPath.transition.beta": "the abstract interface; implementations are walked",
+    "infer.GANLoss.r1_weight": lambda v: GANLoss(torch.nn.Linear(2, 1), r1_weight=v),
+    "infer.WGANGPLoss.gp_weight": lambda v: WGANGPLoss(torch.nn.Linear(2, 1), gp_weight=v),
+    "infer.WGANLoss.clip_value": lambda v: pgm.infer.WGANLoss(
+        torch.nn.Linear(2, 1), pyro.optim.Adam({}), clip_value=v
+    ),
+    "infer.Langevin.step_size": lambda v: pgm.infer.Langevin(model, step_size=v),
+    "infer.Langevin.noise_scale": lambda v: pgm.infer.Langevin(model, noise_scale=v),
+    "infer.Langevin.target_accept_prob": lambda v: pgm.infer.Langevin(
+        model, adjust=True, target_accept_prob=v
+    ),
+    "infer.LangevinSampler.step_size": lambda v: pgm.infer.LangevinSampler(v),
+    "infer.LangevinSampler.noise_scale": lambda v: pgm.infer.LangevinSampler(0.1, noise_scale=v),
+    # an infinite end of the box leaves that side open: only NaN is meaningless
+    "infer.LangevinSampler.clamp": Case(
+        lambda v: pgm.infer.LangevinSampler(0.1, clamp=(-1.0, v)), (math.nan,)
+    ),
+    "infer.LangevinSampler.init_loc": lambda v: pgm.infer.LangevinSampler(0.1, init_loc=v),
+    "infer.LangevinSampler.init_scale": lambda v: pgm.infer.LangevinSampler(0.1, init_scale=v),
+    "infer.LangevinSampler.step.step_size": lambda v: pgm.infer.LangevinSampler(0.1).step(
+        lambda x: (x**2).sum(-1), torch.zeros(3, 2), step_size=v
+    ),
+    "infer.ScoreMatchingLoss.noise_scale": lambda v: pgm.infer.ScoreMatchingLoss(
+        "denoising", noise_scale=[1.0, v]
+    ),
+    "infer.annealed_langevin.sigmas": lambda v: pgm.infer.annealed_langevin(
+        lambda x, s: x.sum(-1), torch.zeros(3, 2), [v, 1.0]
+    ),
+    "infer.annealed_langevin.step_size": lambda v: pgm.infer.annealed_langevin(
+        lambda x, s: x.sum(-1), torch.zeros(3, 2), [1.0], step_size=v
+    ),
+    "infer.annealed_langevin.clamp": Case(
+        lambda v: pgm.infer.annealed_langevin(
+            lambda x, s: x.sum(-1), torch.zeros(3, 2), [1.0], clamp=(v, 1.0)
+        ),
+        (math.nan,),
+    ),
+    "infer.ais.betas": lambda v: pgm.infer.ais(_energy(), betas=torch.tensor([0.0, v, 1.0])),
+    "infer.run_ais.betas": lambda v: pgm.infer.run_ais(
+        pgm.infer.EnergyAnnealingPath(_energy()), [0.0, v, 1.0]
+    ),
+    "infer.bits_per_dim.nll_nats": "a computed result mapped elementwise: +inf nats (a point "
+    "of probability 0) is +inf bits/dim, and NaN passes through as in torch",
+    "infer.bits_per_dim.shift": lambda v: bits_per_dim(1.0, 4, shift=v),
+    "infer.rescale_log_likelihood.log_p": "a computed result mapped elementwise: log p = -inf "
+    "(probability 0) stays -inf, and NaN passes through as in torch",
+    "infer.rescale_log_likelihood.scale": lambda v: pgm.infer.rescale_log_likelihood(1.0, 4, v),
+    "models.VAE.beta": lambda v: VAE(4, 2, hidden_dims=[2], beta=v),
+    "models.CVAE.beta": lambda v: CVAE(4, 2, num_classes=2, hidden_dims=[2], beta=v),
+    "models.WAE.beta": lambda v: WAE(4, 2, hidden_dims=[2], beta=v),
+    "models.WAE.loss.bandwidth": lambda v: WAE(4, 2, hidden_dims=[2]).loss(bandwidth=v),
+    "models.WAE.loss.mmd_scale": lambda v: WAE(4, 2, hidden_dims=[2]).loss(mmd_scale=v),
+    "models.SSVAE.alpha": lambda v: SSVAE(4, 2, 3, hidden_dims=[2], alpha=v),
+    "models.LatentKernel.bandwidth": lambda v: LatentKernel(2, bandwidth=v),
+    "models.KLAnnealing.start": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), start=v),
+    "models.KLAnnealing.end": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), end=v),
+    "models.FlowDensity.alpha": lambda v: FlowDensity(2, preprocess="logit", alpha=v),
+    "models.RBM.init_scale": lambda v: pgm.models.RBM(3, 2, init_scale=v),
+    "models.RBM.sgd.lr": lambda v: _rbm().sgd(lr=v),
+    "models.RBM.sgd.momentum": lambda v: _rbm().sgd(momentum=v),
+    "models.RBM.sgd.weight_decay": lambda v: _rbm().sgd(weight_decay=v),
+    "models.DBM.init_scale": lambda v: pgm.models.DBM([3, 2, 2], init_scale=v),
+    "models.DBM.elbo.log_normalizer": lambda v: pgm.models.DBM([3, 2, 2]).elbo(
+        torch.ones(2, 3), log_normalizer=v
+    ),
+    "models.DBM.pretrain.lr": lambda v: pgm.models.DBM([3, 2, 2]).pretrain(
+        torch.ones(4, 3), epochs=1, lr=v
+    ),
+    "nn.EnergyMLP.confine": lambda v: pgm.nn.EnergyMLP(2, [4], confine=v),
+    "zoo.run.lr": lambda v: pgm.zoo.run(
+        pgm.data.from_tensors(torch.rand(20, 4).round()), ["vae"], epochs=1, lr=v, progress=False
+    ),
+    # refused by Dataset.split_validation, which names its own argument
+    "zoo.run.validation_fraction": Case(
+        lambda v: pgm.zoo.run(
+            pgm.data.from_tensors(torch.rand(20, 4).round()),
+            ["vae"],
+            epochs=1,
+            validation_fraction=v,
+            progress=False,
+        ),
+        match="fraction must be a float in (0, 1)",
+    ),
+}
+
+#: Float values the signature walk cannot see (tensors of reals, optimizer dicts).
+FLOAT_VALUES = {
+    "log_normalizer": lambda v: pgm.distributions.EnergyDistribution(
+        lambda x: x.sum(-1), (2,), log_normalizer=torch.tensor(v)
+    ),
+    "optim_args['lr']": lambda v: pgm.optim.Adam({"lr": v}),
+    "optim_args['betas'][1]": lambda v: pgm.optim.Adam({"lr": 1e-3, "betas": (0.9, v)}),
+}
+
+
+def test_every_float_argument_is_walked():
+    walked = float_arguments()
+    assert sorted(walked - set(FLOAT_ARGUMENTS)) == [], "public float arguments without a case"
+    assert sorted(set(FLOAT_ARGUMENTS) - walked) == [], "cases for arguments that are gone"
+    assert all(not isinstance(c, str) or len(c) > 20 for c in FLOAT_ARGUMENTS.values())
+
+
+def _checked_cases():
+    cases = {**FLOAT_ARGUMENTS, **FLOAT_VALUES}
+    for key, case in cases.items():
+        if isinstance(case, str):
+            continue
+        case = case if isinstance(case, Case) else Case(case)
+        match = case.match or (key if key in FLOAT_VALUES else key.rsplit(".", 1)[1])
+        for value in case.values:
+            yield pytest.param(case.build, value, match, id=f"{key}-{value}")
+
+
+@pytest.mark.parametrize("build,value,match", _checked_cases())
+def test_float_arguments_reject_nan_and_inf(build, value, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
         build(value)
 
 

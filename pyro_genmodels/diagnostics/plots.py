@@ -336,12 +336,13 @@ def plot_density_2d(
     check_int("grid", grid, minimum=2)
     try:
         (x0, x1), (y0, y1) = ((float(a), float(b)) for a, b in bounds)
-        ok = x0 < x1 and y0 < y1
+        ok = x0 < x1 and y0 < y1 and all(math.isfinite(b) for b in (x0, x1, y0, y1))
     except (TypeError, ValueError):
         ok = False
     if not ok:
         raise ValueError(
-            f"bounds must be ((x_min, x_max), (y_min, y_max)) with min < max, got {bounds!r}"
+            "bounds must be ((x_min, x_max), (y_min, y_max)) of finite reals with min < max, "
+            f"got {bounds!r}"
         )
     if data is not None:
         _check_tensor("data", data, "(N, 2)")

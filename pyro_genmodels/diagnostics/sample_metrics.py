@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_int, check_positive_float, check_positive_int, check_real
+
 #: Mode centres and the per-coordinate std of the toy mixtures, as ``toy2d`` draws them.
 _R = 1 / math.sqrt(2)
 _RING = [(1, 0), (-1, 0), (0, 1), (0, -1), (_R, _R), (_R, -_R), (-_R, _R), (-_R, -_R)]
@@ -77,9 +79,9 @@ def mmd(x: torch.Tensor, y: torch.Tensor, bandwidth: float | None = None) -> tor
     if bandwidth is None:  # the median distance among the first 1000 points of each set
         h = torch.pdist(torch.cat([x[:1000], y[:1000]])).median()
     else:
-        if isinstance(bandwidth, bool) or not isinstance(bandwidth, int | float) or bandwidth <= 0:
-            raise ValueError(f"bandwidth must be a positive float or None, got {bandwidth!r}")
-        h = torch.as_tensor(float(bandwidth), dtype=x.dtype, device=x.device)
+        h = torch.as_tensor(
+            check_positive_float("bandwidth", bandwidth), dtype=x.dtype, device=x.device
+        )
 
     def k(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return torch.exp(-torch.cdist(a, b).pow(2) / (2 * h**2))
@@ -155,9 +157,8 @@ def mode_coverage(
     if not isinstance(name, str) or name not in TOY2D_MODES:
         raise ValueError(f"name must be one of {sorted(TOY2D_MODES)}, got {name!r}")
     x = _check_samples("samples", samples, 2)
-    for arg, value in (("num_std", num_std), ("min_fraction", min_fraction)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{arg} must be a positive float, got {value!r}")
+    num_std = check_positive_float("num_std", num_std)
+    min_fraction = check_positive_float("min_fraction", min_fraction)
     centers, std = TOY2D_MODES[name]
     c = torch.tensor(centers, dtype=x.dtype, device=x.device)
     dist, nearest = torch.cdist(x, c).min(dim=1)
@@ -258,8 +259,6 @@ class SampleClassifier(nn.Module):
     """
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 128, feature_dim: int = 32):
-        from pyro_genmodels._checks import check_int, check_positive_int
-
         super().__init__()
         for name, v in (("in_dim", in_dim), ("hidden", hidden), ("feature_dim", feature_dim)):
             check_positive_int(name, v)
@@ -369,10 +368,7 @@ def class_coverage(
     10
     """
     x = _check_samples("samples", samples)
-    if isinstance(min_fraction, bool) or not isinstance(min_fraction, int | float):
-        raise TypeError(f"min_fraction must be a float, got {type(min_fraction).__name__}")
-    if not 0 < min_fraction <= 1:
-        raise ValueError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
+    min_fraction = check_real("min_fraction", min_fraction, minimum=0.0, strict=True, maximum=1.0)
     probs = classifier.class_probs
     counts = torch.bincount(classifier.predict(x), minlength=probs.shape[0])
     covered = counts.to(probs.dtype) >= min_fraction * x.shape[0] * probs

@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import TorchDistribution, constraints
 
-from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, check_int
+from pyro_genmodels._checks import (
+    broadcast_value_shape,
+    check_expand_shape,
+    check_int,
+    check_positive_float,
+)
 from pyro_genmodels._compat import checked_instance
 from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
@@ -221,13 +226,9 @@ class AutoregressiveDistribution(TorchDistribution):
                 "conditioner must be a pyro_genmodels.nn.Conditioner (FVSBN, NADE, MADE, "
                 f"PixelCNN, RNN), got {type(conditioner).__name__}"
             )
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f"temperature must be a float > 0, got {temperature!r}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.conditioner = conditioner
         self.likelihood = _make_likelihood(likelihood, conditioner.num_params, levels)
-        self.temperature = float(temperature)
+        self.temperature = check_positive_float("temperature", temperature)
         if lengths is not None:
             if not isinstance(lengths, torch.Tensor) or lengths.is_floating_point():
                 raise TypeError(

@@ -11,7 +11,7 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from pyro.poutine.util import is_validation_enabled
 
-from pyro_genmodels._checks import check_hidden_dims
+from pyro_genmodels._checks import check_finite, check_hidden_dims
 from pyro_genmodels._compat import validate_sample
 from pyro_genmodels.placement import parameters_dtype, to_dtype
 
@@ -69,6 +69,7 @@ class EnergyDistribution(TorchDistribution):
         event_shape: shape of one datapoint, e.g. ``(2,)`` or ``(64,)``.
         log_normalizer: optional scalar (or ``batch_shape``) tensor ``log Z``;
             may be a ``pyro.param`` (then :class:`~pyro_genmodels.infer.NCELoss` learns it).
+            NaN or ``±inf`` is a ``ValueError`` when arguments are validated (the default).
         sampler: an ``EnergySampler``; default Langevin for real supports.
         context: optional ``(*batch, C)`` tensor passed as ``energy(x, context)``;
             its leading dims are the batch shape (a noise level ``σ`` of shape
@@ -143,6 +144,8 @@ class EnergyDistribution(TorchDistribution):
         if log_normalizer is not None:
             batch_shape = torch.broadcast_shapes(batch_shape, log_normalizer.shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
+        if log_normalizer is not None and self._validate_args:
+            check_finite(log_normalizer, "log_normalizer")  # log Z = ±inf or NaN: no density
 
     @constraints.dependent_property
     def support(self) -> constraints.Constraint:
@@ -244,7 +247,13 @@ class EnergyDistribution(TorchDistribution):
         return out.expand(full) if out.shape != full else out
 
     def unnormalized_log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """``-E(x)``, shape ``sample_shape + batch_shape``."""
+        """``-E(x)``, shape ``sample_shape + batch_shape``; ``x`` must be a tensor (the energy
+        network reads one), anything else is a ``TypeError``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                "EnergyDistribution.log_prob expects a torch.Tensor value of shape "
+                f"(*batch, {', '.join(map(str, self.event_shape))}), got {type(x).__name__} {x!r}"
+            )
         x = to_dtype(x, parameters_dtype(self.energy))  # scoring follows training's dtype rule
         if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
             validate_sample(self, x)

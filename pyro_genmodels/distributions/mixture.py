@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape
+from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, check_real
 from pyro_genmodels._compat import checked_instance, validate_sample
 from pyro_genmodels.placement import to_dtype
 
@@ -120,7 +120,7 @@ class BernoulliMixture(TorchDistribution):
         ``prior_count`` adds a Beta(1 + c/2, 1 + c/2)-style smoothing to the
         M-step (``mu = (sum r x + c/2) / (sum r + c)``) so no pixel gets
         probability exactly 0 or 1. Stops when the mean log-likelihood
-        improves by less than ``tol`` nats.
+        improves by less than ``tol`` nats. ``prior_count`` and ``tol`` are finite and ``>= 0``.
         """
         if not isinstance(x, torch.Tensor) or x.dim() != 2:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -129,6 +129,8 @@ class BernoulliMixture(TorchDistribution):
             raise ValueError("fit_em expects binary x with values in {0, 1}")
         if num_components < 1 or num_components > x.shape[0]:
             raise ValueError(f"num_components must be in [1, N={x.shape[0]}], got {num_components}")
+        prior_count = check_real("prior_count", prior_count, minimum=0.0)
+        tol = check_real("tol", tol, minimum=0.0)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         init = torch.rand(num_components, x.shape[1], generator=gen, dtype=x.dtype)
         probs = (0.25 + 0.5 * init).to(x.device)

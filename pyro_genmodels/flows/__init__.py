@@ -80,11 +80,13 @@ from pyro_genmodels.flows.multiscale import ConditionalMultiscaleSplit, Multisca
 from pyro_genmodels.flows.registry import (
     BUILDERS,
     INVERTIBLE,
+    NO_INVERSE,
     RECORDS,
     FlowRecord,
     builder,
     check_flow,
     names,
+    without_inverse,
 )
 from pyro_genmodels.flows.spline import (
     ConditionalRQSplineAutoregressive,
@@ -126,6 +128,7 @@ __all__ = [
     "BUILDERS",
     "INVERTIBLE",
     "MASKS",
+    "NO_INVERSE",
     "RECORDS",
     "TRANSFORMS",
     "ActNorm",
@@ -175,4 +178,5 @@ __all__ = [
     "start_at_gaussian",
     "soft_clamp",
     "sylvester",
+    "without_inverse",
 ]

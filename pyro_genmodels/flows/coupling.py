@@ -161,8 +161,14 @@ class ConditionalAdditiveCoupling(ConditionalTransformModule):
 
 def soft_clamp(log_scale: torch.Tensor, bound: float) -> torch.Tensor:
     """``s / (1 + |s| / bound)``: smooth and odd, the identity near 0, inside
-    ``(-bound, bound)``; unlike a hard clamp it never cuts the gradient."""
-    return log_scale / (1 + log_scale.abs() / bound)
+    ``(-bound, bound)``; unlike a hard clamp it never cuts the gradient. ``bound`` is a finite
+    real ``> 0``."""
+    return log_scale / (1 + log_scale.abs() / check_positive_float("bound", bound))
+
+
+def _check_bins_and_bound(count_bins: int, bound: float) -> tuple[int, float]:
+    """The spline couplings' ``count_bins`` (an int >= 2) and ``bound`` (a finite real > 0)."""
+    return check_int("count_bins", count_bins, 2), check_positive_float("bound", bound)
 
 
 class AffineCoupling(AdditiveCoupling):
@@ -361,9 +367,9 @@ class ConditionalSplineCoupling(ConditionalTransformModule):
         if order not in ("linear", "quadratic"):
             raise ValueError(f"order must be 'linear' or 'quadratic', got {order!r}")
         self.nn = hypernet
-        self.count_bins, self.bound, self.order = count_bins, bound, order
-        self.identity = identity
-        self.lower_spline = Spline(split_dim, count_bins, bound, order)
+        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
+        self.order, self.identity = order, identity
+        self.lower_spline = Spline(split_dim, self.count_bins, self.bound, order)
 
     def condition(self, context: torch.Tensor) -> SplineCoupling:
         check_context(context)

@@ -20,7 +20,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 
+import pyro.distributions.transforms as T
 import torch  # noqa: F401 (doctests)
+from pyro.distributions.transforms.planar import ConditionedPlanar
+from pyro.distributions.transforms.radial import ConditionedRadial
 
 from pyro_genmodels.flows._assembly import MASKS, NORMS, Flow
 from pyro_genmodels.flows.builders import (
@@ -35,6 +38,7 @@ from pyro_genmodels.flows.builders import (
     sylvester,
 )
 from pyro_genmodels.flows.glow import glow
+from pyro_genmodels.flows.sylvester import ConditionalSylvester, ConditionedSylvester, Sylvester
 
 PASSES = ("1", "D")  # network passes per layer: one, or one per dimension
 
@@ -104,6 +108,33 @@ def names(**properties: object) -> tuple[str, ...]:
 
 
 INVERTIBLE = names(invertible=True)
+
+#: Transform classes with no closed-form inverse (the layers of the builders whose record says
+#: ``invertible=False``, and Pyro's): they give the density only of their own samples.
+NO_INVERSE: tuple[type, ...] = (
+    T.Planar,
+    T.ConditionalPlanar,
+    ConditionedPlanar,
+    T.Radial,
+    T.ConditionalRadial,
+    ConditionedRadial,
+    Sylvester,
+    ConditionalSylvester,
+    ConditionedSylvester,
+)
+
+
+def without_inverse(transform: object) -> list[str]:
+    """The class names of the layers of ``transform`` (compositions searched, conditional or
+    not) that have no closed-form inverse; empty when every layer inverts.
+
+    >>> without_inverse(planar(2, num_layers=2)), without_inverse(realnvp(2))
+    (['Planar', 'Planar'], [])
+    """
+    if isinstance(transform, NO_INVERSE):
+        return [type(transform).__name__]
+    parts = getattr(transform, "parts", None) or getattr(transform, "transforms", None) or []
+    return [name for part in parts for name in without_inverse(part)]
 
 
 def check_flow(

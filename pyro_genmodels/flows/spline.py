@@ -35,6 +35,7 @@ from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 from pyro_genmodels.flows.coupling import (
     AdditiveCoupling,
     ConditionalAdditiveCoupling,
+    _check_bins_and_bound,
     soft_clamp,
 )
 
@@ -109,6 +110,7 @@ def rational_quadratic_spline(
     (True, True)
     """
     _check_spline_params(x, widths, heights, derivatives)
+    bound = check_positive_float("bound", bound)
     batch = torch.broadcast_shapes(x.shape, widths.shape[:-1])
     if x.shape != batch or widths.shape[:-1] != batch:  # gather needs equal batch shapes
         x = x.expand(batch)
@@ -240,11 +242,6 @@ class ConditionalRQSplineAutoregressive(ConditionalTransformModule):
         cond_nn: Any = partial(self.nn, context=context)  # carries the MADE's order too
         cond_nn.permutation = self.nn.permutation
         return RQSplineAutoregressive(cond_nn, self.count_bins, self.bound)
-
-
-def _check_bins_and_bound(count_bins: int, bound: float) -> tuple[int, float]:
-    """The spline couplings' ``count_bins`` (an int >= 2) and ``bound`` (a real > 0)."""
-    return check_int("count_bins", count_bins, 2), check_positive_float("bound", bound)
 
 
 class RQSplineCoupling(AdditiveCoupling):

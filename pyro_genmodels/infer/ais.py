@@ -13,13 +13,19 @@ models (RBMs, DBMs) supply their own :class:`AnnealingPath` through an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import (
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_real_or_tensor,
+)
 from pyro_genmodels.distributions.energy import EnergyDistribution
-from pyro_genmodels.infer.samplers import _check_positive_float, energy_grad, mala_step
+from pyro_genmodels.infer.samplers import energy_grad, mala_step
 
 
 class AISResult(NamedTuple):
@@ -96,13 +102,13 @@ class EnergyAnnealingPath(AnnealingPath):
         self.dist = dist
         kw = dist.factory_kwargs()
         shape = dist.event_shape
+        base_loc = check_real_or_tensor("base_loc", base_loc)
+        base_scale = check_real_or_tensor("base_scale", base_scale, minimum=0.0, strict=True)
         self.loc = torch.as_tensor(base_loc, **kw).expand(shape)
         self.scale = torch.as_tensor(base_scale, **kw).expand(shape)
-        if not (torch.isfinite(self.scale).all() and (self.scale > 0).all()):
-            raise ValueError(f"base_scale must be positive and finite, got {base_scale!r}")
         if step_size is None:
             step_size = 0.1 * float(self.scale.min()) ** 2
-        self.step_size = _check_positive_float("step_size", step_size)
+        self.step_size = check_positive_float("step_size", step_size)
         self.num_steps = check_positive_int("num_steps", num_steps)
         if not isinstance(adapt_step_size, bool):
             raise TypeError(f"adapt_step_size must be a bool, got {type(adapt_step_size).__name__}")
@@ -122,12 +128,15 @@ class EnergyAnnealingPath(AnnealingPath):
         return t.flatten(t.dim() - len(self.dist.event_shape)).sum(-1)
 
     def log_density(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        beta = check_real("beta", beta, minimum=0.0, maximum=1.0)
         log_f0 = -0.5 * self._sum_event(((x - self.loc) / self.scale) ** 2)
         if beta == 0:
             return log_f0
         return (1 - beta) * log_f0 - beta * self.dist.energy_of(x)
 
     def transition(self, x: torch.Tensor, beta: float) -> torch.Tensor:
+        beta = check_real("beta", beta, minimum=0.0, maximum=1.0)
+
         def energy(y: torch.Tensor) -> torch.Tensor:
             return -self.log_density(y, beta)
 
@@ -154,12 +163,35 @@ def sigmoid_schedule(num_betas: int, delta: float = 4.0, **kw: Any) -> torch.Ten
     return (s - s[0]) / (s[-1] - s[0])
 
 
-def run_ais(path: AnnealingPath, betas: torch.Tensor, num_chains: int = 100) -> AISResult:
+def _check_betas(betas: Any) -> list[float]:
+    """``betas`` as floats if they are ``>= 2`` finite reals increasing from 0 to 1."""
+    if isinstance(betas, torch.Tensor):
+        if betas.dim() != 1:
+            raise ValueError(f"betas must be a 1-d tensor, got shape {tuple(betas.shape)}")
+        values = betas.tolist()
+    elif isinstance(betas, Sequence) and not isinstance(betas, str):
+        values = list(betas)
+    else:
+        raise TypeError(
+            f"betas must be a 1-d tensor or a sequence of reals, got {type(betas).__name__}"
+        )
+    if len(values) < 2:
+        raise ValueError(f"betas must hold >= 2 inverse temperatures, got {len(values)}")
+    b = [check_real(f"betas[{i}]", v, minimum=0.0, maximum=1.0) for i, v in enumerate(values)]
+    if b[0] != 0.0 or b[-1] != 1.0 or any(y < x for x, y in zip(b, b[1:], strict=False)):
+        raise ValueError("betas must increase from 0 to 1 (first 0, last 1, non-decreasing)")
+    return b
+
+
+def run_ais(
+    path: AnnealingPath, betas: torch.Tensor | Sequence[float], num_chains: int = 100
+) -> AISResult:
     """``log Ẑ = log Z_0 + log mean_i w_i`` along ``path`` at inverse temperatures ``betas``.
 
     Args:
         path: an :class:`AnnealingPath`.
-        betas: ``(K + 1,)`` increasing from 0 to 1.
+        betas: ``(K + 1,)`` finite, increasing from 0 to 1 (a tensor or a sequence); NaN, inf
+            or a value outside ``[0, 1]`` is a ``ValueError`` naming the entry.
         num_chains: independent chains.
 
     Returns:
@@ -180,11 +212,7 @@ def run_ais(path: AnnealingPath, betas: torch.Tensor, num_chains: int = 100) -> 
         moments", NeurIPS 2013.
     """
     num_chains = check_positive_int("num_chains", num_chains)
-    if not isinstance(betas, torch.Tensor) or betas.dim() != 1 or betas.numel() < 2:
-        raise ValueError(f"betas must be a 1-d tensor of >= 2 inverse temperatures, got {betas!r}")
-    b = [float(v) for v in betas]
-    if b[0] != 0.0 or b[-1] != 1.0 or any(y < x for x, y in zip(b, b[1:], strict=False)):
-        raise ValueError("betas must increase from 0 to 1 (first 0, last 1, non-decreasing)")
+    b = _check_betas(betas)
     with torch.no_grad():
         x = path.init(num_chains)
         log_w = torch.zeros(
@@ -210,7 +238,7 @@ def ais(
     *,
     num_chains: int = 100,
     num_betas: int | None = None,
-    betas: torch.Tensor | None = None,
+    betas: torch.Tensor | Sequence[float] | None = None,
     **path_kwargs: Any,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log Ẑ, stderr)`` of ``target``'s normalizer by annealed importance sampling.

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_positive_int, check_real
 from pyro_genmodels.infer.ais import AnnealingPath
 
 
@@ -67,6 +67,7 @@ def base_rate_logits(data: torch.Tensor, smoothing: float = 0.05) -> torch.Tenso
     """
     if not isinstance(data, torch.Tensor) or data.dim() != 2:
         raise ValueError("data must be a tensor of shape (N, D) for the base-rate model")
+    smoothing = check_real("smoothing", smoothing, minimum=0.0)
     p = data.double().mean(0)
     return (torch.log(p + smoothing) - torch.log(1 - p + smoothing)).to(data.dtype)
 
@@ -80,7 +81,7 @@ class BoltzmannAnnealingPath(AnnealingPath):
         data: training data ``(N, D)`` whose pixel marginals define the base rate (Bernoulli
             visibles); ``None`` gives a uniform base (``a = 0``).
         base_logits: the base rate's logits ``(D,)`` directly (instead of ``data``).
-        smoothing: added to the marginals before the logit (default 0.05).
+        smoothing: ``>= 0``, added to the marginals before the logit (default 0.05).
 
     States are the even layers concatenated, shape ``(num_chains, n_0 + n_2 + ...)``.
 
@@ -98,6 +99,7 @@ class BoltzmannAnnealingPath(AnnealingPath):
         base_logits: torch.Tensor | None = None,
         smoothing: float = 0.05,
     ) -> None:
+        check_real("smoothing", smoothing, minimum=0.0)
         weights, biases, sigma = machine.gibbs_params()
         self.weights, self.biases, self.sigma = weights, biases, sigma
         self.sizes = list(machine.layer_sizes)

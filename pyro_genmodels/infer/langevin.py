@@ -13,9 +13,12 @@ from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.dual_averaging import DualAveraging
 from pyro.ops.integrator import potential_grad
 
-from pyro_genmodels._checks import check_positive_int
-from pyro_genmodels.distributions.energy import EnergyDistribution
-from pyro_genmodels.infer.samplers import LangevinSampler, _check_positive_float
+from pyro_genmodels._checks import check_positive_float, check_positive_int
+from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
+from pyro_genmodels.infer.samplers import (
+    LangevinSampler,
+    check_finite_draws,
+)
 
 _MAX_ENERGY_ERROR = 1000.0
 
@@ -30,10 +33,19 @@ class Langevin(MCMCKernel):
     ``target_accept_prob``. Like :class:`pyro.infer.HMC` it runs on any Pyro
     model with continuous latents (through ``initialize_model``: transforms to
     unconstrained space, initial values) or on a ``potential_fn`` (then set
-    ``initial_params``). ``diagnostics()`` has ``"divergences"`` (draws whose
-    proposal had a non-finite or exploding potential) and the acceptance rate,
+    ``initial_params``). ``diagnostics()`` has ``"divergences"`` (MALA draws whose
+    proposal had non-finite values or an exploding potential) and the acceptance rate,
     so ``arviz.from_pyro`` works, also with ``num_chains > 1`` (keep the model
     picklable).
+
+    Non-finite proposals (a step too large for the potential's curvature: for
+    ``U = λ‖z‖²/2`` ULA is stable only for ``η < 2/λ``) are never returned. MALA rejects
+    them: a point where the potential is not finite has density 0 under the target, so the
+    Metropolis–Hastings acceptance is 0 and the chain stays put, still exactly invariant
+    (the draw counts as a divergence and dual averaging shrinks ``η``). ULA has no
+    accept/reject step: a non-finite proposal would be the chain's next state and every
+    later draw would be NaN, so it raises ``FloatingPointError`` naming the site and
+    ``step_size``.
 
     Args:
         model: a Pyro model (or None with ``potential_fn``).
@@ -97,7 +109,7 @@ class Langevin(MCMCKernel):
         if adapt_step_size and not adjust:
             raise ValueError("adapt_step_size targets an acceptance rate: it needs adjust=True")
         self.adapt_step_size = adapt_step_size
-        _check_positive_float("target_accept_prob", target_accept_prob)
+        check_positive_float("target_accept_prob", target_accept_prob)
         if not 0 < target_accept_prob < 1:
             raise ValueError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
         self.target_accept_prob = float(target_accept_prob)
@@ -161,22 +173,32 @@ class Langevin(MCMCKernel):
             k: (v - eta * grads[k] + scale * torch.randn_like(v)).detach() for k, v in z.items()
         }
         grads_p, u_p = self._grad(prop)
+        finite = all(bool(torch.isfinite(v).all()) for v in prop.values())
+        finite = finite and bool(torch.isfinite(u_p))
         if not self.adjust:
-            diverged = not bool(torch.isfinite(u_p))
+            if not finite:
+                self._raise_diverged(prop, u_p, eta)
             self._cache = (prop, grads_p, u_p)
-            return prop, 1.0, diverged
+            return prop, 1.0, False
 
         def log_q(to: dict, frm: dict, g: dict) -> torch.Tensor:
             return -sum(((to[k] - frm[k] + eta * g[k]) ** 2).sum() for k in z) / (4 * eta)
 
         log_a = -u_p + u + log_q(z, prop, grads_p) - log_q(prop, z, grads)
-        diverged = not bool(torch.isfinite(u_p)) or bool(u_p - u > _MAX_ENERGY_ERROR)
+        diverged = not (finite and bool(torch.isfinite(log_a))) or bool(u_p - u > _MAX_ENERGY_ERROR)
         accept_prob = 0.0 if diverged else float(log_a.clamp(max=0.0).exp())
         if torch.rand(()).item() < accept_prob:
             self._cache = (prop, grads_p, u_p)
             return prop, accept_prob, diverged
         self._cache = (z, grads, u)
         return z, accept_prob, diverged
+
+    def _raise_diverged(self, prop: dict[str, torch.Tensor], u_p: torch.Tensor, eta: float) -> None:
+        """``FloatingPointError`` for a non-finite ULA proposal, naming the site and the knob."""
+        where = f"Langevin(adjust=False) draw {self._t + 1}"
+        for name, value in prop.items():
+            check_finite_draws(value, f"{where}: site {name!r}", eta)
+        check_finite_draws(u_p.reshape(1), f"{where}: the potential", eta)
 
     def sample(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         eta = math.exp(self._log_step)
@@ -241,7 +263,8 @@ def annealed_langevin(
         clamp: optional box ``(low, high)``.
 
     Returns:
-        The final chains ``(N, *event)``, detached.
+        The final chains ``(N, *event)``, detached; ``FloatingPointError`` naming
+        ``step_size`` when a chain diverged to NaN/inf.
 
     Example:
         >>> import torch
@@ -257,14 +280,16 @@ def annealed_langevin(
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 2:
         raise ValueError(f"x must be a tensor of shape (N, *event), got {x!r:.60}")
-    levels = [float(s) for s in sigmas]
-    if not levels or any(s <= 0 for s in levels) or levels != sorted(levels, reverse=True):
+    values = sigmas.tolist() if isinstance(sigmas, torch.Tensor) else list(sigmas)
+    levels = [check_positive_float(f"sigmas[{i}]", s) for i, s in enumerate(values)]
+    if not levels or levels != sorted(levels, reverse=True):
         raise ValueError(f"sigmas must be positive and decreasing, got {levels}")
-    _check_positive_float("step_size", step_size)
+    check_positive_float("step_size", step_size)
     num_steps = check_positive_int("num_steps", num_steps)
-    for sigma in levels:
-        alpha = step_size * sigma**2 / levels[-1] ** 2
-        context = x.new_full((x.shape[0], 1), sigma)
-        dist = EnergyDistribution(energy, x.shape[1:], context=context)
-        x = LangevinSampler(alpha / 2, num_steps, clamp=clamp).run(dist, x)
-    return x.detach()
+    with unchecked_energies():  # a diverging chain is reported below, naming step_size
+        for sigma in levels:
+            alpha = step_size * sigma**2 / levels[-1] ** 2
+            context = x.new_full((x.shape[0], 1), sigma)
+            dist = EnergyDistribution(energy, x.shape[1:], context=context)
+            x = LangevinSampler(alpha / 2, num_steps, clamp=clamp).run(dist, x)
+    return check_finite_draws(x.detach(), "annealed_langevin draws", step_size, adjustable=False)

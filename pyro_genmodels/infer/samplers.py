@@ -14,25 +14,23 @@ from typing import Any
 
 import torch
 
-from pyro_genmodels._checks import check_positive_int
-
-
-def _check_positive_float(name: str, value: Any, allow_none: bool = False) -> Any:
-    if value is None and allow_none:
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
-    return float(value)
+from pyro_genmodels._checks import (
+    check_finite,
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_real_or_tensor,
+)
+from pyro_genmodels.distributions.energy import unchecked_energies
 
 
 def _check_clamp(clamp: Any) -> tuple[float, float] | None:
+    """``(low, high)`` with ``low < high``; an infinite end leaves that side of the box open."""
     if clamp is None:
         return None
-    if not isinstance(clamp, Sequence) or len(clamp) != 2:
+    if not isinstance(clamp, Sequence) or isinstance(clamp, str) or len(clamp) != 2:
         raise TypeError(f"clamp must be None or a pair (low, high), got {clamp!r}")
-    low, high = float(clamp[0]), float(clamp[1])
+    low, high = (check_real(f"clamp[{i}]", c, finite=False) for i, c in enumerate(clamp))
     if not low < high:
         raise ValueError(f"clamp must satisfy low < high, got {clamp!r}")
     return low, high
@@ -74,6 +72,31 @@ class EnergySampler:
     def sample(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
         """``run(dist, init(dist, sample_shape), num_steps)``."""
         return self.run(dist, self.init(dist, sample_shape), self.num_steps)
+
+
+def check_finite_draws(
+    x: torch.Tensor, name: str, step_size: float, adjustable: bool = True
+) -> torch.Tensor:
+    """``x`` if every value is finite, else a ``FloatingPointError`` naming ``step_size``: the
+    unadjusted Langevin step diverged (``adjustable`` adds the MALA alternative).
+
+    >>> check_finite_draws(torch.tensor([1.0, float("inf")]), "draws", 1e6)
+    Traceback (most recent call last):
+    ...
+    FloatingPointError: draws must be finite, but 1 of 2 values are NaN or inf; the unadjusted \
+Langevin step diverged at step_size=1e+06 (every proposal is accepted, so no later draw is \
+valid; or the energy or its gradient is not finite there): lower step_size, or use adjust=True \
+(MALA), which rejects non-finite proposals
+    """
+    hint = (
+        f"; the unadjusted Langevin step diverged at step_size={step_size:g} (every proposal "
+        "is accepted, so no later draw is valid; or the energy or its gradient is not finite "
+        "there): lower step_size"
+    )
+    if adjustable:
+        hint += ", or use adjust=True (MALA), which rejects non-finite proposals"
+    check_finite(x, name, hint, FloatingPointError)
+    return x
 
 
 def energy_grad(energy_fn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,14 +155,15 @@ class LangevinSampler(EnergySampler):
         init_loc: torch.Tensor | float = 0.0,
         init_scale: torch.Tensor | float = 1.0,
     ) -> None:
-        self.step_size = _check_positive_float("step_size", step_size)
-        self.init_loc, self.init_scale = init_loc, init_scale
+        self.step_size = check_positive_float("step_size", step_size)
+        self.init_loc = check_real_or_tensor("init_loc", init_loc)
+        self.init_scale = check_real_or_tensor("init_scale", init_scale, minimum=0.0)
         self.num_steps = check_positive_int("num_steps", num_steps)
         if noise_scale is not None and not isinstance(noise_scale, bool):
             if isinstance(noise_scale, int | float) and noise_scale == 0:
                 noise_scale = 0.0
             else:
-                noise_scale = _check_positive_float("noise_scale", noise_scale)
+                noise_scale = check_positive_float("noise_scale", noise_scale)
         elif noise_scale is not None:
             raise TypeError("noise_scale must be a float or None, got bool")
         if not isinstance(adjust, bool):
@@ -156,6 +180,15 @@ class LangevinSampler(EnergySampler):
             raise ValueError("clamp cannot be combined with adjust=True (MALA)")
         self.accept_rate: float | None = None
 
+    def sample(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
+        """``num_steps`` transitions from fresh chains; ULA draws that diverged (NaN/inf) raise
+        ``FloatingPointError`` naming ``step_size``, MALA rejects such proposals (a point of
+        infinite energy has density 0). ``run``, which the training losses call, lets them
+        through to ``pgm.fit``'s non-finite guard."""
+        with unchecked_energies():  # a diverging chain is reported below, naming the knob
+            x = super().sample(dist, sample_shape)
+        return x if self.adjust else check_finite_draws(x, "LangevinSampler draws", self.step_size)
+
     def init(self, dist: Any, sample_shape: Any = ()) -> torch.Tensor:
         """Fresh chains ``init_loc + init_scale · ε`` (clamped to the box when given)."""
         x = super().init(dist, sample_shape)
@@ -167,7 +200,7 @@ class LangevinSampler(EnergySampler):
 
     def step(self, energy_fn: Any, x: torch.Tensor, step_size: float | None = None) -> torch.Tensor:
         """One transition of every chain in ``x`` under energy ``energy_fn(x) -> (*chains)``."""
-        eta = self.step_size if step_size is None else step_size
+        eta = self.step_size if step_size is None else check_positive_float("step_size", step_size)
         scale = math.sqrt(2 * eta) if self.noise_scale is None else self.noise_scale
         e, g = energy_grad(energy_fn, x)
         if not self.adjust:

@@ -12,6 +12,7 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_positive_float, check_real
 from pyro_genmodels.infer.adversarial import AdversarialLoss, Values
 
 
@@ -66,11 +67,7 @@ class WGANLoss(_Wasserstein):
                 "update, so the loss makes those updates itself; got None"
             )
         super().__init__(critic, n_critic=n_critic, critic_optim=critic_optim, name=name)
-        if isinstance(clip_value, bool) or not isinstance(clip_value, int | float):
-            raise TypeError(f"clip_value must be a positive float, got {clip_value!r}")
-        if not clip_value > 0:
-            raise ValueError(f"clip_value must be a positive float, got {clip_value!r}")
-        self.clip_value = float(clip_value)
+        self.clip_value = check_positive_float("clip_value", clip_value)
 
     def after_critic_update(self) -> None:
         with torch.no_grad():
@@ -119,11 +116,7 @@ class WGANGPLoss(_Wasserstein):
         name: str = "discriminator",
     ) -> None:
         super().__init__(critic, n_critic=n_critic, critic_optim=critic_optim, name=name)
-        if isinstance(gp_weight, bool) or not isinstance(gp_weight, int | float):
-            raise TypeError(f"gp_weight must be a float >= 0, got {gp_weight!r}")
-        if not gp_weight >= 0:
-            raise ValueError(f"gp_weight must be a float >= 0, got {gp_weight!r}")
-        self.gp_weight = float(gp_weight)
+        self.gp_weight = check_real("gp_weight", gp_weight, minimum=0.0)
 
     def penalty(self, real: Values, fake: Values) -> torch.Tensor:
         """``λ Σ_B (‖∇_x̂ D(x̂)‖₂ - 1)²`` on random interpolates of ``real`` and ``fake``."""

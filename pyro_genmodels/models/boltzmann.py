@@ -39,35 +39,16 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 from torch.distributions import constraints
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_positive_float, check_positive_int, check_real
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer.samplers import EnergySampler
-
-MAX_ENUMERATE = 20  # exact log Z enumerates 2^n states of a layer of at most this many units
-ENUM_CHUNK = 2**14  # states per log-sum-exp chunk
-
-
-def binary_states(n: int, start: int, stop: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows ``start..stop-1`` of the ``2^n`` binary vectors (bit ``i`` of the row index), shape
-    ``(stop - start, n)``, on the device and dtype of ``like``.
-
-    >>> binary_states(2, 0, 4, torch.zeros(())).tolist()
-    [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
-    """
-    idx = torch.arange(start, stop, device=like.device)
-    bits = torch.arange(n, device=like.device)
-    return ((idx.unsqueeze(-1) >> bits) & 1).to(like.dtype)
-
-
-def enumerate_logsumexp(fn: Any, n: int, like: torch.Tensor) -> torch.Tensor:
-    """``log Σ_{s ∈ {0,1}^n} exp(fn(s))`` by chunks of :data:`ENUM_CHUNK` states; ``fn`` maps
-    ``(S, n)`` states to ``(S,)`` log weights."""
-    parts = [
-        torch.logsumexp(fn(binary_states(n, i, min(i + ENUM_CHUNK, 2**n), like)), 0)
-        for i in range(0, 2**n, ENUM_CHUNK)
-    ]
-    return torch.logsumexp(torch.stack(parts), 0)
+from pyro_genmodels.models.enumeration import (
+    EXACT_COST_BUDGET,
+    check_enumeration_cost,
+    enumerate_logsumexp,
+    enumeration_cost,
+)
 
 
 class LayeredBoltzmann:
@@ -205,10 +186,14 @@ class RBM(LayeredBoltzmann, PyroModule):
         init_scale: standard deviation of the initial weights (``0.01``, Hinton 2010).
 
     Parameters: ``W (D, H)``, ``visible_bias b (D,)``, ``hidden_bias c (H,)`` and, for
-    Gaussian visibles, ``log_var z (D,)``. ``forward(v)`` is the free energy ``F(v)``.
+    Gaussian visibles, ``log_var z (D,)``. ``forward(v)`` is the free energy ``F(v)``. Every
+    public method that reads them (``energy``, ``free_energy``, the conditionals, ``log_partition``)
+    is a ``pyro_method``: a loss calling any of them registers the parameters in Pyro's param
+    store, so ``SVI``/``fit`` train them whichever energy the loss differentiates.
 
+    >>> from pyro_genmodels.models.enumeration import binary_states
     >>> rbm = RBM(6, 3)
-    >>> d = rbm.distribution()           # exact log Z: 3 hidden units are enumerated
+    >>> d = rbm.distribution()           # exact log Z: the 3 hidden units are enumerated
     >>> bool(abs(d.log_prob(binary_states(6, 0, 64, d.log_normalizer)).exp().sum() - 1) < 1e-5)
     True
     """
@@ -225,10 +210,7 @@ class RBM(LayeredBoltzmann, PyroModule):
         check_positive_int("num_hidden", num_hidden)
         if visible not in ("bernoulli", "gaussian"):
             raise ValueError(f"visible must be 'bernoulli' or 'gaussian', got {visible!r}")
-        if isinstance(init_scale, bool) or not isinstance(init_scale, int | float):
-            raise TypeError(f"init_scale must be a float, got {type(init_scale).__name__}")
-        if not init_scale >= 0:
-            raise ValueError(f"init_scale must be >= 0, got {init_scale}")
+        init_scale = check_real("init_scale", init_scale, minimum=0.0)
         self.num_visible, self.num_hidden, self.visible = num_visible, num_hidden, visible
         self.layer_sizes = [num_visible, num_hidden]
         self.W = nn.Parameter(init_scale * torch.randn(num_visible, num_hidden))
@@ -265,16 +247,19 @@ class RBM(LayeredBoltzmann, PyroModule):
             return v @ self.visible_bias
         return -((v - self.visible_bias) ** 2 / (2 * torch.exp(self.log_var))).sum(-1)
 
+    @pyro_method
     def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
         """Logits of ``p(h_j = 1 | v) = sigmoid(c_j + ((v/σ²)ᵀ W)_j)``, shape ``(*, H)``."""
         scaled = v if self.visible == "bernoulli" else v / torch.exp(self.log_var)
         return scaled @ self.W + self.hidden_bias
 
+    @pyro_method
     def energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``E(v, h)`` for ``v (*, D)``, ``h (*, H)``; returns ``(*,)``."""
         self.check_visible(v)
         return -self._visible_term(v) - (self.hidden_logits(v) * h).sum(-1)
 
+    @pyro_method
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """``F(v) = -log Σ_h exp(-E(v, h))`` in closed form for ``v (*, D)``; returns ``(*,)``."""
         self.check_visible(v)
@@ -283,11 +268,13 @@ class RBM(LayeredBoltzmann, PyroModule):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         return self.free_energy(v)
 
+    @pyro_method
     def hidden_conditional(self, v: torch.Tensor) -> dist.Distribution:
         """``p(h | v) = Π_j Bernoulli(sigmoid(c_j + ((v/σ²)ᵀ W)_j))``, event shape ``(H,)``."""
         self.check_visible(v)
         return dist.Bernoulli(logits=self.hidden_logits(v)).to_event(1)
 
+    @pyro_method
     def visible_conditional(self, h: torch.Tensor) -> dist.Distribution:
         """``p(v | h)``: ``Bernoulli(sigmoid(b + W h))`` or ``Normal(b + W h, σ)``, event ``(D,)``.
 
@@ -302,18 +289,37 @@ class RBM(LayeredBoltzmann, PyroModule):
         return dist.Normal(mean, torch.exp(0.5 * self.log_var)).to_event(1)
 
     # ---------------------------------------------------------------- partition function
-    def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z`` by log-sum-exp over the ``2^n`` states of the smaller layer (``n ≤ 20``;
-        the hiddens for Gaussian visibles): ``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``."""
+    def enumeration_plan(self) -> tuple[str, int, int]:
+        """``(layer, n, m)`` of the cheaper exact enumeration: the ``n`` units of ``layer``
+        (``"visible"`` or ``"hidden"``) are enumerated, the other ``m`` summed out in closed
+        form; Gaussian visibles are always integrated, so their hiddens are enumerated.
+
+        >>> RBM(784, 20).enumeration_plan(), RBM(10, 500).enumeration_plan()
+        (('hidden', 20, 784), ('visible', 10, 500))
+        """
         D, H = self.num_visible, self.num_hidden
-        if self.visible == "bernoulli" and D < H and D <= MAX_ENUMERATE:
-            return enumerate_logsumexp(lambda v: -self.free_energy(v), D, self.W)
-        if H > MAX_ENUMERATE:
-            raise ValueError(
-                f"exact log Z enumerates 2^{min(D, H) if self.visible == 'bernoulli' else H} "
-                f"states; it needs a layer of at most {MAX_ENUMERATE} units "
-                f"(num_visible={D}, num_hidden={H}); estimate it with pgm.infer.ais"
-            )
+        plans = [("hidden", H, D)] + ([("visible", D, H)] if self.visible == "bernoulli" else [])
+        return min(plans, key=lambda plan: enumeration_cost(plan[1], plan[2]))
+
+    @pyro_method
+    def log_partition(self) -> torch.Tensor:
+        """Exact ``log Z``: log-sum-exp over the ``2^n`` states of the layer whose enumeration
+        costs least (:meth:`enumeration_plan`), the other layer summed out in closed form
+        (``log Z = log Σ_h exp(c·h) Π_i ∫ ... dv_i``, or ``log Σ_v exp(-F(v))``).
+
+        A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
+        (``2^n · m · (n + 1)``), raised before any work (``RBM(784, 20)`` would take minutes).
+        """
+        layer, n, m = self.enumeration_plan()
+        check_enumeration_cost(
+            n,
+            m,
+            f"enumerates the {n} {layer} units of RBM({self.num_visible}, {self.num_hidden})",
+            "pgm.infer.ais(rbm, data=train), then rbm.distribution(log_normalizer=log_z)",
+        )
+        if layer == "visible":
+            return enumerate_logsumexp(lambda v: -self.free_energy(v), n, self.W, m)
         b, c = self.visible_bias, self.hidden_bias
 
         def log_weight(h: torch.Tensor) -> torch.Tensor:
@@ -324,22 +330,23 @@ class RBM(LayeredBoltzmann, PyroModule):
             log_gauss = 0.5 * (math.log(2 * math.pi) + self.log_var)
             return h @ c + (log_gauss + (mean**2 - b**2) / (2 * var)).sum(-1)
 
-        return enumerate_logsumexp(log_weight, H, self.W)
+        return enumerate_logsumexp(log_weight, n, self.W, m)
 
     @property
     def exact_available(self) -> bool:
-        """Whether :meth:`log_partition` can enumerate (a layer of at most 20 units)."""
-        n = self.num_hidden if self.visible == "gaussian" else min(self.layer_sizes)
-        return n <= MAX_ENUMERATE
+        """Whether :meth:`log_partition` runs: its cheaper enumeration costs at most
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds."""
+        return enumeration_cost(*self.enumeration_plan()[1:]) <= EXACT_COST_BUDGET
 
     def distribution(
         self, log_normalizer: torch.Tensor | None = None, num_steps: int = 1000
     ) -> EnergyDistribution:
         """``p(v)``: an :class:`EnergyDistribution` with energy ``F`` and block-Gibbs sampler.
 
-        ``log_normalizer`` defaults to the exact :meth:`log_partition` when a layer has
-        ``≤ 20`` units, and is otherwise absent (``.normalized`` is False: pass an AIS
-        estimate). ``num_steps`` is the sampler's sweeps per ``sample`` call.
+        ``log_normalizer`` defaults to the exact :meth:`log_partition` when its enumeration is
+        within budget (:attr:`exact_available`), and is otherwise absent (``.normalized`` is
+        False, at once: pass an AIS estimate). ``num_steps`` is the sampler's sweeps per
+        ``sample`` call.
         """
         if log_normalizer is None and self.exact_available:
             log_normalizer = self.log_partition()
@@ -395,6 +402,9 @@ class RBM(LayeredBoltzmann, PyroModule):
         from pyro_genmodels.optim import GroupedOptim
 
         check_positive_int("batch_size", batch_size)
+        lr = check_positive_float("lr", lr)
+        momentum = check_real("momentum", momentum, minimum=0.0)
+        weight_decay = check_real("weight_decay", weight_decay, minimum=0.0)
 
         def args(name: str) -> dict:
             decay = weight_decay * batch_size if name.split(".")[-1] == "W" else 0.0

@@ -30,9 +30,15 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import (
+    check_positive_float,
+    check_positive_int,
+    check_real,
+    check_real_or_tensor,
+)
 from pyro_genmodels.data.validation import check_data
-from pyro_genmodels.models.boltzmann import MAX_ENUMERATE, LayeredBoltzmann, enumerate_logsumexp
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.enumeration import check_enumeration_cost, enumerate_logsumexp
 from pyro_genmodels.placement import parameters_dtype, to_dtype
 
 
@@ -68,6 +74,7 @@ class DBM(LayeredBoltzmann, PyroModule):
             )
         for i, n in enumerate(layers):
             check_positive_int(f"layers[{i}]", n)
+        init_scale = check_real("init_scale", init_scale, minimum=0.0)
         self.layer_sizes = list(layers)
         self.mean_field_steps = check_positive_int("mean_field_steps", mean_field_steps)
         for l in range(1, len(layers)):
@@ -92,6 +99,7 @@ class DBM(LayeredBoltzmann, PyroModule):
             check_data(v.reshape(-1, D), name, binary=True)
         return v
 
+    @pyro_method
     def energy(self, states: Sequence[torch.Tensor]) -> torch.Tensor:
         """``E(x_0, ..., x_L)`` for ``states[l]`` of shape ``(*, n_l)`` (binary or mean-field
         probabilities: ``E`` is multilinear, so ``E(μ) = E_q[E]``); returns ``(*,)``."""
@@ -125,23 +133,27 @@ class DBM(LayeredBoltzmann, PyroModule):
 
     def elbo(self, v: torch.Tensor, log_normalizer: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``-E(v, μ) + H(q) - log Z ≤ log p(v)`` at the mean-field ``μ``, shape ``(N,)``."""
+        log_normalizer = check_real_or_tensor("log_normalizer", log_normalizer)
         v = to_dtype(v, parameters_dtype(self))  # scoring follows training's dtype rule
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
     @torch.no_grad()
     def log_partition(self) -> torch.Tensor:
-        """Exact ``log Z``, enumerating the even layers (odd ones summed out) when they hold at
-        most 20 units in all; not differentiable."""
+        """Exact ``log Z``, enumerating the even layers (odd ones summed out); not
+        differentiable. A ``ValueError`` naming ``pgm.infer.ais`` when that costs more than
+        :data:`~pyro_genmodels.models.enumeration.EXACT_COST_BUDGET` multiply-adds
+        (``2^n · m · (n + 1)``, ``n`` even units, ``m`` odd ones), raised before any work."""
         from pyro_genmodels.infer.boltzmann_ais import BoltzmannAnnealingPath
 
-        n_even = sum(self.layer_sizes[0::2])
-        if n_even > MAX_ENUMERATE:
-            raise ValueError(
-                f"exact log Z enumerates the even layers: needs at most {MAX_ENUMERATE} units in "
-                f"them, got {n_even} (layers={self.layer_sizes}); estimate it with pgm.infer.ais"
-            )
+        n_even, n_odd = sum(self.layer_sizes[0::2]), sum(self.layer_sizes[1::2])
+        check_enumeration_cost(
+            n_even,
+            n_odd,
+            f"enumerates the {n_even} units of the even layers of DBM({self.layer_sizes})",
+            "pgm.infer.ais(dbm, data=train)",
+        )
         path = BoltzmannAnnealingPath(self)
-        return enumerate_logsumexp(lambda x: path.log_density(x, 1.0), n_even, self.b0)
+        return enumerate_logsumexp(lambda x: path.log_density(x, 1.0), n_even, self.b0, n_odd)
 
     # ------------------------------------------------------------------ Pyro programs
     @pyro_method
@@ -203,6 +215,7 @@ class DBM(LayeredBoltzmann, PyroModule):
         from pyro_genmodels.train import fit
 
         self.check_visible(data)
+        check_positive_float("lr", lr)
         x, histories, L = data, [], len(self.layer_sizes) - 1
         for l in range(1, L + 1):
             rbm = RBM(self.layer_sizes[l - 1], self.layer_sizes[l]).to(data)

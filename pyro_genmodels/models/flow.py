@@ -62,7 +62,9 @@ class FlowDistribution(TorchDistribution):
     flattens values and contexts to rows ``(N, D)``, ``(N, C)`` for the flow's networks.
     ``log_prob`` of the tensor that :meth:`sample` returned reuses the transform that
     drew it, so flows without an inverse (planar, radial, sylvester) score their
-    own samples from the cache.
+    own samples from the cache; any other value raises ``NotImplementedError`` naming
+    the layers without an inverse and the invertible flows (:data:`flows.INVERTIBLE
+    <pyro_genmodels.flows.INVERTIBLE>`) to use instead.
 
     Args:
         flow: a ``Transform`` (unconditional) or a ``ConditionalTransform`` (needs ``context``).
@@ -169,6 +171,21 @@ class FlowDistribution(TorchDistribution):
             self.base.expand((n,)), [flow, *self.transforms], validate_args=False
         )
 
+    def _check_invertible(self) -> None:
+        """``NotImplementedError`` when a layer has no inverse: a point the distribution did not
+        draw cannot be mapped back to the base, so it cannot be scored."""
+        layers = flows.without_inverse(self.flow) + [
+            name for t in self.transforms for name in flows.without_inverse(t)
+        ]
+        if layers:
+            raise NotImplementedError(
+                f"FlowDistribution.log_prob: the flow's layers {sorted(set(layers))} have no "
+                "closed-form inverse, so it scores only its own samples (the very tensor that "
+                "sample()/rsample() returned, read from the cache), and this value was not drawn "
+                "by it. To score other points use an invertible flow (pgm.flows.INVERTIBLE: "
+                f"{', '.join(flows.INVERTIBLE)}), e.g. maf, realnvp or spline"
+            )
+
     def rsample(self, sample_shape: _Size = ()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         n = shape.numel()
@@ -196,6 +213,7 @@ class FlowDistribution(TorchDistribution):
         if self._drawn is not None and value is self._drawn[0]:
             rows, d = self._drawn[1], self._drawn[2]
         else:
+            self._check_invertible()
             rows = value.expand(batch + self.event_shape)
             rows = rows if rows.shape == (n,) + self.event_shape else rows.reshape(n, -1)
             d = self._rows(batch, n)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_positive_float
 from pyro_genmodels.nn.dense import MLP
 
 
@@ -49,9 +50,7 @@ class EnergyMLP(nn.Module):
     ) -> None:
         super().__init__()
         self.net = MLP(dim, hidden_dims, 1, activation=nn.SiLU)
-        if confine is not None and not (isinstance(confine, int | float) and confine > 0):
-            raise ValueError(f"confine must be a positive float or None, got {confine!r}")
-        self.confine = confine
+        self.confine = None if confine is None else check_positive_float("confine", confine)
         loc = torch.zeros(dim) if loc is None else torch.as_tensor(loc).detach().clone()
         scale = torch.ones(dim) if scale is None else torch.as_tensor(scale).detach().clone()
         if loc.shape != (dim,) or scale.shape != (dim,) or not (scale > 0).all():
