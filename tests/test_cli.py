@@ -230,7 +230,7 @@ def test_diverged_training_is_one_line_with_exit_status_1(tmp_path, monkeypatch,
 @pytest.mark.parametrize(
     "option, value",
     [("epochs", 0), ("batch_size", 0), ("lr", float("inf")), ("num_samples", 0),
-     ("validation_fraction", 1.0), ("early_stopping", 0), ("epochs", 2.0)],
+     ("early_stopping", 0), ("epochs", 2.0)],
 )  # fmt: skip
 def test_zoo_run_checks_its_budget_before_training(option, value, monkeypatch):
     _nothing_runs(monkeypatch, functions=["dataset_for"])

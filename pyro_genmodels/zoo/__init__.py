@@ -41,7 +41,7 @@ import pyro
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_int, check_positive_float, check_real
+from pyro_genmodels._checks import check_int, check_positive_float
 from pyro_genmodels.data import Dataset, load
 from pyro_genmodels.distributed import on_main_process
 from pyro_genmodels.optim import Adam as GroupedAdam
@@ -371,10 +371,8 @@ def run(
     counts = {"epochs": epochs, "batch_size": batch_size, "num_samples": num_samples}
     for key, value in {**counts, "early_stopping": early_stopping}.items():
         check_int(key, value, minimum=1, allow_none=True)  # all checked before any training
-    if lr is not None:
+    if lr is not None:  # validation_fraction: Dataset.split_validation, before any training
         check_positive_float("lr", lr)
-    if check_real("validation_fraction", validation_fraction, minimum=0.0) >= 1:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
     if num_samples is None:
         num_samples = QUICK["num_samples"] if quick else 1000
     khat_points = QUICK["khat_points"] if quick else KHAT_POINTS
