@@ -35,7 +35,7 @@ RESULTS = Path(__file__).parent / "results"
 PRELUDE = "import arviz as az\nimport pyro\nimport pyro_genmodels as pgm\n"
 REPORT = (
     "\nimport resource\n"
-    "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    "print('PEAK_RSS_MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
 )
 CONVERSION = "pgm.diagnostics.from_mcmc(mcmc)"
 QUICK = {"epochs=50": "epochs=1", "data=data.train)": "data=data.train, num_betas=100)"}
@@ -51,8 +51,8 @@ def readme_block() -> str:
     return match.group(1)
 
 
-def peak_rss_mb(code: str) -> tuple[float, float]:
-    """Peak RSS (MB) and wall seconds of ``code`` run in a fresh Python process."""
+def peak_rss_mib(code: str) -> tuple[float, float]:
+    """Peak RSS (MiB) and wall seconds of ``code`` run in a fresh Python process."""
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + code + REPORT],
@@ -64,7 +64,7 @@ def peak_rss_mb(code: str) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"the block failed:\n{proc.stderr[-3000:]}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_RSS_MB"))
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("PEAK_RSS_MIB"))
     return float(line.split()[1]), seconds
 
 
@@ -82,18 +82,18 @@ def main() -> None:
     }
     rows = []
     for name, code in variants.items():
-        mb, seconds = peak_rss_mb(code)
+        mib, seconds = peak_rss_mib(code)
         rows.append(
             dict(
                 block="README Boltzmann machines",
                 variant=name,
                 budget="quick" if args.quick else "as written",
-                peak_rss_mb=mb,
+                peak_rss_mib=mib,
                 seconds=seconds,
                 machine=f"{platform.machine()} {platform.processor() or ''}".strip(),
             )
         )
-        print(f"{name:40s} peak RSS {mb:8.0f} MB  {seconds:6.0f} s", flush=True)
+        print(f"{name:40s} peak RSS {mib:8.0f} MiB  {seconds:6.0f} s", flush=True)
     frame = pd.DataFrame(rows)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
