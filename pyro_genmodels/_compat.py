@@ -5,11 +5,11 @@ the param store's name ↔ parameter dicts, the per-parameter machinery of
 ``pyro.optim.PyroOptim``, ``ELBO``'s plate-nesting guess, the
 cache of ``torch.distributions.Transform``, two attributes of Pyro/torch
 distributions, the subclassing helpers of ``torch.distributions.Distribution``
-(``expand``'s checked instance, ``log_prob``'s sample validation) and torch's
-fused ``_foreach`` kernels. Each is read or written only through a
-function here, and ``tests/test_compat.py`` checks each one against the
-installed versions, so that an upgrade that moves one fails there, loudly,
-naming the internal, instead of somewhere deep in training.
+(``expand``'s checked instance, ``log_prob``'s sample validation), the per-chain kernel
+diagnostics that ``pyro.infer.MCMC`` keeps, and torch's fused ``_foreach`` kernels. Each
+is read or written only through a function here, and ``tests/test_compat.py`` checks
+each one against the installed versions, so that an upgrade that moves one fails there,
+loudly, naming the internal, instead of somewhere deep in training.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "grad_clip_of",
     "guess_max_plate_nesting",
     "masked_distribution_mask",
+    "mcmc_chain_diagnostics",
     "mvn_scale_tril",
     "optim_args_of",
     "pending_optim_state",
@@ -171,6 +172,17 @@ def validate_sample(d: Distribution, value: torch.Tensor) -> None:
     """torch's argument validation of a value given to ``log_prob``: type, shape against
     batch and event shapes, support (``Distribution._validate_sample``)."""
     d._validate_sample(value)
+
+
+# ----------------------------------------------------------------------------- MCMC
+
+
+def mcmc_chain_diagnostics(mcmc: Any) -> list[dict | None]:
+    """The kernel's ``diagnostics()`` of each chain of a ``pyro.infer.MCMC`` run, as
+    ``MCMC.diagnostics()`` merges them (``MCMC._diagnostics``; ``None`` for a chain not run)
+    — without the effective sample sizes that ``MCMC.diagnostics()`` computes first."""
+    per_chain: list[dict | None] = list(mcmc._diagnostics)
+    return per_chain
 
 
 # ----------------------------------------------------------------------------- torch kernels

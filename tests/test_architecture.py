@@ -1,7 +1,7 @@
 """The package's architecture, checked from its source: layers point down, no cycles.
 
-Layers, lowest first: the base modules (``_checks``, ``_compat``, ``params``, ``optim``,
-``data``), then ``nn``, ``parallel``; ``distributions`` and ``flows``; ``models``;
+Layers, lowest first: the base modules (``_checks``, ``_compat``, ``_dtypes``, ``params``,
+``optim``, ``data``), then ``nn``, ``parallel``; ``distributions`` and ``flows``; ``models``;
 ``infer`` and ``diagnostics``; ``training``; ``zoo``, ``report``, ``cli``. A module may
 import from its own layer and below (``models/`` and ``distributions/`` never import
 ``infer/`` or ``training/``; ``parallel/`` imports neither ``training/`` nor ``infer/``),
@@ -21,6 +21,7 @@ ROOT = Path(__file__).parent.parent / "pyro_genmodels"
 LAYERS = {
     "_checks": 0,
     "_compat": 0,
+    "_dtypes": 0,
     "params": 0,
     "optim": 0,
     "data": 0,

@@ -153,6 +153,15 @@ def test_unwritable_checkpoint_dir_fails_before_training(tmp_path):
     assert epochs_run == []
 
 
+@pytest.mark.parametrize("name", ["checkpoint.pt", "best.pt", "last_good.pt"])
+def test_a_run_file_that_is_a_folder_fails_before_training(tmp_path, name):
+    (tmp_path / name).mkdir()
+    epochs_run = []
+    with pytest.raises(ValueError, match=f"{name}' is a directory"):
+        _train(tmp_path, epochs=3, callbacks=[lambda state: epochs_run.append(1)])
+    assert epochs_run == []
+
+
 # ----------------------------------------------------------------------------- CLI
 
 TINY = ["--epochs", "1", "--z-dim", "2", "--hidden", "8", "--num-samples", "30", "--quiet"]

@@ -280,6 +280,8 @@ _LOADERS: dict[str, Callable[[bool, torch.dtype, torch.device | None], Dataset]]
     "digits": _load_digits,
     "mnist5k": _load_mnist5k,
 }
+#: The names :func:`load` takes (the bundled datasets).
+BUNDLED: tuple[str, ...] = tuple(_LOADERS)
 
 
 def load(

@@ -32,6 +32,7 @@ from torch import nn
 
 from pyro_genmodels import flows
 from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positive_int, check_real
+from pyro_genmodels._dtypes import to_dtype
 from pyro_genmodels.models import _likelihoods as L
 
 
@@ -142,9 +143,7 @@ class VAE(L.LikelihoodSettings, PyroModule):
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked, in the parameters' dtype (float64/float16 data are converted)."""
-        x = L.check_x(x, self.x_dim, self.likelihood)
-        dtype = L.first_param(self).dtype
-        return x if x.dtype == dtype else x.to(dtype)
+        return to_dtype(L.check_x(x, self.x_dim, self.likelihood), L.first_param(self).dtype)
 
     def _check_rows(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked for ``model``/``guide``: ``pyro.plate`` needs at least one row."""

@@ -30,6 +30,7 @@ from pyro_genmodels.parallel.strategy import make_strategy
 from pyro_genmodels.params import find_modules
 from pyro_genmodels.training.batches import TensorBatches, make_batches
 from pyro_genmodels.training.callbacks.base import fire
+from pyro_genmodels.training.callbacks.best_epoch import BEST_NAME, PREVIOUS_BEST_NAME
 from pyro_genmodels.training.callbacks.checkpointing import CHECKPOINT_NAME, LAST_GOOD_NAME
 from pyro_genmodels.training.callbacks.validation import validation_source
 from pyro_genmodels.training.config import FitConfig
@@ -45,7 +46,10 @@ from pyro_genmodels.training.state import FitState, RunState
 from pyro_genmodels.training.step import LossUndo, Step
 from pyro_genmodels.training.threads import choose_threads, thread_budget
 
-__all__ = ["Trainer"]
+__all__ = ["RUN_FILES", "Trainer"]
+
+RUN_FILES = (CHECKPOINT_NAME, LAST_GOOD_NAME, BEST_NAME, PREVIOUS_BEST_NAME)
+"""The files a run writes into ``checkpoint_dir`` (each must be a file or absent)."""
 
 
 class Trainer:
@@ -102,7 +106,7 @@ class Trainer:
         batches.to(device, model_dtype(modules))
         batches.set_rank(strategy.rank, strategy.world)
         if c.checkpoint_dir is not None and strategy.writer:
-            check_writable(c.checkpoint_dir)
+            check_writable(c.checkpoint_dir, files=RUN_FILES)
         first = batches.take(torch.arange(1))
         source = None
         if c.validation is not None:

@@ -41,6 +41,7 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_int, check_positive_float
 from pyro_genmodels.data import Dataset, load
 from pyro_genmodels.optim import Adam as GroupedAdam
 from pyro_genmodels.parallel import on_main_process
@@ -367,6 +368,11 @@ def run(
     unknown = sorted(set(names) - set(ZOO))
     if unknown:
         raise ValueError(f"unknown models {unknown}; the zoo has {sorted(ZOO)}")
+    counts = {"epochs": epochs, "batch_size": batch_size, "num_samples": num_samples}
+    for key, value in {**counts, "early_stopping": early_stopping}.items():
+        check_int(key, value, minimum=1, allow_none=True)  # all checked before any training
+    if lr is not None:  # validation_fraction: Dataset.split_validation, before any training
+        check_positive_float("lr", lr)
     if num_samples is None:
         num_samples = QUICK["num_samples"] if quick else 1000
     khat_points = QUICK["khat_points"] if quick else KHAT_POINTS
