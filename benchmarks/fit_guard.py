@@ -27,16 +27,15 @@ import contextlib
 import statistics
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 import pyro
 import torch
+from _results import RESULTS, save  # benchmarks/_results.py
 
 import pyro_genmodels as pgm
 from pyro_genmodels.training import guard as guard_module
 
-RESULTS = Path(__file__).parent / "results"
 SIZES = {"digits": (256, 8), "mnist5k": (512, 32)}
 
 
@@ -94,9 +93,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                   f"{100 * (step / bare - 1):+6.1f}% of an unguarded step")  # fmt: skip
     table = pd.DataFrame(rows)
     if not args.quick:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+        save(table, args.out)
     return table
 
 

@@ -26,16 +26,15 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 import pyro
 import torch
+from _results import RESULTS, save  # benchmarks/_results.py
 
 import pyro_genmodels as pgm
 from pyro_genmodels.training.rng import forked_rng
 
-RESULTS = Path(__file__).parent / "results"
 BATCH, LAYERS, HIDDEN, SIGMA = 256, 5, 64, 0.1
 
 
@@ -168,9 +167,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     with pd.option_context("display.width", 200):
         print(table)
     if not args.quick:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+        save(table, args.out)
     return table
 
 
