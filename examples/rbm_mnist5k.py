@@ -7,7 +7,8 @@ The RBM is a ``PyroModule`` whose ``model`` observes ``"v"`` with an ``EnergyDis
 loss and optimizer of ``pgm.infer.RBMRecipe()`` (PCD as Tieleman 2008 ran it: one persistent
 chain per batch row, a rate of 0.2 per datapoint decaying linearly to 0, weight decay 1e-4).
 ``pyro.infer.MCMC(pgm.infer.BlockGibbs(rbm, batch_size=16))`` draws visible and hidden states
-that ``pgm.diagnostics.from_mcmc`` hands to ArviZ (16 chains); ``log Z`` comes from AIS
+that ``pgm.diagnostics.from_mcmc`` hands to ArviZ (16 chains on the chain dimension, without
+Pyro's per-element ESS, whose memory grows with draws² × pixels); ``log Z`` comes from AIS
 (Salakhutdinov & Murray 2008) and the test NLL is ``mean F(v_test) + log Ẑ`` in nats.
 """
 

@@ -67,4 +67,15 @@ def test_kernel_runs_converts_and_pickles(factory, model):
     assert "divergences" in kernel.diagnostics()
     idata = az.from_pyro(mcmc)
     assert idata.sample_stats["diverging"].shape == (1, 30)
+    cheap = pgm.diagnostics.from_mcmc(mcmc)  # the same data, without Pyro's per-element ESS
+    assert set(cheap.groups()) == set(idata.groups())
+    batch = getattr(kernel, "batch_size", None)
+    for group in idata.groups():
+        if batch and group == "posterior":  # a kernel's batch of chains: ArviZ's chain dim
+            for name, draws in idata.posterior.items():
+                assert (cheap.posterior[name].values == draws.values[0].swapaxes(0, 1)).all()
+        elif batch:  # one diverging flag per chain of the batch
+            assert (cheap[group]["diverging"].values == idata[group]["diverging"].values).all()
+        else:
+            assert cheap[group].equals(idata[group]), group
     pickle.loads(pickle.dumps(kernel))

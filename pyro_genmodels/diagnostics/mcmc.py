@@ -1,5 +1,16 @@
-"""MCMC runs as ArviZ ``InferenceData``, with chains that a kernel runs as a batch on ArviZ's
-chain dimension."""
+"""ArviZ ``InferenceData`` of a ``pyro.infer.MCMC`` run, without Pyro's per-element statistics,
+with the chains that a kernel runs as a batch on ArviZ's chain dimension.
+
+``arviz.from_pyro(mcmc)`` reads the divergences from ``mcmc.diagnostics()``, and
+Pyro computes that dict's effective sample size and split R-hat of every element of
+every site first. The effective sample size's cumulative minimum (``pyro.ops.stats``)
+holds ``(draws / 2)² × elements`` numbers at once: for 1000 draws of the 10 × 784
+visible units of an RBM's Gibbs chains that is 7.8 GB, for a number ArviZ then
+throws away. :func:`from_mcmc` gives ArviZ the kernels' own per-chain diagnostics
+instead, so the conversion costs what the draws cost; the groups and values are those
+of ``az.from_pyro`` (ArviZ's ``az.ess``, ``az.rhat`` and ``az.summary`` compute the
+statistics afterwards, with memory linear in the draws).
+"""
 
 from __future__ import annotations
 
@@ -7,32 +18,93 @@ from typing import Any
 
 import arviz as az
 import numpy as np
+from pyro.infer import MCMC
+
+from pyro_genmodels._compat import mcmc_chain_diagnostics
 
 
-def from_mcmc(mcmc: Any) -> az.InferenceData:
-    """``az.from_pyro(mcmc)``, except that a kernel's own batch of chains
-    (``pgm.infer.BlockGibbs(machine, batch_size=B)``: draws of shape ``(B, n)``) goes to the
-    ``chain`` dimension: ``C`` runs of ``MCMC(num_chains=C)`` give ``C·B`` chains of ``(n,)``
-    draws, so ``az.rhat``/``az.ess`` compare chains instead of units. Kernels without a batch
-    are converted by ``az.from_pyro``. ``sample_stats`` holds ``diverging`` (all False for a
-    Gibbs kernel).
+class _KernelDiagnostics:
+    """``mcmc`` as ArviZ reads it, whose ``diagnostics()`` holds the kernels' per-chain
+    entries (``"divergences"``, ...) and not Pyro's per-element ESS and R-hat."""
+
+    def __init__(self, mcmc: MCMC, per_chain: list[dict]) -> None:
+        self._mcmc, self._per_chain = mcmc, per_chain
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mcmc, name)
+
+    def diagnostics(self) -> dict[str, dict[str, Any]]:
+        return {
+            key: {f"chain {i}": chain[key] for i, chain in enumerate(self._per_chain)}
+            for key in self._per_chain[0]
+        }
+
+
+def from_mcmc(mcmc: MCMC, **kwargs: Any) -> az.InferenceData:
+    """``az.from_pyro(mcmc, **kwargs)`` without Pyro's ``mcmc.diagnostics()`` statistics, and
+    with a kernel's own batch of chains on the ``chain`` dimension.
+
+    A kernel that runs ``B`` independent chains as a batch
+    (``pgm.infer.BlockGibbs(machine, batch_size=B)``: draws of shape ``(B, n)``) gives
+    ``C·B`` chains of ``(n,)`` draws for ``C`` runs of ``MCMC(num_chains=C)`` (chain
+    ``c·B + b`` is row ``b`` of run ``c``), so ``az.rhat`` and ``az.ess`` compare chains;
+    ``az.from_pyro`` makes the batch a data dimension, and its R-hat per element then
+    mixes the chains' spread into each unit's. Such a kernel has no model, so its data hold
+    the ``posterior`` and ``sample_stats`` (``diverging``) groups.
+
+    Memory: the draws, ``chains × draws × elements`` numbers, where ``az.from_pyro`` also
+    needs ``(draws / 2)² × elements`` for Pyro's effective sample sizes. Groups: the
+    ``posterior`` (``mcmc.get_samples(group_by_chain=True)``: shape ``(chains, draws,
+    *site_shape)`` per site), ``sample_stats`` (``diverging`` from the kernels'
+    ``"divergences"``) and, when the kernel has a model with observed sites,
+    ``log_likelihood`` and ``observed_data`` — the same values as ``az.from_pyro``.
+
+    Args:
+        mcmc: a ``pyro.infer.MCMC`` after ``run``, with any kernel that has
+            ``diagnostics()`` with ``"divergences"`` (every kernel of
+            :mod:`pyro_genmodels.infer`, HMC and NUTS).
+        **kwargs: passed to ``az.from_pyro`` (``coords``, ``dims``, ``log_likelihood``,
+            ``posterior_predictive``, ...).
 
     >>> import pyro, pyro_genmodels as pgm
-    >>> mcmc = pyro.infer.MCMC(pgm.infer.BlockGibbs(pgm.models.RBM(4, 3), batch_size=3),
-    ...                        num_samples=5, disable_progbar=True)
+    >>> mcmc = pyro.infer.MCMC(pgm.infer.BlockGibbs(pgm.models.RBM(4, 3), batch_size=2),
+    ...                        num_samples=5, warmup_steps=2, disable_progbar=True)
     >>> mcmc.run()
-    >>> sorted(from_mcmc(mcmc).posterior.sizes.items())
-    [('chain', 3), ('draw', 5), ('h_dim_0', 3), ('v_dim_0', 4)]
+    >>> idata = from_mcmc(mcmc)
+    >>> dict(idata.posterior["v"].sizes)
+    {'chain': 2, 'draw': 5, 'v_dim_0': 4}
+    >>> int(idata.sample_stats["diverging"].sum())
+    0
     """
-    batch = getattr(getattr(mcmc, "kernel", None), "batch_size", None)
-    if not batch:
-        return az.from_pyro(mcmc)
+    if not isinstance(mcmc, MCMC):
+        raise TypeError(f"mcmc must be a pyro.infer.MCMC, got {type(mcmc).__name__}")
+    per_chain = mcmc_chain_diagnostics(mcmc)
+    if any(chain is None for chain in per_chain):
+        raise ValueError("mcmc has not been run: call mcmc.run(...) before from_mcmc(mcmc)")
+    if "divergences" not in per_chain[0]:  # type: ignore[operator]
+        raise ValueError(
+            f"the kernel {type(mcmc.kernel).__name__} gives no 'divergences' in its "
+            f"diagnostics() (it gives {sorted(per_chain[0])}), which ArviZ reads for "  # type: ignore[arg-type]
+            "sample_stats; add them to the kernel (an empty list per chain when it never "
+            "diverges)"
+        )
+    batch = getattr(mcmc.kernel, "batch_size", None)
+    if batch:
+        return _batched_chains(mcmc, per_chain, **kwargs)  # type: ignore[arg-type]
+    view: Any = _KernelDiagnostics(mcmc, per_chain)  # type: ignore[arg-type]
+    return az.from_pyro(view, **kwargs)
+
+
+def _batched_chains(mcmc: MCMC, per_chain: list[dict], **kwargs: Any) -> az.InferenceData:
+    """The draws ``(C, S, B, ...)`` of a kernel's batch of ``B`` chains as ``C·B`` chains."""
     posterior = {}
-    for name, draws in mcmc.get_samples(group_by_chain=True).items():  # (C, S, B, ...)
+    for name, draws in mcmc.get_samples(group_by_chain=True).items():
         c, s, b = draws.shape[:3]
         flat = draws.movedim(2, 1).reshape(c * b, s, *draws.shape[3:])
         posterior[name] = flat.detach().cpu().numpy()
-    c, s = next(iter(posterior.values())).shape[:2]
-    return az.from_dict(
-        posterior=posterior, sample_stats={"diverging": np.zeros((c, s), dtype=bool)}
-    )
+    diverging = np.zeros((c, b, s), dtype=bool)
+    for i, chain in enumerate(per_chain):
+        for step in chain["divergences"]:  # a divergent step of the batch marks all B chains
+            diverging[i, :, int(step)] = True
+    stats = {"diverging": diverging.reshape(c * b, s)}
+    return az.from_dict(posterior=posterior, sample_stats=stats, **kwargs)

@@ -13,6 +13,7 @@ from pyro.poutine.util import is_validation_enabled
 
 from pyro_genmodels._checks import check_finite, check_hidden_dims
 from pyro_genmodels._compat import validate_sample
+from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 
 _CHECK_FINITE: contextvars.ContextVar[bool] = contextvars.ContextVar("check_finite", default=True)
 
@@ -253,6 +254,7 @@ class EnergyDistribution(TorchDistribution):
                 "EnergyDistribution.log_prob expects a torch.Tensor value of shape "
                 f"(*batch, {', '.join(map(str, self.event_shape))}), got {type(x).__name__} {x!r}"
             )
+        x = to_dtype(x, parameters_dtype(self.energy))  # scoring follows training's dtype rule
         if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
             validate_sample(self, x)
         return -self.energy_of(x)

@@ -33,6 +33,7 @@ from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
 from pyro_genmodels._checks import check_positive_int, check_real, check_real_or_tensor
+from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.models.boltzmann import LayeredBoltzmann
 
@@ -129,6 +130,7 @@ class DBM(LayeredBoltzmann, PyroModule):
     def elbo(self, v: torch.Tensor, log_normalizer: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``-E(v, μ) + H(q) - log Z ≤ log p(v)`` at the mean-field ``μ``, shape ``(N,)``."""
         log_normalizer = check_real_or_tensor("log_normalizer", log_normalizer)
+        v = to_dtype(v, parameters_dtype(self))  # scoring follows training's dtype rule
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
     # ------------------------------------------------------------------ Pyro programs
