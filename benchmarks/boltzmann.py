@@ -42,12 +42,12 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
+from _results import RESULTS  # benchmarks/_results.py
+from _results import save as write_csv
 
 import pyro_genmodels as pgm
 from pyro_genmodels.infer import BoltzmannAnnealingPath, run_ais
 from pyro_genmodels.infer import salakhutdinov_murray_betas as sm_betas
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _row(kind, dataset, unit, model, value, estimator, seconds=0.0, epochs=0, stderr=np.nan,
@@ -127,7 +127,7 @@ def save(rows: list[dict], out: str | None) -> pd.DataFrame:
     table["torch"], table["pyro"] = torch.__version__, pyro.__version__
     table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
     if out:
-        table.to_csv(out, index=False)
+        write_csv(table, out)
     return table
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from pyro_genmodels._checks import check_positive_int, check_real
 from pyro_genmodels.infer.ais import PATHS, AnnealingPath
-from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.boltzmann import LayeredBoltzmann, bernoulli
 
 
 def salakhutdinov_murray_betas(
@@ -151,13 +151,13 @@ class BoltzmannAnnealingPath(AnnealingPath):
     def init(self, num_chains: int) -> torch.Tensor:
         like = self.biases[0]
         if self.sigma is None:
-            v = torch.bernoulli(torch.sigmoid(self.base).expand(num_chains, -1))
+            v = bernoulli(torch.sigmoid(self.base).expand(num_chains, -1))
         else:
             v = self.biases[0] + self.sigma * torch.randn(
                 num_chains, self.sizes[0], dtype=like.dtype, device=like.device
             )
         hidden = [
-            torch.bernoulli(
+            bernoulli(
                 torch.full((num_chains, self.sizes[l]), 0.5, dtype=like.dtype, device=like.device)
             )
             for l in self.even[1:]
@@ -187,7 +187,7 @@ class BoltzmannAnnealingPath(AnnealingPath):
     def transition(self, x: torch.Tensor, beta: Any) -> torch.Tensor:
         states = self._split(x)
         for l, total in self._odd_inputs(x).items():
-            states[l] = torch.bernoulli(torch.sigmoid(beta * total))
+            states[l] = bernoulli(torch.sigmoid(beta * total))
         new = []
         for l in self.even:
             inp = 0.0
@@ -200,12 +200,10 @@ class BoltzmannAnnealingPath(AnnealingPath):
                 new.append(mean + self.sigma * torch.randn_like(mean))
             elif l == 0:
                 new.append(
-                    torch.bernoulli(
-                        torch.sigmoid((1 - beta) * self.base + beta * (self.biases[0] + inp))
-                    )
+                    bernoulli(torch.sigmoid((1 - beta) * self.base + beta * (self.biases[0] + inp)))
                 )
             else:
-                new.append(torch.bernoulli(torch.sigmoid(beta * (self.biases[l] + inp))))
+                new.append(bernoulli(torch.sigmoid(beta * (self.biases[l] + inp))))
         return torch.cat(new, dim=-1)
 
 

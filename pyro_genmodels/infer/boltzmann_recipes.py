@@ -37,6 +37,7 @@ import torch
 from pyro_genmodels._checks import check_int, check_positive_int, check_real
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.infer.dbm_loss import DBMLoss
+from pyro_genmodels.models.boltzmann import bernoulli
 
 
 def _check_data(data: Any, machine: Any) -> torch.Tensor:
@@ -191,7 +192,7 @@ class GreedyLayer:
         ``⟨x hᵀ⟩_data - ⟨x' h'ᵀ⟩_recon`` with ``h ~ p(h | x)``, ``x' ~ p(x | h)``, ``h' =
         p(h | x')`` (probabilities in the statistics)."""
         ph = self.hidden_probs(x)
-        x_neg = torch.bernoulli(self.visible_probs(torch.bernoulli(ph)))
+        x_neg = bernoulli(self.visible_probs(bernoulli(ph)))
         ph_neg = self.hidden_probs(x_neg)
         n = x.shape[0]
         return (
@@ -218,7 +219,7 @@ class DBMRecipe(SGDSchedule):
     (100, 5)
     """
 
-    lr: float = 0.01
+    lr: float = 0.1
     weight_decay: float = 2e-4
     chains: int = 100
     k: int = 5
@@ -292,7 +293,7 @@ class DBMRecipe(SGDSchedule):
             for i in range(0, n, self.batch_size):
                 batch = x[order[i : i + self.batch_size]]
                 if sampled:
-                    batch = torch.bernoulli(batch)
+                    batch = bernoulli(batch)
                 grads = layer.cd1_gradient(batch)
                 for p, v, grad in zip(params, velocity, grads, strict=True):
                     decay = self.pretrain_weight_decay * p if p is layer.W else 0.0
@@ -315,7 +316,7 @@ class DBMRecipe(SGDSchedule):
         data = _check_data(data, dbm)
         index = torch.randint(0, data.shape[0], (self.chains,), device=data.device)
         mu = dbm.mean_field(data[index])
-        return DBMLoss(num_chains=self.chains, k=self.k, init=[torch.bernoulli(m) for m in mu])
+        return DBMLoss(num_chains=self.chains, k=self.k, init=[bernoulli(m) for m in mu])
 
     def fit_kwargs(self, dbm: Any, data: torch.Tensor) -> dict[str, Any]:
         """``{"loss", "optim", "epochs", "batch_size"}`` for :func:`pyro_genmodels.fit`."""

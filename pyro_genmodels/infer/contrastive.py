@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pyro
 import torch
 
 from pyro_genmodels._checks import check_positive_int
@@ -236,9 +237,12 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             x_neg = sampler.run(dist, x0, self.k).detach()
             if self.persistent:
                 self._update_buffer(site["name"], x_neg, len(dist.event_shape), index)
-            if self.free_energy and isinstance(dist.energy, LayeredBoltzmann):
-                # both phases in one call (no batch-dependent layers in a Boltzmann machine)
-                e_pos, e_neg = dist.energy_of(torch.stack([x_pos, x_neg.to(x_pos)]))
+            machine = isinstance(dist.energy, LayeredBoltzmann) and dist.context is None
+            if self.free_energy and machine:
+                # both phases in one call (no batch-dependent layers in a Boltzmann machine);
+                # the values were checked where they entered (model) or drawn by the sampler
+                with pyro.validation_enabled(False):
+                    e_pos, e_neg = dist.energy(torch.stack([x_pos, x_neg.to(x_pos)]))
             elif self.free_energy:
                 e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
             else:
