@@ -9,7 +9,8 @@ Writes ``benchmarks/results/boltzmann.csv`` with one row per measurement:
   scikit-learn's ``BernoulliRBM`` (PCD at PCD's rate, constant) and learnergy's ``RBM`` (CD-1
   at CD-1's rate and momentum, constant) at the same hidden units, epochs and batch size,
   **scored by our AIS on their weights**, and of a DBM trained by
-  :class:`~pyro_genmodels.infer.DBMRecipe` (its row is the variational bound). ``log Z`` by AIS (base rate from the training marginals, the
+  :class:`~pyro_genmodels.infer.DBMRecipe` (its row is the variational bound). ``log Z``
+  by AIS (base rate from the training marginals, the
   Salakhutdinov & Murray schedule, 100 chains); ``stderr`` is the AIS standard error of
   ``log Ẑ``; ``seconds`` the training time per epoch. One row per model and seed, then a
   ``mean`` row per model (``stderr``: the spread of the seeds, standard error of the mean).
