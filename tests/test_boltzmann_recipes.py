@@ -247,16 +247,13 @@ def test_dbm_bound_against_enumeration_after_joint_training():
 
 def test_log_likelihood_names_an_ais_call_that_works_for_the_machine():
     """For an RBM the error names pgm.infer.ais(rbm, data=train) (it named ais(dist), which
-    fails on a binary support), and that call scores the data; a DBM's names ais(dbm, ...)."""
+    fails on a binary support), and that call scores the data."""
     rbm = pgm.models.RBM(30, 30)
     v = torch.bernoulli(torch.full((5, 30), 0.5))
     with pytest.raises(ValueError, match=re.escape("pgm.infer.ais(rbm, data=train)")):
         pgm.infer.log_likelihood(rbm.model, rbm.guide, v)
     log_z, se = pgm.infer.ais(rbm, num_chains=10, num_betas=50, data=v)
     assert torch.isfinite(rbm.distribution(log_normalizer=log_z).log_prob(v)).all()
-    dbm = pgm.models.DBM([6, 4, 3])
-    with pytest.raises(ValueError, match=re.escape("pgm.infer.ais(dbm, data=train)")):
-        pgm.infer.log_likelihood(dbm.model, dbm.guide, torch.ones(3, 6))
 
 
 def test_recipe_schedule_resumes_exactly(tmp_path):

@@ -376,15 +376,24 @@ FLOAT_ARGUMENTS = {
     "training.KLAnnealing.end": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), end=v),
     "models.FlowDensity.alpha": lambda v: FlowDensity(2, preprocess="logit", alpha=v),
     "models.RBM.init_scale": lambda v: pgm.models.RBM(3, 2, init_scale=v),
-    "models.RBM.sgd.lr": lambda v: _rbm().sgd(lr=v),
-    "models.RBM.sgd.momentum": lambda v: _rbm().sgd(momentum=v),
-    "models.RBM.sgd.weight_decay": lambda v: _rbm().sgd(weight_decay=v),
+    "models.LayeredBoltzmann.sgd.lr": lambda v: _rbm().sgd(lr=v),
+    "models.LayeredBoltzmann.sgd.momentum": lambda v: _rbm().sgd(momentum=v),
+    "models.LayeredBoltzmann.sgd.weight_decay": lambda v: _rbm().sgd(weight_decay=v),
+    "models.LayeredBoltzmann.sgd.final_lr": lambda v: _rbm().sgd(final_lr=v),
+    **{
+        f"infer.{recipe}.{arg}": (lambda r, a: lambda v: getattr(pgm.infer, r)(**{a: v}))(
+            recipe, arg
+        )
+        for recipe in ("SGDSchedule", "RBMRecipe", "DBMRecipe")
+        for arg in ("lr", "final_lr", "momentum", "weight_decay")
+    },
+    **{
+        f"infer.DBMRecipe.{arg}": (lambda a: lambda v: pgm.infer.DBMRecipe(**{a: v}))(arg)
+        for arg in ("pretrain_lr", "pretrain_momentum", "pretrain_weight_decay")
+    },
     "models.DBM.init_scale": lambda v: pgm.models.DBM([3, 2, 2], init_scale=v),
     "models.DBM.elbo.log_normalizer": lambda v: pgm.models.DBM([3, 2, 2]).elbo(
         torch.ones(2, 3), log_normalizer=v
-    ),
-    "models.DBM.pretrain.lr": lambda v: pgm.models.DBM([3, 2, 2]).pretrain(
-        torch.ones(4, 3), epochs=1, lr=v
     ),
     "nn.EnergyMLP.confine": lambda v: pgm.nn.EnergyMLP(2, [4], confine=v),
     "zoo.run.lr": lambda v: pgm.zoo.run(

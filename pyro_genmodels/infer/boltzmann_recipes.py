@@ -171,7 +171,7 @@ class GreedyLayer:
 
     Args:
         W: weights ``(n_in, n_out)``; b, c: visible ``(n_in,)`` and hidden ``(n_out,)`` biases.
-        up, down: the input multiplicities (1 or 2).
+        up, down: the input multiplicities (int: 1 or 2).
 
     >>> layer = GreedyLayer(torch.ones(2, 1), torch.zeros(2), torch.zeros(1), up=2, down=1)
     >>> layer.hidden_probs(torch.tensor([[1.0, 0.0]])).tolist()   # σ(2 · 1)
@@ -179,9 +179,10 @@ class GreedyLayer:
     """
 
     def __init__(
-        self, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, up: float, down: float
+        self, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor, up: int, down: int
     ) -> None:
-        self.W, self.b, self.c, self.up, self.down = W, b, c, up, down
+        self.W, self.b, self.c = W, b, c
+        self.up, self.down = check_positive_int("up", up), check_positive_int("down", down)
 
     def hidden_probs(self, x: torch.Tensor) -> torch.Tensor:
         """``σ(up · xW + c)``, shape ``(N, n_out)``."""
@@ -256,8 +257,8 @@ class DBMRecipe(SGDSchedule):
                 0.01 * torch.randn(sizes[l - 1], sizes[l], **kw),
                 torch.zeros(sizes[l - 1], **kw),
                 torch.zeros(sizes[l], **kw),
-                up=2.0 if l == 1 else 1.0,
-                down=2.0 if l == L else 1.0,
+                up=2 if l == 1 else 1,
+                down=2 if l == L else 1,
             )
             for l in range(1, L + 1)
         ]
@@ -320,7 +321,9 @@ class DBMRecipe(SGDSchedule):
         data = _check_data(data, dbm)
         index = torch.randint(0, data.shape[0], (self.chains,), device=data.device)
         mu = dbm.mean_field(data[index])
-        return DBMLoss(num_chains=self.chains, k=self.k, init=[bernoulli(m) for m in mu])
+        loss = DBMLoss(num_chains=self.chains, k=self.k)
+        loss.load_state_dict({f"x{l}": bernoulli(m) for l, m in enumerate(mu)})
+        return loss
 
     def fit_kwargs(self, dbm: Any, data: torch.Tensor) -> dict[str, Any]:
         """``{"loss", "optim", "epochs", "batch_size"}`` for :func:`pyro_genmodels.fit`."""

@@ -31,29 +31,18 @@ class DBMLoss(ELBO):
     Args:
         num_chains: persistent chains (fantasy particles).
         k: Gibbs sweeps per step.
-        init: the chains' first states, one ``(num_chains, n_l)`` tensor per layer (e.g. training
-            rows and their mean-field hiddens, sampled, as :class:`~pyro_genmodels.infer.DBMRecipe`
-            does); None starts them at random.
 
-    ``state_dict()``/``load_state_dict()`` hold the chains, so ``fit`` resumes exactly.
+    ``state_dict()``/``load_state_dict()`` hold the chains, so ``fit`` resumes exactly; the
+    chains start at random, or where ``load_state_dict({"x0": v, "x1": h1, ...})`` puts them
+    (:class:`~pyro_genmodels.infer.DBMRecipe` starts them at training rows and their sampled
+    mean-field hiddens).
     """
 
-    def __init__(
-        self, num_chains: int = 100, k: int = 1, init: list[torch.Tensor] | None = None
-    ) -> None:
+    def __init__(self, num_chains: int = 100, k: int = 1) -> None:
         super().__init__()
         self.num_chains = check_positive_int("num_chains", num_chains)
         self.k = check_positive_int("k", k)
-        if init is not None:
-            if not isinstance(init, list | tuple) or not all(
-                isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[0] == num_chains
-                for x in init
-            ):
-                raise ValueError(
-                    f"init must be a list of (num_chains={num_chains}, n_l) tensors, one per layer"
-                )
-            init = [x.detach().clone() for x in init]
-        self.chains: list[torch.Tensor] | None = init
+        self.chains: list[torch.Tensor] | None = None
         self._saved: list[torch.Tensor] | None = None
 
     def begin_step(self) -> None:

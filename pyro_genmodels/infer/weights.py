@@ -127,13 +127,6 @@ def check_normalized(site: Site) -> None:
     Such a ``log_prob`` is ``-E(x)``, off by the unknown ``log Z``: no likelihood may be
     reported from it. The message points to AIS (:func:`pyro_genmodels.infer.ais`).
     """
-    if (site.get("infer") or {}).get("boltzmann_machine") is not None:  # a DBM's "v"
-        raise ValueError(
-            f"site {site['name']!r} is observed by a deep Boltzmann machine, whose model omits "
-            "log Z, so importance weights are not log-likelihoods; estimate log Z by annealed "
-            "importance sampling, log_z, stderr = pgm.infer.ais(dbm, data=train), and score "
-            "the bound -dbm.elbo(x, log_z) (report the AIS standard error with it)"
-        )
     fn = site["fn"]
     while not isinstance(fn, EnergyDistribution) and hasattr(fn, "base_dist"):
         fn = fn.base_dist
