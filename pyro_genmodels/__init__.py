@@ -27,19 +27,24 @@ _SUBMODULES = (
     "optim",
     "parallel",
     "params",
+    "runs",
     "training",
     "zoo",
 )
-__all__ = [*_SUBMODULES, "fit", "__version__"]
+#: Functions at the top level, by the module that defines them (loaded on first use).
+_FUNCTIONS = {
+    "fit": "pyro_genmodels.training",
+    "load_run": "pyro_genmodels.runs",
+    "load_weights": "pyro_genmodels.runs",
+}
+__all__ = [*_SUBMODULES, *_FUNCTIONS, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"pyro_genmodels.{name}")
-    if name == "fit":
-        from pyro_genmodels.training import fit
-
-        return fit
+    if name in _FUNCTIONS:
+        return getattr(importlib.import_module(_FUNCTIONS[name]), name)
     raise AttributeError(f"module 'pyro_genmodels' has no attribute {name!r}")
 
 
