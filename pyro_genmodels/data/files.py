@@ -104,7 +104,16 @@ def read_arrays(path: str | os.PathLike) -> dict[str, Any]:
     )
 
 
+_NUMPY_MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK"}  # an .npz is a zip archive
+
+
 def _numpy(path: Path) -> Any:
+    magic = _NUMPY_MAGIC[path.suffix.lower()]
+    with path.open("rb") as f:
+        if f.read(len(magic)) != magic:
+            raise ValueError(
+                f"{str(path)!r} is not a readable numpy file (it lacks the {path.suffix} header)"
+            )
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as error:
