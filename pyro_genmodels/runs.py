@@ -89,6 +89,11 @@ def data_config(data: str, **options: Any) -> str | dict[str, Any]:
     if data in BUNDLED:
         return data
     path = Path(data).resolve()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--data {data!r}: no such file or folder, and not a bundled dataset "
+            f"({', '.join(BUNDLED)})"
+        )
     return {"path": str(path), **options, "sha256": fingerprint(path)}
 
 

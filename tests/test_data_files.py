@@ -8,6 +8,7 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from data_file_helpers import FORMATS, LABELS, PIXELS, H, N, W, write_csv, write_format
 
 from pyro_genmodels.data import (
     Dataset,
@@ -19,55 +20,10 @@ from pyro_genmodels.data import (
 )
 from pyro_genmodels.data.idx import MNIST_FILES
 
-N, H, W = 40, 3, 3
-PIXELS = np.random.RandomState(0).randint(0, 256, size=(N, H, W)).astype(np.uint8)
-LABELS = np.arange(N) % 4
-
-
-def _csv(path, rows, header=True):
-    lines = ([",".join(f"c{j}" for j in range(rows.shape[1]))] if header else []) + [
-        ",".join(str(v) for v in row) for row in rows
-    ]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _write(kind, folder):
-    """``PIXELS`` (and, where the format holds them, ``LABELS``) in format ``kind``;
-    returns the path and the keyword arguments the flat formats need."""
-    flat = {"image_shape": (H, W)}
-    if kind == "npy":
-        np.save(folder / "x.npy", PIXELS)
-        return folder / "x.npy", {}
-    if kind == "npz":
-        np.savez(folder / "x.npz", train=PIXELS, train_labels=LABELS)
-        return folder / "x.npz", {}
-    if kind == "pt":
-        torch.save(torch.from_numpy(PIXELS), folder / "x.pt")
-        return folder / "x.pt", {}
-    if kind == "pt-dict":
-        torch.save({"x": torch.from_numpy(PIXELS), "y": torch.from_numpy(LABELS)}, folder / "d.pt")
-        return folder / "d.pt", {}
-    if kind == "csv":
-        _csv(folder / "x.csv", PIXELS.reshape(N, -1))
-        return folder / "x.csv", flat
-    if kind == "csv-no-header":
-        _csv(folder / "x.csv", PIXELS.reshape(N, -1), header=False)
-        return folder / "x.csv", flat
-    if kind == "idx":
-        write_idx(folder / "images-idx3-ubyte", PIXELS)
-        return folder / "images-idx3-ubyte", {}
-    if kind == "idx-gz":
-        write_idx(folder / "images-idx3-ubyte.gz", PIXELS)
-        return folder / "images-idx3-ubyte.gz", {}
-    raise AssertionError(kind)
-
-
-FORMATS = ["npy", "npz", "pt", "pt-dict", "csv", "csv-no-header", "idx", "idx-gz"]
-
 
 @pytest.mark.parametrize("kind", FORMATS)
 def test_every_format_gives_the_same_rows(kind, tmp_path):
-    path, extra = _write(kind, tmp_path)
+    path, extra = write_format(kind, tmp_path)
     ds = load_file(path, dequantize=256, **extra)
     expected = from_tensors(PIXELS.astype(np.float64), dtype=torch.float64)  # same split
     # dequantized pixels: floor(256 y) gives back each pixel, in the split's rows
@@ -121,7 +77,7 @@ def test_binary_values_are_marked_binarized_and_others_by_their_range(tmp_path):
 
 def test_standardize_uses_the_training_rows_only(tmp_path):
     x = np.random.RandomState(2).randn(N, 4) * [1.0, 10.0, 0.1, 3.0] + [5.0, -2.0, 0.0, 1.0]
-    _csv(tmp_path / "x.csv", x)
+    write_csv(tmp_path / "x.csv", x)
     ds = load_file(tmp_path / "x.csv", standardize=True, dtype=torch.float64)
     raw = from_tensors(x, dtype=torch.float64)
     mu, sd = raw.train.mean(0), raw.train.std(0, unbiased=False)
@@ -145,7 +101,7 @@ def test_standardize_and_dataset_standardize_agree():
 
 
 def test_read_arrays_reads_what_is_stored(tmp_path):
-    _csv(tmp_path / "x.csv", np.array([[1.5, -2.0], [3.0, 4e-3]]))
+    write_csv(tmp_path / "x.csv", np.array([[1.5, -2.0], [3.0, 4e-3]]))
     assert read_arrays(tmp_path / "x.csv")["train"].tolist() == [[1.5, -2.0], [3.0, 0.004]]
     np.savez(tmp_path / "one.npz", anything=np.zeros((3, 2)))
     assert read_arrays(tmp_path / "one.npz")["train"].shape == (3, 2)
