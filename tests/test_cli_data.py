@@ -170,7 +170,8 @@ def test_zoo_run_trains_the_real_valued_families_on_standardized_features(breast
     """Standardized breast-cancer features through ``pgm.zoo.run``: the flows (which
     failed with "x must hold in [0, 1]"), a Gaussian-likelihood VAE and an EBM."""
     data = load_file(breast_cancer_csv, standardize=True)
-    table, runs = zoo.run(data, ["flow-maf", "vae", "ebm-ssm"], quick=True, progress=False)
+    table, runs = zoo.run(data, ["flow-maf", "vae", "ebm-ssm"], quick=True, progress=False,
+                          sample_steps=50)  # fmt: skip
     assert list(table["section"]) == ["real-valued"] * 3
     assert table["test_nll_nats"].map(math.isfinite).all()
     assert runs["vae"][0].module.likelihood == "gaussian"
@@ -178,7 +179,8 @@ def test_zoo_run_trains_the_real_valued_families_on_standardized_features(breast
 
 def test_zoo_run_skips_the_entries_that_do_not_model_the_data():
     x = np.random.RandomState(0).randn(60, 3) @ np.array([[1, 0.5, 0], [0, 1, 0.3], [0, 0, 1]])
-    table, runs = zoo.run(from_tensors(x, dtype=torch.float32), quick=True, progress=False)
+    table, runs = zoo.run(from_tensors(x, dtype=torch.float32), quick=True, progress=False,
+                          hidden=8, sample_steps=20)  # fmt: skip
     skipped = table.attrs["skipped"]
     families = {zoo.ZOO[n].family for n in table["model"]}
     assert families == {"flow", "vae", "energy"} and set(runs) == set(table["model"])
