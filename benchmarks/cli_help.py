@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from _results import RESULTS, save
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 COMMAND = [sys.executable, "-m", "pyro_genmodels", "--help"]
 
 
@@ -77,9 +77,7 @@ def main() -> None:
             f"{max(wall):.2f}), CPU {statistics.median(cpu):5.2f} s, {len(runs)} runs",
             flush=True,
         )
-    RESULTS.mkdir(exist_ok=True)
-    pd.DataFrame(rows).to_csv(RESULTS / "cli_help.csv", index=False)
-    print(f"wrote {RESULTS / 'cli_help.csv'}")
+    save(pd.DataFrame(rows), RESULTS / "cli_help.csv")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
+from _results import RESULTS, save  # benchmarks/_results.py
+
 import pyro_genmodels as pgm  # noqa: E402
 from pyro_genmodels.training.loss_stack import stack
-
-RESULTS = Path(__file__).parent / "results"
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
 # Ordered: the first pattern matching the lower-cased device name wins.
@@ -267,9 +267,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     table["torch"] = torch.__version__
     table["pyro"] = pyro.__version__
     table["smoke"] = args.smoke
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wrote {args.out}")
+    save(table, args.out)
     return table
 
 

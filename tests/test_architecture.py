@@ -160,3 +160,27 @@ def test_no_import_cycle():
     for module in sorted(MODULES):
         if state.get(module) is None:
             visit(module)
+
+
+def _functions(package: str):
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                first = node.body[0]
+                docstring = (
+                    first.end_lineno - first.lineno + 1
+                    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                    else 0
+                )
+                yield f"{path.relative_to(ROOT)}:{node.name}", node, docstring
+
+
+@pytest.mark.parametrize("package", ["training", "parallel"])
+def test_the_runtime_has_no_function_over_60_lines(package):
+    """Lines of code, the docstring left out (``fit``'s documents every argument)."""
+    long = [
+        f"{name} ({node.end_lineno - node.lineno + 1 - doc} lines)"
+        for name, node, doc in _functions(package)
+        if node.end_lineno - node.lineno + 1 - doc > 60
+    ]
+    assert not long, long

@@ -86,7 +86,8 @@ def test_resume_mid_patience_is_exact(tmp_path):
     resumed, _, history = _run(13, seed=1, checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert history.drop(columns="time").equals(full.drop(columns="time"))
     assert _equal(_state(resumed), _state(net))
-    again, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.warns(UserWarning, match="stopped early after epoch 10 .*trains no further"):
+        again, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert len(history) == 10 and _equal(_state(again), _state(net))  # stopped runs stay stopped
 
 

@@ -10,7 +10,7 @@ with the image shape ``(C, H, W)`` kept alongside. A user's arrays become one th
 torch.Size([5, 2])
 """
 
-from pyro_genmodels.data.datasets import BUNDLED, Dataset, load
+from pyro_genmodels.data.datasets import BUNDLED, PIXEL_LEVELS, Dataset, load
 from pyro_genmodels.data.files import load_file, read_arrays
 from pyro_genmodels.data.idx import load_mnist, read_idx, read_mnist, write_idx
 from pyro_genmodels.data.mapped import IdxImages, MappedMNIST, map_mnist
@@ -21,6 +21,7 @@ from pyro_genmodels.data.validation import check_data
 
 __all__ = [
     "BUNDLED",
+    "PIXEL_LEVELS",
     "TOY2D_ENTROPY",
     "Dataset",
     "IdxImages",

@@ -16,10 +16,11 @@ from typing import Any
 
 from pyro_genmodels.training.callbacks.lr_schedule import read_lr
 from pyro_genmodels.training.guard import NonFiniteStep
+from pyro_genmodels.training.history import add_values, loss_columns
 from pyro_genmodels.training.state import RunState
 from pyro_genmodels.training.step import Step
 
-__all__ = ["StepFailed", "loss_columns", "run_epoch"]
+__all__ = ["StepFailed", "run_epoch"]
 
 
 class StepFailed(Exception):
@@ -28,17 +29,6 @@ class StepFailed(Exception):
     def __init__(self, step: int, steps: int, error: NonFiniteStep) -> None:
         super().__init__(str(error))
         self.step, self.steps, self.error = step, steps, error
-
-
-def loss_columns(totals: list[float], n: int) -> dict[str, float]:
-    """The loss columns of a history row from the epoch's summed step losses.
-
-    >>> loss_columns([6.0], 3), loss_columns([2.0, 4.0], 2)
-    ({'loss': 2.0}, {'loss_0': 1.0, 'loss_1': 2.0})
-    """
-    if len(totals) == 1:
-        return {"loss": totals[0] / n}
-    return {f"loss_{i}": total / n for i, total in enumerate(totals)}
 
 
 def run_epoch(run: RunState, batches: Any, step: Step) -> dict[str, Any]:
@@ -53,7 +43,7 @@ def run_epoch(run: RunState, batches: Any, step: Step) -> dict[str, Any]:
             values = step(batch)
         except NonFiniteStep as error:
             raise StepFailed(i, len(sizes), error) from error
-        totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
+        totals = add_values(totals, values)
         run.step += 1
     row = {"epoch": run.epoch + 1, **loss_columns(totals, batches.num_data)}
     row["time"] = time.perf_counter() - start

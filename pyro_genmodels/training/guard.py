@@ -113,13 +113,15 @@ def non_finite_indices(tensors: list[torch.Tensor]) -> list[int]:
     return [i for i, t in enumerate(tensors) if not bool(torch.isfinite(t.detach()).all())]
 
 
+@torch.no_grad()
 def _norms(tensors: list[torch.Tensor]) -> list[float]:
     """The 2-norm of each tensor, fused where dtypes and devices allow (one synchronization)."""
+    if not tensors:
+        return []
     try:
-        norms = foreach_norm([t.detach() for t in tensors])
-        return torch.stack([n.to(torch.float64) for n in norms]).tolist()
-    except RuntimeError:
-        return [float(torch.linalg.vector_norm(t.detach().to(torch.float64))) for t in tensors]
+        return torch.stack(foreach_norm(tensors)).tolist()
+    except RuntimeError:  # mixed dtypes or devices
+        return [float(torch.linalg.vector_norm(t.to(torch.float64))) for t in tensors]
 
 
 def _names(params: list[torch.Tensor], indices: list[int]) -> list[str]:
@@ -143,6 +145,7 @@ class UpdateGuard:
         self.buffers: dict = {}  # the undo copies, reused from step to step
         self.guarded_updates = 0
         self.proven_updates = 0
+        self._known: tuple | None = None  # (params' ids, their optimizers, the dtype limit)
 
     def update(self, params: list[torch.Tensor]) -> None:
         """Check the gradients of ``params``, then update them; raises :class:`NonFiniteStep`
@@ -173,10 +176,14 @@ class UpdateGuard:
     def _provably_finite(self, params: list[torch.Tensor], norms: list[float], k: int) -> bool:
         if not params:
             return False
-        optimizers = _optimizers(self.optim, params)
-        if optimizers is None:
-            return False
-        limit = min(math.sqrt(torch.finfo(p.dtype).max) / 8 for p in params)
+        key = tuple(map(id, params))
+        if self._known is None or self._known[0] != key:
+            optimizers = _optimizers(self.optim, params)
+            if optimizers is None:
+                return False
+            limit = min(math.sqrt(torch.finfo(p.dtype).max) / 8 for p in params)
+            self._known = (key, optimizers, limit)  # the same params step after step
+        _, optimizers, limit = self._known
         decay = _adam_limits(optimizers, limit)
         if decay is None:
             return False

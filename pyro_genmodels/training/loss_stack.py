@@ -170,6 +170,13 @@ class CompiledLoss(LossLayer):
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
         if self.fallback is not None:
             return self.wrapped.loss_and_grads(model, guide, *args, **kwargs)
+        # On a CPU the graph runs without the profiling executor's specializing passes:
+        # they cost seconds on the first calls and gain nothing for these graphs here.
+        gpu = any(isinstance(a, torch.Tensor) and a.device.type != "cpu" for a in args)
+        with torch.jit.optimized_execution(gpu):
+            return self._call(model, guide, args, kwargs)
+
+    def _call(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
         # a program's ``jit_key`` (data-parallel plate scaling) holds constants of the trace
         key = (_shape_key(args), getattr(model, "jit_key", None))
         if key in self.compiled:

@@ -25,11 +25,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_genmodels.data import Dataset
+from pyro_genmodels.data import PIXEL_LEVELS, Dataset
 from pyro_genmodels.parallel import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
-LEVELS = {"digits": 17, "mnist5k": 256}
+LEVELS = PIXEL_LEVELS  # pixel values of the bundled image datasets
 #: objective -> (description, learning rate of its budget)
 ENTRIES = {
     "pcd": ("MLP energy, persistent CD (Langevin, replay buffer, energy penalty)", 1e-3),

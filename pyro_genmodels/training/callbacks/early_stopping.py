@@ -6,12 +6,14 @@ non-finite value (a NaN validation loss) is a failed validation: never the best,
 counted by the patience. :class:`EarlyStopping` stops the run once ``patience`` epochs
 have passed since the best one (since the start while there is none); its state
 (best score and epoch, whether it stopped) is checkpointed, so a resume inside the
-patience window is exact and a stopped run stays stopped.
+patience window is exact and a stopped run stays stopped (resumed with more ``epochs``, it
+says so with a warning and trains no further: its decision stands).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 from pyro_genmodels.training.callbacks.base import Callback
@@ -70,6 +72,17 @@ class EarlyStopping(Monitored):
         super().__init__(monitor, every)
         self.patience = patience
         self.stopped = False
+
+    def on_train_start(self, state: Any) -> None:
+        if self.stopped and state.epoch < state.epochs:
+            warnings.warn(
+                f"this run stopped early after epoch {state.epoch} ({self.monitor} had not "
+                f"improved for {self.patience} epochs since epoch {self.best_epoch}); resuming "
+                f"with epochs={state.epochs} trains no further. To train longer, start a new "
+                "run from its weights (pgm.load_weights) without early stopping, or with more "
+                "patience",
+                stacklevel=2,
+            )
 
     def on_epoch_start(self, state: Any) -> None:
         if self.stopped:  # a resumed run that had already stopped early trains no further

@@ -29,6 +29,7 @@ from pyro_genmodels.params import own_params
 from pyro_genmodels.training.batches import DatasetBatches, make_batches
 from pyro_genmodels.training.callbacks.base import Callback
 from pyro_genmodels.training.files import payload_checksum
+from pyro_genmodels.training.history import add_values, loss_columns
 from pyro_genmodels.training.protocols import is_stateful
 from pyro_genmodels.training.rng import get_rng_state, set_rng_state
 
@@ -87,16 +88,14 @@ class Validation(Callback):
             with own_params():
                 for batch in self._batches():
                     values = _as_floats(loss.loss(state.model, state.guide, *batch))
-                    totals = list(values) if not totals else [a + b for a, b in zip(totals, values)]
+                    totals = add_values(totals, values)
         finally:
             for m, mode in zip(modules, modes):
                 m.train(mode)
             if loss_state is not None:
                 loss.load_state_dict(loss_state)
             set_rng_state(rng)
-        if len(totals) == 1:
-            return {"val_loss": totals[0] / n}
-        return {f"val_loss_{i}": total / n for i, total in enumerate(totals)}
+        return loss_columns(totals, n, "val_loss")
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         """The validation data in consecutive batches, every datapoint once."""
