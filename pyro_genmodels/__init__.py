@@ -2,7 +2,9 @@
 
 ``pyro_genmodels`` (imported as ``pgm``) supplies the distributions, networks,
 losses, estimators, diagnostics and the training loop that turn ordinary Pyro
-programs into deep generative models. Subpackages load on first use.
+programs into deep generative models. Subpackages load on first use, and so do the
+top-level functions: :func:`fit` (training), :func:`load_weights` (a checkpoint into
+fresh modules) and :func:`load_run` (a command-line run, rebuilt).
 
 >>> import pyro_genmodels as pgm
 >>> pgm.nn.MLP(2, [4], 1).out_dim

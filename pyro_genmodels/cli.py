@@ -22,20 +22,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from pyro_genmodels.runs import CHECKPOINTS, CONFIG, HISTORY, WEIGHTS
+from pyro_genmodels.runs import CHECKPOINTS, CONFIG, FILE_OPTIONS, HISTORY, WEIGHTS
 
 if TYPE_CHECKING:
     from pyro_genmodels.data import Dataset
 
 __all__ = ["CHECKPOINTS", "CONFIG", "HISTORY", "WEIGHTS", "console", "main"]
 
-#: The options that prepare a data file, by :func:`~pyro_genmodels.data.load_file`'s names.
-FILE_OPTIONS = {
-    "binarize": "--binarize",
-    "dequantize": "--dequantize",
-    "standardize": "--standardize",
-    "image_shape": "--image-shape",
-}
+#: The flags that prepare a data file, by :func:`~pyro_genmodels.data.load_file`'s names.
+FILE_FLAGS = {name: "--" + name.replace("_", "-") for name in FILE_OPTIONS}
 SAVED_AS_NUMBERS = (".csv", ".npy", ".pt")  # sample --out suffixes written as numbers
 
 
@@ -52,7 +47,7 @@ def _data(args: argparse.Namespace) -> tuple[Dataset | str, str | dict[str, Any]
     from pyro_genmodels.runs import data_config, open_data
 
     options = {k: getattr(args, k) for k in FILE_OPTIONS}
-    given = [flag for k, flag in FILE_OPTIONS.items() if options[k] not in (None, False)]
+    given = [flag for k, flag in FILE_FLAGS.items() if options[k] not in (None, False)]
     if args.data in BUNDLED:
         if given:
             raise ValueError(

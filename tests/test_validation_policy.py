@@ -8,7 +8,9 @@ import importlib
 import inspect
 import math
 import re
+import tempfile
 import typing
+from pathlib import Path
 
 import pyro
 import pytest
@@ -390,18 +392,30 @@ FLOAT_ARGUMENTS = {
     "zoo.run.lr": lambda v: pgm.zoo.run(
         pgm.data.from_tensors(torch.rand(20, 4).round()), ["vae"], epochs=1, lr=v, progress=False
     ),
-    # refused by Dataset.split_validation, which names its own argument
-    "zoo.run.validation_fraction": Case(
-        lambda v: pgm.zoo.run(
-            pgm.data.from_tensors(torch.rand(20, 4).round()),
-            ["vae"],
-            epochs=1,
-            validation_fraction=v,
-            progress=False,
-        ),
-        match="fraction must be a float in (0, 1)",
+    "zoo.run.validation_fraction": lambda v: pgm.zoo.run(
+        pgm.data.from_tensors(torch.rand(20, 4).round()),
+        ["vae"],
+        epochs=1,
+        validation_fraction=v,
+        progress=False,
     ),
+    "zoo.train_entry.lr": lambda v: pgm.zoo.train_entry(
+        "vae", pgm.data.from_tensors(torch.rand(20, 4).round()), epochs=1, lr=v, progress=False
+    ),
+    "zoo.train_entry.validation_fraction": lambda v: pgm.zoo.train_entry(
+        "vae", "digits", epochs=1, validation_fraction=v, progress=False
+    ),
+    "zoo.entry_data.validation_fraction": lambda v: pgm.zoo.entry_data("vae", "digits", v, 0),
+    "zoo.Trained.seconds": "a measured wall time that train_entry returns, not an input",
+    "data.load_file.test_fraction": lambda v: pgm.data.load_file(_csv_file(), test_fraction=v),
 }
+
+
+def _csv_file():
+    path = Path(tempfile.mkdtemp()) / "x.csv"
+    path.write_text("1,2\n3,4\n5,6\n")
+    return path
+
 
 #: Float values the signature walk cannot see (tensors of reals, optimizer dicts).
 FLOAT_VALUES = {

@@ -40,14 +40,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyro_genmodels._checks import check_finite, check_image_shape, check_int
+from pyro_genmodels._checks import check_finite, check_image_shape, check_int, check_real
 from pyro_genmodels.data.datasets import Dataset
 from pyro_genmodels.data.idx import read_idx, read_mnist
 from pyro_genmodels.data.idx_format import GZIP_MAGIC, as_path
 from pyro_genmodels.data.preprocess import binarize as _binarize
 from pyro_genmodels.data.preprocess import dequantize as _dequantize
 from pyro_genmodels.data.tensors import from_tensors
-from pyro_genmodels.data.validation import check_bool
+from pyro_genmodels.data.validation import check_bool, check_float_dtype, check_seed
 
 __all__ = ["FORMATS", "load_file", "read_arrays"]
 
@@ -249,6 +249,9 @@ def load_file(
                              ("standardize", standardize)) if v]  # fmt: skip
     if len(chosen) > 1:
         raise ValueError(f"give at most one of binarize, dequantize and standardize, got {chosen}")
+    if check_real("test_fraction", test_fraction) <= 0 or test_fraction >= 1:
+        raise ValueError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    seed, dtype = check_seed(seed), check_float_dtype(dtype)
     if image_shape is not None:
         image_shape = check_image_shape(image_shape, lengths=(2, 3))
         image_shape = image_shape if len(image_shape) == 3 else (1, *image_shape)
@@ -269,7 +272,7 @@ def load_file(
             dtype=dtype,
         )
         return ds.standardize() if standardize else ds
-    except (TypeError, ValueError) as error:  # the file's content, not an argument's kind
+    except ValueError as error:  # the arguments are checked: the file's content is wrong
         raise ValueError(f"{where!r}: {error}") from error
 
 

@@ -87,13 +87,18 @@ def check_budget(
         check_int(key, value, minimum=1, allow_none=True)
     if lr is not None:
         check_positive_float("lr", lr)
-    if check_real("validation_fraction", validation_fraction, minimum=0.0) >= 1.0:
-        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction!r}")
+    _check_fraction(validation_fraction)
+
+
+def _check_fraction(value: Any) -> None:
+    if check_real("validation_fraction", value, minimum=0.0) >= 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {value!r}")
 
 
 def entry_data(name: str, data: Dataset | str, validation_fraction: float, seed: int) -> Dataset:
     """The dataset entry ``name`` trains on (:func:`~pyro_genmodels.zoo.dataset_for`), with
     a validation split of ``validation_fraction`` carved off by ``seed`` when it has none."""
+    _check_fraction(validation_fraction)
     dataset = dataset_for(name, data)
     if validation_fraction and dataset.valid is None:
         dataset = dataset.split_validation(validation_fraction, seed)
@@ -258,6 +263,7 @@ def run(
     from pyro_genmodels.infer import bits_per_dim
 
     check_budget(epochs, batch_size, lr, num_samples, early_stopping, validation_fraction)
+    quiet_diagnostics()  # before the entries are built (an energy entry imports diagnostics)
     names, skipped = _entries(data, names, validation_fraction, seed, quick, kwargs)
     if num_samples is None:
         num_samples = QUICK["num_samples"] if quick else 1000
@@ -265,8 +271,7 @@ def run(
     num_generated = QUICK["num_generated"] if quick else NUM_GENERATED
     bars = sys.stderr.isatty() if progress is None else progress
     lines = progress is None and not bars
-    quiet_diagnostics()
-    if lines:
+    if progress is not False:
         for name, why in skipped.items():
             print(f"{name:16s}  skipped: {why}", flush=True)
     rows, runs = [], {}
