@@ -189,3 +189,13 @@ def test_gzip_csv_is_not_taken_for_idx(tmp_path):
     path.write_bytes(gzip.compress(b"1,2\n3,4\n"))
     with pytest.raises(ValueError, match="rows.csv.gz is not an IDX file: magic number"):
         load_file(path)
+
+
+def test_standardize_and_support_keep_the_device(device):
+    x = torch.randn(12, 3, dtype=torch.float64, device=device)
+    ds = Dataset("t", x, x[:4] + 1.0)
+    done = ds.standardize()
+    assert done.train.device == done.test.device == torch.device(device)
+    assert ds.support == "real" and Dataset("u", x.sigmoid(), x[:2].sigmoid()).support == (
+        "unit_interval"
+    )

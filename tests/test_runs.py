@@ -142,3 +142,13 @@ def test_the_top_level_names_stay_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
     assert pgm.load_run.__module__ == "pyro_genmodels.runs" and "load_weights" in dir(pgm)
+
+
+def test_load_weights_into_modules_on_any_device(device, tmp_path):
+    """Checkpoints are read on the CPU and copied into the modules where they live."""
+    trained = _vae()
+    _fit(trained, tmp_path)
+    fresh = _vae(seed=5).to(device)
+    pgm.load_weights(tmp_path, fresh)
+    assert all(p.device == torch.device(device) for p in fresh.parameters())
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(fresh.parameters(), trained.parameters()))
