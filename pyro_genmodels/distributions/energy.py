@@ -11,7 +11,7 @@ from pyro.distributions import TorchDistribution, constraints
 from torch.distributions import Distribution, Transform, TransformedDistribution
 from torch.distributions.transforms import ComposeTransform
 
-from pyro_genmodels._checks import check_finite, check_hidden_dims
+from pyro_genmodels._checks import check_finite, check_hidden_dims, check_real
 from pyro_genmodels._compat import validate_sample
 from pyro_genmodels.distributions._energy_checks import checking_energies, unchecked_energies
 from pyro_genmodels.distributions.adaptive import AdaptiveLangevinSampler
@@ -250,7 +250,7 @@ class EnergyDistribution(TorchDistribution):
         unnormalized log density (``β = 1``) that samplers move on."""
         e = self.energy_of(x)
         if beta != 1.0:
-            e = beta * e
+            e = check_real("beta", beta) * e
         return e - self.base_log_prob(x) if self.base is not None else e
 
     def factory_kwargs(self) -> dict[str, Any]:

@@ -94,8 +94,8 @@ class EnergyAnnealingPath(AnnealingPath):
     def __init__(
         self,
         dist: EnergyDistribution,
-        base_loc: Any = None,
-        base_scale: Any = None,
+        base_loc: float | torch.Tensor | None = None,
+        base_scale: float | torch.Tensor | None = None,
         step_size: float | None = None,
         num_steps: int = 1,
         adapt_step_size: bool = False,
