@@ -9,13 +9,12 @@ import torch
 import torch.nn.functional as F
 from pyro.distributions import Distribution
 
-from pyro_genmodels._checks import check_bool, check_positive_int
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.infer._energy_sites import (
     EnergyLoss,
     energy_sites,
     site_scale,
 )
-from pyro_genmodels.infer.divergence import DivergenceMonitor
 
 
 class NCELoss(EnergyLoss):
@@ -43,8 +42,6 @@ class NCELoss(EnergyLoss):
             live on another device than the data: it draws and scores there, and the
             results move to the data's device and dtype. None: each site's base.
         noise_ratio: ``ν``, noise draws per datapoint.
-        watch: stop the run (:class:`~pyro_genmodels.infer.divergence.EnergyDivergenceError`)
-            when the data's mean energy stays beyond 100 nats per dimension for 20 steps.
 
     Example:
         >>> import pyro, pyro.distributions as dist, torch
@@ -67,9 +64,7 @@ class NCELoss(EnergyLoss):
 
     name = "NCELoss"
 
-    def __init__(
-        self, noise: Distribution | None = None, noise_ratio: int = 1, watch: bool = True
-    ) -> None:
+    def __init__(self, noise: Distribution | None = None, noise_ratio: int = 1) -> None:
         super().__init__()
         if noise is not None and not isinstance(noise, torch.distributions.Distribution):
             raise TypeError(
@@ -82,10 +77,6 @@ class NCELoss(EnergyLoss):
             )
         self.noise = noise
         self.noise_ratio = check_positive_int("noise_ratio", noise_ratio)
-        self.watch = check_bool("watch", watch)
-        self._watcher = DivergenceMonitor(
-            "noise (closer to the data), noise_ratio or the learning rate"
-        )
 
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
@@ -126,6 +117,4 @@ class NCELoss(EnergyLoss):
                 g_noise = dist.log_prob(y) - noise.log_prob(y.to(home)).to(x) - log_nu
             per_point = F.softplus(-g_data) + F.softplus(g_noise).sum(0)
             total = total + (site_scale(site, per_point) * per_point).sum()
-            if self.watch:
-                self._watcher.observe(site["name"], e_data.detach())
         return total

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from pyro_genmodels._checks import check_bool, check_positive_int
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer._energy_sites import (
     EnergyLoss,
@@ -16,7 +16,6 @@ from pyro_genmodels.infer._energy_sites import (
     energy_sites,
     site_scale,
 )
-from pyro_genmodels.infer.divergence import DivergenceMonitor
 
 METHODS = ("exact", "sliced", "denoising")
 
@@ -52,8 +51,6 @@ class ScoreMatchingLoss(EnergyLoss):
         noise_scale: ``σ > 0`` or a decreasing sequence of levels (denoising only).
         num_projections: projections per datapoint (sliced only).
         projection: ``"rademacher"`` or ``"gaussian"`` (sliced only).
-        watch: stop the run (:class:`~pyro_genmodels.infer.divergence.EnergyDivergenceError`)
-            when the data's mean energy stays beyond 100 nats per dimension for 20 steps.
 
     Example:
         >>> import pyro, torch
@@ -84,7 +81,6 @@ class ScoreMatchingLoss(EnergyLoss):
         noise_scale: float | Sequence[float] = 0.1,
         num_projections: int = 1,
         projection: str = "rademacher",
-        watch: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(method, str):
@@ -106,9 +102,6 @@ class ScoreMatchingLoss(EnergyLoss):
         if projection not in ("rademacher", "gaussian"):
             raise ValueError(f"projection must be 'rademacher' or 'gaussian', got {projection!r}")
         self.projection = projection
-        self.watch = check_bool("watch", watch)
-        self._watcher = DivergenceMonitor("the learning rate (or the energy network)")
-        self._energies = torch.zeros(())
 
     def settings(self) -> dict[str, Any]:
         """The option kept under another name (a resumed ``fit`` must keep it)."""
@@ -119,7 +112,6 @@ class ScoreMatchingLoss(EnergyLoss):
         with torch.enable_grad():
             e = dist.potential(x)
             (g,) = torch.autograd.grad(e.sum(), x, create_graph=True)
-        self._energies = e.detach()  # what the divergence monitor reads (no extra pass)
         return g
 
     def _per_point(self, dist: Any, x: torch.Tensor) -> torch.Tensor:
@@ -179,6 +171,5 @@ class ScoreMatchingLoss(EnergyLoss):
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
             per_point = self._per_point(dist, x)
             total = total + (site_scale(site, per_point) * per_point).sum()
-            if self.watch:
-                self._watcher.observe(site["name"], self._energies)
+
         return total
