@@ -74,7 +74,20 @@ class ChainSpace:
         return self.transform(z).detach() if self.latent else z
 
     def from_x(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform.inv(x).detach() if self.latent else x
+        """``T⁻¹(x)``; a chain the flow maps to a non-finite point (on the edge of its support
+        in floating point, e.g. 0 or 1 under a logit) restarts from a ``q₀`` draw."""
+        if not self.latent:
+            return x
+        with torch.no_grad():
+            z = self.transform.inv(x)
+            event = len(self.dist.event_shape)
+            bad = (
+                ~torch.isfinite(z).flatten(z.dim() - event).all(-1) if event else ~torch.isfinite(z)
+            )
+            if bool(bad.any()):
+                fresh = self.base0.sample(z.shape[: z.dim() - event])
+                z = torch.where(bad.reshape(bad.shape + (1,) * event), fresh, z)
+        return z.detach()
 
     def init(self, sample_shape: Any, sampler: EnergySampler | None = None) -> torch.Tensor:
         """Fresh states: ``q₀`` draws in latent space, ``q`` draws with a base, else

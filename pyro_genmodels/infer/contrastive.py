@@ -75,9 +75,12 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     :class:`~pyro_genmodels.infer.divergence.EnergyDivergenceError` naming the quantity
     and the knobs (``energy_reg``, ``k``, the step size); ``monitor`` sets its bounds.
 
-    **Base measure.** For ``EnergyDistribution(energy, base=q)`` the contrast is on the
-    potential ``U = E − log q`` and the penalty on the residual ``E``; fresh chains (the
-    buffer's, its restarts, and ``start="init"``) are drawn from ``q``.
+    **Base measure.** For ``EnergyDistribution(energy, base=q)`` the chains move on the
+    potential ``U = E − log q`` (in a flow's latent space with the default sampler) and
+    fresh chains (the buffer's, its restarts, and ``start="init"``) are drawn from ``q``.
+    The base is held fixed (fit it first, e.g. by maximum likelihood): its
+    ``log q(x⁺) − log q(x⁻)`` carries no gradient for the energy and is left out of the
+    contrast, so the flow is never evaluated at the negatives.
 
     The model must observe its data at sites with an
     :class:`~pyro_genmodels.distributions.EnergyDistribution` (continuous or
@@ -284,12 +287,9 @@ class ContrastiveDivergenceLoss(EnergyLoss):
                 self._update_buffer(name, x_neg, len(dist.event_shape), index)
             if self.free_energy:
                 e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
-                u_pos = e_pos - dist.base_log_prob(x_pos)
-                u_neg = e_neg - dist.base_log_prob(x_neg)
             else:
                 e_pos, e_neg = _sampled_hidden_energies(name, dist, x_pos, x_neg)
-                u_pos, u_neg = e_pos, e_neg
-            per_point = u_pos - u_neg
+            per_point = e_pos - e_neg
             if energy_reg:
                 per_point = per_point + energy_reg * (e_pos**2 + e_neg**2)
             total = total + (site_scale(site, per_point) * per_point).sum()

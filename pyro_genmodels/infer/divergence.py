@@ -30,7 +30,8 @@ class DivergenceMonitor:
       when the chains fall behind the model: above, the model raised the energy where the
       chains were; below, the chains sit in spurious basins away from the data);
     - the chains: at most half of the negative chains have a coordinate farther than
-      ``range_factor`` data widths outside the box of the data seen so far.
+      ``range_factor`` data widths (the widest coordinate's) outside the box of the data
+      seen so far.
 
     The defaults come from the 2-D toys: with the README's settings the gap stays within
     ``[−0.11, 0.60]`` nats, ``|E|`` below 0.41 and at most 6% of the chains a quarter
@@ -111,7 +112,7 @@ class DivergenceMonitor:
                     torch.maximum(high, self.box[site][1]),
                 )
             self.box[site] = (low, high)
-            pad = self.range_factor * (high - low)
+            pad = self.range_factor * float((high - low).max())  # constant pixels: no width
             chains = x_neg.detach().reshape(-1, dim)
             outside = ((chains < low - pad) | (chains > high + pad)).any(-1)
             share = float(outside.to(chains.dtype).mean())
