@@ -49,6 +49,21 @@ class Langevin(MCMCKernel):
     later draw would be NaN, so it raises ``FloatingPointError`` naming the site and
     ``step_size``.
 
+    **When to prefer NUTS.** One Langevin move costs one gradient and moves ``O(√η)``, so on
+    an ill-conditioned or curved target the step size is set by the narrowest direction and
+    the chain diffuses slowly along the wide ones; NUTS builds trajectories that cross the
+    whole target. ``benchmarks/energy.py`` (section ``mcmc``, 1000 draws after 500 warmup,
+    ArviZ min-ESS per second, Langevin over NUTS): a 10-D Gaussian with scales 0.5–2, 0.017×
+    (prefer NUTS); the unit-scale 2-D banana — see ``results/energy.csv``, whose
+    ``max_variance_error`` column shows how far each kernel's variances are from (1, 2.28);
+    a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck there; Langevin's ESS there
+    is an ESS of a chain that has not explored the neck, so read it as speed, not accuracy).
+    Prefer NUTS for posterior inference on a few hundred dimensions or fewer; prefer
+    Langevin for many cheap parallel chains (the batched
+    :class:`~pyro_genmodels.distributions.AdaptiveLangevinSampler` runs thousands as one
+    batch, as energy-based training needs) or when a gradient is too expensive for NUTS's
+    trees.
+
     Args:
         model: a Pyro model (or None with ``potential_fn``).
         potential_fn: ``U(params dict) -> scalar`` (or None with ``model``).
