@@ -54,7 +54,8 @@ class ChainSpace:
         self.dist = dist
         form = dist.latent_form() if latent and hasattr(dist, "latent_form") else None
         self.latent = form is not None
-        self.base0, self.transform = form if form is not None else (None, None)
+        self.base0: Any = None if form is None else form[0]
+        self.transform: Any = None if form is None else form[1]
 
     def potential(self, beta: float = 1.0) -> Potential:
         """``U_β`` of a state ``(*chains, *event)`` -> ``(*chains)``."""

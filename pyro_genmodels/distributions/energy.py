@@ -183,7 +183,7 @@ class EnergyDistribution(TorchDistribution):
                 f"base must have batch_shape () and event_shape {tuple(event_shape)}, got "
                 f"{tuple(base.batch_shape)} and {tuple(base.event_shape)}"
             )
-        if base is not None and support is constraints.real:
+        if base is not None and support is constraints.real and base.support is not None:
             support = base.support
         self.energy = energy
         self.context = context
