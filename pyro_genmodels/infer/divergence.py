@@ -30,8 +30,9 @@ class DivergenceMonitor:
       when the chains fall behind the model: above, the model raised the energy where the
       chains were; below, the chains sit in spurious basins away from the data);
     - the chains: at most half of the negative chains have a coordinate farther than
-      ``range_factor`` data widths (the widest coordinate's) outside the box of the data
-      seen so far.
+      ``range_factor`` data widths outside the range of the data seen so far (all
+      coordinates together: a pixel that is dark in every image may still be bright in
+      a chain without anything running away).
 
     The defaults come from the 2-D toys: with the README's settings the gap stays within
     ``[−0.11, 0.60]`` nats, ``|E|`` below 0.41 and at most 6% of the chains a quarter
@@ -105,14 +106,14 @@ class DivergenceMonitor:
                 )
         if x_pos is not None and x_neg is not None:
             flat = x_pos.detach().reshape(-1, dim)
-            low, high = flat.min(0).values, flat.max(0).values
+            low, high = flat.min(), flat.max()  # the range of every coordinate together
             if site in self.box:
                 low, high = (
                     torch.minimum(low, self.box[site][0]),
                     torch.maximum(high, self.box[site][1]),
                 )
             self.box[site] = (low, high)
-            pad = self.range_factor * float((high - low).max())  # constant pixels: no width
+            pad = self.range_factor * float(high - low)
             chains = x_neg.detach().reshape(-1, dim)
             outside = ((chains < low - pad) | (chains > high + pad)).any(-1)
             share = float(outside.to(chains.dtype).mean())

@@ -160,7 +160,24 @@ def _energy_setup(
 
 def _base_flow(data: Dataset, hidden: int, num_layers: int, epochs: int) -> Any:
     """A RealNVP flow on the data's ``[0, 1]`` box fitted by maximum likelihood, then frozen;
-    returns its distribution (batch shape ``()``)."""
+    returns its distribution (batch shape ``()``). It is drawn and trained from seed 0 with
+    the caller's random states put back afterwards, so it is a fixed function of the data:
+    a resumed run rebuilds the very flow its checkpoint was trained on."""
+    import random
+
+    import numpy as np
+
+    states = (random.getstate(), np.random.get_state())
+    with torch.random.fork_rng(devices=[]):
+        pyro.set_rng_seed(0)
+        try:
+            return _fit_flow(data, hidden, num_layers, epochs)
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+
+def _fit_flow(data: Dataset, hidden: int, num_layers: int, epochs: int) -> Any:
     from pyro_genmodels import fit
     from pyro_genmodels.models import FlowDensity
     from pyro_genmodels.optim import Adam
@@ -171,7 +188,7 @@ def _base_flow(data: Dataset, hidden: int, num_layers: int, epochs: int) -> Any:
     store = pyro.get_param_store()
     before = set(store.keys())
     fit(flow.model, flow.guide, data.train, loss=pyro.infer.Trace_ELBO(), optim=Adam({"lr": 1e-3}),
-        epochs=epochs, batch_size=128, progress=False)  # fmt: skip
+        epochs=epochs, batch_size=128, seed=0, progress=False)  # fmt: skip
     for name in set(store.keys()) - before:  # the flow's params leave the store: it is frozen
         del store[name]
     flow.requires_grad_(False)
