@@ -1,7 +1,7 @@
 """GPU throughput: training images/s of the conv VAE, PixelCNN and multiscale Glow.
 
 For each model and each precision (``fp32``; ``bf16`` = autocast with float32
-master weights, :mod:`pyro_genmodels.precision`) one ``pyro.infer.SVI`` step
+master weights, :mod:`pyro_genmodels.training.loss_stack`) one ``pyro.infer.SVI`` step
 (loss, backward, ``pgm.optim.Adam`` update, the loss read back as a float, as
 :func:`pyro_genmodels.fit` does) is timed on batches of mnist5k held on the
 device. The floating-point operations of one training step (forward and
@@ -40,10 +40,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package
-import pyro_genmodels as pgm  # noqa: E402
-from pyro_genmodels.precision import with_precision
+from _results import RESULTS, save  # benchmarks/_results.py
 
-RESULTS = Path(__file__).parent / "results"
+import pyro_genmodels as pgm  # noqa: E402
+from pyro_genmodels.training.loss_stack import stack
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets.
 # Ordered: the first pattern matching the lower-cased device name wins.
@@ -178,7 +178,7 @@ def measure(
     bench = build(device)
     batches = _batches(bench.train, bench.batch_size, seed=0)
     flops = _flops_per_step(bench, batches[0])
-    loss = with_precision(pyro.infer.Trace_ELBO(), precision, device)
+    loss = stack(pyro.infer.Trace_ELBO(), False, precision, device)
     svi = pyro.infer.SVI(
         bench.model,
         bench.guide,
@@ -267,9 +267,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame | None:
     table["torch"] = torch.__version__
     table["pyro"] = pyro.__version__
     table["smoke"] = args.smoke
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(f"wrote {args.out}")
+    save(table, args.out)
     return table
 
 

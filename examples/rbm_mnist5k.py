@@ -6,8 +6,9 @@ The RBM is a ``PyroModule`` whose ``model`` observes ``"v"`` with an ``EnergyDis
 (energy: the free energy ``F(v)``, sampler: block Gibbs), so
 ``ContrastiveDivergenceLoss(persistent=True)`` trains it through ``pgm.fit`` with no extra
 code. ``pyro.infer.MCMC(pgm.infer.BlockGibbs(rbm))`` draws visible and hidden states that
-``arviz.from_pyro`` reads; ``log Z`` comes from AIS (Salakhutdinov & Murray 2008) and the
-test NLL is ``mean F(v_test) + log Ẑ`` in nats.
+``pgm.diagnostics.from_mcmc`` turns into ArviZ data (``arviz.from_pyro`` without Pyro's
+per-element ESS, whose memory grows with draws² × pixels); ``log Z`` comes from AIS
+(Salakhutdinov & Murray 2008) and the test NLL is ``mean F(v_test) + log Ẑ`` in nats.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import arviz as az
 import pyro
 import torch
 
@@ -57,7 +57,7 @@ def main(quick: bool = False, hidden: int = 500, epochs: int = 50, out: str | No
     mcmc = pyro.infer.MCMC(kernel, num_samples=mcmc_samples, warmup_steps=100, disable_progbar=True)
     mcmc.run()
     draws = mcmc.get_samples()["v"][-1]  # the last sweep of each chain
-    inference = az.from_pyro(mcmc)
+    inference = pgm.diagnostics.from_mcmc(mcmc)
     with torch.no_grad():
         filters = rbm.W.T[:64].detach()
     figures = {

@@ -17,7 +17,8 @@ import pyro
 from pyro.infer import Trace_ELBO
 
 import pyro_genmodels as pgm
-from pyro_genmodels.models import VAE, KLAnnealing
+from pyro_genmodels.models import VAE
+from pyro_genmodels.training import KLAnnealing
 
 
 def main(epochs: int = 50, quick: bool = False, num_samples: int = 1000) -> dict:

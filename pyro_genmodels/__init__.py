@@ -25,8 +25,9 @@ _SUBMODULES = (
     "models",
     "nn",
     "optim",
+    "parallel",
     "params",
-    "train",
+    "training",
     "zoo",
 )
 __all__ = [*_SUBMODULES, "fit", "__version__"]
@@ -36,7 +37,7 @@ def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f"pyro_genmodels.{name}")
     if name == "fit":
-        from pyro_genmodels.train import fit
+        from pyro_genmodels.training import fit
 
         return fit
     raise AttributeError(f"module 'pyro_genmodels' has no attribute {name!r}")

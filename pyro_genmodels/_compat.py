@@ -5,11 +5,11 @@ the param store's name ↔ parameter dicts, the per-parameter machinery of
 ``pyro.optim.PyroOptim``, ``ELBO``'s plate-nesting guess, the
 cache of ``torch.distributions.Transform``, two attributes of Pyro/torch
 distributions, the subclassing helpers of ``torch.distributions.Distribution``
-(``expand``'s checked instance, ``log_prob``'s sample validation) and torch's
-fused ``_foreach`` kernels. Each is read or written only through a
-function here, and ``tests/test_compat.py`` checks each one against the
-installed versions, so that an upgrade that moves one fails there, loudly,
-naming the internal, instead of somewhere deep in training.
+(``expand``'s checked instance, ``log_prob``'s sample validation), the per-chain kernel
+diagnostics that ``pyro.infer.MCMC`` keeps, and torch's fused ``_foreach`` kernels. Each
+is read or written only through a function here, and ``tests/test_compat.py`` checks
+each one against the installed versions, so that an upgrade that moves one fails there,
+loudly, naming the internal, instead of somewhere deep in training.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ __all__ = [
     "clear_transform_cache",
     "foreach_copy_",
     "foreach_norm",
+    "foreach_zero_",
     "grad_clip_of",
     "guess_max_plate_nesting",
     "masked_distribution_mask",
+    "mcmc_chain_diagnostics",
     "mvn_scale_tril",
     "optim_args_of",
     "pending_optim_state",
@@ -172,14 +174,34 @@ def validate_sample(d: Distribution, value: torch.Tensor) -> None:
     d._validate_sample(value)
 
 
+# ----------------------------------------------------------------------------- MCMC
+
+
+def mcmc_chain_diagnostics(mcmc: Any) -> list[dict | None]:
+    """The kernel's ``diagnostics()`` of each chain of a ``pyro.infer.MCMC`` run, as
+    ``MCMC.diagnostics()`` merges them (``MCMC._diagnostics``; ``None`` for a chain not run)
+    — without the effective sample sizes that ``MCMC.diagnostics()`` computes first."""
+    per_chain: list[dict | None] = list(mcmc._diagnostics)
+    return per_chain
+
+
 # ----------------------------------------------------------------------------- torch kernels
 
 
 def foreach_norm(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """The 2-norm of each tensor in one fused kernel (``torch._foreach_norm``)."""
-    return list(torch._foreach_norm(list(tensors)))
+    tensors = list(tensors)
+    return list(torch._foreach_norm(tensors)) if tensors else []
 
 
 def foreach_copy_(targets: Sequence[torch.Tensor], sources: Iterable[torch.Tensor]) -> None:
     """``target.copy_(source)`` for each pair in one fused kernel (``torch._foreach_copy_``)."""
-    torch._foreach_copy_(list(targets), list(sources))
+    targets = list(targets)
+    if targets:
+        torch._foreach_copy_(targets, list(sources))
+
+
+def foreach_zero_(tensors: Sequence[torch.Tensor]) -> None:
+    """``t.zero_()`` for each tensor in one fused kernel (``torch._foreach_zero_``)."""
+    if tensors:
+        torch._foreach_zero_(list(tensors))

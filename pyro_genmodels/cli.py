@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pyro
 import torch
 
 from pyro_genmodels import zoo
-from pyro_genmodels.data import Dataset
+from pyro_genmodels.data import BUNDLED, Dataset
 from pyro_genmodels.optim import Adam as GroupedAdam
-from pyro_genmodels.placement import check_writable
+from pyro_genmodels.training.placement import check_writable
 
-CONFIG, WEIGHTS = "config.json", "model.pt"
+CONFIG, WEIGHTS, HISTORY, CHECKPOINTS = "config.json", "model.pt", "history.csv", "checkpoints"
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -34,12 +36,15 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from pyro_genmodels.checkpoint import FORMAT_VERSION, save_checkpoint
-    from pyro_genmodels.distributed import is_main_process
-    from pyro_genmodels.train import fit
+    from pyro_genmodels.parallel import is_main_process
+    from pyro_genmodels.training import fit
+    from pyro_genmodels.training.callbacks.best_epoch import BEST_NAME
+    from pyro_genmodels.training.callbacks.checkpointing import CHECKPOINT_NAME, LAST_GOOD_NAME
+    from pyro_genmodels.training.files import FORMAT_VERSION, save_checkpoint
 
     out = Path(args.out or f"runs/{args.model}")
-    check_writable(out, "--out")
+    check_writable(out, "--out", files=(WEIGHTS, HISTORY, CONFIG))
+    check_writable(out / CHECKPOINTS, "--out", files=(CHECKPOINT_NAME, LAST_GOOD_NAME, BEST_NAME))
     data = zoo.dataset_for(args.model, args.data)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
@@ -62,7 +67,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        checkpoint_dir=out / "checkpoints",
+        checkpoint_dir=out / CHECKPOINTS,
         resume=args.resume,
         progress=None if not args.quiet else False,
         validation=valid,
@@ -76,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         out / WEIGHTS,
         {"format_version": FORMAT_VERSION, "state_dict": setup.module.state_dict()},
     )
-    history.to_csv(out / "history.csv", index=False)
+    history.to_csv(out / HISTORY, index=False)
     config = {
         "model": args.model,
         "data": args.data,
@@ -106,11 +111,17 @@ def _read_config(run: Path) -> dict:
             f"--run: {str(path)!r} must hold a JSON object with 'model' and 'data' strings and "
             f"a 'kwargs' object, got {str(config)[:200]}"
         )
+    for key, known in (("model", zoo.ZOO), ("data", BUNDLED)):
+        if config[key] not in known:
+            raise ValueError(
+                f"--run: {str(path)!r} names the {key} {config[key]!r}, which this version "
+                f"does not know; known: {', '.join(known)}"
+            )
     return config
 
 
 def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
-    from pyro_genmodels.checkpoint import load_checkpoint
+    from pyro_genmodels.training.files import load_checkpoint
 
     config = _read_config(run)
     data = zoo.dataset_for(config["model"], config["data"])
@@ -155,6 +166,7 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
     with torch.no_grad():
         x = setup.sample(args.n)
     out = Path(args.out or Path(args.run) / "samples.png")
+    check_writable(out.parent, "--out", files=(out.name,))  # before drawing: fail fast
     shape = data.image_shape or (1, data.num_dims)  # no image shape: one row of pixels each
     fig = plot_samples(x, shape, nrow=int(args.n**0.5) or 1)
     fig.savefig(out, dpi=120)
@@ -163,13 +175,12 @@ def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
-    from pyro_genmodels.report import write_report
+    from pyro_genmodels.report import report_files, write_report
 
-    names = args.models.split(",") if args.models else None
-    check_writable(Path(args.out), "--out")
+    check_writable(Path(args.out), "--out", files=report_files(args.models or zoo.ZOO))
     table, runs = zoo.run(
         args.data,
-        names,
+        args.models,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -194,62 +205,149 @@ def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
     return {"table": table}
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (``prog: error: ...``), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` where an option has a default worth stating."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be an integer >= {minimum}, got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _float_in(low: float, high: float, closed_low: bool, what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        above = value >= low if closed_low else value > low
+        if not (math.isfinite(value) and above and value < high):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    return parse
+
+
+def _model_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in zoo.ZOO]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown models {unknown or [text]}; the zoo has {','.join(zoo.ZOO)}"
+        )
+    return names
+
+
+POSITIVE = _int_at_least(1)
+LEARNING_RATE = _float_in(0.0, math.inf, False, "a finite number > 0")
+FRACTION = _float_in(0.0, 1.0, True, "a number in [0, 1)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pyro_genmodels", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(
+        prog="python -m pyro_genmodels",
+        description="Train, evaluate, sample and compare the models of pyro_genmodels' zoo.",
+        formatter_class=_Formatter,
+    )
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (COMMAND --help: its options)",
+    )
 
-    def common(q: argparse.ArgumentParser, training: bool = True) -> None:
-        q.add_argument("--seed", type=int, default=0)
-        q.add_argument("--quiet", action="store_true", help="no progress bar")
-        if training:
-            q.add_argument("--data", default="digits", choices=["digits", "mnist5k"])
-            q.add_argument("--epochs", type=int, default=50)
-            q.add_argument("--batch-size", type=int, default=128)
-            q.add_argument("--lr", type=float, default=1e-3)
-            q.add_argument("--z-dim", type=int, default=None, help="latent size (VAEs, GANs)")
-            q.add_argument("--hidden", type=int, default=None, help="hidden width")
-            q.add_argument(
-                "--validation-fraction",
-                type=float,
-                default=0.0,
-                help="share of the training split held out for validation (val_loss, best "
-                "epoch kept); 0: none",
-            )
-            q.add_argument(
-                "--early-stopping",
-                type=int,
-                default=None,
-                metavar="PATIENCE",
-                help="stop after this many epochs without a better val_loss",
-            )
-            q.add_argument(
-                "--num-samples",
-                type=int,
-                default=1000,
-                help="importance samples K for the test NLL",
-            )
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
-    t = sub.add_parser("train", help="train one model")
-    t.add_argument("model", choices=sorted(zoo.ZOO))
-    t.add_argument("--out", default=None, help="run directory (default runs/MODEL)")
-    t.add_argument("--resume", action="store_true")
+    def common(q: argparse.ArgumentParser, training: bool = True, budget: str = "") -> None:
+        q.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+        q.add_argument("--quiet", action="store_true", help="no progress bar or table")
+        if not training:
+            return
+        q.add_argument(
+            "--data", default="digits", choices=BUNDLED, help="bundled dataset to train on"
+        )
+        q.add_argument("--epochs", type=POSITIVE, default=50, help="training epochs" + budget)
+        q.add_argument("--batch-size", type=POSITIVE, default=128, help="minibatch size" + budget)
+        q.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="Adam learning rate" + budget)
+        q.add_argument(
+            "--z-dim", type=POSITIVE, help="latent size (VAEs, GANs; default: the entry's)"
+        )
+        q.add_argument("--hidden", type=POSITIVE, help="hidden width (default: the entry's)")
+        q.add_argument(
+            "--validation-fraction",
+            type=FRACTION,
+            default=0.0,
+            help="share of the training split held out for validation (val_loss, best "
+            "epoch kept); 0: none",
+        )
+        q.add_argument(
+            "--early-stopping",
+            type=POSITIVE,
+            metavar="PATIENCE",
+            help="stop after this many epochs without a better val_loss (needs "
+            "--validation-fraction)",
+        )
+        scored = "importance samples K for the test NLL" + budget
+        q.add_argument(
+            "--num-samples",
+            type=POSITIVE,
+            help=scored if q.prog.endswith("zoo") else "not used by train (evaluate scores a run)",
+        )
+
+    t = command("train", "train one model")
+    t.add_argument("model", choices=sorted(zoo.ZOO), metavar="MODEL", help="zoo entry: %(choices)s")
+    t.add_argument("--out", help="run directory (default: runs/MODEL)")
+    t.add_argument(
+        "--resume", action="store_true", help="continue from --out's checkpoints/checkpoint.pt"
+    )
     common(t)
-    e = sub.add_parser("evaluate", help="test NLL of a trained run")
-    e.add_argument("--run", required=True)
-    e.add_argument("--num-samples", type=int, default=1000)
+    e = command("evaluate", "test NLL of a trained run")
+    e.add_argument("--run", required=True, help="run directory written by train")
+    e.add_argument(
+        "--num-samples", type=POSITIVE, default=1000, help="importance samples K for the test NLL"
+    )
     common(e, training=False)
-    s = sub.add_parser("sample", help="a grid of samples from a trained run")
-    s.add_argument("--run", required=True)
-    s.add_argument("-n", type=int, default=64)
-    s.add_argument("--out", default=None)
+    s = command("sample", "a grid of samples from a trained run")
+    s.add_argument("--run", required=True, help="run directory written by train")
+    s.add_argument("-n", type=POSITIVE, default=64, help="number of samples")
+    s.add_argument(
+        "--out", help="image file; missing folders are created (default: RUN/samples.png)"
+    )
     common(s, training=False)
-    z = sub.add_parser("zoo", help="train every model family and write a report")
-    z.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(zoo.ZOO))
-    z.add_argument("--out", default="report")
+    z = command("zoo", "train every model family and write a report")
+    z.add_argument(
+        "--models",
+        type=_model_names,
+        help="comma-separated subset (default: all): " + ",".join(zoo.ZOO),
+    )
+    z.add_argument("--out", default="report", help="report directory (created when missing)")
     z.add_argument(
         "--quick", action="store_true", help="one epoch per entry and small scoring samples"
     )
-    common(z)
+    common(z, budget=" (default: each family's budget)")
     # each entry trains with its family's budget unless these are given
     z.set_defaults(epochs=None, lr=None, batch_size=None, num_samples=None)
     return p
@@ -260,12 +358,15 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m pyro_genmodels``; returns the command's results."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(argv)  # every option checked here: exit 2 before any work
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as error:  # bad arguments, unreadable runs or checkpoints
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
+    except FloatingPointError as error:  # training diverged: fit's guard kept the last good state
+        print(f"error: training stopped: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
 
 
 def console() -> None:

@@ -8,18 +8,29 @@ together. Each table has its own "best" line and the notes on the estimators
 it holds. Everything comes from the table's columns, so a new family appears
 in the right section with its estimator and error bar without an edit here.
 The markdown and the HTML render one list of blocks (headings, paragraphs,
-tables, images); the HTML needs no server and no network.
+tables, charts, runs); the HTML needs no server and no network. The page opens with a
+contents list whose links reach every section and every model; each chart is shown at
+the page's width and links to its full-size image; a model's training curves show only
+the metrics that change over the epochs (a constant learning rate is stated, not
+drawn), titled by what they measure (:func:`~pyro_genmodels.diagnostics.curve_title`:
+a GAN's curves are its discriminator and generator losses, named by its loss).
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
+
+#: The report's files (per model: ``<model>`` + :data:`SAMPLES` / :data:`CURVES`).
+TABLE, SCORES, SUMMARY, PAGE = "zoo.csv", "scores.png", "summary.md", "index.html"
+SAMPLES, CURVES = "_samples.png", "_history.png"
 
 #: Section order and titles (sections not named here follow, titled by their key).
 SECTIONS = {
@@ -153,7 +164,9 @@ def _classifier_lines(runs: dict) -> list[str]:
 
 def blocks(table: pd.DataFrame, runs: dict) -> list[tuple[str, Any]]:
     """The report as ``(kind, content)`` blocks: ``"h1"``/``"h2"``/``"h3"``/``"p"`` (text),
-    ``"table"`` (rows), ``"images"`` (list of ``(file, alt)``)."""
+    ``"table"`` (rows), ``"chart"`` (``(file, alt)``), ``"run"`` (a model's ``samples`` and
+    ``curves`` as ``(file, alt)``, ``curves`` None when no metric changed, and a ``caption``
+    stating the metrics that did not)."""
     clf = _classifier_lines(runs)
     out: list[tuple[str, Any]] = [
         ("h1", "Model zoo"),
@@ -176,7 +189,7 @@ def blocks(table: pd.DataFrame, runs: dict) -> list[tuple[str, Any]]:
     ]
     if clf:
         out.append(("p", "Fixed classifier (MLP, trained once per dataset): " + "; ".join(clf)))
-    out += [("h2", "Scores per family"), ("images", [("scores.png", "scores per family")])]
+    out += [("h2", "Scores per family"), ("chart", (SCORES, "scores per family"))]
     for key, rows in sections(table):
         out += [
             ("h2", SECTIONS.get(key, key)),
@@ -195,9 +208,36 @@ def blocks(table: pd.DataFrame, runs: dict) -> list[tuple[str, Any]]:
             )
     out.append(("h2", "Samples and training curves"))
     for name in table["model"]:
-        images = [(f"{name}_samples.png", f"{name} samples"), (f"{name}_history.png", "")]
-        out += [("h3", name), ("images", [(f, a or f"{name} training curve") for f, a in images])]
+        setup, history, _ = runs.get(name, (None, None, None))
+        out += [("h3", name), ("run", _run_block(name, history, getattr(setup, "loss", None)))]
     return out
+
+
+def _run_block(name: str, history: pd.DataFrame | None, loss: object) -> dict[str, Any]:
+    """A model's samples and curves: the files, their alt texts, and a caption naming the
+    metrics that did not change (stated, not drawn)."""
+    from pyro_genmodels.diagnostics import curve_title, informative_columns
+
+    block: dict[str, Any] = {"name": name, "samples": (f"{name}{SAMPLES}", f"{name} samples")}
+    if history is None or len(history) == 0:
+        return {**block, "curves": None, "caption": ""}
+    varying, constant = informative_columns(history)
+    titles = ", ".join(curve_title(c, loss) for c in varying)
+    block["curves"] = (f"{name}{CURVES}", f"{name} training curves: {titles}") if varying else None
+    stated = "; ".join(f"{curve_title(c, loss)} {v:.4g}" for c, v in constant.items())
+    epochs = f"{len(history)} epoch{'s' * (len(history) != 1)}"
+    if not varying:
+        block["caption"] = f"{epochs}, no curve to draw: {stated}." if stated else ""
+    else:
+        block["caption"] = f"Constant over the {epochs}: {stated}." if stated else ""
+    return block
+
+
+def report_files(names: Iterable[str]) -> list[str]:
+    """Every file :func:`write_report` may write for the models ``names`` (so that a caller
+    can check them before training)."""
+    per_model = [f"{n}{kind}" for n in names for kind in (SAMPLES, CURVES)]
+    return [TABLE, SCORES, SUMMARY, PAGE, *per_model]
 
 
 def _markdown(blocks_: list[tuple[str, Any]], out: Path) -> str:
@@ -211,8 +251,11 @@ def _markdown(blocks_: list[tuple[str, Any]], out: Path) -> str:
         elif kind == "table":
             lines += [*markdown_table(content), ""]
         else:
-            shown = [f"![{alt}]({f})" for f, alt in content if (out / f).exists()]
+            images = [content] if kind == "chart" else [content["samples"], content["curves"]]
+            shown = [f"![{alt}]({f})" for f, alt in filter(None, images) if (out / f).exists()]
             lines += [" ".join(shown), ""] if shown else []
+            if kind == "run" and content["caption"]:
+                lines += [content["caption"], ""]
     return "\n".join(lines)
 
 
@@ -224,11 +267,59 @@ def _inline(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
-def _html(blocks_: list[tuple[str, Any]], out: Path) -> str:
-    body: list[str] = []
+def _anchors(blocks_: list[tuple[str, Any]]) -> list[str | None]:
+    """A unique id per h2/h3 heading (None for other blocks), from its text."""
+    ids: list[str | None] = []
+    used = {"contents"}
     for kind, content in blocks_:
-        if kind in ("h1", "h2", "h3"):
-            body.append(f"<{kind}>{html.escape(content)}</{kind}>")
+        if kind not in ("h2", "h3"):
+            ids.append(None)
+            continue
+        base = re.sub(r"[^a-z0-9]+", "-", content.lower()).strip("-") or "section"
+        anchor, n = base, 1
+        while anchor in used:
+            n += 1
+            anchor = f"{base}-{n}"
+        used.add(anchor)
+        ids.append(anchor)
+    return ids
+
+
+def _contents(blocks_: list[tuple[str, Any]], ids: list[str | None]) -> str:
+    """A list of links to the h2 headings, each followed by links to its h3 headings."""
+    items: list[tuple[str, list[str]]] = []
+    for (kind, content), anchor in zip(blocks_, ids):
+        link = f'<a href="#{anchor}">{html.escape(content)}</a>' if anchor else ""
+        if kind == "h2":
+            items.append((link, []))
+        elif kind == "h3" and items:
+            items[-1][1].append(link)
+    body = "".join(f"<li>{h2}{': ' if h3 else ''}{' · '.join(h3)}</li>" for h2, h3 in items)
+    return f'<nav><h2 id="contents">Contents</h2><ul class="contents">{body}</ul></nav>'
+
+
+def _image(image: tuple[str, str], css: str, out: Path) -> str:
+    """A clickable image ``(file, alt)`` (linking to its full-size file), or nothing when it
+    was not written."""
+    file, alt = image
+    if not (out / file).exists():
+        return ""
+    f = html.escape(file)
+    return (
+        f'<a class="{css}" href="{f}"><img src="{f}" alt="{html.escape(alt)}" '
+        f'title="{html.escape(alt)} (click for the full-size image)"></a>'
+    )
+
+
+def _html(blocks_: list[tuple[str, Any]], out: Path) -> str:
+    ids = _anchors(blocks_)
+    body: list[str] = []
+    for (kind, content), anchor in zip(blocks_, ids):
+        if kind == "h1":
+            body += [f"<h1>{html.escape(content)}</h1>", _contents(blocks_, ids)]
+        elif kind in ("h2", "h3"):
+            top = '<a class="top" href="#contents">↑ contents</a>' if kind == "h2" else ""
+            body.append(f'{top}<{kind} id="{anchor}">{html.escape(content)}</{kind}>')
         elif kind == "p":
             body.append(f"<p>{_inline(content)}</p>")
         elif kind == "table":
@@ -238,24 +329,30 @@ def _html(blocks_: list[tuple[str, Any]], out: Path) -> str:
                 "<tr>" + "".join(f"<td>{html.escape(_cell(r, c, f))}</td>" for c, _, f in cols)
                 for r in rows
             ]
-            body.append(f"<table><tr>{head}</tr>" + "</tr>".join(cells) + "</tr></table>")
+            table = f"<table><tr>{head}</tr>" + "</tr>".join(cells) + "</tr></table>"
+            body.append(f'<div class="table">{table}</div>')
+        elif kind == "chart":
+            body.append(_image(content, "chart", out))
         else:
-            imgs = [
-                f'<img src="{html.escape(f)}" alt="{html.escape(alt)}">'
-                for f, alt in content
-                if (out / f).exists()
-            ]
-            if imgs:
-                body.append("<div>" + "".join(imgs) + "</div>")
+            images = [_image(content["samples"], "samples", out)]
+            images += [_image(content["curves"], "curves", out)] if content["curves"] else []
+            caption = f'<p class="caption">{_inline(content["caption"])}</p>'
+            body.append('<div class="run">' + "".join(images) + "</div>" + caption)
     style = (
-        "body{font-family:sans-serif;max-width:70em;margin:2em auto}"
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-        "td{text-align:right}img{max-height:320px;margin:4px}"
+        "td{text-align:right}.table{overflow-x:auto}img{max-width:100%;height:auto}"
+        ".chart,.chart img{display:block;width:100%}"
+        ".run{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}"
+        ".run .samples img{width:14em}.run .curves{flex:1 1 24em}"
+        ".contents li{margin:0.2em 0}.top{float:right;font-size:85%;margin-top:1.6em}"
+        ".caption{color:#555;font-size:90%}"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>Model zoo</title><style>{style}</style></head><body>\n"
-        + "\n".join(body)
+        + "\n".join(part for part in body if part)
         + "\n</body></html>\n"
     )
 
@@ -292,11 +389,11 @@ def plot_scores(table: pd.DataFrame):
             ax.errorbar(x, range(len(rows)), xerr=err.fillna(0), fmt="none", color="k")
         if key == "sample quality":
             ax.set_xscale("log")
-        ax.set_xlabel(xlabel, fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=9)
         ax.set_ylabel("")
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -316,18 +413,21 @@ def write_report(out: Path, table: pd.DataFrame, runs: dict) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "zoo.csv", index=False)
-    fig = plot_scores(table)
-    fig.savefig(out / "scores.png", dpi=100)
-    for name, (setup, history, data) in runs.items():
-        plot_history(history).savefig(out / f"{name}_history.png", dpi=100)
+    table.to_csv(out / TABLE, index=False)
+    plot_scores(table).savefig(out / SCORES, dpi=150)  # shown at page width: sharp text
+    content = blocks(table, runs)
+    for run in (block for kind, block in content if kind == "run" and block["name"] in runs):
+        name, (setup, history, data) = run["name"], runs[run["name"]]
+        stale = out / f"{name}{CURVES}"
+        stale.unlink(missing_ok=True)  # a curve of an earlier report must not be shown
+        if run["curves"] is not None:
+            plot_history(history, loss=setup.loss).savefig(out / run["curves"][0], dpi=100)
         if data.image_shape is not None:
             setup.module.eval()
             with torch.no_grad():
                 fig = plot_samples(setup.sample(64), data.image_shape, nrow=8, title=name)
-            fig.savefig(out / f"{name}_samples.png", dpi=100)
-    content = blocks(table, runs)
-    (out / "index.html").write_text(_html(content, out), encoding="utf-8")
-    path = out / "summary.md"
+            fig.savefig(out / run["samples"][0], dpi=100)
+    (out / PAGE).write_text(_html(content, out), encoding="utf-8")
+    path = out / SUMMARY
     path.write_text(_markdown(content, out), encoding="utf-8")
     return path

@@ -1,7 +1,7 @@
 """A small training run that kills itself (SIGKILL) at a chosen moment; run as a script.
 
 ``python kill_worker.py CHECKPOINT_DIR MODE K``: ``MODE`` is ``step`` (die
-before the K-th optimization step) or ``fsync`` (die at the K-th ``os.fsync``:
+at the K-th optimization step, before its update) or ``fsync`` (die at the K-th ``os.fsync``:
 odd calls come after a checkpoint's temporary file is written and before it
 replaces the old checkpoint, even calls just after the replacement).
 :func:`train` is shared with the test, which resumes in its own process.
@@ -25,7 +25,7 @@ def data() -> torch.Tensor:
 
 def train(checkpoint_dir, resume: bool = False, loss=None):
     from pyro_genmodels.models import VAE
-    from pyro_genmodels.train import fit
+    from pyro_genmodels.training import fit
 
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
@@ -44,6 +44,19 @@ def train(checkpoint_dir, resume: bool = False, loss=None):
     return vae, history
 
 
+def _die_at_step(k: int) -> None:
+    """SIGKILL at the K-th call of Adam's ``step`` (the update of the K-th training step)."""
+    update, calls = torch.optim.Adam.step, [0]
+
+    def step(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return update(self, *args, **kwargs)
+
+    torch.optim.Adam.step = step  # type: ignore[method-assign]
+
+
 class _DieAt:
     """Counts calls and sends SIGKILL to this process at the K-th."""
 
@@ -59,10 +72,9 @@ class _DieAt:
 
 if __name__ == "__main__":
     directory, mode, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    loss = pyro.infer.Trace_ELBO()
     if mode == "step":
-        loss.loss_and_grads = _DieAt(loss.loss_and_grads, k)
+        _die_at_step(k)
     else:
         os.fsync = _DieAt(os.fsync, k)
-    train(directory, loss=loss)
+    train(directory)
     sys.exit(3)  # reached only if K is past the end of the run

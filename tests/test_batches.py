@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
-from pyro_genmodels.batches import DatasetBatches, TensorBatches, epoch_order, make_batches
 from pyro_genmodels.models import VAE
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.batches import DatasetBatches, TensorBatches, epoch_order, make_batches
 
 N, D, BATCH = 22, 6, 5  # 5 batches an epoch, the last of 2
 

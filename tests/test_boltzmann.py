@@ -14,7 +14,7 @@ import pyro_genmodels as pgm
 from pyro_genmodels.infer.ais import ais, run_ais
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.models.enumeration import binary_states
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
 
 GOF_FAILURE_RATE = 1e-3  # each chi-square test fails with this probability under the null
 

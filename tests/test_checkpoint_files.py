@@ -15,16 +15,16 @@ import pyro
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import (
+from pyro_genmodels.cli import main
+from pyro_genmodels.models import VAE
+from pyro_genmodels.optim import Adam
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import (
     FORMAT_VERSION,
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from pyro_genmodels.cli import main
-from pyro_genmodels.models import VAE
-from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
 
 X = torch.rand(16, 6, generator=torch.Generator().manual_seed(0)).round()
 
@@ -150,6 +150,15 @@ def test_unwritable_checkpoint_dir_fails_before_training(tmp_path):
     epochs_run = []
     with pytest.raises(ValueError, match="checkpoint_dir must be a writable folder"):
         _train(blocker / "run", epochs=3, callbacks=[lambda state: epochs_run.append(1)])
+    assert epochs_run == []
+
+
+@pytest.mark.parametrize("name", ["checkpoint.pt", "best.pt", "last_good.pt"])
+def test_a_run_file_that_is_a_folder_fails_before_training(tmp_path, name):
+    (tmp_path / name).mkdir()
+    epochs_run = []
+    with pytest.raises(ValueError, match=f"{name}' is a directory"):
+        _train(tmp_path, epochs=3, callbacks=[lambda state: epochs_run.append(1)])
     assert epochs_run == []
 
 

@@ -1,5 +1,6 @@
 """End-to-end tests of ``python -m pyro_genmodels`` with tiny budgets."""
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from pyro_genmodels import zoo
-from pyro_genmodels.cli import main
+from pyro_genmodels.cli import _parser, main
 from pyro_genmodels.infer import bits_per_dim, log_likelihood
 
 TINY = ["--epochs", "1", "--z-dim", "2", "--hidden", "16", "--num-samples", "8", "--quiet"]
@@ -48,6 +49,10 @@ def test_train_evaluate_sample_round_trip(tmp_path):
     sampled = main(["sample", "--run", str(run), "-n", "4", "--out", str(tmp_path / "s.png")])
     assert sampled["samples"].shape == (4, 64)
     assert (tmp_path / "s.png").stat().st_size > 0
+    # --out into folders that do not exist yet: created, as train --out creates its folder
+    deep = tmp_path / "new" / "folder" / "s.png"
+    main(["sample", "--run", str(run), "-n", "4", "--out", str(deep)])
+    assert deep.stat().st_size > 0
 
 
 def test_zoo_writes_report(tmp_path):
@@ -59,7 +64,10 @@ def test_zoo_writes_report(tmp_path):
     for nll, bpd in zip(table["test_nll_nats"], table["bits_per_dim"]):
         assert bpd == pytest.approx(bits_per_dim(nll, 64), rel=1e-9)
     assert (out / "summary.md").read_text().startswith("# Model zoo")
-    assert (out / "vae_samples.png").exists() and (out / "cvae_history.png").exists()
+    assert (out / "vae_samples.png").exists() and (out / "cvae_samples.png").exists()
+    # one epoch: no curve of single points; the values are stated instead
+    assert not (out / "cvae_history.png").exists()
+    assert (out / "summary.md").read_text().count("1 epoch, no curve to draw: training loss") == 2
     assert len(result["table"]) == 2
 
 
@@ -107,3 +115,124 @@ def test_zoo_options_are_checked_per_entry(tmp_path):
     # the CLI passes --z-dim only to the entries that have a latent
     out = main(["zoo", "--models", "vae,flow-nice", "--out", str(tmp_path), *TINY])
     assert list(out["table"]["model"]) == ["vae", "flow-nice"]
+
+
+def _subcommands():
+    parser = _parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+def test_every_option_has_help_and_shows_its_default():
+    parser, commands = _subcommands()
+    for name, sub in {"": parser, **commands}.items():
+        for action in sub._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+    train = commands["train"].format_help()
+    assert "(default: 50)" in train and "(default: 0.001)" in train and "(default: 128)" in train
+    assert "(default: None)" not in train and "(default: False)" not in train
+    assert train.count("(default: runs/MODEL)") == 1 and "random seed (default: 0)" in train
+    assert "(default: each family's budget)" in commands["zoo"].format_help()
+
+
+def _nothing_runs(monkeypatch, functions=("dataset_for", "run")):
+    """Loading data (the first work of every command) or training fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    for name in functions:
+        monkeypatch.setattr(zoo, name, refuse)
+
+
+BAD_ARGUMENTS = [
+    (["train", "vae", "--epochs", "0"], "--epochs: must be an integer >= 1, got 0"),
+    (["train", "vae", "--lr", "inf"], "--lr: must be a finite number > 0, got inf"),
+    (["train", "vae", "--lr", "nan"], "--lr: must be a finite number > 0, got nan"),
+    (["train", "vae", "--lr", "-0.1"], "--lr: must be a finite number > 0, got -0.1"),
+    (["train", "vae", "--batch-size", "1.5"], "--batch-size: must be an integer >= 1"),
+    (["train", "vae", "--validation-fraction", "1"], "--validation-fraction: must be a number"),
+    (["train", "vae", "--seed", "-1"], "--seed: must be an integer >= 0, got -1"),
+    (["zoo", "--epochs", "0"], "--epochs: must be an integer >= 1, got 0"),
+    (["zoo", "--models", "vae,nope"], "--models: unknown models ['nope']; the zoo has gan,"),
+    (["zoo", "--early-stopping", "0"], "--early-stopping: must be an integer >= 1, got 0"),
+    (["evaluate", "--run", "r", "--num-samples", "0"], "--num-samples: must be an integer >= 1"),
+    (["sample", "--run", "r", "-n", "0"], "-n: must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, message", BAD_ARGUMENTS, ids=[" ".join(a) for a, _ in BAD_ARGUMENTS]
+)
+def test_bad_values_exit_2_in_one_line_before_any_work(argv, message, monkeypatch, capsys):
+    _nothing_runs(monkeypatch)
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert error.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert err.startswith(f"python -m pyro_genmodels {argv[0]}: error: argument ")
+
+
+def _error_line(argv, capsys, code=2):
+    with pytest.raises(SystemExit) as error:
+        main(argv)
+    assert error.value.code == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_unknown_model_or_data_in_a_run_config(tmp_path, capsys):
+    for key, value in (("model", "no-such-model"), ("data", "no-such-data")):
+        config = {"model": "vae", "data": "digits", "seed": 0, "kwargs": {}, key: value}
+        (tmp_path / "config.json").write_text(json.dumps(config))
+        err = _error_line(["evaluate", "--run", str(tmp_path)], capsys)
+        assert f"names the {key} '{value}'" in err, err
+        known = "vae" if key == "model" else "mnist5k"
+        assert known in err.split("known: ")[1], err
+
+
+@pytest.mark.parametrize("where", ["checkpoints/checkpoint.pt", "checkpoints/best.pt", "model.pt"])
+def test_a_run_file_that_is_a_directory_fails_before_training(where, tmp_path, monkeypatch, capsys):
+    (tmp_path / where).mkdir(parents=True)
+    _nothing_runs(monkeypatch)
+    err = _error_line(["train", "fvsbn", "--out", str(tmp_path), "--quiet"], capsys)
+    assert f"{where.split('/')[-1]}' is a directory" in err and "--out" in err, err
+
+
+def test_zoo_checks_its_report_files_before_training(tmp_path, monkeypatch, capsys):
+    (tmp_path / "fvsbn_history.png").mkdir()
+    _nothing_runs(monkeypatch)
+    err = _error_line(["zoo", "--models", "fvsbn", "--out", str(tmp_path), "--quiet"], capsys)
+    assert "fvsbn_history.png' is a directory" in err, err
+
+
+def test_sample_out_that_is_a_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    main(["train", "fvsbn", "--out", str(run), "--epochs", "1", "--quiet"])
+    (tmp_path / "grid.png").mkdir()
+    err = _error_line(["sample", "--run", str(run), "--out", str(tmp_path / "grid.png")], capsys)
+    assert "grid.png' is a directory" in err, err
+
+
+def test_diverged_training_is_one_line_with_exit_status_1(tmp_path, monkeypatch, capsys):
+    import pyro_genmodels.training
+
+    def diverge(*args, **kwargs):
+        raise FloatingPointError("the update of step 1 made parameter(s) ['w'] non-finite")
+
+    monkeypatch.setattr(pyro_genmodels.training, "fit", diverge)
+    err = _error_line(["train", "fvsbn", "--out", str(tmp_path), "--quiet"], capsys, code=1)
+    assert err.startswith("error: training stopped: the update of step 1"), err
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [("epochs", 0), ("batch_size", 0), ("lr", float("inf")), ("num_samples", 0),
+     ("early_stopping", 0), ("epochs", 2.0)],
+)  # fmt: skip
+def test_zoo_run_checks_its_budget_before_training(option, value, monkeypatch):
+    _nothing_runs(monkeypatch, functions=["dataset_for"])
+    with pytest.raises((ValueError, TypeError), match=option):
+        zoo.run("digits", ["fvsbn", "made"], **{option: value}, progress=False)

@@ -159,3 +159,17 @@ def test_checked_instance_and_validate_sample():
     _compat.validate_sample(d, torch.ones(3))
     with pytest.raises(ValueError):
         _compat.validate_sample(d, torch.ones(4))  # event shape (3,)
+
+
+def test_mcmc_chain_diagnostics_are_the_kernels_per_chain_dicts():
+    from pyro_genmodels.infer import BlockGibbs
+    from pyro_genmodels.models import RBM
+
+    kernel = BlockGibbs(RBM(3, 2))
+    mcmc = pyro.infer.MCMC(kernel, num_samples=4, disable_progbar=True)
+    assert _compat.mcmc_chain_diagnostics(mcmc) == [None], "MCMC._diagnostics moved"
+    mcmc.run()
+    per_chain = _compat.mcmc_chain_diagnostics(mcmc)
+    assert per_chain == [kernel.diagnostics()], "MCMC._diagnostics no longer holds them"
+    merged = mcmc.diagnostics()  # Pyro's merge of the same dicts, after its own statistics
+    assert merged["divergences"] == {"chain 0": per_chain[0]["divergences"]}

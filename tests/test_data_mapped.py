@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from pyro_genmodels.data import IdxImages, MappedMNIST, load_mnist, write_idx
 from pyro_genmodels.data.idx import MNIST_FILES
 from pyro_genmodels.models import VAE
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
 
 
 @pytest.fixture

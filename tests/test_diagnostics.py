@@ -89,6 +89,26 @@ def test_inference_data_groups_are_exact(device, dtype):
     np.testing.assert_allclose(lw, exact, rtol=1e-9 if dtype == torch.float64 else 1e-4)
 
 
+def test_inference_data_of_a_model_without_data_argument(device, dtype):
+    """Observations inside the program: ``to_inference_data(model, guide)`` gives what the
+    same program with a data argument gives; a call that cannot match the signatures says
+    how the programs are called."""
+    lg = LinearGaussian(2, 3, device, dtype)
+    x = lg.sample(5)
+    pyro.set_rng_seed(4)
+    expected = to_inference_data(lg.model, lg.guide, x, num_samples=7)
+    pyro.set_rng_seed(4)
+    idata = to_inference_data(lambda: lg.model(x), lambda: lg.guide(x), num_samples=7)
+    assert set(idata.groups()) == set(expected.groups())
+    assert all(idata[group].equals(expected[group]) for group in expected.groups())
+    with pytest.raises(TypeError, match=r"model\(data, \*args, \*\*kwargs\).*data=None"):
+        to_inference_data(lambda: lg.model(x), lambda: lg.guide(x), x)
+    with pytest.raises(TypeError, match="a model with a data argument takes it as data"):
+        to_inference_data(lg.model, lg.guide)
+    with pytest.raises(ValueError, match="batch_size=2 slices the data argument"):
+        to_inference_data(lambda: lg.model(x), lambda: lg.guide(x), batch_size=2)
+
+
 def test_inference_data_works_with_arviz_summary_and_plots(device, dtype):
     lg = LinearGaussian(2, 3, device, dtype)
     idata = to_inference_data(lg.model, lg.guide, lg.sample(2), num_samples=50)

@@ -32,12 +32,12 @@ from pyro.poutine.messenger import Messenger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pyro_genmodels.distributed import local_rows
 from pyro_genmodels.distributions import AutoregressiveDistribution, EnergyDistribution
 from pyro_genmodels.infer import ScoreMatchingLoss, log_likelihood
 from pyro_genmodels.models import VAE, FlowDensity
 from pyro_genmodels.nn import MADE
-from pyro_genmodels.train import fit
+from pyro_genmodels.parallel import local_rows
+from pyro_genmodels.training import fit
 
 N, D, BATCH, EPOCHS, STOP = 21, 4, 8, 4, 2  # the last batch of 5 splits into 3 + 2
 WORLD = 2
@@ -199,15 +199,16 @@ def test_log_likelihood_is_split_and_gathered(two_process_results):
 
 
 def test_setup_without_a_process_group():
-    from pyro_genmodels.distributed import setup
+    from pyro_genmodels.parallel import make_strategy
 
-    assert setup(None, None) == (0, 1, None)
+    strategy = make_strategy(None, None)
+    assert (strategy.rank, strategy.world, strategy.device) == (0, 1, None)
     with pytest.raises(TypeError, match="distributed must be True, False or None"):
-        setup("yes", None)
+        make_strategy("yes", None)
     env = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR") if k in os.environ}
     try:
         with pytest.raises(ValueError, match="torchrun's environment variables; missing"):
-            setup(True, None)
+            make_strategy(True, None)
     finally:
         os.environ.update(env)
 
@@ -215,8 +216,8 @@ def test_setup_without_a_process_group():
 def test_torchrun_cli_equals_one_process(tmp_path):
     """``torchrun --nproc_per_node=2 -m pyro_genmodels train`` (process group from torchrun's
     environment, rank 0 writing the run) against the same command in one process (float32)."""
-    from pyro_genmodels.checkpoint import load_checkpoint
     from pyro_genmodels.cli import WEIGHTS, main
+    from pyro_genmodels.training.files import load_checkpoint
 
     args = ["train", "made", "--data", "digits", "--epochs", "1", "--hidden", "16"]
     args += ["--batch-size", "100", "--quiet"]

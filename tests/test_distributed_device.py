@@ -17,7 +17,7 @@ from gloo_helpers import run_on_ranks
 from torch import nn
 
 from pyro_genmodels.infer import GANLoss
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
 
 N, D, BATCH, EPOCHS = 21, 2, 8, 3
 

@@ -36,7 +36,7 @@ from torch import nn
 from pyro_genmodels import zoo
 from pyro_genmodels.data import from_tensors
 from pyro_genmodels.infer import GANLoss, WGANLoss
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
 
 N, D, BATCH, EPOCHS, STOP, WORLD = 21, 2, 8, 4, 2, 2
 

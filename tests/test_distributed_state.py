@@ -21,11 +21,11 @@ from gloo_helpers import run_on_ranks
 from torch import nn
 
 from pyro_genmodels import zoo
-from pyro_genmodels.checkpoint import load_checkpoint
 from pyro_genmodels.data import from_tensors
 from pyro_genmodels.distributions import EnergyDistribution
 from pyro_genmodels.infer import ContrastiveDivergenceLoss
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import load_checkpoint
 
 N, D, BATCH, EPOCHS, STOP, WORLD = 21, 2, 8, 4, 2, 2
 

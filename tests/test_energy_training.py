@@ -5,7 +5,7 @@ import torch
 from energy_helpers import energy_model, no_guide
 
 import pyro_genmodels as pgm
-from pyro_genmodels.checkpoint import load_checkpoint
+from pyro_genmodels.training.files import load_checkpoint
 
 
 def _setup(seed):

@@ -31,8 +31,8 @@ from test_loss_registry import REGISTRY
 
 import pyro_genmodels as pgm
 from pyro_genmodels.optim import Adam
-from pyro_genmodels.step import is_stateful
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.protocols import is_stateful
 
 STATEFUL = [entry for entry in REGISTRY if is_stateful(entry[0]())]
 IDS = [f"{type(entry[0]()).__name__}-{i}" for i, entry in enumerate(STATEFUL)]
@@ -161,5 +161,5 @@ def test_a_failed_step_changes_no_state(factory, model, guide, make_args, where,
     for part in ("params", "optims", "loss"):
         assert _nested_equal(poisoned.before[part], after[part]), f"{part} changed"
     if tmp_path.joinpath("last_good.pt").exists():  # written with the state before the step
-        saved = pgm.train.load_checkpoint(tmp_path / "last_good.pt")
+        saved = pgm.training.load_checkpoint(tmp_path / "last_good.pt")
         assert saved["epoch_step"] == AT - 1 - saved["epoch"] * 2

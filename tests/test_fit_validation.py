@@ -11,10 +11,10 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyro_genmodels.checkpoint import load_checkpoint, save_checkpoint
 from pyro_genmodels.models import VAE
 from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.files import load_checkpoint, save_checkpoint
 
 # A scripted curve (1-based epochs): improvements at epochs 1-3, 6 and 7 (2.9, the best),
 # then 3 epochs without improvement; epochs 4-5 are a 2-epoch plateau that patience 3 survives.
@@ -86,7 +86,8 @@ def test_resume_mid_patience_is_exact(tmp_path):
     resumed, _, history = _run(13, seed=1, checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert history.drop(columns="time").equals(full.drop(columns="time"))
     assert _equal(_state(resumed), _state(net))
-    again, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.warns(UserWarning, match="stopped early after epoch 10 .*trains no further"):
+        again, _, history = _run(13, seed=2, checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert len(history) == 10 and _equal(_state(again), _state(net))  # stopped runs stay stopped
 
 

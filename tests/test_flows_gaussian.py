@@ -84,7 +84,7 @@ def test_flow_density_started_at_the_gaussian_trains_and_round_trips(device):
 
     from pyro_genmodels.models import FlowDensity
     from pyro_genmodels.optim import Adam
-    from pyro_genmodels.train import fit
+    from pyro_genmodels.training import fit
 
     x = _data(device, n=60)  # float64 data for a float32 model: converted, like fit does
     train, valid = x[:40], x[40:]

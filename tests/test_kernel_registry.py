@@ -67,4 +67,7 @@ def test_kernel_runs_converts_and_pickles(factory, model):
     assert "divergences" in kernel.diagnostics()
     idata = az.from_pyro(mcmc)
     assert idata.sample_stats["diverging"].shape == (1, 30)
+    cheap = pgm.diagnostics.from_mcmc(mcmc)  # the same data, without Pyro's per-element ESS
+    assert set(cheap.groups()) == set(idata.groups())
+    assert all(cheap[group].equals(idata[group]) for group in idata.groups())
     pickle.loads(pickle.dumps(kernel))

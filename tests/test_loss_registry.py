@@ -289,3 +289,17 @@ def test_svi_step(factory, model, guide, make_args, device):
     loss = factory()
     wasserstein = isinstance(loss, pgm.infer.WGANLoss | pgm.infer.WGANGPLoss)
     assert unchanged == ({"discriminator$$$2.bias"} if wasserstein else set())
+
+
+@pytest.mark.parametrize("factory, model, guide, make_args", REGISTRY, ids=IDS)
+def test_a_loss_of_several_values_names_them(factory, model, guide, make_args):
+    """``fit`` records a tuple loss as ``loss_0, loss_1, ...``: the loss names each value
+    (``loss_parts``), and the report titles its curves with those names."""
+    loss = factory()
+    value = loss.loss(model, guide, *make_args(torch.device("cpu")))
+    parts = getattr(loss, "loss_parts", None)
+    if isinstance(value, (tuple, list)):
+        assert isinstance(parts, tuple) and len(parts) == len(value), (type(loss), parts)
+        assert len(set(parts)) == len(parts) and all(isinstance(p, str) and p for p in parts)
+    else:
+        assert parts is None, f"{type(loss).__name__} returns one value but names {parts}"

@@ -13,7 +13,8 @@ from pyro import poutine
 from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 
 from pyro_genmodels.infer.weights import importance_log_weights
-from pyro_genmodels.models import VAE, KLAnnealing
+from pyro_genmodels.models import VAE
+from pyro_genmodels.training import KLAnnealing
 
 LIKELIHOODS = ["bernoulli", "gaussian", "continuous_bernoulli"]
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pyro_genmodels.models import VAE
-from pyro_genmodels.precision import AutocastLoss, autocast, with_precision
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
+from pyro_genmodels.training.loss_stack import AutocastLoss, autocast, stack
 
 N, D = 64, 16
 
@@ -63,7 +63,7 @@ def test_autocast_loss_gradient_close_to_fp32(device):
     grads = {}
     for precision in ("fp32", "bf16"):
         pyro.clear_param_store()
-        loss = with_precision(pyro.infer.Trace_ELBO(), precision, device)
+        loss = stack(pyro.infer.Trace_ELBO(), False, precision, device)
         loss.loss_and_grads(model, lambda x, y: None, x, y)
         grads[precision] = pyro.param("w").unconstrained().grad.clone()
     assert grads["bf16"].dtype == torch.float32

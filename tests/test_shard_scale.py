@@ -20,7 +20,7 @@ from torch import nn
 
 from pyro_genmodels.distributions import EnergyDistribution
 from pyro_genmodels.infer import IWAELoss, ScoreMatchingLoss
-from pyro_genmodels.shard_scale import PlateRecorder, ShardScale, find_data_plates
+from pyro_genmodels.parallel.shard_scale import PlateRecorder, ShardScale, find_data_plates
 
 N, B, WORLD = 12, 5, 2
 X = torch.linspace(-1.0, 2.0, N, dtype=torch.float64)
@@ -178,10 +178,10 @@ def test_without_a_plate_scale_the_global_prior_counts_world_times():
 def test_compiled_loss_is_keyed_by_the_scale():
     """A shard of 3 rows is 3/5 of one global batch and 3/6 of another: the compiled loss
     (its scales are constants of the trace) is compiled once per factor."""
-    from pyro_genmodels.jit import with_jit
+    from pyro_genmodels.training.loss_stack import CompiledLoss
 
     pyro.clear_param_store()
-    jit = with_jit(pyro.infer.Trace_ELBO(), True)
+    jit = CompiledLoss(pyro.infer.Trace_ELBO())
     plain = pyro.infer.Trace_ELBO()
     scale = ShardScale({"data": False}, set(), WORLD)
     model = lambda x, idx: _map_model(x, idx, True)  # noqa: E731  (tensors only for the JIT)

@@ -16,9 +16,9 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from pyro.nn.module import to_pyro_module_
 
-from pyro_genmodels.checkpoint import FORMAT_VERSION, save_checkpoint
 from pyro_genmodels.nn import MLP
-from pyro_genmodels.train import FitState, fit, load_checkpoint
+from pyro_genmodels.training import FitState, fit, load_checkpoint
+from pyro_genmodels.training.files import FORMAT_VERSION, save_checkpoint
 
 X_DIM, Z_DIM, HIDDEN = 4, 2, 8
 

@@ -24,8 +24,9 @@ from pyro_genmodels.infer import (
     importance_log_weights,
     log_likelihood,
 )
-from pyro_genmodels.models import CVAE, SSVAE, VAE, WAE, FlowDensity, KLAnnealing, LatentKernel
+from pyro_genmodels.models import CVAE, SSVAE, VAE, WAE, FlowDensity, LatentKernel
 from pyro_genmodels.nn import FVSBN, MADE, MLP, NADE, RNN, ConvEncoder, PixelCNN
+from pyro_genmodels.training import KLAnnealing
 
 
 def model(x):
@@ -398,8 +399,8 @@ FLOAT_ARGUMENTS = {
     "models.WAE.loss.mmd_scale": lambda v: WAE(4, 2, hidden_dims=[2]).loss(mmd_scale=v),
     "models.SSVAE.alpha": lambda v: SSVAE(4, 2, 3, hidden_dims=[2], alpha=v),
     "models.LatentKernel.bandwidth": lambda v: LatentKernel(2, bandwidth=v),
-    "models.KLAnnealing.start": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), start=v),
-    "models.KLAnnealing.end": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), end=v),
+    "training.KLAnnealing.start": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), start=v),
+    "training.KLAnnealing.end": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), end=v),
     "models.FlowDensity.alpha": lambda v: FlowDensity(2, preprocess="logit", alpha=v),
     "models.RBM.init_scale": lambda v: pgm.models.RBM(3, 2, init_scale=v),
     "models.RBM.sgd.lr": lambda v: _rbm().sgd(lr=v),

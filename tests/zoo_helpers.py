@@ -15,7 +15,7 @@ import torch
 from pyro_genmodels import zoo
 from pyro_genmodels.data import Dataset, load
 from pyro_genmodels.optim import Adam
-from pyro_genmodels.train import fit
+from pyro_genmodels.training import fit
 
 # hidden = 64 = D: autoregressive networks (MAF) need hidden layers at least as wide as the data
 SMALL = {"hidden": 64, "z_dim": 2, "channels": 4, "layers": 1, "num_layers": 2}

@@ -8,7 +8,7 @@ with the image shape ``(C, H, W)`` kept alongside. Nothing is downloaded.
 torch.Size([5, 2])
 """
 
-from pyro_genmodels.data.datasets import Dataset, from_tensors, load
+from pyro_genmodels.data.datasets import BUNDLED, PIXEL_LEVELS, Dataset, from_tensors, load
 from pyro_genmodels.data.idx import load_mnist, read_idx, write_idx
 from pyro_genmodels.data.mapped import IdxImages, MappedMNIST, map_mnist
 from pyro_genmodels.data.preprocess import binarize, dequantize
@@ -16,6 +16,8 @@ from pyro_genmodels.data.toy import TOY2D_ENTROPY, toy2d
 from pyro_genmodels.data.validation import check_data
 
 __all__ = [
+    "BUNDLED",
+    "PIXEL_LEVELS",
     "TOY2D_ENTROPY",
     "Dataset",
     "IdxImages",

@@ -264,15 +264,21 @@ def _split_bundled(
     )
 
 
+#: The number of pixel values of each bundled dataset (digits: 0..16; MNIST: 0..255).
+PIXEL_LEVELS: dict[str, int] = {"digits": 17, "mnist5k": 256}
+
+
 def _load_digits(binarize: bool, dtype: torch.dtype, device: torch.device | None) -> Dataset:
+    levels = PIXEL_LEVELS["digits"]
     return _split_bundled(
-        "digits", _raw_digits(), 1437, 17, 7.5, (1, 8, 8), binarize, dtype, device
+        "digits", _raw_digits(), 1437, levels, 7.5, (1, 8, 8), binarize, dtype, device
     )
 
 
 def _load_mnist5k(binarize: bool, dtype: torch.dtype, device: torch.device | None) -> Dataset:
+    levels = PIXEL_LEVELS["mnist5k"]
     return _split_bundled(
-        "mnist5k", _raw_mnist5k(), 4000, 256, 127.5, (1, 28, 28), binarize, dtype, device
+        "mnist5k", _raw_mnist5k(), 4000, levels, 127.5, (1, 28, 28), binarize, dtype, device
     )
 
 
@@ -280,6 +286,8 @@ _LOADERS: dict[str, Callable[[bool, torch.dtype, torch.device | None], Dataset]]
     "digits": _load_digits,
     "mnist5k": _load_mnist5k,
 }
+#: The names :func:`load` takes (the bundled datasets).
+BUNDLED: tuple[str, ...] = tuple(_LOADERS)
 
 
 def load(

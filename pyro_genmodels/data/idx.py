@@ -18,36 +18,19 @@ import numpy as np
 import torch
 
 from pyro_genmodels.data.datasets import Dataset, pixels_to_values
+from pyro_genmodels.data.idx_format import (
+    CODE_TO_DTYPE,
+    GZIP_MAGIC,
+    KIND_TO_CODE,
+    MNIST_FILES,
+    as_path,
+)
 from pyro_genmodels.data.validation import check_bool, check_device, check_float_dtype
 
 if TYPE_CHECKING:
     from pyro_genmodels.data.mapped import MappedMNIST
 
 PathLike = str | os.PathLike
-
-_CODE_TO_DTYPE: dict[int, np.dtype] = {
-    0x08: np.dtype("u1"),
-    0x09: np.dtype("i1"),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-_KIND_TO_CODE = {(dt.kind, dt.itemsize): code for code, dt in _CODE_TO_DTYPE.items()}
-_GZIP_MAGIC = b"\x1f\x8b"
-
-MNIST_FILES = {
-    "train": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-
-def _as_path(path: object, name: str = "path") -> Path:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
-    return Path(path)
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -75,9 +58,9 @@ def read_idx(path: PathLike) -> np.ndarray:
     >>> read_idx(f).tolist()
     [[0, 1, 2], [3, 4, 5]]
     """
-    path = _as_path(path)
+    path = as_path(path)
     raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
+    if raw[:2] == GZIP_MAGIC:
         raw = gzip.decompress(raw)
     if len(raw) < 4:
         raise ValueError(f"{path} is not an IDX file: {len(raw)} bytes, the header needs 4")
@@ -87,8 +70,8 @@ def read_idx(path: PathLike) -> np.ndarray:
             f"two zero bytes (0x0000TTKK)"
         )
     code, ndim = raw[2], raw[3]
-    if code not in _CODE_TO_DTYPE:
-        known = ", ".join(f"0x{c:02x}" for c in _CODE_TO_DTYPE)
+    if code not in CODE_TO_DTYPE:
+        known = ", ".join(f"0x{c:02x}" for c in CODE_TO_DTYPE)
         raise ValueError(f"{path}: unknown IDX element type 0x{code:02x}, expected one of {known}")
     if ndim < 1:
         raise ValueError(f"{path}: IDX header declares 0 dims, expected at least 1")
@@ -96,7 +79,7 @@ def read_idx(path: PathLike) -> np.ndarray:
     if len(raw) < header:
         raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, need {header})")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = _CODE_TO_DTYPE[code]
+    dtype = CODE_TO_DTYPE[code]
     expected = math.prod(shape) * dtype.itemsize
     if len(raw) - header != expected:
         raise ValueError(
@@ -123,14 +106,14 @@ def write_idx(path: PathLike, array: np.ndarray | torch.Tensor) -> None:
     >>> read_idx(f).dtype, read_idx(f).tolist()
     (dtype('float64'), [1.5, -2.0])
     """
-    path = _as_path(path)
+    path = as_path(path)
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     if not isinstance(array, np.ndarray):
         raise TypeError(
             f"array must be a numpy.ndarray or torch.Tensor, got {type(array).__name__}"
         )
-    code = _KIND_TO_CODE.get((array.dtype.kind, array.dtype.itemsize))
+    code = KIND_TO_CODE.get((array.dtype.kind, array.dtype.itemsize))
     if code is None:
         raise TypeError(
             f"array must have dtype uint8, int8, int16, int32, float32 or float64 to be "
@@ -139,7 +122,7 @@ def write_idx(path: PathLike, array: np.ndarray | torch.Tensor) -> None:
     if not 1 <= array.ndim <= 255 or any(s >= 2**32 for s in array.shape):
         raise ValueError(f"array must have 1 to 255 dims each below 2**32, got shape {array.shape}")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    body = np.ascontiguousarray(array, dtype=_CODE_TO_DTYPE[code]).tobytes()
+    body = np.ascontiguousarray(array, dtype=CODE_TO_DTYPE[code]).tobytes()
     data = header + body
     if path.suffix == ".gz":
         data = gzip.compress(data, mtime=0)
@@ -251,7 +234,7 @@ def load_mnist(
                 f"its device), so device must be None; got device={device!r}"
             )
         return map_mnist(root, binarize=binarize, dtype=dtype, name=name)
-    root = _as_path(root, "root")
+    root = as_path(root, "root")
     if not root.is_dir():
         raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")
     binarize = check_bool("binarize", binarize)

@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from pyro_genmodels._checks import check_int
 from pyro_genmodels.data.datasets import pixels_to_values
-from pyro_genmodels.data.idx import _CODE_TO_DTYPE, _GZIP_MAGIC, MNIST_FILES, _as_path
+from pyro_genmodels.data.idx_format import CODE_TO_DTYPE, GZIP_MAGIC, MNIST_FILES, as_path
 from pyro_genmodels.data.validation import check_bool, check_float_dtype
 
 __all__ = ["IdxImages", "MappedMNIST", "map_mnist"]
@@ -32,17 +32,17 @@ def _header(path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     """(element dtype, shape, data offset) of a raw IDX file, reading only its header."""
     with open(path, "rb") as f:
         head = f.read(4)
-        if head[:2] == _GZIP_MAGIC:
+        if head[:2] == GZIP_MAGIC:
             raise ValueError(
                 f"{path} is gzip-compressed and cannot be memory-mapped; decompress it "
                 "(gunzip) or read it into memory with load_mnist"
             )
-        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _CODE_TO_DTYPE:
+        if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in CODE_TO_DTYPE:
             raise ValueError(f"{path} is not an IDX file: magic number 0x{head.hex()}")
         ndim = head[3]
         shape = struct.unpack(f">{ndim}I", f.read(4 * ndim))
     offset = 4 + 4 * ndim
-    dtype: np.dtype = _CODE_TO_DTYPE[head[2]]
+    dtype: np.dtype = CODE_TO_DTYPE[head[2]]
     size = os.path.getsize(path) - offset
     if size != math.prod(shape) * dtype.itemsize:
         raise ValueError(
@@ -205,7 +205,7 @@ def map_mnist(
     >>> len(mapped.train), mapped.train[0].tolist(), mapped.image_shape
     (3, [1.0, 1.0, 1.0, 1.0], (1, 2, 2))
     """
-    root = _as_path(root, "root")
+    root = as_path(root, "root")
     if not root.is_dir():
         raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")
     if not isinstance(name, str):

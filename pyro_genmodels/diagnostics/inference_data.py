@@ -17,7 +17,7 @@ import pyro
 import torch
 
 from pyro_genmodels.diagnostics._util import align, sample_sites, weighted_batches
-from pyro_genmodels.infer.weights import WeightedTraces, _site_log_prob
+from pyro_genmodels.infer.weights import WeightedTraces, site_log_prob
 
 
 def _numpy(value: torch.Tensor) -> np.ndarray:
@@ -39,7 +39,7 @@ def _batch_arrays(w: WeightedTraces) -> dict[str, dict[str, np.ndarray]]:
     return {
         "posterior": {name: _site_draws(site, w) for name, site in latents.items()},
         "log_likelihood": {
-            name: _numpy(_site_log_prob(site, w.particle_dim, w.data_dim, num_data))
+            name: _numpy(site_log_prob(site, w.particle_dim, w.data_dim, num_data))
             for name, site in observed.items()
         },
         "observed_data": {name: _observed_value(site, w) for name, site in observed.items()},
@@ -58,7 +58,7 @@ def _dims(arrays: dict[str, np.ndarray], data_dim: str, lead: int) -> dict[str, 
 def to_inference_data(
     model: Callable,
     guide: Callable,
-    data: torch.Tensor,
+    data: torch.Tensor | None = None,
     *args: Any,
     num_samples: int = 100,
     data_plate: str | None = None,
@@ -80,14 +80,18 @@ def to_inference_data(
 
     Every latent must be local to a datapoint (see
     :func:`~pyro_genmodels.infer.weights.importance_log_weights`). The programs are
-    called as ``model(data, *args, **kwargs)``. With ``batch_size``, the data are
+    called as ``model(data, *args, **kwargs)``, or as ``model(*args, **kwargs)`` when
+    ``data`` is None (a model that holds or conditions on its observations itself; ``N``
+    is then the size of its data plate). Floating data are converted to the dtype of the
+    programs' parameters, as ``pgm.fit`` does. With ``batch_size``, the data are
     processed in slices of that many datapoints, and every tensor in ``args`` and
     ``kwargs`` whose leading dim equals ``N`` is sliced alike (so a tensor that is
     not per-datapoint must not have leading dim ``N``).
 
     Args:
         model, guide: a Pyro model and guide.
-        data: the data, shape ``(N, *)``; datapoints index the data plate.
+        data: the data, shape ``(N, *)``; datapoints index the data plate (None: the
+            programs take no data argument).
         num_samples: ``K``, the number of guide draws per datapoint.
         data_plate: the name of the plate over datapoints (found when omitted).
         batch_size: optional number of datapoints per pass.
@@ -109,6 +113,11 @@ def to_inference_data(
     {'chain': 1, 'draw': 10, 'data': 3}
     >>> idata.log_likelihood["x"].dims
     ('chain', 'draw', 'data')
+    >>> x = torch.tensor([0.0, 1.0, 2.0])
+    >>> def model_of_x():  # the observations live inside the program: no data argument
+    ...     model(x)
+    >>> dict(to_inference_data(model_of_x, lambda: guide(x), num_samples=10).posterior.sizes)
+    {'chain': 1, 'draw': 10, 'data': 3}
     """
     parts = []
     plate_name = ""  # set from the first batch; weighted_batches yields at least one
@@ -133,7 +142,7 @@ def to_inference_data(
         }
         for group in parts[0]
     }
-    coords = {plate_name: np.arange(data.shape[0])}
+    coords = {plate_name: np.arange(groups["sample_stats"]["log_importance_weight"].shape[1])}
     datasets = {}
     for group, arrays in groups.items():
         lead = 0 if group == "observed_data" else 2

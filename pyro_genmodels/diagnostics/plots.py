@@ -80,27 +80,75 @@ def _range(*arrays: np.ndarray) -> tuple[float, float]:
     return (0.0, 1.0) if 0.0 <= lo and hi <= 1.0 else (lo, hi)
 
 
-def plot_history(history: pd.DataFrame, columns: Sequence[str] | None = None) -> Figure:
-    """Training curves ``metric(epoch)``, one panel per metric.
+#: Titles of ``fit``'s history columns (``loss_<i>``/``val_loss_<i>`` are named by the loss).
+_TITLES = {"loss": "training loss", "val_loss": "validation loss", "lr": "learning rate"}
+
+
+def curve_title(column: str, loss: object = None) -> str:
+    """A readable title for a ``fit`` history column: ``loss_<i>`` (``val_loss_<i>``) is the
+    i-th of ``loss.loss_parts`` (the names a loss of several values gives them, e.g. a
+    GAN's discriminator and generator losses); ``loss``, ``val_loss`` and ``lr`` are spelled
+    out; any other column keeps its name.
+
+    >>> from pyro_genmodels.infer import GANLoss
+    >>> loss = GANLoss(torch.nn.Linear(2, 1))
+    >>> curve_title("loss_1", loss), curve_title("val_loss_0", loss), curve_title("lr")
+    ('generator loss', 'validation discriminator loss', 'learning rate')
+    """
+    parts = getattr(loss, "loss_parts", None) or ()
+    stem, _, index = column.rpartition("_")
+    if stem in ("loss", "val_loss") and index.isdigit() and int(index) < len(parts):
+        return ("validation " if stem == "val_loss" else "") + parts[int(index)]
+    return _TITLES.get(column, column)
+
+
+def informative_columns(history: pd.DataFrame) -> tuple[list[str], dict[str, float]]:
+    """The metrics of a ``fit`` history (numeric columns except ``epoch``, ``step`` and
+    ``time``) split into those that change over the epochs, worth a curve, and those that
+    do not (``{column: value}``, NaN when the column holds none): a constant learning rate,
+    or every metric of a one-epoch history.
+
+    >>> h = pd.DataFrame({"epoch": [1, 2], "loss": [3.0, 2.0], "lr": [1e-3, 1e-3]})
+    >>> informative_columns(h)
+    (['loss'], {'lr': 0.001})
+    """
+    numeric = history.select_dtypes("number").columns
+    varying, constant = [], {}
+    for column in (c for c in numeric if c not in _NOT_METRICS):
+        values = history[column].dropna()
+        if values.nunique() > 1:
+            varying.append(column)
+        else:
+            constant[column] = float(values.iloc[0]) if len(values) else math.nan
+    return varying, constant
+
+
+def plot_history(
+    history: pd.DataFrame, columns: Sequence[str] | None = None, loss: object = None
+) -> Figure:
+    """Training curves ``metric(epoch)``, one panel per metric, titled by :func:`curve_title`.
 
     Args:
         history: the ``DataFrame`` returned by ``pgm.fit`` (one row per epoch); the
             x axis is its ``"epoch"`` column when present, else its row number.
-        columns: the metrics to plot; by default every numeric column except
-            ``epoch``, ``step`` and ``time``.
+        columns: the metrics to plot; by default those that change over the epochs
+            (:func:`informative_columns`: a constant learning rate is no curve), or every
+            metric when none does (a one-epoch history).
+        loss: the loss that was trained, whose ``loss_parts`` (if any) name the columns
+            ``loss_0, loss_1, ...`` (e.g. a GAN's discriminator and generator losses).
 
     >>> import pandas as pd
     >>> fig = plot_history(pd.DataFrame({"epoch": [0, 1, 2], "loss": [3.0, 2.0, 1.5]}))
-    >>> len(fig.axes)
-    1
+    >>> [ax.get_title() for ax in fig.axes]
+    ['training loss']
     """
     if not isinstance(history, pd.DataFrame):
         raise TypeError(f"history must be a pandas.DataFrame, got {type(history).__name__}")
     if len(history) == 0:
         raise ValueError("history must have at least one row (epoch), got an empty DataFrame")
     if columns is None:
-        numeric = history.select_dtypes("number").columns
-        columns = [c for c in numeric if c not in _NOT_METRICS]
+        varying, constant = informative_columns(history)
+        columns = varying or list(constant)
     columns = list(columns)
     missing = [c for c in columns if c not in history.columns]
     if missing or not columns:
@@ -114,7 +162,7 @@ def plot_history(history: pd.DataFrame, columns: Sequence[str] | None = None) ->
     axes = np.atleast_1d(fig.subplots(1, len(columns)))
     for ax, column in zip(axes, columns):
         sns.lineplot(x=x.to_numpy(), y=frame[column].to_numpy(dtype=float), ax=ax, marker="o")
-        ax.set(xlabel=x.name, ylabel=column, title=column)
+        ax.set(xlabel=x.name, ylabel=column, title=curve_title(column, loss))
     return fig
 
 

@@ -16,6 +16,7 @@ from pyro_genmodels._checks import (
     check_positive_float,
 )
 from pyro_genmodels._compat import checked_instance
+from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 from pyro_genmodels.data.validation import check_finite
 from pyro_genmodels.nn.autoregressive.base import Conditioner
 
@@ -357,7 +358,7 @@ class AutoregressiveDistribution(TorchDistribution):
         batch = broadcast_value_shape(
             "AutoregressiveDistribution", value, self.batch_shape, self.event_shape
         )
-        value = value.expand(batch + self.event_shape)
+        value = to_dtype(value, parameters_dtype(self.conditioner)).expand(batch + self.event_shape)
         valid = self._pad_mask(batch, value)
         if valid is not None:
             value = torch.where(valid, value, torch.zeros_like(value))

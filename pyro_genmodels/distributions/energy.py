@@ -13,6 +13,7 @@ from torch.distributions.transforms import ComposeTransform
 
 from pyro_genmodels._checks import check_finite, check_hidden_dims, check_real
 from pyro_genmodels._compat import validate_sample
+from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 from pyro_genmodels.distributions._energy_checks import checking_energies, unchecked_energies
 from pyro_genmodels.distributions.adaptive import AdaptiveLangevinSampler
 
@@ -330,6 +331,7 @@ class EnergyDistribution(TorchDistribution):
                 "EnergyDistribution.log_prob expects a torch.Tensor value of shape "
                 f"(*batch, {', '.join(map(str, self.event_shape))}), got {type(x).__name__} {x!r}"
             )
+        x = to_dtype(x, parameters_dtype(self.energy))  # scoring follows training's dtype rule
         if self._validate_args and x.numel() > 0:  # torch's check cannot reshape empty values
             validate_sample(self, x)
         return -self.potential(x)

@@ -10,6 +10,7 @@ from pyro.distributions import TorchDistribution, constraints
 
 from pyro_genmodels._checks import broadcast_value_shape, check_expand_shape, check_real
 from pyro_genmodels._compat import checked_instance, validate_sample
+from pyro_genmodels._dtypes import to_dtype
 
 
 class BernoulliMixture(TorchDistribution):
@@ -88,6 +89,7 @@ class BernoulliMixture(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         broadcast_value_shape(type(self).__name__, value, self.batch_shape, self.event_shape)
+        value = to_dtype(value, self.probs.dtype)  # scoring follows training's dtype rule
         if self._validate_args and value.numel():  # torch's check fails on empty values
             validate_sample(self, value)
         log_pi = self.logits.log_softmax(-1)

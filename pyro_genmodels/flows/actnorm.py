@@ -42,7 +42,7 @@ class ActNorm(TransformModule):
 
     bijective = True
     sign = 1
-    #: its first batch initializes it: :func:`pyro_genmodels.distributed.prime` keeps
+    #: its first batch initializes it: :func:`pyro_genmodels.training.priming.prime` keeps
     #: the initialization (and the ``initialized`` buffer) that priming made
     data_dependent_init = True
 

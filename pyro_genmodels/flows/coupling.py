@@ -166,7 +166,7 @@ def soft_clamp(log_scale: torch.Tensor, bound: float) -> torch.Tensor:
     return log_scale / (1 + log_scale.abs() / check_positive_float("bound", bound))
 
 
-def _check_bins_and_bound(count_bins: int, bound: float) -> tuple[int, float]:
+def check_bins_and_bound(count_bins: int, bound: float) -> tuple[int, float]:
     """The spline couplings' ``count_bins`` (an int >= 2) and ``bound`` (a finite real > 0)."""
     return check_int("count_bins", count_bins, 2), check_positive_float("bound", bound)
 
@@ -367,7 +367,7 @@ class ConditionalSplineCoupling(ConditionalTransformModule):
         if order not in ("linear", "quadratic"):
             raise ValueError(f"order must be 'linear' or 'quadratic', got {order!r}")
         self.nn = hypernet
-        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
+        self.count_bins, self.bound = check_bins_and_bound(count_bins, bound)
         self.order, self.identity = order, identity
         self.lower_spline = Spline(split_dim, self.count_bins, self.bound, order)
 

@@ -35,7 +35,7 @@ from pyro_genmodels._compat import transform_cache_size, transform_cached_x_y
 from pyro_genmodels.flows.coupling import (
     AdditiveCoupling,
     ConditionalAdditiveCoupling,
-    _check_bins_and_bound,
+    check_bins_and_bound,
     soft_clamp,
 )
 
@@ -285,7 +285,7 @@ class RQSplineCoupling(AdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
+        self.count_bins, self.bound = check_bins_and_bound(count_bins, bound)
         self._cached_ladj: torch.Tensor | None = None
 
     def _spline(self, v: torch.Tensor, x1: torch.Tensor, inverse: bool):
@@ -344,7 +344,7 @@ class ConditionalRQSplineCoupling(ConditionalAdditiveCoupling):
         cache_size: int = 1,
     ) -> None:
         super().__init__(split_dim, hypernet, cache_size)
-        self.count_bins, self.bound = _check_bins_and_bound(count_bins, bound)
+        self.count_bins, self.bound = check_bins_and_bound(count_bins, bound)
 
     def condition(self, context: torch.Tensor) -> RQSplineCoupling:
         check_context(context)

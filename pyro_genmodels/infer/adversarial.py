@@ -127,8 +127,12 @@ class AdversarialLoss(ELBO):
     #: whether the generator loss needs the discriminator on the data (BiGAN: yes)
     generator_uses_real = False
 
+    #: what the values of ``loss``/``loss_and_grads`` measure, in order: ``fit``'s history
+    #: columns ``loss_0, loss_1`` (and ``val_loss_0, ...``); plots title their curves so
+    loss_parts: tuple[str, ...] = ("discriminator loss", "generator loss")
+
     #: data-parallel hook of the inner critic updates: ``None`` in one process; under
-    #: :class:`~pyro_genmodels.distributed.DataParallelLoss` a function
+    #: :class:`~pyro_genmodels.parallel.DataParallelLoss` a function
     #: ``sync(critic_loss, critic_params) -> critic loss summed over ranks`` that sums the
     #: critic gradients over the ranks, called after each inner backward and before the
     #: finite check and the update, so that all ranks make the same critic step

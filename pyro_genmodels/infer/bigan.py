@@ -60,6 +60,8 @@ class BiGANLoss(GANLoss):
         Dumoulin et al., "Adversarially Learned Inference", ICLR 2017.
     """
 
+    loss_parts = ("discriminator loss", "generator and encoder loss")
+
     generator_uses_real = True
 
     def __init__(

@@ -23,8 +23,9 @@ from pyro_genmodels._checks import (
     check_real,
     slice_datapoints,
 )
-from pyro_genmodels.distributed import gather_rows, local_rows
+from pyro_genmodels._dtypes import program_inputs
 from pyro_genmodels.infer.weights import importance_log_weights, max_plate_nesting
+from pyro_genmodels.parallel.rows import gather_rows, local_rows
 
 #: Default budget of (particle, datapoint) pairs evaluated in one vectorized chunk.
 #: Memory per chunk is about ``max_elements`` times the model's activation bytes per
@@ -105,6 +106,8 @@ def log_weight_chunks(
     check_positive_int("max_elements", max_elements)
     if data_plate is not None and not isinstance(data_plate, str):
         raise TypeError(f"data_plate must be a plate name (str) or None, got {data_plate!r}")
+    inputs, kwargs = program_inputs(model, guide, (data, *args), kwargs)  # fit's dtype rule
+    data, args = inputs[0], inputs[1:]
     num_data = data.shape[0]
     n_chunk, k_chunk = _plan_chunks(
         num_data, num_samples, batch_size, particle_batch_size, max_elements

@@ -28,15 +28,15 @@ from pyro.util import warn_if_nan
 from pyro_genmodels._checks import check_bool, check_int
 from pyro_genmodels._compat import masked_distribution_mask, mvn_scale_tril
 from pyro_genmodels.infer.weights import (
-    _PARTICLE_PLATE,
+    PARTICLE_PLATE,
     Site,
     WeightedTraces,
-    _is_sample,
-    _site_log_prob,
     importance_log_weights,
+    is_sample,
     max_plate_nesting,
+    site_log_prob,
 )
-from pyro_genmodels.shard_scale import SCALE_KEY
+from pyro_genmodels.parallel.shard_scale import SCALE_KEY
 
 # ---------------------------------------------------------------------------
 # Stopping gradients through a distribution's parameters (not through its value)
@@ -132,8 +132,8 @@ def _sum_log_prob(trace: Trace, wt: WeightedTraces, keep: Callable[[Site], bool]
     out = torch.zeros_like(wt.log_weights)
     num_data = wt.log_weights.shape[1]
     for site in trace.nodes.values():
-        if _is_sample(site) and keep(site):
-            out = out + _site_log_prob(site, wt.particle_dim, wt.data_dim, num_data)
+        if is_sample(site) and keep(site):
+            out = out + site_log_prob(site, wt.particle_dim, wt.data_dim, num_data)
     return out
 
 
@@ -141,11 +141,11 @@ def _data_scale(wt: WeightedTraces) -> float:
     """The data plate's subsampling factor ``full_size / subsample_size`` (1 without subsampling).
 
     This is the plate's factor inside the observed sites' ``site["scale"]``, times the
-    data-parallel share of :class:`~pyro_genmodels.shard_scale.ShardScale` (recorded in
+    data-parallel share of :class:`~pyro_genmodels.parallel.ShardScale` (recorded in
     ``site["infer"]``); other ``poutine.scale`` factors are ignored.
     """
     for site in wt.model_trace.nodes.values():
-        if _is_sample(site) and site["is_observed"]:
+        if is_sample(site) and site["is_observed"]:
             infer: dict[str, Any] = dict(site.get("infer") or {})
             share = float(infer.get(SCALE_KEY, 1.0))
             for f in site["cond_indep_stack"]:
@@ -162,7 +162,7 @@ def _replayed_log_joint(
     for name, site in wt.guide_trace.nodes.items():
         detached.nodes[name] = {**site, "value": _detach_tensor(site.get("value"))}
     num_particles = wt.log_weights.shape[0]
-    vectorize = pyro.plate(_PARTICLE_PLATE, num_particles, dim=wt.particle_dim)
+    vectorize = pyro.plate(PARTICLE_PLATE, num_particles, dim=wt.particle_dim)
     trace = poutine.trace(poutine.replay(vectorize(model), trace=detached)).get_trace(
         *args, **kwargs
     )
@@ -273,9 +273,14 @@ class IWAELoss(ELBO):
         self.dreg = dreg
         self.data_plate = data_plate
 
+    def guess_plate_nesting(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+        """Set ``max_plate_nesting`` from one trace of ``guide`` and ``model`` (the trial pass
+        of the first call, which ``pgm.fit`` makes before its first step)."""
+        self.max_plate_nesting = max_plate_nesting(model, guide, *args, **kwargs)
+
     def _weights(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
         if self.max_plate_nesting == float("inf"):
-            self.max_plate_nesting = max_plate_nesting(model, guide, *args, **kwargs)
+            self.guess_plate_nesting(model, guide, *args, **kwargs)
         return importance_log_weights(
             model,
             guide,
@@ -293,7 +298,7 @@ class IWAELoss(ELBO):
 
     def _check_reparametrized(self, wt: WeightedTraces) -> None:
         for site in wt.guide_trace.nodes.values():
-            if _is_sample(site) and not getattr(site["fn"], "has_rsample", False):
+            if is_sample(site) and not getattr(site["fn"], "has_rsample", False):
                 raise ValueError(
                     "IWAELoss(dreg=True) requires fully reparametrized guides: guide site "
                     f"{site['name']!r} has a {type(site['fn']).__name__} distribution without "
@@ -310,9 +315,9 @@ class IWAELoss(ELBO):
             self._check_reparametrized(wt)
             log_q_stop = torch.zeros_like(lw)
             for site in wt.guide_trace.nodes.values():
-                if _is_sample(site):
+                if is_sample(site):
                     stopped = {**site, "fn": _detach_distribution(site["fn"])}
-                    log_q_stop = log_q_stop + _site_log_prob(
+                    log_q_stop = log_q_stop + site_log_prob(
                         stopped, wt.particle_dim, wt.data_dim, lw.shape[1]
                     )
             log_p_det = _replayed_log_joint(model, wt, args, kwargs)

@@ -28,7 +28,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro_genmodels._checks import check_int
 from pyro_genmodels.distributions.energy import EnergyDistribution
 
-_PARTICLE_PLATE = "_pgm_particles"
+PARTICLE_PLATE = "_pgm_particles"
 
 
 @dataclass
@@ -63,7 +63,7 @@ class WeightedTraces:
 Site = Any
 
 
-def _is_sample(site: Site) -> bool:
+def is_sample(site: Site) -> bool:
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
@@ -85,7 +85,7 @@ def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: An
     dims = [0]
     for trace in (model_trace, guide_trace):
         for site in trace.nodes.values():
-            if _is_sample(site):
+            if is_sample(site):
                 dims += [
                     -f.dim for f in site["cond_indep_stack"] if f.vectorized and f.dim is not None
                 ]
@@ -93,7 +93,7 @@ def max_plate_nesting(model: Callable, guide: Callable, *args: Any, **kwargs: An
 
 
 def _find_data_plate(model_trace: Trace, data_plate: str | None) -> tuple[str, int]:
-    observed = [s for s in model_trace.nodes.values() if _is_sample(s) and s["is_observed"]]
+    observed = [s for s in model_trace.nodes.values() if is_sample(s) and s["is_observed"]]
     if not observed:
         raise ValueError(
             "the model has no observed sample site: per-datapoint weights need the data "
@@ -109,7 +109,7 @@ def _find_data_plate(model_trace: Trace, data_plate: str | None) -> tuple[str, i
                 )
         return data_plate, _plate_dim(frames[0][data_plate])
     stack = [f for f in observed[0]["cond_indep_stack"] if f.vectorized]
-    common = [f for f in stack if f.name != _PARTICLE_PLATE and all(f.name in n for n in frames)]
+    common = [f for f in stack if f.name != PARTICLE_PLATE and all(f.name in n for n in frames)]
     if not common:
         raise ValueError(
             "could not find the data plate: every observed site must lie inside one common "
@@ -145,7 +145,7 @@ def _plate_dim(frame: Any) -> int:
     return int(frame.dim)
 
 
-def _site_log_prob(site: Site, particle_dim: int, data_dim: int, num_data: int) -> torch.Tensor:
+def site_log_prob(site: Site, particle_dim: int, data_dim: int, num_data: int) -> torch.Tensor:
     """``log_prob`` of one site reduced to shape ``(K, N)`` (scales ignored, masks applied)."""
     names = {f.name for f in site["cond_indep_stack"] if f.vectorized}
     check_normalized(site)
@@ -211,7 +211,7 @@ def importance_log_weights(
     if plate_nesting is None:
         plate_nesting = max_plate_nesting(model, guide, *args, **kwargs)
     particle_dim = -(plate_nesting + 1)
-    vectorize = pyro.plate(_PARTICLE_PLATE, num_particles, dim=particle_dim)
+    vectorize = pyro.plate(PARTICLE_PLATE, num_particles, dim=particle_dim)
     guide_trace = poutine.trace(vectorize(guide)).get_trace(*args, **kwargs)
     model_trace = poutine.trace(poutine.replay(vectorize(model), trace=guide_trace)).get_trace(
         *args, **kwargs
@@ -220,7 +220,7 @@ def importance_log_weights(
     num_data = next(
         f.size
         for s in model_trace.nodes.values()
-        if _is_sample(s)
+        if is_sample(s)
         for f in s["cond_indep_stack"]
         if f.name == name
     )
@@ -228,12 +228,12 @@ def importance_log_weights(
     def total(trace: Trace, observed: bool | None) -> torch.Tensor:
         out: torch.Tensor | None = None
         for site in trace.nodes.values():
-            if not _is_sample(site) or (observed is not None and site["is_observed"] != observed):
+            if not is_sample(site) or (observed is not None and site["is_observed"] != observed):
                 continue
-            lp = _site_log_prob(site, particle_dim, data_dim, num_data)
+            lp = site_log_prob(site, particle_dim, data_dim, num_data)
             out = lp if out is None else out + lp
         if out is None:
-            first: Site = next(p for p in model_trace.nodes.values() if _is_sample(p))
+            first: Site = next(p for p in model_trace.nodes.values() if is_sample(p))
             ref = first["value"]
             out = torch.zeros(num_particles, num_data, dtype=ref.dtype, device=ref.device)
         return out

@@ -17,6 +17,8 @@ from pyro_genmodels.infer.adversarial import AdversarialLoss, Values
 
 
 class _Wasserstein(AdversarialLoss):
+    loss_parts = ("critic loss", "generator loss")
+
     def critic_loss(self, out_real: torch.Tensor, out_fake: torch.Tensor) -> torch.Tensor:
         return out_fake.sum() - out_real.sum()
 

@@ -4,7 +4,8 @@ Every model indexes datapoints by ``pyro.plate("data", N)`` with the observed
 site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
 
 - :class:`VAE` (with ``beta``; MLP or conv networks; Bernoulli, continuous
-  Bernoulli or Gaussian likelihoods), :class:`KLAnnealing` to schedule ``beta``;
+  Bernoulli or Gaussian likelihoods; ``beta`` is scheduled by the ``fit`` callback
+  :class:`pyro_genmodels.training.KLAnnealing`);
 - :class:`CVAE`, conditioned on labels or context vectors;
 - :class:`SSVAE`, the semi-supervised M2 model (enumerated labels);
 - :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``;
@@ -17,7 +18,6 @@ from pyro_genmodels.models.boltzmann import RBM
 from pyro_genmodels.models.cvae import CVAE
 from pyro_genmodels.models.dbm import DBM
 from pyro_genmodels.models.flow import FlowDensity, FlowDistribution
-from pyro_genmodels.models.schedules import KLAnnealing
 from pyro_genmodels.models.ssvae import SSVAE
 from pyro_genmodels.models.vae import VAE
 from pyro_genmodels.models.wae import WAE, InfoVAE, LatentKernel
@@ -32,6 +32,5 @@ __all__ = [
     "VAE",
     "WAE",
     "InfoVAE",
-    "KLAnnealing",
     "LatentKernel",
 ]

@@ -54,6 +54,9 @@ class CVAE(L.LikelihoodSettings, PyroModule):
         Generative Models. K. Sohn, H. Lee, X. Yan, 2015.
     """
 
+    #: ``model`` and ``guide`` draw the same sites at every call: ``fit`` may compile them
+    static_structure = True
+
     def __init__(
         self,
         x_dim: int,

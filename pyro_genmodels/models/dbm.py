@@ -36,6 +36,7 @@ from pyro_genmodels._checks import (
     check_real,
     check_real_or_tensor,
 )
+from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 from pyro_genmodels.data.validation import check_data
 from pyro_genmodels.models.boltzmann import LayeredBoltzmann
 from pyro_genmodels.models.enumeration import check_enumeration_cost, enumerate_logsumexp
@@ -133,6 +134,7 @@ class DBM(LayeredBoltzmann, PyroModule):
     def elbo(self, v: torch.Tensor, log_normalizer: torch.Tensor | float = 0.0) -> torch.Tensor:
         """``-E(v, μ) + H(q) - log Z ≤ log p(v)`` at the mean-field ``μ``, shape ``(N,)``."""
         log_normalizer = check_real_or_tensor("log_normalizer", log_normalizer)
+        v = to_dtype(v, parameters_dtype(self))  # scoring follows training's dtype rule
         return -self.variational_free_energy(self.mean_field(v)) - log_normalizer
 
     @torch.no_grad()
@@ -210,7 +212,7 @@ class DBM(LayeredBoltzmann, PyroModule):
         Clears the param store (call it before ``fit``). Returns the training histories."""
         from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
         from pyro_genmodels.models.boltzmann import RBM
-        from pyro_genmodels.train import fit
+        from pyro_genmodels.training import fit
 
         self.check_visible(data)
         check_positive_float("lr", lr)

@@ -39,6 +39,7 @@ from pyro_genmodels._checks import (
     check_positive_int,
     validating,
 )
+from pyro_genmodels._dtypes import to_dtype
 from pyro_genmodels.data.validation import check_data, check_finite
 
 PREPROCESS = (None, "logit")
@@ -202,9 +203,11 @@ class FlowDistribution(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         batch = broadcast_value_shape("FlowDistribution", value, self.batch_shape, self.event_shape)
+        dtype = self.base.sample((0,)).dtype
+        value = to_dtype(value, dtype)  # scoring follows training's dtype rule
         n = batch.numel()
         if n == 0:  # no rows: nothing to check or score, the networks are not called
-            return torch.zeros(batch, dtype=self.base.sample((0,)).dtype, device=value.device)
+            return torch.zeros(batch, dtype=dtype, device=value.device)
         if self._validate_args:
             self._validate_sample(value)
         if self._drawn is not None and value is self._drawn[0]:
@@ -255,6 +258,9 @@ class FlowDensity(PyroModule):
         Normalizing Flows for Probabilistic Modeling and Inference. G. Papamakarios,
         E. Nalisnick, D. J. Rezende, S. Mohamed, B. Lakshminarayanan, 2021.
     """
+
+    #: ``model`` and ``guide`` draw the same sites at every call: ``fit`` may compile them
+    static_structure = True
 
     def __init__(
         self,
@@ -323,7 +329,7 @@ class FlowDensity(PyroModule):
             raise ValueError(
                 f"context must be floats of shape (*batch, {self.context_dim}), got {got}"
             )
-        return context.to(self._zero.device)
+        return to_dtype(context.to(self._zero.device), self._zero.dtype)  # as fit converts it
 
     def base(self) -> dist.TorchDistribution:
         """``N(0, I_D)`` on the module's device and dtype."""

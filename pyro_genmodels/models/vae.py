@@ -32,6 +32,7 @@ from torch import nn
 
 from pyro_genmodels import flows
 from pyro_genmodels._checks import check_choice, check_hidden_dims, check_positive_int, check_real
+from pyro_genmodels._dtypes import to_dtype
 from pyro_genmodels.models import _likelihoods as L
 
 
@@ -60,7 +61,7 @@ class VAE(L.LikelihoodSettings, PyroModule):
             network pass, as scoring guide samples needs) or another invertible builder.
         flow_hidden_dims: hidden sizes of the flows' networks (default ``(4 z_dim,)*2``).
         beta: the KL weight, a plain mutable attribute (see
-            :class:`~pyro_genmodels.models.KLAnnealing`). It is applied as
+            :class:`~pyro_genmodels.training.KLAnnealing`). It is applied as
             ``poutine.scale(scale=beta)`` around the ``"z"`` site of both model and
             guide, so ``Trace_ELBO`` optimizes ``E[log p(x|z)] - beta * KL``;
             importance-weighted evaluation ignores it.
@@ -82,6 +83,9 @@ class VAE(L.LikelihoodSettings, PyroModule):
         Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
         beta-VAE. I. Higgins et al., 2017.
     """
+
+    #: ``model`` and ``guide`` draw the same sites at every call: ``fit`` may compile them
+    static_structure = True
 
     encoder: nn.Module
     decoder: nn.Module
@@ -139,9 +143,7 @@ class VAE(L.LikelihoodSettings, PyroModule):
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked, in the parameters' dtype (float64/float16 data are converted)."""
-        x = L.check_x(x, self.x_dim, self.likelihood)
-        dtype = L.first_param(self).dtype
-        return x if x.dtype == dtype else x.to(dtype)
+        return to_dtype(L.check_x(x, self.x_dim, self.likelihood), L.first_param(self).dtype)
 
     def _check_rows(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked for ``model``/``guide``: ``pyro.plate`` needs at least one row."""

@@ -41,9 +41,10 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_int, check_positive_float
 from pyro_genmodels.data import Dataset, load
-from pyro_genmodels.distributed import on_main_process
 from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.parallel import on_main_process
 
 KHAT_POINTS = 100  # test points scored by PSIS k-hat (it costs as much as the NLL per point)
 #: The budget of an entry that does not state one (keys of :attr:`ZooEntry.budget`).
@@ -236,7 +237,7 @@ def generated_scores(setup: Setup, data: Dataset, n: int = NUM_GENERATED) -> dic
     """Sample scores of ``n`` draws of ``setup.sample`` against ``data``'s test split
     (:func:`pyro_genmodels.diagnostics.sample_scores`), in eval mode; non-finite samples
     give NaN scores and a ``sample_note``. Under ``torch.distributed`` rank 0 draws and
-    scores and broadcasts the scores (:func:`~pyro_genmodels.distributed.on_main_process`),
+    scores and broadcasts the scores (:func:`~pyro_genmodels.parallel.on_main_process`),
     so every rank reports what one process would."""
     return on_main_process(lambda: _generated_scores(setup, data, n))
 
@@ -302,7 +303,7 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
     """
     import dataclasses
 
-    from pyro_genmodels.checkpoint import get_rng_state, set_rng_state
+    from pyro_genmodels.training.rng import get_rng_state, set_rng_state
 
     if data.valid is None:
         return None
@@ -361,12 +362,17 @@ def run(
     model, its setup, training history and dataset.
     """
     from pyro_genmodels.infer import bits_per_dim
-    from pyro_genmodels.train import fit
+    from pyro_genmodels.training import fit
 
     names = list(ZOO) if names is None else names
     unknown = sorted(set(names) - set(ZOO))
     if unknown:
         raise ValueError(f"unknown models {unknown}; the zoo has {sorted(ZOO)}")
+    counts = {"epochs": epochs, "batch_size": batch_size, "num_samples": num_samples}
+    for key, value in {**counts, "early_stopping": early_stopping}.items():
+        check_int(key, value, minimum=1, allow_none=True)  # all checked before any training
+    if lr is not None:  # validation_fraction: Dataset.split_validation, before any training
+        check_positive_float("lr", lr)
     if num_samples is None:
         num_samples = QUICK["num_samples"] if quick else 1000
     khat_points = QUICK["khat_points"] if quick else KHAT_POINTS

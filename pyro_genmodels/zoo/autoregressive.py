@@ -12,8 +12,8 @@ import pyro
 import torch
 
 from pyro_genmodels.data import Dataset
-from pyro_genmodels.distributed import map_rows
 from pyro_genmodels.nn.autoregressive.base import Conditioner
+from pyro_genmodels.parallel import map_rows
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 #: Training budget of the family (exact likelihoods train well at a higher rate).
@@ -25,6 +25,9 @@ SCORE_CHUNK = 250  # test points per log_prob call (bounds NADE's (N, D, H) acti
 def _empty_guide(x: torch.Tensor) -> None:
     """No latent variables: the ELBO is exactly ``log p(x)``."""
     return None
+
+
+_empty_guide.static_structure = True  # type: ignore[attr-defined]
 
 
 def autoregressive_setup(
@@ -46,6 +49,8 @@ def autoregressive_setup(
         obs = None if x is None else x.reshape((x.shape[0],) + event_shape)
         with pyro.plate("data", num if x is None else x.shape[0]):
             return pyro.sample("x", dist(), obs=obs)
+
+    model.static_structure = True  # type: ignore[attr-defined]  # same sites every call
 
     def sample(n: int) -> torch.Tensor:
         return dist().sample((n,)).reshape(n, -1)

@@ -10,9 +10,9 @@ its NLL, up to the AIS error). ``test_nll_stderr`` is the AIS standard error of
 test split.
 
 Under ``torch.distributed`` the per-datapoint part (free energies, mean-field bounds)
-is split across the ranks and gathered (:func:`~pyro_genmodels.distributed.map_rows`),
+is split across the ranks and gathered (:func:`~pyro_genmodels.parallel.map_rows`),
 while the random parts — AIS's ``log Ẑ`` and the samples of the energy distance —
-are computed by rank 0 and broadcast (:func:`~pyro_genmodels.distributed.on_main_process`):
+are computed by rank 0 and broadcast (:func:`~pyro_genmodels.parallel.on_main_process`):
 their cost does not depend on the test set, rank 0 draws from a single process's
 random streams, and a broadcast makes every rank's numbers bitwise identical (GPU
 kernels need not be), so the scores equal the single-process ones on every rank.
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from pyro_genmodels.data import Dataset
-from pyro_genmodels.distributed import map_rows, on_main_process
+from pyro_genmodels.parallel import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
 

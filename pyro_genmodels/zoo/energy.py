@@ -17,9 +17,9 @@ For the bundled images the NLL is in the pixel space ``[0, L)^D`` as for the flo
 and the test split.
 
 Under ``torch.distributed`` each rank computes the energies of its share of the
-test rows (gathered, :func:`~pyro_genmodels.distributed.map_rows`); ``log Ẑ`` and
+test rows (gathered, :func:`~pyro_genmodels.parallel.map_rows`); ``log Ẑ`` and
 the samples are drawn by rank 0 and broadcast
-(:func:`~pyro_genmodels.distributed.on_main_process`), so every rank reports the
+(:func:`~pyro_genmodels.parallel.on_main_process`), so every rank reports the
 single-process scores (see :mod:`pyro_genmodels.zoo.boltzmann`).
 """
 
@@ -33,11 +33,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyro_genmodels.data import Dataset
-from pyro_genmodels.distributed import map_rows, on_main_process
+from pyro_genmodels.data import PIXEL_LEVELS, Dataset
+from pyro_genmodels.parallel import map_rows, on_main_process
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
-LEVELS = {"digits": 17, "mnist5k": 256}
+LEVELS = PIXEL_LEVELS  # pixel values of the bundled image datasets
 #: objective -> (description, learning rate of its budget)
 ENTRIES = {
     "pcd": ("MLP energy, persistent CD (Langevin, replay buffer, energy penalty)", 1e-3),

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pyro
 import torch
 
-from pyro_genmodels.data import Dataset
-from pyro_genmodels.distributed import map_rows
+from pyro_genmodels.data import PIXEL_LEVELS, Dataset
+from pyro_genmodels.parallel import map_rows
 from pyro_genmodels.zoo import Setup, ZooEntry, register
 
-LEVELS = {"digits": 17, "mnist5k": 256}  # pixel values of the bundled image datasets
+LEVELS = PIXEL_LEVELS  # pixel values of the bundled image datasets
 #: Training budget of the family (exact likelihoods; Glow's steps cost more).
 BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 128}
 

@@ -93,7 +93,7 @@ class RNN(Conditioner):
             raise ValueError(
                 f"RNN expects x of shape (*batch, T{', F' * (need - 1)}), got {tuple(x.shape)}"
             )
-        return self.event_shape_for(x.shape[x.dim() - need])
+        return self.event_shape_for(int(x.shape[x.dim() - need]))  # an int under tracing too
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x

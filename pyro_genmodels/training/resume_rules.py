@@ -34,8 +34,8 @@ from typing import Any
 import pyro.optim
 import torch
 
-from pyro_genmodels.checkpoint import payload_checksum
 from pyro_genmodels.optim import optim_kind
+from pyro_genmodels.training.files import payload_checksum
 
 __all__ = ["RESUME_RULES", "ResumeRule", "check_resume", "describe", "run_settings"]
 

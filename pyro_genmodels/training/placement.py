@@ -1,11 +1,12 @@
-"""Where and in which dtype :func:`pyro_genmodels.fit` trains, and where it may write.
+"""Where :func:`pyro_genmodels.fit` trains, in which dtype, and where it may write.
 
 Rules: an explicit ``device`` must exist (``"cuda"`` without a CUDA device is a
 ``ValueError``, not torch's assertion); by default training happens where the
 modules' parameters live. Floating-point data are converted to the dtype of
-the model's parameters (float64 arrays from NumPy or scikit-learn, float16 and
-bfloat16 tensors all train a float32 model); integer tensors (labels) are
-kept. A checkpoint folder is checked writable before any training.
+the model's parameters (the rule of :mod:`pyro_genmodels._dtypes`, which scoring
+follows too: every distribution's ``log_prob`` and every estimator converts floating
+data to its parameters' dtype, so data that trained a model also score it). A
+checkpoint folder is checked writable before any training.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from pyro_genmodels._compat import store_params
+from pyro_genmodels._dtypes import match_dtype, model_dtype
 
 __all__ = ["check_writable", "match_dtype", "model_dtype", "resolve_device"]
 
@@ -49,29 +51,31 @@ def resolve_device(
     return tensors[0].device
 
 
-def model_dtype(modules: Sequence[torch.nn.Module]) -> torch.dtype | None:
-    """The floating dtype of the first floating parameter (modules first, then param store)."""
-    tensors: list[torch.Tensor] = [p for m in modules for p in m.parameters()]
-    tensors += list(store_params().values())
-    for t in tensors:
-        if t.is_floating_point():
-            return t.dtype
-    return None
-
-
-def match_dtype(tensors: tuple, dtype: torch.dtype | None) -> tuple:
-    """Floating data in the parameters' dtype (the documented rule); other tensors unchanged."""
-    if dtype is None:
-        return tensors
-    return tuple(t.to(dtype) if t.is_floating_point() else t for t in tensors)
-
-
-def check_writable(folder: Path, name: str = "checkpoint_dir") -> None:
+def check_writable(folder: Path, name: str = "checkpoint_dir", files: Sequence[str] = ()) -> None:
     """Fail now, not after training, when ``folder`` (the argument ``name``) cannot hold
-    checkpoints or outputs."""
+    checkpoints or outputs: it is created when missing and must accept a new file, and
+    each of ``files`` (names inside it that the run will write) must be a file or absent.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> (out / "model.pt").mkdir()
+    >>> check_writable(out / "new" / "folder", "--out")  # created
+    >>> check_writable(out, "--out", files=["model.pt"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --out: '.../model.pt' is a directory, where the run writes a file; ...
+    """
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
         raise ValueError(f"{name} must be a writable folder, got {str(folder)!r} ({e})") from e
+    for file in files:
+        path = folder / file
+        if path.exists() and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ValueError(
+                f"{name}: {str(path)!r} is {kind}, where the run writes a file; remove it or "
+                f"choose another {name}"
+            )

@@ -14,27 +14,20 @@ verifies: a file changed after writing is refused, like one that is empty,
 truncated or not a checkpoint at all, with a :class:`CheckpointError` naming
 the file and what is wrong.
 
-Random number generator states (torch CPU, torch CUDA, numpy, Python
-``random``) are converted to such plain types by :func:`get_rng_state` and
-restored by :func:`set_rng_state`.
-
-:func:`training_payload` gathers the whole training state (Pyro param store,
-optimizer, RNGs, history, and the ``state_dict`` of a stateful loss or
-callback) and :func:`restore_training_state` puts it back, so that
-:func:`pyro_genmodels.train.fit` resumes exactly.
+What goes into a training checkpoint and how it is put back is
+:mod:`pyro_genmodels.training.snapshot`; the random generators' states are
+:mod:`pyro_genmodels.training.rng`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import random
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 FORMAT_VERSION = 2
@@ -64,52 +57,6 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return type(obj)(to_cpu(value) for value in obj)
     return obj
-
-
-def get_rng_state() -> dict[str, Any]:
-    """All global random number generator states, as ``weights_only``-loadable plain types.
-
-    Returns a dict with ``"torch"`` (uint8 tensor), ``"cuda"`` (list of uint8
-    tensors, empty without CUDA), ``"numpy"`` (the MT19937 state with its key
-    as an int64 tensor) and ``"python"`` (``random.getstate()`` as lists).
-
-    >>> state = get_rng_state(); a = torch.rand(1)
-    >>> set_rng_state(state); bool(torch.rand(1) == a)
-    True
-    """
-    kind, key, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": [s.cpu() for s in cuda],
-        "numpy": [
-            str(kind),
-            torch.as_tensor(np.asarray(key, dtype=np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "python": [int(version), list(internal), gauss_next],
-    }
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    """Restore the generator states returned by :func:`get_rng_state`.
-
-    CUDA states are restored only when CUDA is available and the device count
-    matches; the others always.
-
-    >>> set_rng_state(get_rng_state())
-    """
-    torch.set_rng_state(state["torch"].cpu())
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-    kind, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
 
 
 def save_checkpoint(path: str | os.PathLike, payload: Mapping[str, Any]) -> Path:

@@ -1,4 +1,4 @@
-"""Schedules for the weights of a model's loss terms, as :func:`pgm.fit` callbacks.
+"""KL annealing: the warm-up of a model's loss-term weight, as a :func:`pgm.fit` callback.
 
 References:
     Generating Sentences from a Continuous Space. S. R. Bowman, L. Vilnis,
@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from pyro_genmodels._checks import check_int, check_positive_int, check_real
+from pyro_genmodels.training.callbacks.base import Callback
 
 
-class KLAnnealing:
+class KLAnnealing(Callback):
     """Linear warm-up of a weight: ``w(e) = start + (end - start) * min(1, e / epochs)``.
 
     A callback for :func:`pyro_genmodels.fit`: at the start of every epoch ``e``

@@ -24,16 +24,34 @@ import numpy as np
 import torch
 from torch.utils import data as tud
 
-from pyro_genmodels.placement import match_dtype
-from pyro_genmodels.resume import data_fingerprint
+from pyro_genmodels.training.files import payload_checksum
+from pyro_genmodels.training.placement import match_dtype
 
 __all__ = [
     "DatasetBatches",
+    "data_fingerprint",
     "TensorBatches",
     "as_tensors",
     "epoch_order",
     "make_batches",
 ]
+
+
+def data_fingerprint(tensors: Sequence[torch.Tensor], batch_size: int, shuffle: bool) -> dict:
+    """What a resumed run must share with the original: data (shapes, dtypes, SHA-256), batching.
+
+    >>> fp = data_fingerprint([torch.zeros(3, 2)], 2, True)
+    >>> fp["num_data"], fp["shapes"], fp["batch_size"]
+    (3, [[2]], 2)
+    """
+    return {
+        "num_data": int(tensors[0].shape[0]),
+        "shapes": [list(t.shape[1:]) for t in tensors],
+        "dtypes": [str(t.dtype) for t in tensors],
+        "sha256": payload_checksum(list(tensors)),
+        "batch_size": int(batch_size),
+        "shuffle": bool(shuffle),
+    }
 
 
 def epoch_order(

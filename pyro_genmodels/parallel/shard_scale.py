@@ -153,6 +153,7 @@ class ShardScale(Messenger):
         self.data_sites = set(data_sites)
         self.world = int(world)
         self.fraction = 1.0
+        self._wrapped: dict[int, _Scaled] = {}
 
     def set_step(self, global_size: int, local_size: int) -> None:
         """The coming step's global batch size ``B`` and this rank's shard size ``b``."""
@@ -179,8 +180,13 @@ class ShardScale(Messenger):
             msg["infer"] = {**(msg["infer"] or {}), SCALE_KEY: f}
 
     def wrap(self, fn: Callable) -> Callable:
-        """``fn`` run under this handler, carrying :attr:`jit_key` for compiled losses."""
-        return _Scaled(self, fn)
+        """``fn`` run under this handler, carrying :attr:`jit_key` for compiled losses (the
+        same wrapper for the same ``fn``, so that a compiled loss keyed by the program's
+        identity traces it once)."""
+        wrapped = self._wrapped.get(id(fn))
+        if wrapped is None or wrapped.fn is not fn:
+            wrapped = self._wrapped[id(fn)] = _Scaled(self, fn)
+        return wrapped
 
 
 class _Scaled:

@@ -1,0 +1,150 @@
+"""One training step: ``pyro.infer.SVI.step`` that never leaves a non-finite value behind.
+
+:class:`Step` traces the params, calls ``loss.loss_and_grads(model, guide, *batch)``
+inside :class:`~pyro_genmodels.params.own_params`, checks the loss, and lets the
+:class:`~pyro_genmodels.training.guard.UpdateGuard` check the gradients and make the
+update (an update that is not provably finite is undone when it turns out non-finite,
+optimizer state included). Pyro's and torch's validation errors about NaN/inf values
+(a NaN in the data, a NaN scale) become the same
+:class:`~pyro_genmodels.training.guard.NonFiniteStep` failure; other validation errors
+(a value outside the support) propagate unchanged. A loss with state of its own (replay
+buffers, a critic it updates itself) is put back as it was before a step that fails
+(:class:`LossUndo`), so a failed step changes nothing at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pyro.optim
+import torch
+from pyro import poutine
+from pyro.infer.util import torch_item
+
+from pyro_genmodels._compat import foreach_zero_
+from pyro_genmodels.params import own_params
+from pyro_genmodels.training.guard import NonFiniteStep, UpdateGuard
+from pyro_genmodels.training.protocols import Transactional, is_stateful
+
+__all__ = ["LossUndo", "NonFiniteStep", "Step"]
+
+
+def _as_floats(value: Any) -> tuple[float, ...]:
+    values = value if isinstance(value, tuple | list) else (value,)
+    return tuple(float(torch_item(v)) for v in values)
+
+
+_NON_FINITE_WORDS = re.compile(r"\b(nan|inf)\b", re.IGNORECASE)
+
+
+class LossUndo:
+    """Puts a stateful loss back as it was before a step that failed.
+
+    A loss that changes its own state inside ``loss_and_grads`` (a replay buffer of
+    persistent chains, a critic updated by inner steps) either is
+    :class:`~pyro_genmodels.training.protocols.Transactional` — ``begin_step()`` starts
+    recording the step's changes, ``undo_step()`` reverts them; cheap: it keeps only
+    what a step overwrites — or, if it only has ``state_dict``/``load_state_dict``, a
+    deep copy of its state is taken before every step. A stateless loss costs nothing.
+
+    Args:
+        loss: the loss itself (not a runtime layer around it).
+    """
+
+    def __init__(self, loss: Any) -> None:
+        self.loss = loss
+        self.transactional = isinstance(loss, Transactional)
+        self.stateful = is_stateful(loss)
+        self.saved: Any = None
+
+    def begin(self) -> None:
+        if self.transactional:
+            self.loss.begin_step()
+        elif self.stateful:
+            self.saved = copy.deepcopy(self.loss.state_dict())
+
+    def rollback(self) -> None:
+        if self.transactional:
+            self.loss.undo_step()
+        elif self.saved is not None:
+            self.loss.load_state_dict(self.saved)
+
+
+class Step:
+    """One guarded step of ``loss`` (the runtime's layers around the user's loss).
+
+    Args:
+        model, guide: the Pyro programs, called as ``model(*batch)``.
+        loss: what the step calls ``loss_and_grads`` on (compiled, autocast, data-parallel
+            layers around the loss).
+        optim: the Pyro optimizer.
+        undo: the :class:`LossUndo` of the user's loss.
+
+    Attributes:
+        names: the param-store names the steps traced.
+        guard: the :class:`~pyro_genmodels.training.guard.UpdateGuard`.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        loss: Any,
+        optim: pyro.optim.PyroOptim,
+        undo: LossUndo,
+    ) -> None:
+        self.model, self.guide, self.loss, self.undo = model, guide, loss, undo
+        self.guard = UpdateGuard(optim)
+        self.names: set[str] = set()
+
+    def __call__(self, batch: tuple) -> tuple[float, ...]:
+        """Take one step on ``batch`` (tensors ``(B, ...)``); returns the loss value(s)."""
+        self.undo.begin()
+        try:
+            return self._step(batch)
+        except BaseException:
+            self.undo.rollback()
+            raise
+
+    def _step(self, batch: tuple) -> tuple[float, ...]:
+        with poutine.trace(param_only=True) as capture, own_params():
+            try:
+                value = self.loss.loss_and_grads(self.model, self.guide, *batch)
+            except ValueError as e:
+                _reraise_validation(e, capture.trace, batch)
+                raise
+        nodes = capture.trace.nodes
+        self.names.update(nodes)
+        values_ = [site["value"] for site in nodes.values()]
+        params = list(dict.fromkeys(v.unconstrained() for v in values_ if v is not None))
+        values = _as_floats(value)
+        try:
+            if not all(math.isfinite(v) for v in values):
+                raise NonFiniteStep(f"non-finite loss {values[0] if len(values) == 1 else values}")
+            try:
+                self.guard.update(params)
+            except NonFiniteStep as error:
+                raise NonFiniteStep(f"{error} (the step's loss: {values})") from error
+        finally:
+            foreach_zero_([p.grad for p in params if p.grad is not None])
+        return values
+
+
+def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
+    """Pyro's/torch's validation error about NaN/inf values as the non-finite failure."""
+    message = str(error)
+    if "invalid values" not in message and "nan" not in message.lower():
+        return
+    params = [site["value"] for site in trace.nodes.values()]
+    floats = [t for t in (*params, *batch) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    non_finite = any(not bool(torch.isfinite(t.detach()).all()) for t in floats)
+    if non_finite or _NON_FINITE_WORDS.search(message):
+        lines = [line.strip() for line in message.strip().splitlines()]
+        first = next((line for line in lines if line.startswith("Expected")), lines[0])[:300]
+        raise NonFiniteStep(
+            f"a distribution's validation found non-finite values ({first})"
+        ) from error
