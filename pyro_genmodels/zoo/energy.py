@@ -178,9 +178,9 @@ def _base_flow(data: Dataset, hidden: int, num_layers: int, epochs: int) -> Any:
 
 
 def _fit_flow(data: Dataset, hidden: int, num_layers: int, epochs: int) -> Any:
-    from pyro_genmodels import fit
     from pyro_genmodels.models import FlowDensity
     from pyro_genmodels.optim import Adam
+    from pyro_genmodels.training import fit
 
     flow = FlowDensity(data.num_dims, "realnvp", num_layers=num_layers,
                        hidden_dims=[hidden, hidden], preprocess="logit", alpha=0.01)  # fmt: skip
