@@ -54,9 +54,9 @@ class Langevin(MCMCKernel):
     the chain diffuses slowly along the wide ones; NUTS builds trajectories that cross the
     whole target. ``benchmarks/energy.py`` (section ``mcmc``, 1000 draws after 500 warmup,
     ArviZ min-ESS per second, Langevin over NUTS): a 10-D Gaussian with scales 0.5–2, 0.017×
-    (prefer NUTS); the unit-scale 2-D banana — see ``results/energy.csv``, whose
-    ``max_variance_error`` column shows how far each kernel's variances are from (1, 2.28);
-    a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck there; Langevin's ESS there
+    (prefer NUTS); the unit-scale 2-D banana, 0.20× — and one chain of MALA stuck in the
+    banana's tail for hundreds of draws gave variances 114% off (min-ESS 5) where NUTS was
+    within 6% (min-ESS 152); a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck there; Langevin's ESS there
     is an ESS of a chain that has not explored the neck, so read it as speed, not accuracy).
     Prefer NUTS for posterior inference on a few hundred dimensions or fewer; prefer
     Langevin for many cheap parallel chains (the batched
