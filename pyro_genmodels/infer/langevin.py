@@ -56,8 +56,9 @@ class Langevin(MCMCKernel):
     ArviZ min-ESS per second, Langevin over NUTS): a 10-D Gaussian with scales 0.5–2, 0.017×
     (prefer NUTS); the unit-scale 2-D banana, 0.20× — and one chain of MALA stuck in the
     banana's tail for hundreds of draws gave variances 114% off (min-ESS 5) where NUTS was
-    within 6% (min-ESS 152); a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck there; Langevin's ESS there
-    is an ESS of a chain that has not explored the neck, so read it as speed, not accuracy).
+    within 6% (min-ESS 152); a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck
+    there; Langevin's ESS there is an ESS of a chain that has not explored the neck, so read
+    it as speed, not accuracy).
     Prefer NUTS for posterior inference on a few hundred dimensions or fewer; prefer
     Langevin for many cheap parallel chains (the batched
     :class:`~pyro_genmodels.distributions.AdaptiveLangevinSampler` runs thousands as one
