@@ -331,16 +331,43 @@ FLOAT_ARGUMENTS = {
     "infer.Langevin.target_accept_prob": lambda v: pgm.infer.Langevin(
         model, adjust=True, target_accept_prob=v
     ),
-    "infer.LangevinSampler.step_size": lambda v: pgm.infer.LangevinSampler(v),
-    "infer.LangevinSampler.noise_scale": lambda v: pgm.infer.LangevinSampler(0.1, noise_scale=v),
+    "distributions.LangevinSampler.step_size": lambda v: pgm.infer.LangevinSampler(v),
+    "distributions.LangevinSampler.noise_scale": lambda v: pgm.infer.LangevinSampler(
+        0.1, noise_scale=v
+    ),
     # an infinite end of the box leaves that side open: only NaN is meaningless
-    "infer.LangevinSampler.clamp": Case(
+    "distributions.LangevinSampler.clamp": Case(
         lambda v: pgm.infer.LangevinSampler(0.1, clamp=(-1.0, v)), (math.nan,)
     ),
-    "infer.LangevinSampler.init_loc": lambda v: pgm.infer.LangevinSampler(0.1, init_loc=v),
-    "infer.LangevinSampler.init_scale": lambda v: pgm.infer.LangevinSampler(0.1, init_scale=v),
-    "infer.LangevinSampler.step.step_size": lambda v: pgm.infer.LangevinSampler(0.1).step(
-        lambda x: (x**2).sum(-1), torch.zeros(3, 2), step_size=v
+    "distributions.LangevinSampler.init_loc": lambda v: pgm.infer.LangevinSampler(0.1, init_loc=v),
+    "distributions.LangevinSampler.init_scale": lambda v: pgm.infer.LangevinSampler(
+        0.1, init_scale=v
+    ),
+    "distributions.EnergyDistribution.potential.beta": lambda v: _energy().potential(
+        torch.zeros(2), beta=v
+    ),
+    "distributions.AdaptiveLangevinSampler.step_size": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        step_size=v
+    ),
+    "distributions.AdaptiveLangevinSampler.target_accept": lambda v: (
+        pgm.infer.AdaptiveLangevinSampler(target_accept=v)
+    ),
+    "distributions.AdaptiveLangevinSampler.init_loc": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        init_loc=v
+    ),
+    "distributions.AdaptiveLangevinSampler.init_scale": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        init_scale=v
+    ),
+    "distributions.AdaptiveLangevinSampler.adapt_rate": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        adapt_rate=v
+    ),
+    "distributions.AdaptiveLangevinSampler.tame": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        tame=v
+    ),
+    "infer.DivergenceMonitor.max_energy": lambda v: pgm.infer.DivergenceMonitor("k", max_energy=v),
+    "infer.DivergenceMonitor.max_gap": lambda v: pgm.infer.DivergenceMonitor("k", max_gap=v),
+    "infer.DivergenceMonitor.range_factor": lambda v: pgm.infer.DivergenceMonitor(
+        "k", range_factor=v
     ),
     "infer.ScoreMatchingLoss.noise_scale": lambda v: pgm.infer.ScoreMatchingLoss(
         "denoising", noise_scale=[1.0, v]
