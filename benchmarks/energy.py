@@ -29,7 +29,11 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   dequantized data; samples in ``results/energy_digits_samples.png``.
 * ``mcmc``: effective samples per second (ArviZ ESS, minimum over coordinates) of
   ``pgm.infer.Langevin`` (MALA, adapted step) and Pyro's NUTS on a 10-D Gaussian with
-  scales 0.5…2 and a 10-D Neal funnel.
+  scales 0.5…2, a 10-D Neal funnel and the unit-scale 2-D banana (whose rows also give
+  ``max_variance_error``, the largest relative error of the draws' variances).
+* ``digits`` also holds the base-measure rows ``ebm-flow-nce`` and ``ebm-flow-pcd``
+  (residual energies on a RealNVP flow, AIS from the flow) with ``base_nll``, the flow's
+  own exact NLL.
 
 ``target`` states each section's target and ``meets_target`` whether it is met.
 
@@ -262,29 +266,35 @@ def toy_targets(table):
 # ---------------------------------------------------------------- digits
 
 
-def digits_section(epochs, ais_chains, ais_betas):
+DIGITS_EBMS = ("ebm-pcd", "ebm-dsm", "ebm-ssm", "ebm-nce", "ebm-flow-nce", "ebm-flow-pcd")
+
+
+def digits_section(epochs, ais_chains, ais_betas, names=DIGITS_EBMS):
     from sklearn.mixture import GaussianMixture
 
-    from pyro_genmodels.zoo import build, evaluate, run
+    from pyro_genmodels.zoo import ZOO, build, evaluate, run
 
     data = pgm.data.load("digits")
     rows = []
-    for name in ("ebm-pcd", "ebm-dsm"):
+    for name in names:
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
         setup = build(name, data, ais_chains=ais_chains, ais_betas=ais_betas)
         start = time.perf_counter()
+        lr = ZOO[name].budget.get("lr", 1e-3)
         pgm.fit(setup.model, setup.guide, setup.train, loss=setup.loss, epochs=epochs,
-                batch_size=128, progress=False)  # fmt: skip
+                batch_size=128, optim=pgm.optim.Adam({"lr": lr}), progress=False)  # fmt: skip
         trained = time.perf_counter() - start
         scores = evaluate(setup)
         rows.append(dict(section="digits", dataset="digits", model=name,
                          nll=scores["test_nll_nats"], nll_stderr=scores["test_nll_stderr"],
-                         estimator=scores["estimator"], energy_distance=scores["energy_distance"],
+                         estimator=scores["estimator"],
+                         energy_distance=scores.get("energy_distance"),
+                         base_nll=scores.get("base_test_nll_nats"),
                          epochs=epochs, train_seconds=trained))  # fmt: skip
         print(rows[-1], flush=True)
-        if name == "ebm-pcd":
-            _sample_grid(setup.sample(64))
+        if name == names[0]:
+            _sample_grid(setup.sample(64), name)
     table, _ = run(data, ["flow-realnvp"], epochs=epochs, progress=False)
     rows.append(dict(section="digits", dataset="digits", model="flow-realnvp",
                      nll=float(table["test_nll_nats"][0]), estimator=table["estimator"][0],
@@ -302,7 +312,7 @@ def digits_section(epochs, ais_chains, ais_betas):
     return rows
 
 
-def _sample_grid(x):
+def _sample_grid(x, name):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,7 +322,7 @@ def _sample_grid(x):
     for ax, img in zip(axes.flat, x.detach().reshape(-1, 8, 8)):
         ax.imshow(img.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.axis("off")
-    fig.suptitle("PCD energy net on digits: MALA samples")
+    fig.suptitle(f"{name} on digits: MALA samples")
     fig.savefig(RESULTS.parent / "energy_digits_samples.png", dpi=80)
     plt.close(fig)
 
@@ -332,9 +342,20 @@ def funnel10():
     pyro.sample("x", dist.Normal(torch.zeros(9), (v / 2).exp()).to_event(1))
 
 
-def mcmc_section(num_samples, warmup):
+def banana2():
+    """Unit-scale banana: x₁ ~ N(0, 1), x₂ | x₁ ~ N(0.8 (x₁² − 1), 1); variances 1 and 2.28."""
+    x1 = pyro.sample("x1", dist.Normal(0.0, 1.0))
+    pyro.sample("x2", dist.Normal(0.8 * (x1**2 - 1), 1.0))
+
+
+TARGETS = {"gaussian-10d": gauss10, "funnel-10d": funnel10, "banana-2d": banana2}
+#: the true variances the banana rows are checked against
+BANANA_VARIANCES = {"x1": 1.0, "x2": 2.28}
+
+
+def mcmc_section(num_samples, warmup, targets=tuple(TARGETS)):
     rows = []
-    for target, model in (("gaussian-10d", gauss10), ("funnel-10d", funnel10)):
+    for target, model in ((t, TARGETS[t]) for t in targets):
         for name, kernel in (
             ("langevin-mala", lambda m: pgm.infer.Langevin(m, step_size=0.1, adjust=True)),
             ("nuts", lambda m: pyro.infer.NUTS(m)),
@@ -347,11 +368,17 @@ def mcmc_section(num_samples, warmup):
             sec = time.perf_counter() - start
             ess = az.ess(az.from_pyro(mcmc))
             min_ess = min(float(ess[v].min()) for v in ess.data_vars)
-            rows.append(dict(section="mcmc", dataset=target, model=name, min_ess=min_ess,
-                             seconds=sec, ess_per_second=min_ess / sec,
-                             steps=num_samples + warmup))  # fmt: skip
+            row = dict(section="mcmc", dataset=target, model=name, min_ess=min_ess,
+                       seconds=sec, ess_per_second=min_ess / sec,
+                       steps=num_samples + warmup)  # fmt: skip
+            if target == "banana-2d":
+                draws = mcmc.get_samples()
+                row["max_variance_error"] = max(
+                    abs(float(draws[k].var()) / v - 1) for k, v in BANANA_VARIANCES.items()
+                )
+            rows.append(row)
             print(rows[-1], flush=True)
-    for target in ("gaussian-10d", "funnel-10d"):
+    for target in targets:
         by = {r["model"]: r for r in rows if r["dataset"] == target}
         ratio = by["langevin-mala"]["ess_per_second"] / by["nuts"]["ess_per_second"]
         for r in by.values():
@@ -369,6 +396,8 @@ def main():
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--n-train", type=int, default=10000)
     parser.add_argument("--digits-epochs", type=int, default=30)
+    parser.add_argument("--digits-models", nargs="+", default=list(DIGITS_EBMS))
+    parser.add_argument("--mcmc-targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument(
@@ -389,11 +418,12 @@ def main():
         rows += toy_section(steps, n_train, not args.no_peers, args.objectives, args.pyro_optim)
     if "digits" in args.sections:
         if args.quick:
-            rows += digits_section(1, 10, 20)
+            rows += digits_section(1, 10, 20, args.digits_models)
         else:
-            rows += digits_section(args.digits_epochs, 100, 1000)
+            rows += digits_section(args.digits_epochs, 100, 1000, args.digits_models)
     if "mcmc" in args.sections:
-        rows += mcmc_section(100, 50) if args.quick else mcmc_section(1000, 500)
+        steps = (100, 50) if args.quick else (1000, 500)
+        rows += mcmc_section(*steps, args.mcmc_targets)
     new = pd.DataFrame(rows)
     key = ["section", "dataset", "model"]
     if args.before is not None:
@@ -405,12 +435,9 @@ def main():
         print(new.to_string())
         return
     if args.out.exists():
-        old = pd.read_csv(args.out)
-        if set(args.objectives) == set(OBJECTIVES) | {"flow"}:
-            old = old[~old["section"].isin(set(new["section"]))]
-        else:  # replace only the rows this run produced
-            replaced = pd.MultiIndex.from_frame(new[key])
-            old = old[~pd.MultiIndex.from_frame(old[key]).isin(replaced)]
+        old = pd.read_csv(args.out)  # replace only the rows this run produced
+        replaced = pd.MultiIndex.from_frame(new[key])
+        old = old[~pd.MultiIndex.from_frame(old[key]).isin(replaced)]
         new = pd.concat([old, new], ignore_index=True)
     new = toy_targets(new) if "toy" in set(new["section"]) else new
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ __all__ = [
     "clear_transform_cache",
     "foreach_copy_",
     "foreach_norm",
-    "foreach_zero_",
     "grad_clip_of",
     "guess_max_plate_nesting",
     "masked_distribution_mask",
@@ -199,9 +198,3 @@ def foreach_copy_(targets: Sequence[torch.Tensor], sources: Iterable[torch.Tenso
     targets = list(targets)
     if targets:
         torch._foreach_copy_(targets, list(sources))
-
-
-def foreach_zero_(tensors: Sequence[torch.Tensor]) -> None:
-    """``t.zero_()`` for each tensor in one fused kernel (``torch._foreach_zero_``)."""
-    if tensors:
-        torch._foreach_zero_(list(tensors))

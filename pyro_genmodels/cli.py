@@ -3,30 +3,35 @@
 Examples::
 
     python -m pyro_genmodels train vae --data digits --epochs 50 --out runs/vae
+    python -m pyro_genmodels train flow-maf --data features.csv --standardize --out runs/maf
     python -m pyro_genmodels evaluate --run runs/vae --num-samples 1000
     python -m pyro_genmodels sample --run runs/vae -n 64 --out runs/vae/samples.png
     python -m pyro_genmodels zoo --data digits --out report
+
+The parser is built without torch, Pyro or the zoo (``--help`` answers at once); each
+command imports what it needs, and a command's ``--help`` that lists the zoo's models
+imports the zoo. The run folder's files are :mod:`pyro_genmodels.runs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-import pyro
-import torch
+from pyro_genmodels.runs import CHECKPOINTS, CONFIG, FILE_OPTIONS, HISTORY, WEIGHTS
 
-from pyro_genmodels import zoo
-from pyro_genmodels.data import BUNDLED, Dataset
-from pyro_genmodels.optim import Adam as GroupedAdam
-from pyro_genmodels.training.placement import check_writable
+if TYPE_CHECKING:
+    from pyro_genmodels.data import Dataset
 
-CONFIG, WEIGHTS, HISTORY, CHECKPOINTS = "config.json", "model.pt", "history.csv", "checkpoints"
+__all__ = ["CHECKPOINTS", "CONFIG", "HISTORY", "WEIGHTS", "console", "main"]
+
+#: The flags that prepare a data file, by :func:`~pyro_genmodels.data.load_file`'s names.
+FILE_FLAGS = {name: "--" + name.replace("_", "-") for name in FILE_OPTIONS}
+SAVED_AS_NUMBERS = (".csv", ".npy", ".pt")  # sample --out suffixes written as numbers
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -35,114 +40,76 @@ def _model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
+def _data(args: argparse.Namespace) -> tuple[Dataset | str, str | dict[str, Any]]:
+    """``--data`` as the zoo takes it (a bundled name, or the file loaded with the file
+    options) and as ``config.json`` records it."""
+    from pyro_genmodels.data import BUNDLED
+    from pyro_genmodels.runs import data_config, open_data
+
+    options = {k: getattr(args, k) for k in FILE_OPTIONS}
+    given = [flag for k, flag in FILE_FLAGS.items() if options[k] not in (None, False)]
+    if args.data in BUNDLED:
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} prepare a data file; the bundled dataset {args.data!r} "
+                "comes in the variant each model needs"
+            )
+        return args.data, args.data
+    config = data_config(args.data, **options)
+    return open_data(config, check=False), config
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels import zoo
     from pyro_genmodels.parallel import is_main_process
-    from pyro_genmodels.training import fit
+    from pyro_genmodels.runs import write_run
     from pyro_genmodels.training.callbacks.best_epoch import BEST_NAME
     from pyro_genmodels.training.callbacks.checkpointing import CHECKPOINT_NAME, LAST_GOOD_NAME
-    from pyro_genmodels.training.files import FORMAT_VERSION, save_checkpoint
+    from pyro_genmodels.training.placement import check_writable
 
     out = Path(args.out or f"runs/{args.model}")
     check_writable(out, "--out", files=(WEIGHTS, HISTORY, CONFIG))
     check_writable(out / CHECKPOINTS, "--out", files=(CHECKPOINT_NAME, LAST_GOOD_NAME, BEST_NAME))
-    data = zoo.dataset_for(args.model, args.data)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(args.seed)
-    if args.validation_fraction:
-        data = data.split_validation(args.validation_fraction, args.seed)
-    setup = zoo.build(args.model, data, **_model_kwargs(args))
-    valid = zoo.validation_args(args.model, data, **_model_kwargs(args))
-    if args.early_stopping is not None and valid is None:
-        raise ValueError(
-            f"--early-stopping needs a validation split in the form {args.model} trains on: "
-            "give --validation-fraction (an SSVAE, scored without labels, and the GANs, with two "
-            "losses, have none)"
-        )
-    history = fit(
-        setup.model,
-        setup.guide,
-        setup.train,
-        loss=setup.loss,
-        optim=GroupedAdam({"lr": args.lr}),
+    data, recorded = _data(args)
+    trained = zoo.train_entry(
+        args.model,
+        data,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        lr=args.lr,
         seed=args.seed,
+        validation_fraction=args.validation_fraction,
+        early_stopping=args.early_stopping,
         checkpoint_dir=out / CHECKPOINTS,
         resume=args.resume,
         progress=None if not args.quiet else False,
-        validation=valid,
-        early_stopping=args.early_stopping,
-        keep_best=valid is not None,
+        **_model_kwargs(args),
     )
+    history = trained.history
     if not is_main_process():  # under torchrun, rank 0 alone writes the run's files
-        return {"out": str(out), "history": history}
-    out.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(
-        out / WEIGHTS,
-        {"format_version": FORMAT_VERSION, "state_dict": setup.module.state_dict()},
-    )
-    history.to_csv(out / HISTORY, index=False)
+        return {"out": str(out), "history": history, "trained": trained}
     config = {
         "model": args.model,
-        "data": args.data,
+        "data": recorded,
         "seed": args.seed,
+        "validation_fraction": args.validation_fraction,
         "kwargs": _model_kwargs(args),
     }
-    (out / CONFIG).write_text(json.dumps(config, indent=2))
+    write_run(out, trained, config)
     last = history.iloc[-1].to_dict() if len(history) else {}
-    print(f"trained {args.model} on {args.data} for {len(history)} epochs -> {out}")
+    print(f"trained {args.model} on {trained.data.name} for {len(history)} epochs -> {out}")
     print(f"final loss per datapoint: {last.get('loss', float('nan')):.4f}")
-    return {"out": str(out), "history": history}
-
-
-def _read_config(run: Path) -> dict:
-    path = run / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"--run {str(run)!r}: no {CONFIG} there; train a model first")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"--run: {str(path)!r} is not readable JSON ({error})") from error
-    keys = {"model": str, "data": str, "kwargs": dict}
-    if not isinstance(config, dict) or any(
-        not isinstance(config.get(k), t) for k, t in keys.items()
-    ):
-        raise ValueError(
-            f"--run: {str(path)!r} must hold a JSON object with 'model' and 'data' strings and "
-            f"a 'kwargs' object, got {str(config)[:200]}"
-        )
-    for key, known in (("model", zoo.ZOO), ("data", BUNDLED)):
-        if config[key] not in known:
-            raise ValueError(
-                f"--run: {str(path)!r} names the {key} {config[key]!r}, which this version "
-                f"does not know; known: {', '.join(known)}"
-            )
-    return config
-
-
-def _restore(run: Path) -> tuple[zoo.Setup, Dataset, dict]:
-    from pyro_genmodels.training.files import load_checkpoint
-
-    config = _read_config(run)
-    data = zoo.dataset_for(config["model"], config["data"])
-    pyro.clear_param_store()
-    setup = zoo.build(config["model"], data, **config["kwargs"])
-    weights = run / WEIGHTS
-    try:
-        setup.module.load_state_dict(
-            load_checkpoint(weights, required=("state_dict",))["state_dict"]
-        )
-    except RuntimeError as error:
-        raise ValueError(
-            f"--run: the weights in {str(weights)!r} do not fit the model of {CONFIG} ({error})"
-        ) from error
-    return setup, data, config
+    return {"out": str(out), "history": history, "trained": trained}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from pyro_genmodels.infer import bits_per_dim
+    import pyro
 
-    setup, data, config = _restore(Path(args.run))
+    from pyro_genmodels import zoo
+    from pyro_genmodels.infer import bits_per_dim
+    from pyro_genmodels.runs import restore_run
+
+    setup, data, config, _ = restore_run(args.run)
     pyro.set_rng_seed(args.seed)
     scores = zoo.evaluate(setup, num_samples=args.num_samples)
     nll = scores["test_nll_nats"]
@@ -159,27 +126,54 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_sample(args: argparse.Namespace) -> dict[str, Any]:
-    from pyro_genmodels.diagnostics import plot_samples
+    import pyro
+    import torch
 
-    setup, data, _ = _restore(Path(args.run))
+    from pyro_genmodels.runs import restore_run
+    from pyro_genmodels.training.placement import check_writable
+
+    setup, data, _, _ = restore_run(args.run)
+    name = "samples.png" if data.image_shape is not None else "samples.csv"
+    out = Path(args.out or Path(args.run) / name)
+    check_writable(out.parent, "--out", files=(out.name,))  # before drawing: fail fast
     pyro.set_rng_seed(args.seed)
     with torch.no_grad():
         x = setup.sample(args.n)
-    out = Path(args.out or Path(args.run) / "samples.png")
-    check_writable(out.parent, "--out", files=(out.name,))  # before drawing: fail fast
-    shape = data.image_shape or (1, data.num_dims)  # no image shape: one row of pixels each
-    fig = plot_samples(x, shape, nrow=int(args.n**0.5) or 1)
-    fig.savefig(out, dpi=120)
+    suffix = out.suffix.lower()
+    if suffix in SAVED_AS_NUMBERS:
+        _save_numbers(out, x.detach().cpu())
+    else:
+        from pyro_genmodels.diagnostics import plot_samples
+
+        shape = data.image_shape or (1, data.num_dims)  # no image shape: one row of pixels
+        plot_samples(x, shape, nrow=int(args.n**0.5) or 1).savefig(out, dpi=120)
     print(f"wrote {args.n} samples to {out}")
     return {"samples": x, "out": str(out)}
 
 
+def _save_numbers(out: Path, x: Any) -> None:
+    """Samples ``(n, D)`` as a CSV, a ``.npy`` or a ``.pt`` file, by ``out``'s suffix."""
+    import numpy as np
+    import torch
+
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        np.savetxt(out, x.reshape(x.shape[0], -1).numpy(), delimiter=",", fmt="%.8g")
+    elif suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        torch.save(x, out)
+
+
 def cmd_zoo(args: argparse.Namespace) -> dict[str, Any]:
+    from pyro_genmodels import zoo
     from pyro_genmodels.report import report_files, write_report
+    from pyro_genmodels.training.placement import check_writable
 
     check_writable(Path(args.out), "--out", files=report_files(args.models or zoo.ZOO))
+    data, _ = _data(args)
     table, runs = zoo.run(
-        args.data,
+        data,
         args.models,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -221,6 +215,42 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class _LazyHelp(argparse.Action):
+    """Stores the option's value; ``help`` may be a function, called when help is shown
+    (so that naming the zoo's models or the bundled datasets imports them only then)."""
+
+    @property
+    def help(self) -> str | None:
+        return self._help() if callable(self._help) else self._help
+
+    @help.setter
+    def help(self, value: str | Callable[[], str] | None) -> None:
+        self._help = value
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, values)
+
+
+def _lazy(text: Callable[[], str]) -> str:
+    """A help text computed when shown, for :class:`_LazyHelp` (typed as the text)."""
+    return cast(str, text)
+
+
+class _ZooNames:
+    """The zoo's entry names, read from the registry when first needed (a check or help)."""
+
+    def _names(self) -> list[str]:
+        from pyro_genmodels.zoo import ZOO
+
+        return sorted(ZOO)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
@@ -251,18 +281,113 @@ def _float_in(low: float, high: float, closed_low: bool, what: str) -> Callable[
 
 
 def _model_names(text: str) -> list[str]:
+    from pyro_genmodels.zoo import ZOO
+
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in zoo.ZOO]
+    unknown = [n for n in names if n not in ZOO]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown models {unknown or [text]}; the zoo has {','.join(zoo.ZOO)}"
+            f"unknown models {unknown or [text]}; the zoo has {','.join(ZOO)}"
         )
     return names
+
+
+def _image_shape(text: str) -> list[int]:
+    try:
+        shape = [int(s) for s in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) not in (2, 3) or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be C,H,W or H,W (positive integers), got {text!r}")
+    return shape
 
 
 POSITIVE = _int_at_least(1)
 LEARNING_RATE = _float_in(0.0, math.inf, False, "a finite number > 0")
 FRACTION = _float_in(0.0, 1.0, True, "a number in [0, 1)")
+
+
+def _data_help() -> str:
+    from pyro_genmodels.data import BUNDLED
+
+    return (
+        f"a bundled dataset ({', '.join(BUNDLED)}; each model gets the variant it needs) or "
+        "a data file: .npy, .npz, .pt (a tensor), .csv (numbers, optional header), IDX "
+        "(.gz too) or a folder of MNIST's four IDX files"
+    )
+
+
+def _models_help() -> str:
+    return "comma-separated subset (default: every entry that models the data): " + ",".join(
+        _ZooNames()
+    )
+
+
+def _add_data_options(q: argparse.ArgumentParser) -> None:
+    q.add_argument("--data", default="digits", action=_LazyHelp, help=_lazy(_data_help))
+    q.add_argument(
+        "--binarize",
+        action="store_true",
+        help="data file: 1[x > 0.5] for values in [0, 1], 1[p/255 > 0.5] for uint8 pixels "
+        "(for the Bernoulli models)",
+    )
+    q.add_argument(
+        "--dequantize",
+        type=_int_at_least(2),
+        metavar="LEVELS",
+        help="data file of integer pixels in {0..LEVELS-1}: (p + u)/LEVELS, u ~ U[0, 1) "
+        "(for the continuous models)",
+    )
+    q.add_argument(
+        "--standardize",
+        action="store_true",
+        help="data file of real values: (x - mean)/sd per feature, from the training rows",
+    )
+    q.add_argument(
+        "--image-shape",
+        type=_image_shape,
+        metavar="C,H,W",
+        help="data file of flat rows that are images (3-D and 4-D arrays carry their shape)",
+    )
+
+
+def _common(q: argparse.ArgumentParser, training: bool = True, budget: str = "") -> None:
+    q.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
+    q.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    q.add_argument(
+        "--threads",
+        type=POSITIVE,
+        metavar="N",
+        help="CPU threads for training and scoring (default: one for small models, torch's "
+        "count for large ones, OMP_NUM_THREADS when set)",
+    )
+    if not training:
+        return
+    _add_data_options(q)
+    q.add_argument("--epochs", type=POSITIVE, help="training epochs" + budget)
+    q.add_argument("--batch-size", type=POSITIVE, help="minibatch size" + budget)
+    q.add_argument("--lr", type=LEARNING_RATE, help="Adam learning rate" + budget)
+    q.add_argument("--z-dim", type=POSITIVE, help="latent size (VAEs, GANs; default: the entry's)")
+    q.add_argument("--hidden", type=POSITIVE, help="hidden width (default: the entry's)")
+    q.add_argument(
+        "--validation-fraction",
+        type=FRACTION,
+        default=0.0,
+        help="share of the training split held out for validation (val_loss, best "
+        "epoch kept); 0: none",
+    )
+    q.add_argument(
+        "--early-stopping",
+        type=POSITIVE,
+        metavar="PATIENCE",
+        help="stop after this many epochs without a better val_loss (needs --validation-fraction)",
+    )
+    scored = "importance samples K for the test NLL" + budget
+    q.add_argument(
+        "--num-samples",
+        type=POSITIVE,
+        help=scored if q.prog.endswith("zoo") else "not used by train (evaluate scores a run)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -281,87 +406,72 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_Formatter)
 
-    def common(q: argparse.ArgumentParser, training: bool = True, budget: str = "") -> None:
-        q.add_argument("--seed", type=_int_at_least(0), default=0, help="random seed")
-        q.add_argument("--quiet", action="store_true", help="no progress bar or table")
-        if not training:
-            return
-        q.add_argument(
-            "--data", default="digits", choices=BUNDLED, help="bundled dataset to train on"
-        )
-        q.add_argument("--epochs", type=POSITIVE, default=50, help="training epochs" + budget)
-        q.add_argument("--batch-size", type=POSITIVE, default=128, help="minibatch size" + budget)
-        q.add_argument("--lr", type=LEARNING_RATE, default=1e-3, help="Adam learning rate" + budget)
-        q.add_argument(
-            "--z-dim", type=POSITIVE, help="latent size (VAEs, GANs; default: the entry's)"
-        )
-        q.add_argument("--hidden", type=POSITIVE, help="hidden width (default: the entry's)")
-        q.add_argument(
-            "--validation-fraction",
-            type=FRACTION,
-            default=0.0,
-            help="share of the training split held out for validation (val_loss, best "
-            "epoch kept); 0: none",
-        )
-        q.add_argument(
-            "--early-stopping",
-            type=POSITIVE,
-            metavar="PATIENCE",
-            help="stop after this many epochs without a better val_loss (needs "
-            "--validation-fraction)",
-        )
-        scored = "importance samples K for the test NLL" + budget
-        q.add_argument(
-            "--num-samples",
-            type=POSITIVE,
-            help=scored if q.prog.endswith("zoo") else "not used by train (evaluate scores a run)",
-        )
-
+    budget = " (default: the entry's budget)"
     t = command("train", "train one model")
-    t.add_argument("model", choices=sorted(zoo.ZOO), metavar="MODEL", help="zoo entry: %(choices)s")
+    t.add_argument("model", choices=_ZooNames(), metavar="MODEL", help="zoo entry: %(choices)s")
     t.add_argument("--out", help="run directory (default: runs/MODEL)")
     t.add_argument(
         "--resume", action="store_true", help="continue from --out's checkpoints/checkpoint.pt"
     )
-    common(t)
+    _common(t, budget=budget)
     e = command("evaluate", "test NLL of a trained run")
     e.add_argument("--run", required=True, help="run directory written by train")
     e.add_argument(
         "--num-samples", type=POSITIVE, default=1000, help="importance samples K for the test NLL"
     )
-    common(e, training=False)
-    s = command("sample", "a grid of samples from a trained run")
+    _common(e, training=False)
+    s = command("sample", "samples from a trained run: an image grid, or numbers")
     s.add_argument("--run", required=True, help="run directory written by train")
     s.add_argument("-n", type=POSITIVE, default=64, help="number of samples")
     s.add_argument(
-        "--out", help="image file; missing folders are created (default: RUN/samples.png)"
+        "--out",
+        help="file: .csv, .npy or .pt for the numbers, else an image grid; missing folders "
+        "are created (default: RUN/samples.png for images, RUN/samples.csv otherwise)",
     )
-    common(s, training=False)
+    _common(s, training=False)
     z = command("zoo", "train every model family and write a report")
     z.add_argument(
         "--models",
         type=_model_names,
-        help="comma-separated subset (default: all): " + ",".join(zoo.ZOO),
+        action=_LazyHelp,
+        help=_lazy(_models_help),
     )
     z.add_argument("--out", default="report", help="report directory (created when missing)")
     z.add_argument(
         "--quick", action="store_true", help="one epoch per entry and small scoring samples"
     )
-    common(z, budget=" (default: each family's budget)")
-    # each entry trains with its family's budget unless these are given
-    z.set_defaults(epochs=None, lr=None, batch_size=None, num_samples=None)
+    _common(z, budget=" (default: each family's budget)")
     return p
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "zoo": cmd_zoo}
 
 
+def _with_threads(count: int | None, command: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``command`` with ``count`` CPU threads for training (``set_threads``) and for
+    everything else (``torch.set_num_threads``); both are put back afterwards."""
+    if count is None:
+        return command()
+    import torch
+
+    from pyro_genmodels.training.threads import set_threads
+
+    before = torch.get_num_threads()
+    set_threads(count)
+    torch.set_num_threads(count)
+    try:
+        return command()
+    finally:
+        set_threads(None)
+        torch.set_num_threads(before)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``python -m pyro_genmodels``; returns the command's results."""
     args = _parser().parse_args(argv)  # every option checked here: exit 2 before any work
     try:
-        return COMMANDS[args.command](args)
-    except (ValueError, OSError) as error:  # bad arguments, unreadable runs or checkpoints
+        return _with_threads(args.threads, lambda: COMMANDS[args.command](args))
+    except (ValueError, OSError) as error:  # bad arguments or data, unreadable runs or files
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
     except FloatingPointError as error:  # training diverged: fit's guard kept the last good state

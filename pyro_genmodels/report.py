@@ -36,6 +36,7 @@ SAMPLES, CURVES = "_samples.png", "_history.png"
 SECTIONS = {
     "binarized": "Binarized data: log-likelihood (exact, importance-sampled or AIS)",
     "dequantized": "Dequantized data: log-likelihood in pixel space",
+    "real-valued": "Real-valued data: log-likelihood",
     "likelihood-free": "Likelihood-free models: sample scores only",
 }
 

@@ -129,20 +129,24 @@ def test_every_option_has_help_and_shows_its_default():
         for action in sub._actions:
             assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
     train = commands["train"].format_help()
-    assert "(default: 50)" in train and "(default: 0.001)" in train and "(default: 128)" in train
+    assert train.count("(default: the entry's budget)") == 3  # --epochs, --batch-size, --lr
     assert "(default: None)" not in train and "(default: False)" not in train
     assert train.count("(default: runs/MODEL)") == 1 and "random seed (default: 0)" in train
     assert "(default: each family's budget)" in commands["zoo"].format_help()
 
 
-def _nothing_runs(monkeypatch, functions=("dataset_for", "run")):
+def _nothing_runs(monkeypatch):
     """Loading data (the first work of every command) or training fails the test."""
+    import pyro_genmodels.runs
+    import pyro_genmodels.training
+    import pyro_genmodels.zoo.runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the arguments were checked")
 
-    for name in functions:
-        monkeypatch.setattr(zoo, name, refuse)
+    monkeypatch.setattr(pyro_genmodels.zoo.runner, "dataset_for", refuse)
+    monkeypatch.setattr(pyro_genmodels.runs, "open_data", refuse)
+    monkeypatch.setattr(pyro_genmodels.training, "fit", refuse)
 
 
 BAD_ARGUMENTS = [
@@ -233,6 +237,92 @@ def test_diverged_training_is_one_line_with_exit_status_1(tmp_path, monkeypatch,
      ("early_stopping", 0), ("epochs", 2.0)],
 )  # fmt: skip
 def test_zoo_run_checks_its_budget_before_training(option, value, monkeypatch):
-    _nothing_runs(monkeypatch, functions=["dataset_for"])
+    _nothing_runs(monkeypatch)
     with pytest.raises((ValueError, TypeError), match=option):
         zoo.run("digits", ["fvsbn", "made"], **{option: value}, progress=False)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1.0, -0.1, "0.1"])
+def test_zoo_run_checks_validation_fraction_before_training(value, monkeypatch):
+    """Also when the dataset already has a validation split (a NaN passed silently)."""
+    _nothing_runs(monkeypatch)
+    data = zoo.dataset_for("fvsbn", "digits").split_validation(0.1)
+    for given in (data, "digits"):
+        with pytest.raises((ValueError, TypeError), match="validation_fraction"):
+            zoo.run(given, ["fvsbn"], validation_fraction=value, progress=False)
+        with pytest.raises((ValueError, TypeError), match="validation_fraction"):
+            zoo.train_entry("fvsbn", given, validation_fraction=value, progress=False)
+
+
+@pytest.mark.parametrize("name", ["made", "gan"])
+def test_the_cli_and_zoo_run_train_an_entry_identically(name, tmp_path):
+    """One recipe (``zoo.train_entry``): the same budget, optimizer arguments (a GAN's
+    betas) and seed give the same history and weights."""
+    cli = main(["train", name, "--epochs", "1", "--hidden", "16", "--out", str(tmp_path),
+                "--quiet"])  # fmt: skip
+    table, runs = zoo.run("digits", [name], quick=True, hidden=16, progress=False)
+    setup, history, _ = runs[name]
+    columns = [c for c in history.columns if c.startswith("loss")]
+    assert cli["history"][columns].equals(history[columns])
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    for key, value in setup.module.state_dict().items():
+        assert torch.equal(saved[key], value), key
+    spent = table.iloc[0]
+    assert (spent["lr"], spent["batch_size"]) == (cli["trained"].budget["lr"],
+                                                  cli["trained"].budget["batch_size"])  # fmt: skip
+
+
+def test_train_gan_uses_the_entrys_optimizer_arguments_and_budget(tmp_path, monkeypatch):
+    import pyro_genmodels.training
+
+    seen = {}
+
+    def record(model, guide, data, **kwargs):
+        seen.update(kwargs)
+        return pd.DataFrame({"epoch": [], "loss_0": [], "loss_1": []})
+
+    monkeypatch.setattr(pyro_genmodels.training, "fit", record)
+    main(["train", "gan", "--out", str(tmp_path), "--quiet"])
+    entry = zoo.ZOO["gan"].budget
+    assert (seen["epochs"], seen["batch_size"]) == (entry["epochs"], entry["batch_size"])
+    assert seen["optim"].pt_optim_args == {"betas": (0.5, 0.999), "lr": entry["lr"]}
+    main(["train", "gan", "--out", str(tmp_path), "--epochs", "3", "--lr", "0.01", "--quiet"])
+    assert seen["epochs"] == 3 and seen["optim"].pt_optim_args == {"betas": (0.5, 0.999),
+                                                                   "lr": 0.01}  # fmt: skip
+
+
+def test_threads_sets_the_thread_count_of_training_and_scoring(tmp_path, monkeypatch):
+    import pyro_genmodels.training.trainer as trainer
+    from pyro_genmodels.training.threads import choose_threads
+
+    before, want = torch.get_num_threads(), torch.get_num_threads() + 1
+    chosen, scoring = [], []
+    budget, evaluate = trainer.thread_budget, zoo.evaluate
+
+    def spy_budget(count):
+        chosen.append(count)
+        return budget(count)
+
+    def spy_evaluate(*args, **kwargs):
+        scoring.append(torch.get_num_threads())
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "thread_budget", spy_budget)
+    monkeypatch.setattr(zoo, "evaluate", spy_evaluate)
+    run = tmp_path / "run"
+    main(["train", "fvsbn", "--threads", str(want), "--epochs", "1", "--out", str(run), "--quiet"])
+    main(["evaluate", "--run", str(run), "--threads", str(want)])
+    assert chosen == [want] and scoring == [want]
+    # the command's choice ends with it
+    assert torch.get_num_threads() == before
+    assert choose_threads(1, 1, torch.device("cpu")) != want
+
+
+def test_help_builds_without_torch_pyro_or_the_zoo():
+    code = (
+        "import sys; from pyro_genmodels.cli import _parser; _parser().format_help(); "
+        "print(sorted(m for m in ('torch', 'pyro', 'pyro_genmodels.zoo', 'numpy') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

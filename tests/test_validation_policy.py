@@ -8,7 +8,9 @@ import importlib
 import inspect
 import math
 import re
+import tempfile
 import typing
+from pathlib import Path
 
 import pyro
 import pytest
@@ -329,16 +331,43 @@ FLOAT_ARGUMENTS = {
     "infer.Langevin.target_accept_prob": lambda v: pgm.infer.Langevin(
         model, adjust=True, target_accept_prob=v
     ),
-    "infer.LangevinSampler.step_size": lambda v: pgm.infer.LangevinSampler(v),
-    "infer.LangevinSampler.noise_scale": lambda v: pgm.infer.LangevinSampler(0.1, noise_scale=v),
+    "distributions.LangevinSampler.step_size": lambda v: pgm.infer.LangevinSampler(v),
+    "distributions.LangevinSampler.noise_scale": lambda v: pgm.infer.LangevinSampler(
+        0.1, noise_scale=v
+    ),
     # an infinite end of the box leaves that side open: only NaN is meaningless
-    "infer.LangevinSampler.clamp": Case(
+    "distributions.LangevinSampler.clamp": Case(
         lambda v: pgm.infer.LangevinSampler(0.1, clamp=(-1.0, v)), (math.nan,)
     ),
-    "infer.LangevinSampler.init_loc": lambda v: pgm.infer.LangevinSampler(0.1, init_loc=v),
-    "infer.LangevinSampler.init_scale": lambda v: pgm.infer.LangevinSampler(0.1, init_scale=v),
-    "infer.LangevinSampler.step.step_size": lambda v: pgm.infer.LangevinSampler(0.1).step(
-        lambda x: (x**2).sum(-1), torch.zeros(3, 2), step_size=v
+    "distributions.LangevinSampler.init_loc": lambda v: pgm.infer.LangevinSampler(0.1, init_loc=v),
+    "distributions.LangevinSampler.init_scale": lambda v: pgm.infer.LangevinSampler(
+        0.1, init_scale=v
+    ),
+    "distributions.EnergyDistribution.potential.beta": lambda v: _energy().potential(
+        torch.zeros(2), beta=v
+    ),
+    "distributions.AdaptiveLangevinSampler.step_size": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        step_size=v
+    ),
+    "distributions.AdaptiveLangevinSampler.target_accept": lambda v: (
+        pgm.infer.AdaptiveLangevinSampler(target_accept=v)
+    ),
+    "distributions.AdaptiveLangevinSampler.init_loc": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        init_loc=v
+    ),
+    "distributions.AdaptiveLangevinSampler.init_scale": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        init_scale=v
+    ),
+    "distributions.AdaptiveLangevinSampler.adapt_rate": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        adapt_rate=v
+    ),
+    "distributions.AdaptiveLangevinSampler.tame": lambda v: pgm.infer.AdaptiveLangevinSampler(
+        tame=v
+    ),
+    "infer.DivergenceMonitor.max_energy": lambda v: pgm.infer.DivergenceMonitor("k", max_energy=v),
+    "infer.DivergenceMonitor.max_gap": lambda v: pgm.infer.DivergenceMonitor("k", max_gap=v),
+    "infer.DivergenceMonitor.range_factor": lambda v: pgm.infer.DivergenceMonitor(
+        "k", range_factor=v
     ),
     "infer.ScoreMatchingLoss.noise_scale": lambda v: pgm.infer.ScoreMatchingLoss(
         "denoising", noise_scale=[1.0, v]
@@ -399,18 +428,30 @@ FLOAT_ARGUMENTS = {
     "zoo.run.lr": lambda v: pgm.zoo.run(
         pgm.data.from_tensors(torch.rand(20, 4).round()), ["vae"], epochs=1, lr=v, progress=False
     ),
-    # refused by Dataset.split_validation, which names its own argument
-    "zoo.run.validation_fraction": Case(
-        lambda v: pgm.zoo.run(
-            pgm.data.from_tensors(torch.rand(20, 4).round()),
-            ["vae"],
-            epochs=1,
-            validation_fraction=v,
-            progress=False,
-        ),
-        match="fraction must be a float in (0, 1)",
+    "zoo.run.validation_fraction": lambda v: pgm.zoo.run(
+        pgm.data.from_tensors(torch.rand(20, 4).round()),
+        ["vae"],
+        epochs=1,
+        validation_fraction=v,
+        progress=False,
     ),
+    "zoo.train_entry.lr": lambda v: pgm.zoo.train_entry(
+        "vae", pgm.data.from_tensors(torch.rand(20, 4).round()), epochs=1, lr=v, progress=False
+    ),
+    "zoo.train_entry.validation_fraction": lambda v: pgm.zoo.train_entry(
+        "vae", "digits", epochs=1, validation_fraction=v, progress=False
+    ),
+    "zoo.entry_data.validation_fraction": lambda v: pgm.zoo.entry_data("vae", "digits", v, 0),
+    "zoo.Trained.seconds": "a measured wall time that train_entry returns, not an input",
+    "data.load_file.test_fraction": lambda v: pgm.data.load_file(_csv_file(), test_fraction=v),
 }
+
+
+def _csv_file():
+    path = Path(tempfile.mkdtemp()) / "x.csv"
+    path.write_text("1,2\n3,4\n5,6\n")
+    return path
+
 
 #: Float values the signature walk cannot see (tensors of reals, optimizer dicts).
 FLOAT_VALUES = {

@@ -133,7 +133,40 @@ def _find(root: Path, stem: str) -> Path:
     for candidate in (root / stem, root / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"load_mnist needs {stem} or {stem}.gz in {root}; neither exists")
+    raise FileNotFoundError(
+        f"an MNIST folder needs {stem} or {stem}.gz in {str(root)!r}; neither exists"
+    )
+
+
+def read_mnist(root: PathLike) -> dict[str, np.ndarray]:
+    """The four arrays of an MNIST-format folder (each file raw or ``.gz``), as stored.
+
+    Args:
+        root: the directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+            ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``.
+
+    Returns:
+        ``{"train": (N, H, W) uint8, "train_labels": (N,) int64, "test": (M, H, W) uint8,
+        "test_labels": (M,) int64}``.
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> for key, stem in MNIST_FILES.items():
+    ...     shape = (3, 2, 2) if key in ("train", "test") else (3,)
+    ...     write_idx(f"{root}/{stem}", np.zeros(shape, dtype=np.uint8))
+    >>> {k: v.shape for k, v in read_mnist(root).items()}["test"]
+    (3, 2, 2)
+    """
+    root = as_path(root, "root")
+    if not root.is_dir():
+        raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")
+    train, train_labels = _read_split(root, "train", "train_labels")
+    test, test_labels = _read_split(root, "test", "test_labels")
+    if test.shape[1:] != train.shape[1:]:
+        raise ValueError(
+            f"test images must have the train images' size {train.shape[1:]}, got {test.shape[1:]}"
+        )
+    return {"train": train, "train_labels": train_labels, "test": test, "test_labels": test_labels}
 
 
 def _read_split(root: Path, images_key: str, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -234,17 +267,11 @@ def load_mnist(
                 f"its device), so device must be None; got device={device!r}"
             )
         return map_mnist(root, binarize=binarize, dtype=dtype, name=name)
-    root = as_path(root, "root")
-    if not root.is_dir():
-        raise NotADirectoryError(f"root must be a directory holding the MNIST files, got {root}")
     binarize = check_bool("binarize", binarize)
     dtype, device = check_float_dtype(dtype), check_device(device)
-    train, train_labels = _read_split(root, "train", "train_labels")
-    test, test_labels = _read_split(root, "test", "test_labels")
-    if test.shape[1:] != train.shape[1:]:
-        raise ValueError(
-            f"test images must have the train images' size {train.shape[1:]}, got {test.shape[1:]}"
-        )
+    arrays = read_mnist(root)
+    train, test = arrays["train"], arrays["test"]
+    train_labels, test_labels = arrays["train_labels"], arrays["test_labels"]
     generator = torch.Generator().manual_seed(0)
     values = [
         pixels_to_values(p.reshape(p.shape[0], -1), 256, 127.5, binarize, generator, dtype)

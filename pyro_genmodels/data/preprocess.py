@@ -118,3 +118,45 @@ def binarize(x: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
         raise ValueError(f"threshold must be finite, got {threshold!r}")
     check_finite(x, "x")
     return (x > threshold).to(_out_dtype(x))
+
+
+def standardize(
+    x: torch.Tensor, *others: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+    """Per-feature standardization ``z = (x - μ) / σ`` with ``μ``, ``σ`` of ``x``'s rows.
+
+    ``μ`` and ``σ`` (the population standard deviation) come from ``x`` alone (the
+    training rows) and are applied to ``x`` and to each of ``others`` (validation and test
+    rows), so that held-out data never inform the scaling. A feature that is constant in
+    ``x`` (``σ = 0``) has no scale: a ``ValueError`` names it.
+
+    Args:
+        x: floating tensor ``(N, D)`` with ``N >= 2``.
+        others: floating tensors ``(M, D)``.
+
+    Returns:
+        ``((z, *others_z), μ, σ)`` with ``μ`` and ``σ`` of shape ``(D,)``.
+
+    >>> import torch
+    >>> (z, t), loc, scale = standardize(torch.tensor([[0.0], [2.0]]), torch.tensor([[4.0]]))
+    >>> z.tolist(), t.tolist(), loc.tolist(), scale.tolist()
+    ([[-1.0], [1.0]], [[3.0]], [1.0], [1.0])
+    """
+    for name, t in (("x", x), *((f"others[{i}]", o) for i, o in enumerate(others))):
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.dim() != 2:
+            got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else t
+            raise TypeError(f"{name} must be a floating tensor (N, D), got {got}")
+        if t.shape[1] != x.shape[1]:
+            raise ValueError(f"{name} must have x's {x.shape[1]} features, got {tuple(t.shape)}")
+        check_finite(t, name)
+    if x.shape[0] < 2:
+        raise ValueError(f"x must have at least 2 rows to estimate a scale, got {x.shape[0]}")
+    loc, scale = x.mean(0), x.std(0, unbiased=False)
+    constant = torch.nonzero(scale == 0).flatten().tolist()
+    if constant:
+        shown = constant[:10] + (["..."] if len(constant) > 10 else [])
+        raise ValueError(
+            f"{len(constant)} feature(s) are constant in the training rows and have no scale "
+            f"to standardize by (columns {shown}); drop them first"
+        )
+    return tuple((t - loc) / scale for t in (x, *others)), loc, scale

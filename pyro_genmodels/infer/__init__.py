@@ -21,6 +21,7 @@ from pyro_genmodels.infer.boltzmann_ais import (
 from pyro_genmodels.infer.boltzmann_recipes import DBMRecipe, GreedyLayer, RBMRecipe, SGDSchedule
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.infer.dbm_loss import DBMLoss
+from pyro_genmodels.infer.divergence import DivergenceMonitor, EnergyDivergenceError
 from pyro_genmodels.infer.estimators import (
     bits_per_dim,
     elbo_per_datapoint,
@@ -32,7 +33,7 @@ from pyro_genmodels.infer.gibbs import BlockGibbs, DiscreteGibbs
 from pyro_genmodels.infer.iwae import IWAELoss
 from pyro_genmodels.infer.langevin import Langevin, annealed_langevin
 from pyro_genmodels.infer.nce import NCELoss
-from pyro_genmodels.infer.samplers import EnergySampler, LangevinSampler
+from pyro_genmodels.infer.samplers import AdaptiveLangevinSampler, EnergySampler, LangevinSampler
 from pyro_genmodels.infer.score_matching import ScoreMatchingLoss
 from pyro_genmodels.infer.weights import WeightedTraces, importance_log_weights
 from pyro_genmodels.infer.wgan import WGANGPLoss, WGANLoss
@@ -57,6 +58,9 @@ KERNELS = (Langevin, BlockGibbs, DiscreteGibbs)
 __all__ = [
     "KERNELS",
     "AISResult",
+    "AdaptiveLangevinSampler",
+    "DivergenceMonitor",
+    "EnergyDivergenceError",
     "AnnealingPath",
     "ContrastiveDivergenceLoss",
     "EnergyAnnealingPath",

@@ -26,8 +26,9 @@ from pyro_genmodels._checks import (
     check_real,
     check_real_or_tensor,
 )
+from pyro_genmodels.distributions.adaptive import ChainSpace
 from pyro_genmodels.distributions.energy import EnergyDistribution
-from pyro_genmodels.infer.samplers import energy_grad, mala_step
+from pyro_genmodels.distributions.samplers import energy_grad, langevin_move
 
 #: ``{model type: path builder (model, **kwargs) -> AnnealingPath}``: the paths of model
 #: classes that cannot import this package's ``infer`` layer themselves (read by :func:`ais`).
@@ -67,17 +68,26 @@ class AnnealingPath:
 
 
 class EnergyAnnealingPath(AnnealingPath):
-    """``log f_β(x) = −(1−β) ‖x − μ‖² / (2s²) − β E(x)``, moved by ``num_steps`` MALA steps.
+    """A geometric path to ``exp(−U)``, ``U = E − log q``, moved by ``num_steps`` MALA steps.
+
+    From the distribution's base ``q`` (when it has one and no ``base_loc``/``base_scale``
+    is given): ``log f_β(x) = log q(x) − β E(x)``, ``Z_0 = 1``, chains drawn from ``q`` (in
+    the latent space of a flow base with ``latent=True``, where
+    ``log f_β(z) = log q₀(z) − β E(T(z))``). At ``E ≡ 0`` every weight is 1 and
+    ``log Ẑ = 0`` exactly. Otherwise from a Gaussian:
+    ``log f_β(x) = −(1−β) ‖x − μ‖² / (2s²) − β U(x)``.
 
     Args:
         dist: an unconditional ``EnergyDistribution`` (``batch_shape == ()``) with a real support.
-        base_loc: ``μ``, float or tensor broadcastable to the event shape.
-        base_scale: ``s > 0``, float or tensor broadcastable to the event shape.
-        step_size: MALA step size ``η``; default ``0.1 · min(s)²``.
+        base_loc: ``μ``, float or tensor broadcastable to the event shape (Gaussian path).
+        base_scale: ``s > 0``, float or tensor broadcastable to the event shape (Gaussian path).
+        step_size: MALA step size ``η``; default ``0.1 · min(s)²`` (``s``: the base's
+            standard deviations, estimated from 256 draws of ``q``).
         num_steps: MALA steps per temperature.
         adapt_step_size: multiply ``η`` by ``exp(acceptance − 0.57)`` after every
             temperature (faster mixing; the moves then depend on the other chains,
             so ``Ẑ`` is consistent but no longer exactly unbiased).
+        latent: move in a flow base's latent space.
 
     Example:
         >>> d = EnergyDistribution(lambda x: 0.5 * (x**2).sum(-1), (2,))
@@ -90,11 +100,12 @@ class EnergyAnnealingPath(AnnealingPath):
     def __init__(
         self,
         dist: EnergyDistribution,
-        base_loc: Any = 0.0,
-        base_scale: Any = 1.0,
+        base_loc: float | torch.Tensor | None = None,
+        base_scale: float | torch.Tensor | None = None,
         step_size: float | None = None,
         num_steps: int = 1,
         adapt_step_size: bool = False,
+        latent: bool = True,
     ) -> None:
         if not isinstance(dist, EnergyDistribution):
             raise TypeError(f"dist must be an EnergyDistribution, got {type(dist).__name__}")
@@ -104,16 +115,20 @@ class EnergyAnnealingPath(AnnealingPath):
                 f"{tuple(dist.batch_shape)}"
             )
         if dist.support.is_discrete:
-            raise ValueError("the Gaussian-base AIS path needs a real support, got a discrete one")
+            raise ValueError("the AIS path of an EnergyDistribution needs a real support")
         self.dist = dist
+        self.from_base = dist.base is not None and base_loc is None and base_scale is None
+        self.space = ChainSpace(dist, latent) if self.from_base else None
         kw = dist.factory_kwargs()
         shape = dist.event_shape
-        base_loc = check_real_or_tensor("base_loc", base_loc)
+        base_loc = check_real_or_tensor("base_loc", 0.0 if base_loc is None else base_loc)
+        base_scale = 1.0 if base_scale is None else base_scale
         base_scale = check_real_or_tensor("base_scale", base_scale, minimum=0.0, strict=True)
         self.loc = torch.as_tensor(base_loc, **kw).expand(shape)
         self.scale = torch.as_tensor(base_scale, **kw).expand(shape)
         if step_size is None:
-            step_size = 0.1 * float(self.scale.min()) ** 2
+            spread = self.scale if self.space is None else self.init(256).std(0)
+            step_size = 0.1 * float(spread.min().clamp_min(1e-6)) ** 2
         self.step_size = check_positive_float("step_size", step_size)
         self.num_steps = check_positive_int("num_steps", num_steps)
         if not isinstance(adapt_step_size, bool):
@@ -122,12 +137,16 @@ class EnergyAnnealingPath(AnnealingPath):
         self.accept_rates: list[float] = []
 
     def init(self, num_chains: int) -> torch.Tensor:
+        if self.space is not None:
+            return self.space.init((num_chains,))
         shape = (num_chains,) + tuple(self.dist.event_shape)
         return self.loc + self.scale * torch.randn(
             shape, dtype=self.loc.dtype, device=self.loc.device
         )
 
     def log_base_normalizer(self) -> torch.Tensor:
+        if self.space is not None:
+            return self.loc.new_zeros(())
         return self.scale.log().sum() + 0.5 * self.scale.numel() * math.log(2 * math.pi)
 
     def _sum_event(self, t: torch.Tensor) -> torch.Tensor:
@@ -135,10 +154,16 @@ class EnergyAnnealingPath(AnnealingPath):
 
     def log_density(self, x: torch.Tensor, beta: float) -> torch.Tensor:
         beta = check_real("beta", beta, minimum=0.0, maximum=1.0)
+        if self.space is not None:
+            return -self.space.potential(beta)(x)
         log_f0 = -0.5 * self._sum_event(((x - self.loc) / self.scale) ** 2)
         if beta == 0:
             return log_f0
-        return (1 - beta) * log_f0 - beta * self.dist.energy_of(x)
+        return (1 - beta) * log_f0 - beta * self.dist.potential(x)
+
+    def to_x(self, state: torch.Tensor) -> torch.Tensor:
+        """The data-space point of a chain's state (its latent state mapped by the flow)."""
+        return state if self.space is None else self.space.to_x(state)
 
     def transition(self, x: torch.Tensor, beta: float) -> torch.Tensor:
         beta = check_real("beta", beta, minimum=0.0, maximum=1.0)
@@ -147,10 +172,11 @@ class EnergyAnnealingPath(AnnealingPath):
             return -self.log_density(y, beta)
 
         accepts = []
+        e, g = energy_grad(energy, x)
         for _ in range(self.num_steps):
-            e, g = energy_grad(energy, x)
-            accepted, x = mala_step(energy, x, e, g, self.step_size)
-            accepts.append(accepted.mean())
+            move = langevin_move(energy, x, e, g, self.step_size)
+            x, e, g = move.x, move.energy, move.grad
+            accepts.append(move.accepted.to(x.dtype).mean())
         rate = float(torch.stack(accepts).mean())
         self.accept_rates.append(rate)
         if self.adapt_step_size:
@@ -250,8 +276,8 @@ def ais(
     """``(log Ẑ, stderr)`` of ``target``'s normalizer by annealed importance sampling.
 
     ``target`` is an :class:`~pyro_genmodels.distributions.EnergyDistribution`
-    (geometric path from a Gaussian base, MALA moves; ``path_kwargs`` go to
-    :class:`EnergyAnnealingPath`), an RBM or DBM (``path_kwargs`` go to
+    (geometric path from its base ``q``, or from a Gaussian, MALA moves; ``path_kwargs``
+    go to :class:`EnergyAnnealingPath`), an RBM or DBM (``path_kwargs`` go to
     :class:`~pyro_genmodels.infer.BoltzmannAnnealingPath`, e.g. ``data=train``; any type in
     :data:`PATHS`) or any object with ``annealing_path(**path_kwargs) -> AnnealingPath``.
     Without ``betas``, a path with a ``default_betas(num_betas)`` method supplies its own

@@ -9,10 +9,16 @@ from typing import Any
 import pyro
 import torch
 
-from pyro_genmodels._checks import check_positive_int
+from pyro_genmodels._checks import check_bool, check_choice, check_positive_int
+from pyro_genmodels.distributions.adaptive import AdaptiveLangevinSampler
+from pyro_genmodels.distributions.samplers import EnergySampler
 from pyro_genmodels.infer._energy_sites import EnergyLoss, energy_sites, site_scale
-from pyro_genmodels.infer.samplers import EnergySampler
+from pyro_genmodels.infer.divergence import DivergenceMonitor
 from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+
+#: ``(k, energy_reg)`` when left None: for a real support (Langevin chains; Du & Mordatch
+#: 2019's settings) and for a discrete one (block Gibbs, Hinton's CD-1).
+DEFAULTS = {"real": (20, 0.1), "discrete": (1, 0.0)}
 
 
 def _draw_chains(size: int, n: int, device: torch.device) -> torch.Tensor:
@@ -62,6 +68,25 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     state: ``state_dict``/``load_state_dict`` (saved in ``pgm.fit``
     checkpoints, so a resumed run continues exactly).
 
+    **Defaults that train.** ``k`` and ``energy_reg`` left at None take 20 Langevin moves
+    and ``α = 0.1`` for a real support (1 and 0 for a discrete one, as Hinton's CD-1):
+    with ``k = 1`` and no energy penalty an MLP energy runs away. With ``sampler=None``
+    and a site distribution built without one, each site gets the loss's own
+    :class:`~pyro_genmodels.distributions.adaptive.AdaptiveLangevinSampler`, whose step
+    size keeps adapting towards 0.574 acceptance across steps (checkpointed with the
+    buffers). ``watch=True`` (real supports) stops a run that diverges while every value
+    stays finite — energies or the gap ``mean E(x⁻) − mean E(x⁺)`` growing without bound,
+    chains leaving the data's range — with an
+    :class:`~pyro_genmodels.infer.divergence.EnergyDivergenceError` naming the quantity
+    and the knobs (``energy_reg``, ``k``, the step size); ``monitor`` sets its bounds.
+
+    **Base measure.** For ``EnergyDistribution(energy, base=q)`` the chains move on the
+    potential ``U = E − log q`` (in a flow's latent space with the default sampler) and
+    fresh chains (the buffer's, its restarts, and ``start="init"``) are drawn from ``q``.
+    The base is held fixed (fit it first, e.g. by maximum likelihood): its
+    ``log q(x⁺) − log q(x⁻)`` carries no gradient for the energy and is left out of the
+    contrast, so the flow is never evaluated at the negatives.
+
     The model must observe its data at sites with an
     :class:`~pyro_genmodels.distributions.EnergyDistribution` (continuous or
     discrete: no gradient with respect to ``x`` is taken), and have no latent sites.
@@ -75,13 +100,18 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     expected gradient equals the free-energy form's; its variance is larger.
 
     Args:
-        k: sampler transitions per step.
+        k: sampler transitions per step (None: 20 for a real support, 1 for a discrete one).
         persistent: PCD with a replay buffer.
         buffer_size: chains kept per site (None: see above).
         reinit_prob: probability of restarting a chain from ``sampler.init`` (None: see above).
         sampler: an :class:`~pyro_genmodels.infer.samplers.EnergySampler`; None uses
             each site distribution's own ``.sampler`` (Langevin, or an RBM's Gibbs).
-        energy_reg: ``α ≥ 0``.
+        energy_reg: ``α ≥ 0`` (None: 0.1 for a real support, 0 for a discrete one).
+        start: where non-persistent chains start: ``"data"`` (CD-k) or ``"init"`` (the
+            sampler's fresh chains: the base ``q`` when the distribution has one —
+            short-run MCMC from ``q``).
+        watch: stop a diverging run (real supports).
+        monitor: the :class:`~pyro_genmodels.infer.divergence.DivergenceMonitor` (bounds).
         free_energy: for machines with hidden units, the exact expectation over ``h``
             (True) or sampled hiddens (False; the energy must provide ``energy(v, h)`` and
             ``hidden_conditional(v)``, as an RBM does).
@@ -112,16 +142,19 @@ class ContrastiveDivergenceLoss(EnergyLoss):
 
     def __init__(
         self,
-        k: int = 1,
+        k: int | None = None,
         persistent: bool = False,
         buffer_size: int | None = None,
         reinit_prob: float | None = None,
         sampler: EnergySampler | None = None,
-        energy_reg: float = 0.0,
+        energy_reg: float | None = None,
         free_energy: bool = True,
+        start: str = "data",
+        watch: bool = True,
+        monitor: DivergenceMonitor | None = None,
     ) -> None:
         super().__init__()
-        self.k = check_positive_int("k", k)
+        self.k = check_positive_int("k", k, allow_none=True)
         if not isinstance(persistent, bool):
             raise TypeError(f"persistent must be a bool, got {type(persistent).__name__}")
         self.persistent = persistent
@@ -142,17 +175,48 @@ class ContrastiveDivergenceLoss(EnergyLoss):
                 f"sampler must be an EnergySampler or None, got {type(sampler).__name__}"
             )
         self.sampler = sampler
-        if isinstance(energy_reg, bool) or not isinstance(energy_reg, int | float):
-            raise TypeError(f"energy_reg must be a float >= 0, got {type(energy_reg).__name__}")
-        if not (math.isfinite(energy_reg) and energy_reg >= 0):
-            raise ValueError(f"energy_reg must be a finite float >= 0, got {energy_reg!r}")
-        self.energy_reg = float(energy_reg)
+        if energy_reg is not None:
+            if isinstance(energy_reg, bool) or not isinstance(energy_reg, int | float):
+                raise TypeError(
+                    f"energy_reg must be a float >= 0 or None, got {type(energy_reg).__name__}"
+                )
+            if not (math.isfinite(energy_reg) and energy_reg >= 0):
+                raise ValueError(f"energy_reg must be a finite float >= 0, got {energy_reg!r}")
+            energy_reg = float(energy_reg)
+        self.energy_reg = energy_reg
+        self.start = check_choice("start", start, ("data", "init"))
+        self.watch = check_bool("watch", watch)
+        if monitor is not None and not isinstance(monitor, DivergenceMonitor):
+            raise TypeError(f"monitor must be a DivergenceMonitor, got {type(monitor).__name__}")
+        self.monitor = monitor
         if not isinstance(free_energy, bool):
             raise TypeError(f"free_energy must be a bool, got {type(free_energy).__name__}")
         self.free_energy = free_energy
         self.buffers: dict[str, torch.Tensor] = {}
         self.sizes: dict[str, int] = {}  # per site: the buffer size in force
         self._undo: list[tuple[str, Any, torch.Tensor | None]] = []
+        self.samplers: dict[str, AdaptiveLangevinSampler] = {}  # per site, when none is given
+        self._undo_steps: dict[str, dict[str, torch.Tensor]] = {}
+        self._watcher = monitor or DivergenceMonitor(
+            "energy_reg (e.g. 0.1), k (e.g. 20) or the sampler's step size (or the learning rate)"
+        )
+
+    def settings_for(self, dist: Any) -> tuple[int, float]:
+        """``(k, energy_reg)`` for a site distribution: the given values, else :data:`DEFAULTS`."""
+        k, reg = DEFAULTS["discrete" if dist.support.is_discrete else "real"]
+        return (k if self.k is None else self.k), (
+            reg if self.energy_reg is None else self.energy_reg
+        )
+
+    def _sampler(self, name: str, dist: Any) -> Any:
+        """The loss's sampler, else the distribution's own, else one kept per site."""
+        if self.sampler is not None:
+            return self.sampler
+        if dist.has_sampler or dist.support.is_discrete:
+            return dist.sampler
+        if name not in self.samplers:
+            self.samplers[name] = AdaptiveLangevinSampler()
+        return self.samplers[name]
 
     # -- persistent chains -------------------------------------------------
     def _negative_start(self, name: str, dist: Any, sampler: Any, x_pos: torch.Tensor) -> tuple:
@@ -208,6 +272,7 @@ class ContrastiveDivergenceLoss(EnergyLoss):
         """Start recording the chains a step writes, so that :meth:`undo_step` can put them back
         (``pgm.fit`` calls both: a step that fails leaves the buffers as they were)."""
         self._undo = []
+        self._undo_steps = {k: s.state_dict() for k, s in self.samplers.items()}
 
     def undo_step(self) -> None:
         """Put back every chain written since :meth:`begin_step` (a failed step's chains)."""
@@ -220,6 +285,11 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             else:
                 self.buffers[name][index] = old
         self._undo = []
+        for name in list(self.samplers):
+            if name in self._undo_steps:
+                self.samplers[name].load_state_dict(self._undo_steps[name])
+            else:
+                del self.samplers[name]
 
     # -- loss ----------------------------------------------------------------
     def _differentiable_loss(
@@ -227,16 +297,19 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     ) -> torch.Tensor:
         total: Any = 0.0
         for site in energy_sites(self.name, model, guide, args, kwargs):
-            dist, x_pos = site["energy_dist"], site["value"]
-            sampler = self.sampler if self.sampler is not None else dist.sampler
+            dist, x_pos, name = site["energy_dist"], site["value"], site["name"]
+            sampler = self._sampler(name, dist)
+            k, energy_reg = self.settings_for(dist)
             x_pos = x_pos.expand(dist.batch_shape + dist.event_shape)
             if self.persistent:
-                x0, index = self._negative_start(site["name"], dist, sampler, x_pos)
+                x0, index = self._negative_start(name, dist, sampler, x_pos)
+            elif self.start == "init":
+                x0, index = sampler.init(dist, ()).detach(), None
             else:
                 x0, index = x_pos.detach(), None
-            x_neg = sampler.run(dist, x0, self.k).detach()
+            x_neg = sampler.run(dist, x0, k).detach()
             if self.persistent:
-                self._update_buffer(site["name"], x_neg, len(dist.event_shape), index)
+                self._update_buffer(name, x_neg, len(dist.event_shape), index)
             machine = isinstance(dist.energy, LayeredBoltzmann) and dist.context is None
             if self.free_energy and machine:
                 # both phases in one call (no batch-dependent layers in a Boltzmann machine);
@@ -246,25 +319,36 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             elif self.free_energy:
                 e_pos, e_neg = dist.energy_of(x_pos), dist.energy_of(x_neg)
             else:
-                e_pos, e_neg = _sampled_hidden_energies(site["name"], dist, x_pos, x_neg)
+                e_pos, e_neg = _sampled_hidden_energies(name, dist, x_pos, x_neg)
             per_point = e_pos - e_neg
-            if self.energy_reg:
-                per_point = per_point + self.energy_reg * (e_pos**2 + e_neg**2)
+            if energy_reg:
+                per_point = per_point + energy_reg * (e_pos**2 + e_neg**2)
             total = total + (site_scale(site, per_point) * per_point).sum()
+            if self.watch and not dist.support.is_discrete:
+                event_dim = len(dist.event_shape)
+                self._watcher.observe(name, e_pos, e_neg, x_pos, x_neg, event_dim)
         return total
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The persistent buffers, ``{"buffer.<site>": (n, *event_shape)}``."""
-        return {f"buffer.{name}": b.detach().clone() for name, b in self.buffers.items()}
+        """The persistent buffers, ``{"buffer.<site>": (n, *event_shape)}``, and the adapted
+        step size of each site's own sampler, ``{"step_size.<site>": ()}``."""
+        state = {f"buffer.{name}": b.detach().clone() for name, b in self.buffers.items()}
+        for name, sampler in self.samplers.items():
+            state[f"step_size.{name}"] = sampler.state_dict()["step_size"]
+        return state
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Restores :meth:`state_dict` (tensors keep the device they are given on)."""
-        buffers = {}
+        buffers, samplers = {}, {}
         for key, value in state.items():
-            if not key.startswith("buffer.") or not isinstance(value, torch.Tensor):
+            if not key.startswith(("buffer.", "step_size.")) or not isinstance(value, torch.Tensor):
                 raise ValueError(
-                    f"ContrastiveDivergenceLoss state entries must be 'buffer.<site>' tensors, "
-                    f"got {key!r}"
+                    "ContrastiveDivergenceLoss state entries must be 'buffer.<site>' or "
+                    f"'step_size.<site>' tensors, got {key!r}"
                 )
-            buffers[key[len("buffer.") :]] = value.detach().clone()
-        self.buffers, self._undo = buffers, []
+            if key.startswith("buffer."):
+                buffers[key[len("buffer.") :]] = value.detach().clone()
+            else:
+                samplers[key[len("step_size.") :]] = AdaptiveLangevinSampler()
+                samplers[key[len("step_size.") :]].load_state_dict({"step_size": value})
+        self.buffers, self._undo, self.samplers = buffers, [], samplers

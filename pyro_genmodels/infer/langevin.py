@@ -11,13 +11,15 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from pyro.infer.mcmc.util import initialize_model
 from pyro.ops.dual_averaging import DualAveraging
-from pyro.ops.integrator import potential_grad
 
 from pyro_genmodels._checks import check_positive_float, check_positive_int
 from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
-from pyro_genmodels.infer.samplers import (
+from pyro_genmodels.distributions.samplers import (
     LangevinSampler,
     check_finite_draws,
+    check_noise_scale,
+    energy_grad,
+    langevin_move,
 )
 
 _MAX_ENERGY_ERROR = 1000.0
@@ -46,6 +48,22 @@ class Langevin(MCMCKernel):
     accept/reject step: a non-finite proposal would be the chain's next state and every
     later draw would be NaN, so it raises ``FloatingPointError`` naming the site and
     ``step_size``.
+
+    **When to prefer NUTS.** One Langevin move costs one gradient and moves ``O(√η)``, so on
+    an ill-conditioned or curved target the step size is set by the narrowest direction and
+    the chain diffuses slowly along the wide ones; NUTS builds trajectories that cross the
+    whole target. ``benchmarks/energy.py`` (section ``mcmc``, 1000 draws after 500 warmup,
+    ArviZ min-ESS per second, Langevin over NUTS): a 10-D Gaussian with scales 0.5–2, 0.017×
+    (prefer NUTS); the unit-scale 2-D banana, 0.20× — and one chain of MALA stuck in the
+    banana's tail for hundreds of draws gave variances 114% off (min-ESS 5) where NUTS was
+    within 6% (min-ESS 152); a 10-D Neal funnel, 38× (NUTS builds deep trees in the neck
+    there; Langevin's ESS there is an ESS of a chain that has not explored the neck, so read
+    it as speed, not accuracy).
+    Prefer NUTS for posterior inference on a few hundred dimensions or fewer; prefer
+    Langevin for many cheap parallel chains (the batched
+    :class:`~pyro_genmodels.distributions.AdaptiveLangevinSampler` runs thousands as one
+    batch, as energy-based training needs) or when a gradient is too expensive for NUTS's
+    trees.
 
     Args:
         model: a Pyro model (or None with ``potential_fn``).
@@ -94,7 +112,7 @@ class Langevin(MCMCKernel):
         for name, fn in (("model", model), ("potential_fn", potential_fn)):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
-        LangevinSampler(step_size, 1, noise_scale=noise_scale, adjust=adjust)  # checks arguments
+        check_noise_scale(noise_scale, check_positive_float("step_size", step_size), adjust)
         self.model = model
         self.potential_fn = potential_fn
         self.transforms = {} if transforms is None else transforms
@@ -157,41 +175,40 @@ class Langevin(MCMCKernel):
         self._adapter = DualAveraging(prox_center=math.log(10 * self.step_size))
         self._log_step = math.log(self.step_size)
 
-    def _grad(self, z: dict[str, torch.Tensor]) -> tuple[dict, torch.Tensor]:
-        grads, u = potential_grad(self.potential_fn, z)
-        return grads, u.detach()
+    def _flat_potential(self, like: dict[str, torch.Tensor]) -> Any:
+        """``U`` of the sites packed into one vector (the MALA move works on tensors)."""
+        names, shapes = list(like), [v.shape for v in like.values()]
+        sizes = [v.numel() for v in like.values()]
+
+        def unpack(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+            parts = flat.split(sizes)
+            return {k: p.reshape(s) for k, p, s in zip(names, parts, shapes, strict=True)}
+
+        def potential(flat: torch.Tensor) -> torch.Tensor:
+            return self.potential_fn(unpack(flat))  # type: ignore[misc]
+
+        return potential, unpack
 
     def _one_step(self, z: dict[str, torch.Tensor], eta: float) -> tuple[dict, float, bool]:
-        """One ULA/MALA move; returns (params, acceptance probability, diverged)."""
+        """One ULA/MALA move (:func:`~pyro_genmodels.distributions.samplers.langevin_move`);
+        returns (params, acceptance probability, diverged)."""
+        potential, unpack = self._flat_potential(z)
         cached = self._cache is not None and self._cache[0].keys() == z.keys()
         if cached and all(self._cache[0][k] is v for k, v in z.items()):  # type: ignore[index]
-            grads, u = self._cache[1], self._cache[2]  # type: ignore[index]
+            flat, u, g = self._cache[1:]  # type: ignore[index]
         else:
-            grads, u = self._grad(z)
-        scale = math.sqrt(2 * eta) if self.noise_scale is None else self.noise_scale
-        prop = {
-            k: (v - eta * grads[k] + scale * torch.randn_like(v)).detach() for k, v in z.items()
-        }
-        grads_p, u_p = self._grad(prop)
-        finite = all(bool(torch.isfinite(v).all()) for v in prop.values())
-        finite = finite and bool(torch.isfinite(u_p))
+            flat = torch.cat([v.detach().reshape(-1) for v in z.values()])
+            u, g = energy_grad(potential, flat)
+        move = langevin_move(potential, flat, u, g, eta, self.noise_scale, self.adjust)
+        new = unpack(move.x)
+        self._cache = (new, move.x, move.energy, move.grad)
+        finite = bool(torch.isfinite(move.energy_error)) and bool(torch.isfinite(move.x).all())
         if not self.adjust:
             if not finite:
-                self._raise_diverged(prop, u_p, eta)
-            self._cache = (prop, grads_p, u_p)
-            return prop, 1.0, False
-
-        def log_q(to: dict, frm: dict, g: dict) -> torch.Tensor:
-            return -sum(((to[k] - frm[k] + eta * g[k]) ** 2).sum() for k in z) / (4 * eta)
-
-        log_a = -u_p + u + log_q(z, prop, grads_p) - log_q(prop, z, grads)
-        diverged = not (finite and bool(torch.isfinite(log_a))) or bool(u_p - u > _MAX_ENERGY_ERROR)
-        accept_prob = 0.0 if diverged else float(log_a.clamp(max=0.0).exp())
-        if torch.rand(()).item() < accept_prob:
-            self._cache = (prop, grads_p, u_p)
-            return prop, accept_prob, diverged
-        self._cache = (z, grads, u)
-        return z, accept_prob, diverged
+                self._raise_diverged(new, move.energy, eta)
+            return new, 1.0, False
+        diverged = not finite or bool(move.energy_error > _MAX_ENERGY_ERROR)
+        return new, 0.0 if diverged else float(move.accept_prob), diverged
 
     def _raise_diverged(self, prop: dict[str, torch.Tensor], u_p: torch.Tensor, eta: float) -> None:
         """``FloatingPointError`` for a non-finite ULA proposal, naming the site and the knob."""

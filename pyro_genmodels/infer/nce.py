@@ -21,15 +21,26 @@ class NCELoss(EnergyLoss):
     """``Σₙ [softplus(−G(xₙ)) + Σ_{j≤ν} softplus(G(yₙⱼ))]``, ``G(u) = log p_θ(u) − log(ν p_n(u))``.
 
     Logistic classification of each datapoint against ``ν = noise_ratio`` draws
-    ``y ~ noise``. ``log p_θ`` is the site's full ``log_prob`` (``−E(x) − log Z``),
+    ``y ~ noise``. ``log p_θ`` is the site's full ``log_prob`` (``log q − E − log Z``),
     so every parameter it depends on is learned, including a ``log_normalizer``
-    that is a ``pyro.param``: at the optimum the model is self-normalized.
+    that is a ``pyro.param``: at the optimum of infinite data the model is self-normalized.
+
+    **The learned log Z is a training device, not a likelihood**: with finite data and
+    a flexible energy it is biased (the benchmark measures it against a grid ``log Z``);
+    report likelihoods with :func:`~pyro_genmodels.infer.ais` (the zoo does).
+
+    **The base as noise** (Gao et al. 2020's flow contrastive estimation with the flow
+    fixed): with ``noise=None`` each site's base ``q`` of
+    ``EnergyDistribution(energy, base=q)`` is the noise. Then ``log q`` cancels from
+    ``G(u) = −E(u) − log Z − log ν``, so the flow is never evaluated on the data, only
+    sampled; the classifier learns the residual ``E`` directly, the better the closer
+    ``q`` is to the data.
 
     Args:
         noise: a Pyro/torch distribution with the data's event shape and batch shape
             ``()`` (e.g. a Gaussian fitted to the data); it must cover the data. It may
             live on another device than the data: it draws and scores there, and the
-            results move to the data's device and dtype.
+            results move to the data's device and dtype. None: each site's base.
         noise_ratio: ``ν``, noise draws per datapoint.
 
     Example:
@@ -53,11 +64,13 @@ class NCELoss(EnergyLoss):
 
     name = "NCELoss"
 
-    def __init__(self, noise: Distribution, noise_ratio: int = 1) -> None:
+    def __init__(self, noise: Distribution | None = None, noise_ratio: int = 1) -> None:
         super().__init__()
-        if not isinstance(noise, torch.distributions.Distribution):
-            raise TypeError(f"noise must be a torch/Pyro distribution, got {type(noise).__name__}")
-        if noise.batch_shape != torch.Size():
+        if noise is not None and not isinstance(noise, torch.distributions.Distribution):
+            raise TypeError(
+                f"noise must be a torch/Pyro distribution or None, got {type(noise).__name__}"
+            )
+        if noise is not None and noise.batch_shape != torch.Size():
             raise ValueError(
                 f"noise must have batch_shape (), got {tuple(noise.batch_shape)} "
                 "(use .to_event to make dimensions part of the event)"
@@ -72,20 +85,36 @@ class NCELoss(EnergyLoss):
         nu = self.noise_ratio
         for site in energy_sites(self.name, model, guide, args, kwargs):
             dist = site["energy_dist"]
-            if self.noise.event_shape != dist.event_shape:
+            noise = self.noise if self.noise is not None else dist.base
+            if noise is None:
                 raise ValueError(
-                    f"NCELoss noise has event_shape {tuple(self.noise.event_shape)} but site "
+                    f"NCELoss(noise=None) uses each site's base as its noise, but site "
+                    f"{site['name']!r} has none: give noise= or EnergyDistribution(..., base=q)"
+                )
+            if noise.event_shape != dist.event_shape:
+                raise ValueError(
+                    f"NCELoss noise has event_shape {tuple(noise.event_shape)} but site "
                     f"{site['name']!r} has event_shape {tuple(dist.event_shape)}"
                 )
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
             # the noise may live on another device than the data (a CPU noise for CUDA data):
             # it draws and scores on its own device, the results move to the data's
-            draws = self.noise.sample(torch.Size((nu,)) + dist.batch_shape)
-            home = draws.device
+            with torch.no_grad():
+                draws = noise.sample(torch.Size((nu,)) + dist.batch_shape)
             y = draws.to(x)
             log_nu = torch.log(x.new_tensor(float(nu)))
-            g_data = dist.log_prob(x) - self.noise.log_prob(x.to(home)).to(x) - log_nu
-            g_noise = dist.log_prob(y) - self.noise.log_prob(y.to(home)).to(x) - log_nu
+            if noise is dist.base:  # log q cancels: G(u) = -E(u) - log Z - log nu
+                log_z = 0.0 if dist.log_normalizer is None else dist.log_normalizer
+                e_data = dist.energy_of(x)
+                g_data = -e_data - log_z - log_nu
+                g_noise = -dist.energy_of(y) - log_z - log_nu
+            else:
+                home = draws.device
+                e_data = dist.energy_of(x)
+                g_data = -e_data + dist.base_log_prob(x) - noise.log_prob(x.to(home)).to(x)
+                g_data = g_data - (0.0 if dist.log_normalizer is None else dist.log_normalizer)
+                g_data = g_data - log_nu
+                g_noise = dist.log_prob(y) - noise.log_prob(y.to(home)).to(x) - log_nu
             per_point = F.softplus(-g_data) + F.softplus(g_noise).sum(0)
             total = total + (site_scale(site, per_point) * per_point).sum()
         return total

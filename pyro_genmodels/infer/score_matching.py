@@ -25,7 +25,10 @@ def _flat_event(t: torch.Tensor, event_dim: int) -> torch.Tensor:
 
 
 class ScoreMatchingLoss(EnergyLoss):
-    """Fisher divergence to the data, with the model score ``s(x) = −∇ₓE(x)``; sum over datapoints.
+    """Fisher divergence to the data, with the model score ``s(x) = −∇ₓU(x)``; sum over datapoints.
+
+    ``U = E − log q`` is the site's potential (``E`` without a base ``q``): with a base the
+    residual energy learns what the base's score misses.
 
     - ``"exact"`` (Hyvärinen 2005): ``½‖∇E(x)‖² − tr ∇²E(x)`` (the Hessian trace
       by one backward pass per dimension).
@@ -107,7 +110,7 @@ class ScoreMatchingLoss(EnergyLoss):
     def _grad(self, dist: Any, x: torch.Tensor) -> torch.Tensor:
         """``∇ₓE(x)`` with a graph (for ``∇θ`` and second derivatives)."""
         with torch.enable_grad():
-            e = dist.energy_of(x)
+            e = dist.potential(x)
             (g,) = torch.autograd.grad(e.sum(), x, create_graph=True)
         return g
 
@@ -141,7 +144,11 @@ class ScoreMatchingLoss(EnergyLoss):
             levels = x.new_tensor(self.noise_scales)
             sigma = levels[torch.randint(0, len(levels), batch, device=x.device)]
             dist = EnergyDistribution(
-                dist.energy, dist.event_shape, context=sigma.unsqueeze(-1), support=dist.support
+                dist.energy,
+                dist.event_shape,
+                context=sigma.unsqueeze(-1),
+                support=dist.support,
+                base=dist.base,
             )
             sigma_b = sigma.reshape(batch + (1,) * event_dim)
             eps = torch.randn_like(x)
@@ -164,4 +171,5 @@ class ScoreMatchingLoss(EnergyLoss):
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
             per_point = self._per_point(dist, x)
             total = total + (site_scale(site, per_point) * per_point).sum()
+
         return total

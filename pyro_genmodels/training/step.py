@@ -25,7 +25,6 @@ import torch
 from pyro import poutine
 from pyro.infer.util import torch_item
 
-from pyro_genmodels._compat import foreach_zero_
 from pyro_genmodels.params import own_params
 from pyro_genmodels.training.guard import NonFiniteStep, UpdateGuard
 from pyro_genmodels.training.protocols import Transactional, is_stateful
@@ -100,6 +99,7 @@ class Step:
         self.model, self.guide, self.loss, self.undo = model, guide, loss, undo
         self.guard = UpdateGuard(optim)
         self.names: set[str] = set()
+        self._graded: set[torch.Tensor] = set()  # params that had a gradient at some step
 
     def __call__(self, batch: tuple) -> tuple[float, ...]:
         """Take one step on ``batch`` (tensors ``(B, ...)``); returns the loss value(s)."""
@@ -125,13 +125,25 @@ class Step:
         try:
             if not all(math.isfinite(v) for v in values):
                 raise NonFiniteStep(f"non-finite loss {values[0] if len(values) == 1 else values}")
+            self._zero_missing_grads(params)
             try:
                 self.guard.update(params)
             except NonFiniteStep as error:
                 raise NonFiniteStep(f"{error} (the step's loss: {values})") from error
         finally:
-            foreach_zero_([p.grad for p in params if p.grad is not None])
+            for p in params:  # what SVI's zeroed gradients are, without writing zeros
+                p.grad = None
         return values
+
+    def _zero_missing_grads(self, params: list[torch.Tensor]) -> None:
+        """Pyro's SVI keeps a param's gradient as zeros after its first step, so that a step
+        whose loss does not reach it still updates it (Adam's momentum); the step sets
+        gradients to ``None`` instead (no memory to clear) and gives such a param zeros."""
+        for p in params:
+            if p.grad is not None:
+                self._graded.add(p)
+            elif p in self._graded:
+                p.grad = torch.zeros_like(p)
 
 
 def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:

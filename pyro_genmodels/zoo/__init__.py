@@ -2,19 +2,25 @@
 
 Each :class:`ZooEntry` knows how to build its model for a dataset, what to
 train it on, with which loss and with which budget (epochs, learning rate,
-batch size: :attr:`ZooEntry.budget`, tuned per family). :func:`run` trains
-each with :func:`pyro_genmodels.fit` and scores it on the test split. By
-default a latent-variable model is scored by the importance-sampled
-``log p(x)`` (the guide as proposal) and by the share of test points whose
-PSIS k-hat exceeds 0.7 (where that estimate cannot be trusted); a family with
-an exact likelihood, an AIS estimate or none (GANs) supplies its own
-:attr:`Setup.score`. Every entry is also scored by its samples against the
-test split (:func:`pyro_genmodels.diagnostics.sample_scores`: energy
-distance, MMD, class coverage and a Fréchet distance in a fixed classifier's
-features), so that models with and without a likelihood meet on common terms.
+batch size: :attr:`ZooEntry.budget`, tuned per family). :func:`train_entry`
+trains one entry with :func:`pyro_genmodels.fit` — the one place that assembles
+that call, for the CLI's ``train`` and for :func:`run`, which trains each named
+entry and scores it on the test split (:mod:`pyro_genmodels.zoo.scoring`: the
+entry's likelihood, and its samples against the test split — energy distance, MMD,
+class coverage and a Fréchet distance in a fixed classifier's features — so that
+models with and without a likelihood meet on common terms).
 
-The table's ``section`` column says which rows may be compared: ``binarized``
-and ``dequantized`` (by the data variant an entry trains on) for models with a
+The data are a bundled dataset's name (each entry gets the variant it needs) or a
+:class:`~pyro_genmodels.data.Dataset` (a user's file through
+:func:`~pyro_genmodels.data.load_file`), whose
+:attr:`~pyro_genmodels.data.Dataset.support` decides what models it: binary data
+the Bernoulli models, values in [0, 1] and real values the continuous ones (flows,
+VAEs with a continuous-Bernoulli or Gaussian likelihood, energy-based models). An
+entry refuses data it cannot model with a ``ValueError`` from its builder
+(:func:`check_entry` asks without training).
+
+The table's ``section`` column says which rows may be compared: ``binarized``,
+``dequantized`` and ``real-valued`` (by the data an entry trains on) for models with a
 likelihood, ``likelihood-free`` for those without one (NaN ``test_nll_nats``).
 
 Families live in the modules of this package (``zoo/vae.py``, ...), each
@@ -25,26 +31,52 @@ zoo is first used, so a new family needs no edit of this file. The CLI
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 import inspect
-import math
 import pkgutil
-import sys
-import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 import pyro
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_int, check_positive_float
 from pyro_genmodels.data import Dataset, load
-from pyro_genmodels.optim import Adam as GroupedAdam
-from pyro_genmodels.parallel import on_main_process
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "KHAT_POINTS",
+    "NUM_GENERATED",
+    "QUICK",
+    "QUICK_OPTIONS",
+    "ZOO",
+    "Setup",
+    "Trained",
+    "ZooEntry",
+    "budget",
+    "build",
+    "check_entry",
+    "dataset_for",
+    "describe",
+    "entry_data",
+    "evaluate",
+    "generated_scores",
+    "isolated",
+    "likelihood_for",
+    "options",
+    "progress_line",
+    "quiet_diagnostics",
+    "register",
+    "run",
+    "section",
+    "train_entry",
+    "validation_args",
+    "variant",
+]
 
 KHAT_POINTS = 100  # test points scored by PSIS k-hat (it costs as much as the NLL per point)
 #: The budget of an entry that does not state one (keys of :attr:`ZooEntry.budget`).
@@ -79,7 +111,7 @@ class Setup:
             (e.g. ``{"betas": (0.5, 0.999)}`` for a GAN's generator).
         optim: the entry's own optimizer for a budget ``{"epochs", "lr", "batch_size"}``
             (e.g. a Boltzmann recipe's SGD with its decaying rate); None: Adam at the
-            budget's ``lr`` with ``optim_args`` (:func:`optimizer`).
+            budget's ``lr`` with ``optim_args`` (:func:`~pyro_genmodels.zoo.runner.optimizer`).
     """
 
     module: nn.Module
@@ -93,14 +125,6 @@ class Setup:
     score: Callable[[int], dict] | None = None
     optim_args: dict = field(default_factory=dict)
     optim: Callable[[dict], Any] | None = None
-
-
-def optimizer(setup: Setup, spent: dict[str, Any]) -> Any:
-    """The optimizer ``setup`` trains with under the budget ``spent``: its own
-    :attr:`Setup.optim`, else Adam at ``spent["lr"]`` with :attr:`Setup.optim_args`."""
-    if setup.optim is not None:
-        return setup.optim(spent)
-    return GroupedAdam({**setup.optim_args, "lr": spent["lr"]})
 
 
 @dataclass(frozen=True)
@@ -146,14 +170,6 @@ def register(entry: ZooEntry) -> ZooEntry:
     return entry
 
 
-def _discover() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-
-
-_discover()
-
-
 def build(name: str, data: Dataset, **kwargs: Any) -> Setup:
     """Builds the zoo entry ``name`` for ``data`` (keyword overrides allowed).
 
@@ -168,7 +184,38 @@ def build(name: str, data: Dataset, **kwargs: Any) -> Setup:
     unknown = sorted(set(kwargs) - set(options(name)))
     if unknown:
         raise ValueError(f"zoo entry {name!r} takes options {options(name)}, got {unknown}")
-    return entry.build(data, **{**entry.defaults, **kwargs})
+    try:
+        return entry.build(data, **{**entry.defaults, **kwargs})
+    except ValueError as error:  # the entry refuses these data (or an option's value)
+        raise ValueError(f"zoo entry {name!r} cannot train on {describe(data)}: {error}") from error
+
+
+def describe(data: Dataset) -> str:
+    """``data`` in a few words: name, values, features, image shape, labels.
+
+    >>> from pyro_genmodels.data import load
+    >>> describe(load("digits", binarize=True))
+    "'digits' (binary values, 64 features, images (1, 8, 8), labels)"
+    """
+    values = {"binary": "binary values", "unit_interval": "values in [0, 1]"}
+    shape = "no image shape" if data.image_shape is None else f"images {data.image_shape}"
+    labels = "labels" if data.train_labels is not None else "no labels"
+    kind = values.get(data.support, "real values")
+    return f"{data.name!r} ({kind}, {data.num_dims} features, {shape}, {labels})"
+
+
+def likelihood_for(data: Dataset) -> str:
+    """The VAE likelihood of ``data``'s :attr:`~pyro_genmodels.data.Dataset.support`:
+    ``"bernoulli"`` (binary), ``"continuous_bernoulli"`` (values in [0, 1]) or
+    ``"gaussian"`` (real values).
+
+    >>> from pyro_genmodels.data import load
+    >>> likelihood_for(load("digits", binarize=False))
+    'continuous_bernoulli'
+    """
+    return {"binary": "bernoulli", "unit_interval": "continuous_bernoulli"}.get(
+        data.support, "gaussian"
+    )
 
 
 def options(name: str) -> list[str]:
@@ -208,99 +255,35 @@ def dataset_for(name: str, data: Dataset | str) -> Dataset:
     return load(data, binarize=ZOO[name].binarize)
 
 
-def evaluate(setup: Setup, num_samples: int = 1000, khat_points: int = KHAT_POINTS) -> dict:
-    """Test scores of ``setup``: its own :attr:`Setup.score`, or by default the
-    importance-sampled NLL (nats, mean over the test split) and PSIS k-hat.
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Run a block (a trial build, a probe of a loss) that leaves no trace: the random
+    generators are put back and the params it created leave Pyro's param store."""
+    from pyro_genmodels.training.rng import get_rng_state, set_rng_state
 
-    The module is put in eval mode while scoring (an SSVAE drops its
-    classifier term). The default returns ``test_nll_nats``,
-    ``khat_bad_fraction`` (share of the first ``khat_points`` test points with
-    k-hat > 0.7; NaN when ``num_samples <= 20``, too few for k-hat) and ``estimator``.
-    """
-    quiet_diagnostics()
-    from pyro_genmodels.diagnostics import psis_khat
-    from pyro_genmodels.infer import log_likelihood
-
-    was_training = setup.module.training
-    setup.module.eval()
+    rng, store = get_rng_state(), pyro.get_param_store()
+    before = set(store.keys())
     try:
-        with torch.no_grad():
-            if setup.score is not None:
-                return setup.score(num_samples)
-            nll = -log_likelihood(setup.model, setup.guide, *setup.test, num_samples=num_samples)
-            head = tuple(t[:khat_points] for t in setup.test)
-            bad = float("nan")  # k-hat needs K > 20 draws for its tail fit
-            if num_samples > 20:
-                khat = on_main_process(  # random draws: rank 0's, as in one process
-                    lambda: psis_khat(setup.model, setup.guide, *head, num_samples=num_samples)
-                )
-                bad = float((khat > 0.7).float().mean())
+        yield
     finally:
-        setup.module.train(was_training)
-    estimator = f"IW-{num_samples}" + (f", {setup.note}" if setup.note else "")
-    return {
-        "test_nll_nats": float(nll.mean()),
-        "khat_bad_fraction": bad,
-        "estimator": estimator,
-    }
+        for key in set(store.keys()) - before:
+            del store[key]
+        set_rng_state(rng)
 
 
-def generated_scores(setup: Setup, data: Dataset, n: int = NUM_GENERATED) -> dict[str, Any]:
-    """Sample scores of ``n`` draws of ``setup.sample`` against ``data``'s test split
-    (:func:`pyro_genmodels.diagnostics.sample_scores`), in eval mode; non-finite samples
-    give NaN scores and a ``sample_note``. Under ``torch.distributed`` rank 0 draws and
-    scores and broadcasts the scores (:func:`~pyro_genmodels.parallel.on_main_process`),
-    so every rank reports what one process would."""
-    return on_main_process(lambda: _generated_scores(setup, data, n))
+def check_entry(name: str, data: Dataset, **kwargs: Any) -> None:
+    """Raises the ``ValueError`` with which entry ``name`` refuses ``data`` (and ``kwargs``),
+    if it does: the entry is built in :func:`isolated` and nothing is trained.
 
-
-def _generated_scores(setup: Setup, data: Dataset, n: int) -> dict[str, Any]:
-    quiet_diagnostics()
-    from pyro_genmodels.diagnostics import sample_scores
-
-    was_training = setup.module.training
-    setup.module.eval()
-    try:
-        with torch.no_grad():
-            x = setup.sample(n)
-    finally:
-        setup.module.train(was_training)
-    if not bool(torch.isfinite(x).all()):
-        keys = ["energy_distance", "mmd", "class_coverage", "frechet_distance"]
-        return {**dict.fromkeys(keys, math.nan), "sample_note": "non-finite samples"}
-    return sample_scores(x.reshape(n, -1), data)
-
-
-def section(row: dict) -> str:
-    """The report section of a table row: ``"likelihood-free"`` without a test NLL,
-    else its data variant (``"binarized"`` or ``"dequantized"``)."""
-    nll = row.get("test_nll_nats", math.nan)
-    return "likelihood-free" if nll is None or math.isnan(nll) else row["variant"]
-
-
-def progress_line(row: dict) -> str:
-    """One line about a finished entry: name, scores, seconds.
-
-    >>> progress_line({"model": "vae", "test_nll_nats": 20.5, "estimator": "IW-8",
-    ...                "class_coverage": 10.0, "train_seconds": 3.0, "eval_seconds": 1.0})
-    'vae               NLL 20.500 nats (IW-8)  classes 10/10  4.0 s'
+    >>> from pyro_genmodels.data import load
+    >>> check_entry("made", load("digits", binarize=False))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: zoo entry 'made' cannot train on 'digits' (values in [0, 1], ...): \
+autoregressive zoo entries need binarized data, got 'digits'
     """
-    parts = [f"{row['model']:16s}"]
-    nll = row.get("test_nll_nats", math.nan)
-    if not math.isnan(nll):
-        err = row.get("test_nll_stderr", math.nan)
-        pm = "" if err is None or math.isnan(err) else f" ± {err:.3f}"
-        parts.append(f"NLL {nll:.3f}{pm} nats ({row.get('estimator', '')})")
-    for key, fmt in (
-        ("energy_distance", "ED {:.4f}"),
-        ("class_coverage", "classes {:.0f}/10"),
-        ("frechet_distance", "FD {:.2f}"),
-    ):
-        value = row.get(key, math.nan)
-        if value is not None and not math.isnan(value):
-            parts.append(fmt.format(value))
-    parts.append(f"{row.get('train_seconds', 0.0) + row.get('eval_seconds', 0.0):.1f} s")
-    return "  ".join(parts)
+    with isolated():
+        build(name, data, **kwargs)
 
 
 def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tensor, ...] | None:
@@ -313,16 +296,10 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
     scored on ``(x,)``: no validation for it) and its loss is one number (a
     GAN's critic and generator losses are not a validation score).
     """
-    import dataclasses
-
-    from pyro_genmodels.training.rng import get_rng_state, set_rng_state
-
     if data.valid is None:
         return None
     as_test = dataclasses.replace(data, test=data.valid, test_labels=data.valid_labels)
-    rng, store = get_rng_state(), pyro.get_param_store()
-    before = set(store.keys())
-    try:
+    with isolated():  # the probe's params and random draws leave no trace
         setup = build(name, as_test, **kwargs)
         train = setup.train if isinstance(setup.train, tuple | list) else (setup.train,)
         if len(train) != len(setup.test):
@@ -331,129 +308,22 @@ def validation_args(name: str, data: Dataset, **kwargs: Any) -> tuple[torch.Tens
             probe = setup.loss.loss(setup.model, setup.guide, *(t[:2] for t in setup.test))
         if isinstance(probe, tuple | list):
             return None
-    finally:
-        for key in set(store.keys()) - before:  # the probe's params leave no trace
-            del store[key]
-        set_rng_state(rng)
     return tuple(setup.test)
 
 
-def run(
-    data: Dataset | str,
-    names: list[str] | None = None,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    num_samples: int | None = None,
-    seed: int = 0,
-    progress: bool | None = None,
-    quick: bool = False,
-    validation_fraction: float = 0.0,
-    early_stopping: int | None = None,
-    **kwargs: Any,
-) -> tuple[pd.DataFrame, dict[str, tuple[Setup, pd.DataFrame, Dataset]]]:
-    """Trains and scores every named zoo entry.
+from pyro_genmodels.zoo.runner import Trained, entry_data, run, train_entry  # noqa: E402
+from pyro_genmodels.zoo.scoring import (  # noqa: E402  (they use the names above)
+    evaluate,
+    generated_scores,
+    progress_line,
+    section,
+    variant,
+)
 
-    ``data`` is a :class:`~pyro_genmodels.data.Dataset` used for every entry, or
-    a dataset name loaded per entry in the variant it needs. Each entry trains with its
-    :func:`budget`; ``epochs``, ``batch_size`` and ``lr`` override it for all. ``quick``
-    runs one epoch per entry and scores with :data:`QUICK`'s small sample counts and
-    :data:`QUICK_OPTIONS` (a smoke run). ``num_samples`` is the importance-sample count
-    K of the test NLL (1000 by default). Each entry gets the ``kwargs`` its builder
-    accepts (see :func:`options`). ``progress=None`` shows tqdm bars on a terminal and
-    otherwise prints one line per finished entry (:func:`progress_line`); ``False``
-    prints nothing. With ``validation_fraction > 0`` a validation split is carved off
-    the training split (:meth:`~pyro_genmodels.data.Dataset.split_validation`, seed
-    ``seed``), scored every epoch (``val_loss``), and the best epoch is kept; with
-    ``early_stopping`` (a patience in epochs) training also stops there.
 
-    Returns a table (one row per model: name, family, dataset, ``variant``,
-    ``section``, test NLL in nats and bits/dim, the estimator, other metrics,
-    the sample scores, the budget, epochs trained, best epoch, train and
-    evaluation seconds) and, per
-    model, its setup, training history and dataset.
-    """
-    from pyro_genmodels.infer import bits_per_dim
-    from pyro_genmodels.training import fit
+def _discover() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
 
-    names = list(ZOO) if names is None else names
-    unknown = sorted(set(names) - set(ZOO))
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; the zoo has {sorted(ZOO)}")
-    counts = {"epochs": epochs, "batch_size": batch_size, "num_samples": num_samples}
-    for key, value in {**counts, "early_stopping": early_stopping}.items():
-        check_int(key, value, minimum=1, allow_none=True)  # all checked before any training
-    if lr is not None:  # validation_fraction: Dataset.split_validation, before any training
-        check_positive_float("lr", lr)
-    if num_samples is None:
-        num_samples = QUICK["num_samples"] if quick else 1000
-    khat_points = QUICK["khat_points"] if quick else KHAT_POINTS
-    num_generated = QUICK["num_generated"] if quick else NUM_GENERATED
-    bars = sys.stderr.isatty() if progress is None else progress
-    lines = progress is None and not bars
-    quiet_diagnostics()
-    if early_stopping is not None and not validation_fraction:
-        if not (isinstance(data, Dataset) and data.valid is not None):
-            raise ValueError(
-                "early_stopping needs validation data: give validation_fraction > 0 or a "
-                "Dataset with a valid split"
-            )
-    rows, runs = [], {}
-    for name in names:
-        dataset = dataset_for(name, data)
-        if validation_fraction and dataset.valid is None:
-            dataset = dataset.split_validation(validation_fraction, seed)
-        spent = budget(name, quick, epochs=epochs, batch_size=batch_size, lr=lr)
-        pyro.clear_param_store()
-        pyro.set_rng_seed(seed)
-        accepted = options(name)
-        chosen = {k: v for k, v in kwargs.items() if k in accepted}
-        if quick:
-            chosen = {**{k: v for k, v in QUICK_OPTIONS.items() if k in accepted}, **chosen}
-        setup = build(name, dataset, **chosen)
-        valid = validation_args(name, dataset, **chosen)
-        start = time.perf_counter()
-        history = fit(
-            setup.model,
-            setup.guide,
-            setup.train,
-            loss=setup.loss,
-            optim=optimizer(setup, spent),
-            epochs=spent["epochs"],
-            batch_size=spent["batch_size"],
-            seed=seed,
-            progress=bars,
-            validation=valid,
-            early_stopping=early_stopping if valid is not None else None,
-            keep_best=valid is not None,
-        )
-        trained = time.perf_counter() - start
-        start = time.perf_counter()
-        scores = evaluate(setup, num_samples, khat_points)
-        pyro.set_rng_seed(seed)
-        scores.update(generated_scores(setup, dataset, num_generated))
-        nll = scores.pop("test_nll_nats")
-        row = {
-            "model": name,
-            "family": ZOO[name].family,
-            "dataset": dataset.name,
-            "variant": "binarized" if dataset.binarized else "dequantized",
-            "test_nll_nats": nll,
-            "bits_per_dim": float(bits_per_dim(nll, dataset.num_dims)),
-            **scores,
-            **spent,
-            "epochs_trained": len(history),
-            "best_epoch": (
-                int(history.loc[history["val_loss"].idxmin(), "epoch"])
-                if "val_loss" in history and history["val_loss"].notna().any()
-                else float("nan")
-            ),
-            "train_seconds": trained,
-            "eval_seconds": time.perf_counter() - start,
-        }
-        row["section"] = section(row)
-        rows.append(row)
-        runs[name] = (setup, history, dataset)
-        if lines:
-            print(progress_line(row), flush=True)
-    return pd.DataFrame(rows), runs
+
+_discover()

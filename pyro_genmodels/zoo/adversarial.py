@@ -130,6 +130,15 @@ def _critic(
     return net if pack == 1 else PackedCritic(net, pack)
 
 
+def _check_values(data: Dataset) -> None:
+    """The generators draw values in (0, 1) (a sigmoid output): real data are refused."""
+    if data.support == "real":
+        raise ValueError(
+            "the adversarial entries' generators draw values in (0, 1) (a sigmoid output); "
+            "these data hold values outside [0, 1]"
+        )
+
+
 def _score(num_samples: int) -> dict:
     return {"test_nll_nats": float("nan"), "estimator": "samples"}
 
@@ -174,6 +183,7 @@ def _gan(
     from pyro_genmodels.infer.adversarial import AdversarialLoss
     from pyro_genmodels.optim import Adam
 
+    _check_values(data)
     x_dim = data.num_dims
     net = nn.ModuleDict(
         {
@@ -223,6 +233,7 @@ def _bigan(
     from pyro_genmodels.nn import MLP
     from pyro_genmodels.optim import Adam
 
+    _check_values(data)
     x_dim = data.num_dims
     net = nn.ModuleDict(
         {

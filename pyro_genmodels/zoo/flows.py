@@ -1,7 +1,8 @@
 """Zoo entries of the flow family: exact densities of dequantized images, scored
 in the original pixel space ``[0, L)^D`` (``L = 17`` for digits, 256 for
-mnist5k), so bits/dim are comparable with the literature; and a VAE with an
-IAF posterior (importance-sampled, binarized data)."""
+mnist5k), so bits/dim are comparable with the literature, or of a user's
+continuous data (values in ``[0, 1]`` through a logit, real values as they are);
+and a VAE with an IAF posterior (importance-sampled)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from pyro_genmodels.data import PIXEL_LEVELS, Dataset
 from pyro_genmodels.parallel import map_rows
-from pyro_genmodels.zoo import Setup, ZooEntry, register
+from pyro_genmodels.zoo import Setup, ZooEntry, likelihood_for, register
 
 LEVELS = PIXEL_LEVELS  # pixel values of the bundled image datasets
 #: Training budget of the family (exact likelihoods; Glow's steps cost more).
@@ -25,7 +26,8 @@ def _flow(
 
     levels = LEVELS.get(data.name)
     if data.binarized:
-        raise ValueError("flow zoo entries need dequantized data (binarize=False)")
+        raise ValueError("flow zoo entries need continuous data, got binarized data")
+    bounded = data.support == "unit_interval"  # a logit maps [0, 1] onto the real line
     if pgm_flows.check_flow("flow", flow, pgm_flows.INVERTIBLE).images:
         kwargs.setdefault("image_shape", data.image_shape)
     model = FlowDensity(
@@ -33,18 +35,18 @@ def _flow(
         flow,
         num_layers=num_layers,
         hidden_dims=[hidden, hidden],
-        preprocess="logit",
+        preprocess="logit" if bounded else None,
         alpha=0.01,
-        levels=levels,
+        levels=levels if bounded else None,
         **kwargs,
     )
-    scale = 1.0 if levels is None else float(levels)
+    scale = 1.0 if levels is None or not bounded else float(levels)
     train, test = data.train * scale, data.test * scale
 
     def score(num_samples: int) -> dict:
         nll = -map_rows(model.log_prob, test).mean().item()  # each rank scores its share
-        space = "[0, 1)" if levels is None else f"[0, {levels})"
-        return {"test_nll_nats": nll, "estimator": f"exact, pixel space {space}"}
+        space = f"pixel space [0, {int(scale)})" if bounded else "real values"
+        return {"test_nll_nats": nll, "estimator": f"exact, {space}"}
 
     def sample(n: int) -> torch.Tensor:
         return model.sample(n) / scale
@@ -65,12 +67,11 @@ def _flow(
 def _iaf_vae(data: Dataset, *, z_dim: int = 8, hidden: int = 256, layers: int = 2) -> Setup:
     from pyro_genmodels.models import VAE
 
-    likelihood = "bernoulli" if data.binarized else "continuous_bernoulli"
     vae = VAE(
         data.num_dims,
         z_dim,
         hidden_dims=(hidden, hidden),
-        likelihood=likelihood,
+        likelihood=likelihood_for(data),
         guide_flow="iaf",
         guide_flow_layers=layers,
     )

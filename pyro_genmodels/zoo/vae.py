@@ -8,14 +8,14 @@ import pyro
 import torch
 
 from pyro_genmodels.data import Dataset
-from pyro_genmodels.zoo import Setup, ZooEntry, register
+from pyro_genmodels.zoo import Setup, ZooEntry, likelihood_for, register
 
 #: Training budget of the family (an ELBO converges slowly: many small steps).
 BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 64}
 
 
 def _likelihood(data: Dataset) -> str:
-    return "bernoulli" if data.binarized else "continuous_bernoulli"
+    return likelihood_for(data)  # Bernoulli, continuous Bernoulli or Gaussian, by the values
 
 
 def _cycle_labels(n: int, k: int, data: Dataset) -> torch.Tensor:
