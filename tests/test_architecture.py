@@ -103,19 +103,7 @@ def test_the_layers_are_complete():
     assert top <= set(LAYERS), f"give these a layer: {sorted(top - set(LAYERS))}"
 
 
-# modules still importing upward, each being moved down (strict: fixed means listed no more)
-KNOWN_UPWARD: set[str] = set()
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="being moved down"))
-        if m in KNOWN_UPWARD
-        else m
-        for m in sorted(MODULES)
-    ],
-)
+@pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_point_down(module):
     upward = sorted(t for t in EDGES[module] if _layer(t) > _layer(module))
     assert not upward, f"{module} imports from a higher layer: {upward}"
