@@ -173,7 +173,8 @@ def test_fit_compiles_the_mean_field_elbo_once_per_batch_shape():
 
 def test_zoo_trains_the_vae_family_with_its_loss():
     """The zoo's (and so the CLI's) VAE entries train with ``loss()``: the closed-form KL
-    for the Gaussian VAEs, ``Trace_ELBO`` for the IAF posterior, IWAE's own bound."""
+    for the Gaussian VAEs, ``Trace_ELBO`` for the IAF posterior, IWAE's own bound; the
+    Gaussian VAEs with Adam's ``eps=1e-4``."""
     from pyro_genmodels import zoo
     from pyro_genmodels.data import load
     from pyro_genmodels.infer import IWAELoss
@@ -188,3 +189,5 @@ def test_zoo_trains_the_vae_family_with_its_loss():
     }
     for name, cls in expected.items():
         assert type(zoo.build(name, data, z_dim=2, hidden=8).loss) is cls, name
+    for name in ("vae", "vae-conv", "cvae"):  # Adam's eps for a loss summed over the batch
+        assert zoo.build(name, data, z_dim=2, hidden=8).optim_args == {"eps": 1e-4}
