@@ -10,11 +10,17 @@ Writes ``benchmarks/results/vae.csv`` with one row per measurement:
   optimizer, interleaved in one process; the ratio is the figure of merit.
 * ``memory``: peak resident memory of ``pgm.infer.log_likelihood`` with
   K=5000 on the 1000 mnist5k test images, measured in a fresh subprocess.
+* ``pythae`` (not in the default run; needs the ``bench`` extra): the zoo's VAE
+  (``vae.loss()``, and ``Trace_ELBO`` beside it) against pythae's VAE on binarized
+  digits and mnist5k, same split, network, initial weights, optimizer and budget,
+  both scored by ``pgm.infer.log_likelihood`` with the same K, per seed, and the
+  median gap over seeds (``benchmarks/vae_pythae.py``).
 
 Usage::
 
     python benchmarks/vae.py                 # full run (about 20 minutes on 2 cores)
     python benchmarks/vae.py --quick         # smoke test (seconds)
+    python benchmarks/vae.py --parts pythae  # the side-by-side (about 20 minutes)
 """
 
 from __future__ import annotations
@@ -289,14 +295,17 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         default="nll,speed,memory",
         help="comma-separated subset; rows of the other parts already in --out are kept",
     )
-    p.add_argument("--datasets", default="digits,mnist5k", help="datasets of the nll part")
+    p.add_argument(
+        "--datasets", default="digits,mnist5k", help="datasets of the nll and pythae parts"
+    )
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the pythae part")
     args = p.parse_args(argv)
     parts, datasets = set(args.parts.split(",")), set(args.datasets.split(","))
     rows: list[dict] = []
     if Path(args.out).exists() and not args.quick:
         kept = pd.read_csv(args.out)
         redone = kept["kind"].isin(parts) & (
-            (kept["kind"] != "nll") | kept["dataset"].isin(datasets)
+            ~kept["kind"].isin(["nll", "pythae"]) | kept["dataset"].isin(datasets)
         )
         rows = kept[~redone].drop(columns=["torch", "pyro", "machine"]).to_dict("records")
     if args.quick:
@@ -315,6 +324,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         rows += bench_speed(dataset, **speed)
     if "memory" in parts:
         rows += bench_memory(**memory)
+    if "pythae" in parts:
+        from vae_pythae import bench_pythae  # pythae: the bench extra, imported only here
+
+        # K per dataset: IW-5000 of 1000 mnist5k images is minutes per model on one core
+        side = [("digits", 5000, None), ("mnist5k", 1000, None)]
+        if args.quick:
+            side = [("digits", 16, 1)]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        for dataset, k, epochs in [s for s in side if s[0] in datasets or args.quick]:
+            rows += bench_pythae(dataset, seeds, k, _writer(args.out, rows), epochs=epochs)
     _writer(args.out, [])(rows)
     table = pd.read_csv(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

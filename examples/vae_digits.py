@@ -2,7 +2,8 @@
 
     python examples/vae_digits.py --epochs 50
 
-Trains ``pgm.models.VAE`` (Bernoulli likelihood) with ``Trace_ELBO`` while
+Trains ``pgm.models.VAE`` (Bernoulli likelihood) with ``vae.loss()`` (the ELBO
+with the KL term in closed form, ``TraceMeanField_ELBO``) while
 ``KLAnnealing`` raises ``beta`` from 0 to 1 over the first third of the
 epochs, then estimates ``-log p(x)`` on the test set by importance sampling
 (Burda et al., 2016) with ``pgm.infer.log_likelihood``.
@@ -14,7 +15,6 @@ import argparse
 import math
 
 import pyro
-from pyro.infer import Trace_ELBO
 
 import pyro_genmodels as pgm
 from pyro_genmodels.models import VAE
@@ -37,7 +37,7 @@ def main(epochs: int = 50, quick: bool = False, num_samples: int = 1000) -> dict
         vae.model,
         vae.guide,
         train,
-        loss=Trace_ELBO(),
+        loss=vae.loss(),
         optim=pyro.optim.Adam({"lr": 1e-3}),
         epochs=epochs,
         batch_size=64,
@@ -45,7 +45,7 @@ def main(epochs: int = 50, quick: bool = False, num_samples: int = 1000) -> dict
         progress=False,
     )
     vae.beta = 1.0
-    test_elbo = -Trace_ELBO(num_particles=10, vectorize_particles=True).loss(
+    test_elbo = -vae.loss(num_particles=10, vectorize_particles=True).loss(
         vae.model, vae.guide, test
     ) / len(test)
     test_nll = -pgm.infer.log_likelihood(vae.model, vae.guide, test, num_samples=num_samples)

@@ -167,3 +167,31 @@ def test_the_runtime_has_no_function_over_60_lines(package):
         if node.end_lineno - node.lineno + 1 - doc > 60
     ]
     assert not long, long
+
+
+def _bench_extra() -> set[str]:
+    """The top-level module names of the ``bench`` extra's packages (pyproject.toml's
+    ``bench = [...]`` line; ``tomllib`` needs Python 3.11)."""
+    import re
+
+    text = (ROOT.parent / "pyproject.toml").read_text()
+    line = re.search(r"^bench = \[(.*)\]", text, re.MULTILINE)
+    assert line is not None, "pyproject.toml has no bench extra"
+    names = re.findall(r'"([A-Za-z0-9_.-]+)', line.group(1))
+    return {name.replace("-", "_") for name in names}
+
+
+def test_no_module_imports_a_benchmark_peer():
+    """The peers that ``benchmarks/`` compares against (the ``bench`` extra: zuko, normflows,
+    torchebm, pythae) are never imported by the package, not even inside a function."""
+    peers = _bench_extra()
+    assert "pythae" in peers
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & peers, f"{module} imports {sorted(roots & peers)}"

@@ -3,7 +3,8 @@
 Generative model ``z ~ p(z | c)``, ``x | z, c ~ p_theta(x | z, c)`` for a
 condition ``c``: a class label (one-hot encoded inside) or any context vector.
 Guide ``q_phi(z | x, c)``. The prior is ``N(0, I)`` by default or a learned
-Gaussian ``p_psi(z | c)`` with ``conditional_prior=True``.
+Gaussian ``p_psi(z | c)`` with ``conditional_prior=True``; the KL of the two
+Gaussians is in closed form in ``cvae.loss()`` (``TraceMeanField_ELBO``).
 
 References:
     Learning Structured Output Representation using Deep Conditional Generative
@@ -24,7 +25,7 @@ from pyro_genmodels.models import _likelihoods as L
 from pyro_genmodels.nn import MLP
 
 
-class CVAE(L.LikelihoodSettings, PyroModule):
+class CVAE(L.KLChoice, L.LikelihoodSettings, PyroModule):
     """A CVAE: ``ELBO(x | c) = E_q(z|x,c)[log p(x|z,c)] - beta * KL(q(z|x,c) || p(z|c))``.
 
     Args:
@@ -48,6 +49,8 @@ class CVAE(L.LikelihoodSettings, PyroModule):
     >>> cvae = CVAE(4, 2, num_classes=3, hidden_dims=(8,))
     >>> cvae.sample(torch.tensor([0, 2])).shape
     torch.Size([2, 4])
+    >>> x, y = torch.tensor([[0.0, 1.0, 1.0, 0.0]]), torch.tensor([1])
+    >>> loss = cvae.loss().loss(cvae.model, cvae.guide, x, y)  # the KL in closed form
 
     References:
         Learning Structured Output Representation using Deep Conditional

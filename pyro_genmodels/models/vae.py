@@ -1,9 +1,10 @@
 """The variational autoencoder (and beta-VAE) as a Pyro model/guide pair.
 
 Generative model ``z ~ N(0, I)``, ``x | z ~ p_theta(x | z)``; amortized guide
-``q_phi(z | x) = N(loc(x), diag(scale(x)^2))``. Trained with
-``pyro.infer.Trace_ELBO`` (or any ELBO-style loss of Pyro or of
-:mod:`pyro_genmodels.infer`), evaluated with importance-sampled ``log p(x)``.
+``q_phi(z | x) = N(loc(x), diag(scale(x)^2))``. Trained with ``vae.loss()``
+(``pyro.infer.TraceMeanField_ELBO``: the KL term in closed form; ``Trace_ELBO``
+when a flow makes it intractable) or any ELBO-style loss of Pyro or of
+:mod:`pyro_genmodels.infer`, evaluated with importance-sampled ``log p(x)``.
 
 References:
     Auto-Encoding Variational Bayes. D. P. Kingma, M. Welling, 2014.
@@ -36,7 +37,7 @@ from pyro_genmodels._dtypes import to_dtype
 from pyro_genmodels.models import _likelihoods as L
 
 
-class VAE(L.LikelihoodSettings, PyroModule):
+class VAE(L.KLChoice, L.LikelihoodSettings, PyroModule):
     """A VAE: ``ELBO(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || N(0, I))``.
 
     Args:
@@ -63,8 +64,8 @@ class VAE(L.LikelihoodSettings, PyroModule):
         beta: the KL weight, a plain mutable attribute (see
             :class:`~pyro_genmodels.training.KLAnnealing`). It is applied as
             ``poutine.scale(scale=beta)`` around the ``"z"`` site of both model and
-            guide, so ``Trace_ELBO`` optimizes ``E[log p(x|z)] - beta * KL``;
-            importance-weighted evaluation ignores it.
+            guide, so :meth:`loss` (and ``Trace_ELBO``) optimizes
+            ``E[log p(x|z)] - beta * KL``; importance-weighted evaluation ignores it.
 
     Sites: ``"z"`` (latent, event dim 1) and ``"x"`` (observed, event dim 1) inside
     ``pyro.plate("data", N)``. ``model(x)`` and ``guide(x)`` take ``x`` of shape
@@ -75,7 +76,7 @@ class VAE(L.LikelihoodSettings, PyroModule):
     >>> import torch, pyro
     >>> vae = VAE(4, 2, hidden_dims=(8,))
     >>> x = torch.tensor([[0.0, 1.0, 1.0, 0.0]])
-    >>> loss = pyro.infer.Trace_ELBO().loss(vae.model, vae.guide, x)
+    >>> loss = vae.loss().loss(vae.model, vae.guide, x)  # the KL in closed form
     >>> vae.sample(3).shape
     torch.Size([3, 4])
 
@@ -123,6 +124,11 @@ class VAE(L.LikelihoodSettings, PyroModule):
             z_dim, guide_flow, guide_flow_layers, prior_flow, flow_hidden_dims
         )
         self.guide_flow_name, self.prior_flow_name = guide_flow, prior_flow
+
+    @property
+    def analytic_kl(self) -> bool:
+        """Whether the KL has a closed form: no guide flow and no prior flow."""
+        return self.guide_flow is None and self.prior_flow is None
 
     def prior(self, like: torch.Tensor) -> dist.TorchDistribution:
         """``p(z)``, batch shape ``like.shape[:-1]``: ``N(0, I)`` or the flow prior."""

@@ -103,7 +103,7 @@ class WAE(VAE):
         InfoVAE. S. Zhao, J. Song, S. Ermon, 2017.
     """
 
-    def loss(
+    def loss(  # type: ignore[override]  # a WAE's objective is an MMD, not the VAE's ELBO
         self,
         kernel: str = "imq",
         bandwidth: float | None = None,
