@@ -4,7 +4,7 @@ Each case trains in float64 with a loss free of sampling noise: MADE (exact
 ``-log p(x)``, fed by a DataLoader), a RealNVP flow, a Glow flow (ActNorm's
 data-dependent initialization on the global first batch, the LU factors of its
 1x1 convolutions), and exact score matching
-of an energy network (``ScoreMatchingLoss("exact")``: double backward, ``∇_θ``
+of an energy network (``ScoreMatchingLoss("exact", noise_scale=0)``: double backward, ``∇_θ``
 of a function of ``∇ₓ E``), and a VAE trained by ``Trace_ELBO`` whose
 reparameterization noise is fixed per datapoint: ``εᵢ`` of epoch ``e`` is drawn
 from a generator seeded by ``(e, i)`` (:class:`_IndexedNoise`), so the union of
@@ -117,7 +117,7 @@ def _setup(kind: str):
             pyro.sample("x", EnergyDistribution(energy, (D,)), obs=x)
 
     # exact score matching: ½‖∇ₓE‖² − tr ∇²ₓE summed over the data (double backward)
-    return energy_model, (lambda x: None), ScoreMatchingLoss("exact")
+    return energy_model, (lambda x: None), ScoreMatchingLoss("exact", noise_scale=0)
 
 
 def _run(kind: str, epochs: int, loader: bool = False, **kwargs):

@@ -88,7 +88,11 @@ CASES = {
         _local_guide,
         lambda: pyro.infer.RenyiELBO(alpha=0.5, num_particles=2),
     ),
-    "energy-score": (_energy_model, lambda *a: None, lambda: ScoreMatchingLoss("exact")),
+    "energy-score": (
+        _energy_model,
+        lambda *a: None,
+        lambda: ScoreMatchingLoss("exact", noise_scale=0),
+    ),
 }
 
 
