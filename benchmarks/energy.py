@@ -4,14 +4,17 @@ Langevin kernel against NUTS.
 
 Rows of ``benchmarks/results/energy.csv`` (``section``):
 
-* ``toy``: test NLL (nats) on two_moons, 8gaussians, checkerboard for PCD, exact,
-  sliced and denoising score matching and NCE, one :class:`~pyro_genmodels.nn.EnergyMLP`
+* ``toy``: test NLL (nats) on two_moons, 8gaussians, checkerboard for CD and PCD, exact,
+  sliced and denoising score matching and NCE, each with the loss's own defaults (NCE's
+  noise a Gaussian 1.5× the data's scale), one :class:`~pyro_genmodels.nn.EnergyMLP`
   (2-128-128-1, SiLU, Gaussian confinement) each, ``--steps`` Adam steps (lr 1e-3,
   batch 256); ``log Z`` by a 600×600 grid on ``[-12, 12]²``; ``floor`` is the data's
   entropy, ``gap = nll - floor``; ``flow-spline`` is a ``pgm.flows`` neural-spline
   FlowDensity with the same steps (exact NLL).
-* ``peer``: the same network (same initial weights), data batches and steps trained
-  by torchebm 0.8.9 (PCD, exact/sliced/denoising SM; it has no NCE); ``nll_vs_peer``
+* ``peer``: ours computing torchebm's estimator (raw-data exact and sliced score matching,
+  one-sided denoising, PCD-20 with ``energy_reg`` 0.1 and its fixed-step Langevin sampler)
+  beside torchebm 0.8.9 (it has no NCE) on the same network (same initial weights), data
+  batches and steps; ``nll_vs_peer``
   = ours − peer (target ≤ 0.01 nats: no worse up to float32 noise) and ``time_ratio``
   = ours / peer seconds per step (target ≤ 1.1) (whole-run averages
   after 10 untimed warm-up steps, the two trainings stepped in turn on each batch with
@@ -75,7 +78,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "energy.csv"
 FLOORS = {"two_moons": 2.39, "8gaussians": TOY2D_ENTROPY["8gaussians"]}
 FLOORS["checkerboard"] = TOY2D_ENTROPY["checkerboard"]
 TOYS = ("two_moons", "8gaussians", "checkerboard")
-OBJECTIVES = ("pcd", "exact", "sliced", "denoising", "nce")
+OBJECTIVES = ("cd", "pcd", "exact", "sliced", "denoising", "nce")
+PEER_OBJECTIVES = ("pcd", "exact", "sliced", "denoising")  # what torchebm has
 K, BATCH, SIGMA, REG, CONFINE = 20, 256, 0.1, 0.1, 2.0
 WARMUP = 10  # steps trained but not timed (first-call costs), for ours and the peer alike
 
@@ -99,10 +103,16 @@ def _batches(x, steps, seed=0):
     return [x[torch.randint(len(x), (BATCH,), generator=gen)] for _ in range(steps)]
 
 
-def ours(objective, net, x, step, pyro_optim=False):
-    """A step function training ``net`` in place with our loss through ``pyro.infer.SVI``."""
+def ours(objective, net, x, step, pyro_optim=False, like_peer=False):
+    """A step function training ``net`` in place with our loss through ``pyro.infer.SVI``.
+
+    With ``like_peer`` the loss computes what torchebm's does (raw-data exact and sliced
+    score matching, one-sided denoising, PCD with torchebm's fixed-step Langevin sampler);
+    without it every loss runs with its own defaults (``NCELoss`` needs its noise; CD's
+    ``k``, ``energy_reg`` and adaptive MALA sampler are the defaults for a real support)."""
     pyro.clear_param_store()
     sampler = LangevinSampler(step, K, init_loc=x.mean(0), init_scale=x.std(0))
+    sampler = sampler if like_peer else None
     log_z = torch.nn.Parameter(torch.zeros(()))
 
     def model(xb):
@@ -113,11 +123,16 @@ def ours(objective, net, x, step, pyro_optim=False):
                 "x", EnergyDistribution(net, (2,), log_normalizer=lz, sampler=sampler), obs=xb
             )
 
+    raw = {"noise_scale": 0.0} if like_peer else {}
+    cd = {"k": K, "energy_reg": REG} if like_peer else {}
     loss = {
-        "pcd": lambda: ContrastiveDivergenceLoss(k=K, persistent=True, energy_reg=REG),
-        "exact": lambda: ScoreMatchingLoss("exact"),
-        "sliced": lambda: ScoreMatchingLoss("sliced"),
-        "denoising": lambda: ScoreMatchingLoss("denoising", noise_scale=SIGMA),
+        "cd": lambda: ContrastiveDivergenceLoss(**cd),
+        "pcd": lambda: ContrastiveDivergenceLoss(persistent=True, **cd),
+        "exact": lambda: ScoreMatchingLoss("exact", **raw),
+        "sliced": lambda: ScoreMatchingLoss("sliced", **raw),
+        "denoising": lambda: ScoreMatchingLoss(
+            "denoising", noise_scale=SIGMA, antithetic=not like_peer
+        ),
         "nce": lambda: NCELoss(dist.Normal(x.mean(0), 1.5 * x.std(0)).to_event(1), noise_ratio=4),
     }[objective]()
     adam = pyro.optim.Adam if pyro_optim else pgm.optim.Adam
@@ -207,6 +222,20 @@ def flow_run(x, x_test, batches):
         return -flow.log_prob(x_test).mean().item(), per_step
 
 
+def peer_row(name, objective, init, x, x_test, batches, step, pyro_optim):
+    """Ours with torchebm's estimator and torchebm, from the same weights, in lockstep."""
+    net, peer_net = copy.deepcopy(init), copy.deepcopy(init)
+    steppers = [ours(objective, net, x, step, pyro_optim, like_peer=True),
+                torchebm_peer(objective, peer_net, x, step)]  # fmt: skip
+    (sec, cpu), (psec, pcpu) = lockstep(steppers, batches)
+    nll, pnll = grid_nll(net, x_test), grid_nll(peer_net, x_test)
+    return dict(section="peer", dataset=name, model=f"ebm-{objective}", peer="torchebm 0.8.9",
+                nll=nll, nll_peer=pnll, nll_vs_peer=nll - pnll, sec_per_step=sec,
+                sec_per_step_peer=psec, time_ratio=sec / psec, cpu_time_ratio=cpu / pcpu,
+                steps=len(batches), target="nll_vs_peer <= 0.01 and time_ratio <= 1.1",
+                meets_target=bool(nll - pnll <= 0.01 and sec / psec <= 1.1))  # fmt: skip
+
+
 def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), pyro_optim=False):
     rows = []
     for name in TOYS:
@@ -219,30 +248,16 @@ def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), p
         floor = FLOORS[name]
         for objective in [o for o in OBJECTIVES if o in objectives]:
             net = copy.deepcopy(init)
-            steppers = [ours(objective, net, x, step, pyro_optim)]
-            with_peer = peers and objective != "nce"
-            if with_peer:
-                peer_net = copy.deepcopy(init)
-                steppers.append(torchebm_peer(objective, peer_net, x, step))
-            times = lockstep(steppers, batches)
-            sec, cpu = times[0]
+            ((sec, _),) = lockstep([ours(objective, net, x, step, pyro_optim)], batches)
             nll = grid_nll(net, x_test)
             row = dict(section="toy", dataset=name, model=f"ebm-{objective}", nll=nll,
-                       floor=floor, gap=nll - floor, sec_per_step=sec, steps=steps)  # fmt: skip
+                       floor=floor, gap=nll - floor, sec_per_step=sec, steps=steps,
+                       settings="the loss's defaults")  # fmt: skip
             print(row, flush=True)
             rows.append(row)
-            if with_peer:
-                psec, pcpu = times[1]
-                pnll = grid_nll(peer_net, x_test)
-                ok = nll - pnll <= 0.01 and sec / psec <= 1.1
-                prow = dict(section="peer", dataset=name, model=f"ebm-{objective}",
-                            peer="torchebm 0.8.9", nll=nll, nll_peer=pnll,
-                            nll_vs_peer=nll - pnll, sec_per_step=sec, sec_per_step_peer=psec,
-                            time_ratio=sec / psec, cpu_time_ratio=cpu / pcpu, steps=steps,
-                            target="nll_vs_peer <= 0.01 and time_ratio <= 1.1",
-                            meets_target=bool(ok))  # fmt: skip
-                print(prow, flush=True)
-                rows.append(prow)
+            if peers and objective in PEER_OBJECTIVES:
+                rows.append(peer_row(name, objective, init, x, x_test, batches, step, pyro_optim))
+                print(rows[-1], flush=True)
         if "flow" not in objectives:
             continue
         nll, sec = flow_run(x, x_test, batches)

@@ -113,7 +113,8 @@ class ScoreMatchingLoss(EnergyLoss):
             if isinstance(s, bool) or not isinstance(s, int | float):
                 raise TypeError(f"noise_scale must be a float or floats, got {noise_scale!r}")
         zero_ok = method != "denoising" and len(levels) == 1  # no smoothing: the raw data
-        if not levels or not all(math.isfinite(s) and (s > 0 or zero_ok and s == 0) for s in levels):
+        allowed = [math.isfinite(s) and (s > 0 or zero_ok and s == 0) for s in levels]
+        if not levels or not all(allowed):
             raise ValueError(
                 "noise_scale must be finite and positive (or 0 for 'exact' and 'sliced'), "
                 f"got {noise_scale!r}"

@@ -17,6 +17,7 @@ import pyro
 from pyro_genmodels._checks import check_int, check_positive_float, check_real
 from pyro_genmodels.data import Dataset
 from pyro_genmodels.optim import Adam as GroupedAdam
+from pyro_genmodels.training.threads import choose_threads, thread_budget
 from pyro_genmodels.zoo import (
     KHAT_POINTS,
     NUM_GENERATED,
@@ -203,6 +204,16 @@ def train_entry(
     return Trained(name, setup, history, dataset, spent, time.perf_counter() - start)
 
 
+def _scoring_threads(trained: Trained) -> int | None:
+    """Score an entry with the thread count ``fit`` trained it with (one for a small model:
+    a second thread's spinning costs more CPU than it saves on a shared machine)."""
+    params = list(pyro.get_param_store().values())
+    if not params:
+        return None
+    size = sum(p.numel() for p in params)
+    return choose_threads(size, trained.budget["batch_size"], params[0].device)
+
+
 def _entries(
     data: Dataset | str,
     names: list[str] | None,
@@ -303,9 +314,10 @@ def run(
         )
         setup, history, dataset = trained.setup, trained.history, trained.data
         start = time.perf_counter()
-        scores = evaluate(setup, num_samples, khat_points)
-        pyro.set_rng_seed(seed)
-        scores.update(generated_scores(setup, dataset, num_generated))
+        with thread_budget(_scoring_threads(trained)):
+            scores = evaluate(setup, num_samples, khat_points)
+            pyro.set_rng_seed(seed)
+            scores.update(generated_scores(setup, dataset, num_generated))
         nll = scores.pop("test_nll_nats")
         row = {
             "model": name,
