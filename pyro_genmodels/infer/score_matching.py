@@ -168,6 +168,7 @@ class ScoreMatchingLoss(EnergyLoss):
 
     def _denoising(self, dist: Any, x: torch.Tensor, event_dim: int) -> torch.Tensor:
         batch = x.shape[: x.dim() - event_dim]
+        sigma_b: torch.Tensor | float
         if self.noise_conditional:
             levels = x.new_tensor(self.noise_scales)
             sigma = levels[torch.randint(0, len(levels), batch, device=x.device)]
@@ -179,10 +180,9 @@ class ScoreMatchingLoss(EnergyLoss):
                 base=dist.base,
             )
             sigma_b = sigma.reshape(batch + (1,) * event_dim)
-            eps = torch.randn_like(x)
         else:
             sigma_b = self.noise_scales[0]  # a Python float: no tensor is built per step
-            eps = torch.randn_like(x)
+        eps = torch.randn_like(x)
         if self.antithetic:  # x ± σε in one pass, as a leading sample dimension of 2
             eps = torch.stack([eps, -eps])
             x = x.unsqueeze(0)
