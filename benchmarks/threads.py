@@ -3,8 +3,10 @@
 torch's intra-op workers spin while they wait; for the small matrices of the zoo's
 models a second thread barely helps, and on a machine shared with other work its
 spinning multiplies the CPU time a run takes (the default zoo took 53 min of CPU over
-2 h of wall time beside other jobs on 2 cores, against 6.8 min quiet). ``fit`` and the
-zoo now train small models with one thread (:mod:`pyro_genmodels.training.threads`).
+2 h of wall time beside other jobs on 2 cores, against 6.8 min quiet). ``fit`` trains
+small models with one thread, and the CLI runs everything else on one thread too (data,
+pretraining, scoring, the report), keeping torch's count for large models' steps
+(:mod:`pyro_genmodels.training.threads`).
 This script runs ``python -m pyro_genmodels zoo --data digits --quick`` in a
 subprocess, with the thread count chosen from the work (the default) and with torch's
 own count (``--threads`` set to the number of cores, the behaviour before), each once on
@@ -61,10 +63,21 @@ def run_zoo(threads: str | None, busy: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default=str(RESULTS / "threads.csv"))
+    p.add_argument("--variants", nargs="+", default=["chosen", "torch"],
+                   choices=["chosen", "torch"],
+                   help="which runs (the others' rows are kept)")  # fmt: skip
     args = p.parse_args(argv)
     cores = os.cpu_count() or 1
+    variants = {
+        "chosen": ("chosen from the work", None),
+        "torch": (f"{cores} (torch's)", str(cores)),
+    }
     rows = []
-    for label, threads in [("chosen from the work", None), (f"{cores} (torch's)", str(cores))]:
+    if os.path.exists(args.out):
+        labels = {variants[v][0] for v in args.variants}
+        kept = pd.read_csv(args.out)
+        rows = kept[~kept["threads"].isin(labels)].to_dict("records")
+    for label, threads in (variants[v] for v in args.variants):
         quiet = run_zoo(threads, busy=0)
         loaded = run_zoo(threads, busy=2)
         for beside, result in (("none", quiet), ("two busy processes", loaded)):

@@ -449,9 +449,14 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, 
 
 def _with_threads(count: int | None, command: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """Run ``command`` with ``count`` CPU threads for training (``set_threads``) and for
-    everything else (``torch.set_num_threads``); both are put back afterwards."""
+    everything else (``torch.set_num_threads``); both are put back afterwards. Without a
+    count: one thread except for large models' steps
+    (:func:`~pyro_genmodels.training.threads.one_thread_outside_large_steps`)."""
     if count is None:
-        return command()
+        from pyro_genmodels.training.threads import one_thread_outside_large_steps
+
+        with one_thread_outside_large_steps():
+            return command()
     import torch
 
     from pyro_genmodels.training.threads import set_threads

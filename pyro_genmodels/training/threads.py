@@ -28,13 +28,20 @@ import torch
 
 from pyro_genmodels._checks import check_int
 
-__all__ = ["WORK_FOR_MORE_THREADS", "choose_threads", "set_threads", "thread_budget"]
+__all__ = [
+    "WORK_FOR_MORE_THREADS",
+    "choose_threads",
+    "one_thread_outside_large_steps",
+    "set_threads",
+    "thread_budget",
+]
 
 WORK_FOR_MORE_THREADS = 2e8
 """Parameters × batch size from which a step keeps torch's own thread count."""
 
 _ENVIRONMENT = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _told: int | None = None
+_large: int | None = None  # the count for large work inside one_thread_outside_large_steps
 
 
 def set_threads(count: int | None) -> None:
@@ -55,7 +62,34 @@ def choose_threads(parameters: int, batch_size: int, device: torch.device) -> in
         return _told
     if any(name in os.environ for name in _ENVIRONMENT):
         return None
-    return 1 if parameters * batch_size < WORK_FOR_MORE_THREADS else None
+    return 1 if parameters * batch_size < WORK_FOR_MORE_THREADS else _large
+
+
+@contextlib.contextmanager
+def one_thread_outside_large_steps() -> Iterator[None]:
+    """A whole program's default (the CLI's): one thread for everything in the block — data
+    loading, pretraining, scoring, plots — except the training and scoring of models whose
+    work reaches :data:`WORK_FOR_MORE_THREADS`, which get the count torch had when the block
+    began. A no-op when the count was told (``OMP_NUM_THREADS``, :func:`set_threads`).
+
+    The quick zoo on digits spent 60 s of CPU over 55 s of wall time with only training and
+    scoring on one thread, and 99 s beside two busy processes; with everything on one thread
+    59 s over 59 s quiet and 63 s beside them (``benchmarks/threads.py``).
+
+    >>> with one_thread_outside_large_steps():
+    ...     torch.get_num_threads() == 1 or "OMP_NUM_THREADS" in os.environ
+    True
+    """
+    global _large
+    if _told is not None or any(name in os.environ for name in _ENVIRONMENT):
+        yield
+        return
+    before, _large = _large, torch.get_num_threads()
+    try:
+        with thread_budget(1):
+            yield
+    finally:
+        _large = before
 
 
 @contextlib.contextmanager
