@@ -123,8 +123,10 @@ def _energy_setup(
         )
     elif objective == "dsm":
         loss = ScoreMatchingLoss("denoising", noise_scale=noise_scale)
-    elif objective == "ssm":
-        loss = ScoreMatchingLoss("sliced")
+    elif objective == "ssm":  # the raw data: smoothing by the loss's default σ = 0.1 (a third
+        # of a dequantized pixel's spread) cost 32 nats on digits (AIS 166.4 against 133.9;
+        # σ = 0.005 and 0.015 gave 134.5 and 134.9)
+        loss = ScoreMatchingLoss("sliced", noise_scale=0.0)
     else:
         noise = dist.Normal(loc, 1.5 * scale).to_event(1)
         loss = NCELoss(noise, noise_ratio=4)
