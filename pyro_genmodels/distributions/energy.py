@@ -260,9 +260,10 @@ class EnergyDistribution(TorchDistribution):
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> EnergyDistribution:
         batch_shape = torch.Size(batch_shape)
-        try:
-            torch.broadcast_shapes(batch_shape, self.batch_shape)
-            if torch.broadcast_shapes(batch_shape, self.batch_shape) != batch_shape:
+        try:  # an unbatched distribution (the usual site) expands to any shape
+            if self.batch_shape and torch.broadcast_shapes(batch_shape, self.batch_shape) != (
+                batch_shape
+            ):
                 raise RuntimeError
         except RuntimeError:
             raise ValueError(
