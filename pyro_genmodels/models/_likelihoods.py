@@ -31,7 +31,7 @@ from pyro_genmodels.nn import MLP, ConvDecoder, ConvEncoder
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 ENCODERS = ("mlp", "conv")
-MIN_SCALE = 1e-5  # floor of every softplus scale, keeps Normal(loc, scale) valid
+MIN_SCALE = 1e-5  # floor of every predicted scale, keeps Normal(loc, scale) valid
 
 
 def check_x(x: object, x_dim: int, likelihood: str, name: str = "x") -> torch.Tensor:
@@ -140,15 +140,19 @@ class KLChoice:
 
 
 class GaussianEncoder(nn.Module):
-    """``x -> (loc, scale)`` of a diagonal Gaussian: ``scale = softplus(raw) + 1e-5``."""
+    """``x -> (loc, scale)`` of a diagonal Gaussian whose second half is a log-variance:
+    ``scale = exp(log_var / 2) + 1e-5`` (Kingma & Welling 2014's parameterization, and
+    pythae's and Pyro's VAE examples'). With ``softplus(raw) + 1e-5`` instead, the zoo's VAE
+    on binarized digits scored 0.13 nats above pythae's VAE of the same network, weights and
+    budget; with this one −0.06 (median of seeds 0–2, ``benchmarks/vae.py --parts pythae``)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = self.net(h).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + MIN_SCALE
+        loc, log_var = self.net(h).chunk(2, dim=-1)
+        return loc, torch.exp(0.5 * log_var) + MIN_SCALE
 
 
 def mlp_pair(
