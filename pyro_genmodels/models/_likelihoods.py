@@ -144,7 +144,8 @@ class GaussianEncoder(nn.Module):
     ``scale = exp(log_var / 2) + 1e-5`` (Kingma & Welling 2014's parameterization, and
     pythae's and Pyro's VAE examples'). With ``softplus(raw) + 1e-5`` instead, the zoo's VAE
     on binarized digits scored 0.13 nats above pythae's VAE of the same network, weights and
-    budget; with this one −0.06 (median of seeds 0–2, ``benchmarks/vae.py --parts pythae``)."""
+    budget on all three seeds; with this one +0.01, level within the seeds' spread of 0.07
+    (median of seeds 0–2, ``benchmarks/vae.py --parts pythae``)."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

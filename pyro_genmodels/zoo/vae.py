@@ -14,8 +14,9 @@ from pyro_genmodels.zoo import Setup, ZooEntry, likelihood_for, register
 BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 64}
 #: Adam's arguments for the ELBO-trained VAEs. Pyro's ELBO is a sum over the batch, so
 #: Adam's default eps=1e-8 damps 64x less than for a per-datapoint mean loss at batch 64.
-#: With eps=1e-4 the median gap to pythae's VAE on binarized mnist5k went from +0.42 to
-#: -0.03 nats (seeds 0-2; digits +0.14 to +0.13; benchmarks/vae.py --parts pythae).
+#: With eps=1e-4 the median gap to pythae's VAE on binarized mnist5k went from +0.94 to
+#: +0.52 nats (seeds 0-2, whose gaps spread by 1.2; digits -0.01 to +0.01;
+#: benchmarks/vae.py --parts pythae).
 OPTIM_ARGS = {"eps": 1e-4}
 
 
