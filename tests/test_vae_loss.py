@@ -191,3 +191,19 @@ def test_zoo_trains_the_vae_family_with_its_loss():
         assert type(zoo.build(name, data, z_dim=2, hidden=8).loss) is cls, name
     for name in ("vae", "vae-conv", "cvae"):  # Adam's eps for a loss summed over the batch
         assert zoo.build(name, data, z_dim=2, hidden=8).optim_args == {"eps": 1e-4}
+
+
+def test_encoder_predicts_a_log_variance():
+    """``scale = exp(log_var / 2) + 1e-5`` from the encoder net's second half (the
+    parameterization of Kingma & Welling and pythae: the two VAEs are the same model)."""
+    import torch
+
+    from pyro_genmodels.models import VAE
+
+    torch.manual_seed(0)
+    vae = VAE(6, 3, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((5, 6), 0.5))
+    loc, scale = vae.encode(x)
+    raw_loc, log_var = vae.encoder.net(x).chunk(2, dim=-1)
+    assert torch.equal(loc, raw_loc)
+    assert torch.allclose(scale, torch.exp(0.5 * log_var) + 1e-5, rtol=0, atol=1e-7)
