@@ -359,3 +359,28 @@ def test_log_likelihood_refuses_unnormalized_energy_and_names_ais(device):
         x.new_zeros(2), torch.eye(2, dtype=x.dtype, device=device)
     ).log_prob(x)
     assert torch.allclose(ll, ref)
+
+
+def test_default_noise_scale_warns_once_on_data_of_small_scale():
+    """σ = 0.1 blurs data whose spread is 0.05 (it would be 200% of it): one UserWarning
+    naming noise_scale; none for unit-scale data or when σ is given."""
+    import warnings
+
+    torch.manual_seed(0)
+    energy = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", EnergyDistribution(energy, (2,)), obs=x)
+
+    small, unit = 0.05 * torch.randn(64, 2), torch.randn(64, 2)
+    loss = ScoreMatchingLoss("sliced")
+    with pytest.warns(UserWarning, match="noise_scale") as caught:
+        loss.loss(model, no_guide, small)
+        loss.loss(model, no_guide, small)  # once per loss
+    assert sum("noise_scale" in str(w.message) for w in caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ScoreMatchingLoss("sliced").loss(model, no_guide, unit)
+        ScoreMatchingLoss("sliced", noise_scale=0.1).loss(model, no_guide, small)
+        ScoreMatchingLoss("denoising", noise_scale=0.1).loss(model, no_guide, small)
