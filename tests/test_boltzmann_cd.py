@@ -134,3 +134,73 @@ def test_ais_defaults_to_the_salakhutdinov_murray_schedule(machine, device):
         assert torch.equal(log_z, ref.log_z) and torch.equal(se, ref.stderr)
     steps = path.default_betas(290).diff()
     assert torch.allclose(steps[:10], torch.full_like(steps[:10], 0.05))  # 1e-3 · 14500/290
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_cd_loss_and_grads_closed_form_equals_autograd(persistent, device):
+    """``loss_and_grads`` differentiates a Bernoulli RBM's contrast in closed form; from the
+    same seed it gives the value and gradients that autograd gives on ``differentiable_loss``
+    (to 1e-10 in float64), and the same persistent chains."""
+    rbm = random_rbm(7, 4, device)
+    v = torch.bernoulli(torch.full((12, 7), 0.5, dtype=torch.float64, device=device))
+    params = [rbm.W, rbm.visible_bias, rbm.hidden_bias]
+    results = []
+    for closed in (True, False):
+        loss = ContrastiveDivergenceLoss(k=2, persistent=persistent)
+        torch.manual_seed(3)
+        for _ in range(2):  # a second step starts from the persistent chains
+            for p in params:
+                p.grad = None
+            if closed:
+                value = loss.loss_and_grads(rbm.model, rbm.guide, v)
+            else:
+                tensor = loss.differentiable_loss(rbm.model, rbm.guide, v)
+                tensor.backward()
+                value = tensor.item()
+        buffer = loss.state_dict().get("buffer.v")
+        results.append((value, [p.grad.clone() for p in params], buffer))
+    (v1, g1, b1), (v2, g2, b2) = results
+    assert v1 == pytest.approx(v2, abs=1e-10)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+    assert (b1 is None) == (b2 is None) and (b1 is None or torch.equal(b1, b2))
+
+
+def test_contrast_backward_scale_and_its_fallbacks(device):
+    """A number scales value and gradients; a per-row scale and Gaussian visibles return None
+    (the loss then differentiates the free energy by autograd) and touch no gradient."""
+    rbm = random_rbm(5, 3, device)
+    x_pos = torch.bernoulli(torch.full((6, 5), 0.5, dtype=torch.float64, device=device))
+    x_neg = torch.bernoulli(torch.full((6, 5), 0.5, dtype=torch.float64, device=device))
+    params = [rbm.W, rbm.visible_bias, rbm.hidden_bias]
+    value = rbm.contrast_backward(x_pos, x_neg, 2.5)
+    closed = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    expected = 2.5 * (rbm.free_energy(x_pos).sum() - rbm.free_energy(x_neg).sum())
+    expected.backward()
+    assert float(value) == pytest.approx(expected.item(), abs=1e-10)
+    assert all(torch.allclose(a, p.grad, atol=1e-10) for a, p in zip(closed, params))
+    for p in params:
+        p.grad = None
+    assert rbm.contrast_backward(x_pos, x_neg, torch.ones(6, dtype=x_pos.dtype)) is None
+    gaussian = random_rbm(5, 3, device, visible="gaussian")
+    assert gaussian.contrast_backward(x_pos, x_neg) is None
+    assert all(p.grad is None for p in params) and gaussian.W.grad is None
+
+
+def test_contrast_backward_under_autocast_keeps_the_parameters_dtype():
+    """Under ``fit(precision="bf16")``'s autocast the closed form still computes in float32:
+    the same value and gradients as without it."""
+    torch.manual_seed(0)
+    rbm = pgm.models.RBM(6, 3)
+    v = torch.bernoulli(torch.full((8, 6), 0.5))
+    results = []
+    for enabled in (False, True):
+        for p in (rbm.W, rbm.visible_bias, rbm.hidden_bias):
+            p.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            value = rbm.contrast_backward(v, 1 - v)
+        results.append((value, rbm.W.grad.clone()))
+    (v1, g1), (v2, g2) = results
+    assert g2.dtype == torch.float32 and torch.equal(g1, g2) and torch.equal(v1, v2)

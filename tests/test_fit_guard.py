@@ -17,6 +17,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
+import pyro_genmodels as pgm
 from pyro_genmodels.flows.actnorm import ActNorm
 from pyro_genmodels.optim import Adam
 from pyro_genmodels.training import fit
@@ -222,7 +223,8 @@ def test_adam_updates_after_the_first_are_proven_finite_without_copies():
 @pytest.mark.parametrize(
     "optim, grad",
     [
-        (lambda: pyro.optim.SGD({"lr": 0.1, "momentum": 0.9}), 1.0),  # no bound known for SGD
+        (lambda: pyro.optim.RMSprop({"lr": 0.1}), 1.0),  # no bound known for RMSprop
+        (lambda: pyro.optim.SGD({"lr": 1e30, "momentum": 0.9}), 1.0),  # K above L
         (lambda: Adam({"lr": 0.1, "betas": (0.99, 0.9)}), 1.0),  # beta1^2 > beta2: no bound
         (lambda: Adam({"lr": 0.1}), 1e19),  # g^2 could overflow float32's second moment
     ],
@@ -230,6 +232,58 @@ def test_adam_updates_after_the_first_are_proven_finite_without_copies():
 def test_updates_outside_the_proof_are_guarded(optim, grad):
     guard, _ = _guarded_update(optim(), grad, steps=3)
     assert guard.proven_updates == 0 and guard.guarded_updates == 3
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        lambda: pyro.optim.SGD({"lr": 0.1}),
+        lambda: pyro.optim.SGD({"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        lambda: pgm.models.RBM(3, 1).sgd(lr=0.1, momentum=0.5, batch_size=1),
+    ],
+)
+def test_momentum_sgd_updates_after_the_first_are_proven_finite(optim):
+    guard, _ = _guarded_update(optim(), 1.0, steps=4)
+    assert (guard.guarded_updates, guard.proven_updates) == (1, 3)
+
+
+def test_sgds_growth_bounds_its_update():
+    """``‖θ'‖, ‖buf'‖ ≤ K max(‖g‖, ‖θ‖, ‖buf‖)`` for torch's SGD (momentum, dampening,
+    Nesterov, weight decay) and BoltzmannSGD, over 200 random settings and states (seed 0)."""
+    from pyro_genmodels.models.boltzmann_sgd import BoltzmannSGD
+    from pyro_genmodels.training.guard import _linear_growth
+
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64)
+
+    for trial in range(200):
+        lr, mu, wd, damp = (float(x) for x in torch.rand(4, generator=gen, dtype=torch.float64))
+        w = torch.nn.Parameter(draw(5) * 10 ** float(draw(1)))
+        if trial % 2:
+            opt: torch.optim.Optimizer = torch.optim.SGD(
+                [w],
+                lr=3 * lr,
+                momentum=mu,
+                weight_decay=wd,
+                dampening=damp * (trial % 3 == 0),
+                nesterov=trial % 3 == 1 and mu > 0,
+            )
+        else:
+            opt = BoltzmannSGD([w], lr=3 * lr, momentum=mu, weight_decay=wd, batch_rows=lambda: 2)
+        for _ in range(3):
+            w.grad = draw(5) * 10 ** float(draw(1))
+            buf = opt.state[w].get("momentum_buffer") if opt.state[w] else None
+            bound = max(float(w.grad.norm()), float(w.detach().norm()))
+            if isinstance(buf, torch.Tensor):
+                bound = max(bound, float(buf.norm()))
+            opt.step()
+            new_buf = opt.state[w].get("momentum_buffer")
+            growth = _linear_growth(opt)
+            assert float(w.detach().norm()) <= growth * bound * (1 + 1e-12)
+            if isinstance(new_buf, torch.Tensor):
+                assert float(new_buf.norm()) <= growth * bound * (1 + 1e-12)
 
 
 def test_a_guarded_update_that_overflows_adams_moments_is_undone():

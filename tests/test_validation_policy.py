@@ -404,6 +404,9 @@ FLOAT_ARGUMENTS = {
     "training.KLAnnealing.start": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), start=v),
     "training.KLAnnealing.end": lambda v: KLAnnealing(VAE(4, 2, hidden_dims=[2]), end=v),
     "models.FlowDensity.alpha": lambda v: FlowDensity(2, preprocess="logit", alpha=v),
+    "models.RBM.contrast_backward.scale": lambda v: pgm.models.RBM(3, 2).contrast_backward(
+        torch.ones(2, 3), torch.zeros(2, 3), v
+    ),
     "models.RBM.init_scale": lambda v: pgm.models.RBM(3, 2, init_scale=v),
     "models.LayeredBoltzmann.sgd.lr": lambda v: _rbm().sgd(lr=v),
     "models.LayeredBoltzmann.sgd.momentum": lambda v: _rbm().sgd(momentum=v),

@@ -143,10 +143,17 @@ class EnergyLoss(ELBO):
         warn_if_nan(value, "loss")
         return value
 
+    def _loss_for_grads(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """What ``loss_and_grads`` differentiates: ``_differentiable_loss``, unless a subclass
+        accumulates some gradients itself (then those terms enter detached)."""
+        return self._differentiable_loss(model, guide, *args, **kwargs)
+
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients are accumulated on the parameters by ``backward``."""
         with unchecked_energies():
-            loss = self._differentiable_loss(model, guide, *args, **kwargs)
+            loss = self._loss_for_grads(model, guide, *args, **kwargs)
         value = torch_item(loss)  # one float, checked as Pyro's ELBOs check theirs
         warn_if_nan(value, "loss")
         if loss.requires_grad:

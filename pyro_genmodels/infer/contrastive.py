@@ -29,6 +29,12 @@ def _draw_chains(size: int, n: int, device: torch.device) -> torch.Tensor:
     return torch.cat(perms)[:n]
 
 
+def _contrast_backward(machine: Any, x_pos: Any, x_neg: Any, scale: Any) -> torch.Tensor | None:
+    """The machine's closed-form contrast and gradient, where it has one (else None)."""
+    method = getattr(machine, "contrast_backward", None)
+    return None if method is None else method(x_pos, x_neg, scale)
+
+
 def _sampled_hidden_energies(
     name: str, dist: Any, x_pos: torch.Tensor, x_neg: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,6 +301,22 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
+        return self._contrast(model, guide, args, kwargs, closed_form=False)
+
+    def _loss_for_grads(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """For ``loss_and_grads``: the free-energy contrast of a Bernoulli RBM is differentiated
+        in closed form (:meth:`~pyro_genmodels.models.RBM.contrast_backward`: no graph, no
+        backward pass), everything else by autograd."""
+        return self._contrast(model, guide, args, kwargs, closed_form=True)
+
+    def _contrast(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict, closed_form: bool
+    ) -> torch.Tensor:
+        """``Σ_sites Σ s (E(x⁺) − E(x⁻) + α (E(x⁺)² + E(x⁻)²))``; with ``closed_form`` the
+        terms a machine differentiates itself have their gradients already accumulated
+        (their value enters detached)."""
         total: Any = 0.0
         for site in energy_sites(self.name, model, guide, args, kwargs):
             dist, x_pos, name = site["energy_dist"], site["value"], site["name"]
@@ -311,6 +333,13 @@ class ContrastiveDivergenceLoss(EnergyLoss):
             if self.persistent:
                 self._update_buffer(name, x_neg, len(dist.event_shape), index)
             machine = isinstance(dist.energy, LayeredBoltzmann) and dist.context is None
+            if closed_form and machine and self.free_energy and not energy_reg:
+                scale = site_scale(site, x_pos[..., 0])
+                with pyro.validation_enabled(False):  # checked where they entered
+                    value = _contrast_backward(dist.energy, x_pos, x_neg.to(x_pos), scale)
+                if value is not None:
+                    total = total + value
+                    continue
             if self.free_energy and machine:
                 # both phases in one call (no batch-dependent layers in a Boltzmann machine);
                 # the values were checked where they entered (model) or drawn by the sampler

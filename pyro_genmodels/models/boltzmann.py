@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -93,19 +94,32 @@ class LayeredBoltzmann:
         return torch.exp(0.5 * self.log_var) if self.visible == "gaussian" else None
 
     def coupling_input(
-        self, l: int, states: list[Any], weights: list[torch.Tensor], sigma: Any = None
+        self,
+        l: int,
+        states: list[Any],
+        weights: list[torch.Tensor],
+        sigma: Any = None,
+        bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``Σ_{neighbours k} x_k W`` into layer ``l`` (no bias), shape ``(*, n_l)``; Gaussian
-        visibles enter as ``v/σ²``."""
-        total = None
+        """``Σ_{neighbours k} x_k W (+ bias)`` into layer ``l``, shape ``(*, n_l)``; Gaussian
+        visibles enter as ``v/σ²``. With ``bias (n_l,)`` and matrix states, one fused
+        ``addmm`` per neighbour (the sweeps' hot path)."""
+        terms = []
         if l > 0:
             below = states[l - 1]
             if l == 1 and sigma is not None:
                 below = below / sigma**2
-            total = below @ weights[l - 1]
+            terms.append((below, weights[l - 1]))
         if l < len(weights):
-            above = states[l + 1] @ weights[l].transpose(0, 1)
-            total = above if total is None else total + above
+            terms.append((states[l + 1], weights[l].transpose(0, 1)))
+        total = bias
+        for x, w in terms:
+            if total is None:
+                total = x @ w
+            elif x.dim() == 2 and total.dim() <= 2:
+                total = torch.addmm(total, x, w)
+            else:
+                total = total + x @ w
         assert total is not None
         return total
 
@@ -130,7 +144,7 @@ class LayeredBoltzmann:
         if l == 0 and sigma is not None:
             mean = biases[0] + self.coupling_input(0, states, weights)
             return mean + sigma * torch.randn_like(mean)
-        logits = self.coupling_input(l, states, weights, sigma) + biases[l]
+        logits = self.coupling_input(l, states, weights, sigma, bias=biases[l])
         return bernoulli(torch.sigmoid(logits))
 
     @torch.no_grad()
@@ -448,6 +462,62 @@ class RBM(LayeredBoltzmann, PyroModule):
         return self.free_energy(v)
 
     @pyro_method
+    def contrast_backward(
+        self, x_pos: torch.Tensor, x_neg: torch.Tensor, scale: torch.Tensor | float = 1.0
+    ) -> torch.Tensor | None:
+        """``s Σ (F(x⁺) − F(x⁻))`` with its gradient accumulated into the parameters' ``.grad``
+        in closed form, without autograd: ``∂F/∂W = −vᵀσ(vW + c)``, ``∂F/∂b = −v``,
+        ``∂F/∂c = −σ(vW + c)`` (Hinton 2002). ``x_pos (*, D)``, ``x_neg (*, D)``, ``s`` a
+        number (or a 0-d tensor); returns the detached value, shape ``()``. Contrastive
+        divergence calls it from ``loss_and_grads``: one pass over both phases, no graph and
+        no backward pass. Returns None (differentiate :meth:`free_energy` instead) for
+        Gaussian visibles or a per-row scale. A ``pyro_method``: reading the parameters
+        registers them in the param store, as every method here does.
+
+        >>> rbm = RBM(6, 3); v = torch.bernoulli(torch.full((4, 6), 0.5))
+        >>> value = rbm.contrast_backward(v, 1 - v)
+        >>> g = rbm.W.grad.clone(); rbm.W.grad = None
+        >>> (rbm.free_energy(v) - rbm.free_energy(1 - v)).sum().backward()
+        >>> bool(torch.allclose(g, rbm.W.grad, atol=1e-6))
+        True
+        """
+        if self.visible != "bernoulli" or (isinstance(scale, torch.Tensor) and scale.dim()):
+            return None
+        s = float(scale)
+        if not math.isfinite(s):
+            raise ValueError(f"scale must be a finite number, got {s}")
+        W, b, c = self.W, self.visible_bias, self.hidden_bias  # one param-store look-up each
+        D = self.num_visible
+        x_pos, x_neg = x_pos.reshape(-1, D), x_neg.reshape(-1, D)
+        kind = x_pos.device.type  # exact products in the parameters' dtype under autocast too
+        plain = torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else None
+        with torch.no_grad(), plain or contextlib.nullcontext():
+            x = torch.cat([x_pos, x_neg])
+            neg_coef = self._neg_coef(x_pos.shape[0], x_neg.shape[0], s, x)
+            pre = torch.addmm(c, x, W)
+            value = neg_coef @ torch.addmv(F.softplus(pre).sum(-1), x, b)  # Σ coef F, F = -xb - Σsp
+            probs = torch.sigmoid(pre)
+            weighted = x * neg_coef.unsqueeze(-1)
+            grads = (weighted.T @ probs, weighted.sum(0), neg_coef @ probs)
+        for param, grad in zip((W, b, c), grads):
+            if param.requires_grad and param.is_leaf:
+                param.grad = grad if param.grad is None else param.grad + grad
+            elif param.requires_grad:
+                param.backward(grad)
+        return value
+
+    def _neg_coef(self, n_pos: int, n_neg: int, scale: float, like: torch.Tensor) -> torch.Tensor:
+        """``(-s, …, -s, s, …, s)``, shape ``(n_pos + n_neg,)``: minus the derivative of the
+        contrast by each row's free energy; kept while batch sizes and scale repeat."""
+        key = (n_pos, n_neg, scale, like.dtype, like.device)
+        cached = self.__dict__.get("_coef_cache")
+        if cached is None or cached[0] != key:
+            coef = torch.full((n_pos + n_neg,), -scale, dtype=like.dtype, device=like.device)
+            coef[n_pos:] = scale
+            cached = self.__dict__["_coef_cache"] = (key, coef)
+        return cached[1]
+
+    @pyro_method
     def hidden_conditional(self, v: torch.Tensor) -> dist.Distribution:
         """``p(h | v) = Π_j Bernoulli(sigmoid(c_j + ((v/σ²)ᵀ W)_j))``, event shape ``(H,)``."""
         self.check_visible(v)
@@ -530,7 +600,9 @@ class RBM(LayeredBoltzmann, PyroModule):
         )
 
     # ---------------------------------------------------------------- Pyro programs
-    @pyro_method
+    # model and guide read no parameter (the site's energy reads them when a loss evaluates
+    # it), so they are plain methods: a pyro_method's param-store context costs more than the
+    # rest of a small machine's model.
     def model(self, v: torch.Tensor) -> torch.Tensor:
         """``v ~ p(v)`` per row of ``v (N, D)``; the site ``"v"`` is unnormalized (training by
         :class:`~pyro_genmodels.infer.ContrastiveDivergenceLoss` needs no ``log Z``)."""
@@ -539,7 +611,6 @@ class RBM(LayeredBoltzmann, PyroModule):
         with pyro.plate("data", v.shape[0]):
             return pyro.sample("v", self._distribution(None), obs=v)
 
-    @pyro_method
     def guide(self, v: torch.Tensor) -> None:
         """No latent site: the hiddens are summed out in ``F``."""
         return None

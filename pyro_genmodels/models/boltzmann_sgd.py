@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -98,11 +99,29 @@ class BoltzmannSGD(torch.optim.Optimizer):
         self._checked = True
         return self.batch_size
 
+    def update_growth(self) -> float:
+        """``K = 1 + μ + ε(1 + λ)`` with ``ε`` the largest rate of the schedule: the new
+        parameter and momentum buffer have norms at most ``K max(‖g‖, ‖θ‖, ‖Δθ‖)`` (``B ≥ 1``),
+        which lets ``pgm.fit``'s guard prove an update finite without copying (``inf`` for a
+        setting that is not a finite number ``≥ 0``)."""
+        growth = 0.0
+        for group in self.param_groups:
+            values = [float(group[k]) for k in ("lr", "final_lr", "momentum", "weight_decay")]
+            if not all(math.isfinite(v) and v >= 0 for v in values):
+                return math.inf
+            lr, final_lr, mu, wd = values
+            growth = max(growth, 1 + mu + max(lr, final_lr) * (1 + wd))
+        return growth
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One update of every parameter with a gradient: fused ``_foreach`` operations over
+        the parameters that share a rate, momentum, weight decay, device and dtype."""
         loss = None if closure is None else closure()
         rows = self.rows()
+        buckets: dict[tuple, tuple[list, list, list, list]] = {}
         for group in self.param_groups:
+            total = group["total_steps"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -110,15 +129,21 @@ class BoltzmannSGD(torch.optim.Optimizer):
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float64)
                     state["momentum_buffer"] = torch.zeros_like(p)
-                t, total = float(state["step"]), group["total_steps"]
                 lr = group["lr"]
                 if total:
-                    lr = lr + (group["final_lr"] - lr) * min(t, total) / total
-                update = p.grad / rows
-                if group["weight_decay"]:
-                    update = update.add(p, alpha=group["weight_decay"])
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(update, alpha=-lr)
-                p.add_(buf)
-                state["step"] += 1
+                    lr = lr + (group["final_lr"] - lr) * min(float(state["step"]), total) / total
+                key = (lr, group["momentum"], group["weight_decay"], p.device, p.dtype)
+                params, grads, bufs, steps = buckets.setdefault(key, ([], [], [], []))
+                params.append(p)
+                grads.append(p.grad)
+                bufs.append(state["momentum_buffer"])
+                steps.append(state["step"])
+        for (lr, momentum, decay, _, _), (params, grads, bufs, steps) in buckets.items():
+            updates = torch._foreach_div(grads, rows)
+            if decay:
+                torch._foreach_add_(updates, params, alpha=decay)
+            torch._foreach_mul_(bufs, momentum)
+            torch._foreach_add_(bufs, updates, alpha=-lr)
+            torch._foreach_add_(params, bufs)
+            torch._foreach_add_(steps, 1)
         return loss

@@ -18,10 +18,18 @@ defaults), so every parameter moves by at most ``ηC`` (AdamW first scales it by
 gradient's norm plus ``λ`` times every parameter's norm is at most ``L`` (so
 ``g² ≤ L²`` cannot overflow the second moment), every parameter's norm is at most
 ``L``, and ``ηC ≤ L`` and ``ηλ ≤ L``, then the new parameters and moments are finite:
-nothing can be poisoned, and no copy is needed. Any other optimizer, a parameter
-whose optimizer state does not exist yet (the first step), or a step outside these
-bounds takes the guarded path. The bound needs the moments to have been accumulated
-by Adam from finite gradients, which the guard itself ensures.
+nothing can be poisoned, and no copy is needed. The bound needs the moments to have
+been accumulated by Adam from finite gradients, which the guard itself ensures.
+
+For SGD with momentum (``torch.optim.SGD``, and any optimizer with an
+``update_growth()`` method such as :class:`~pyro_genmodels.models.boltzmann_sgd.BoltzmannSGD`)
+the update is linear: the new parameter and momentum buffer have norms at most
+``K M`` where ``M`` bounds the norms of the gradient, the parameter and the buffer and
+``K`` depends on the rate, momentum and weight decay alone (for momentum SGD
+``K = max(μ + 1 + λ, 1 + η(μ + 1 + λ))``). If ``M ≤ L`` and ``K ≤ L`` the new values are at
+most ``L² = max/64``: finite. Any other optimizer, a parameter whose optimizer state
+does not exist yet (the first step), or a step outside these bounds takes the guarded
+path.
 
 Reference: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
 """
@@ -91,6 +99,36 @@ def _adam_limits(optimizers: list[Any], limit: float) -> float | None:
     return decay
 
 
+def sgd_growth(opt: torch.optim.SGD) -> float:
+    """``K`` with ``‖θ'‖, ‖buf'‖ ≤ K max(‖g‖, ‖θ‖, ‖buf‖)`` for one ``torch.optim.SGD`` step
+    (``inf`` when a setting is not a finite number ``≥ 0``).
+
+    >>> w = torch.zeros(2, requires_grad=True)
+    >>> sgd_growth(torch.optim.SGD([w], lr=0.1, momentum=0.9))  # max(0.9 + 1, 1 + 0.1 * 1.9)
+    1.9
+    """
+    growth = 0.0
+    for group in opt.param_groups:
+        lr, mu, wd = (float(group.get(k, 0.0)) for k in ("lr", "momentum", "weight_decay"))
+        damp = float(group.get("dampening", 0.0))
+        if not all(math.isfinite(v) and v >= 0 for v in (lr, mu, wd, damp)):
+            return math.inf
+        d = 1 + wd  # ‖g + λθ‖ ≤ (1 + λ) M
+        buf = max(mu + abs(1 - damp) * d, d) if mu else 0.0  # the first step copies d
+        step = (d + mu * buf if group.get("nesterov") else buf) if mu else d
+        growth = max(growth, 1 + lr * step, buf)
+    return growth
+
+
+def _linear_growth(opt: Any) -> float | None:
+    """The optimizer's ``K`` (see the module docstring), or ``None`` for a non-linear one."""
+    if hasattr(opt, "update_growth"):
+        return float(opt.update_growth())
+    if type(opt) is torch.optim.SGD:
+        return sgd_growth(opt)
+    return None
+
+
 def non_finite_indices(tensors: list[torch.Tensor]) -> list[int]:
     """Indices of the tensors holding NaN/inf: exact, with a fast path for the common case.
 
@@ -152,14 +190,16 @@ class UpdateGuard:
         (nothing updated) on a non-finite gradient or update."""
         with_grad = [p for p in params if p.grad is not None]
         grads = [p.grad for p in with_grad if p.grad is not None]
-        norms = _norms(grads + with_grad)
+        known = self._known_for(with_grad)
+        buffers = [] if known is None else known[4]
+        norms = _norms(grads + with_grad + buffers)
         if not all(math.isfinite(n) for n in norms[: len(grads)]):
             found = non_finite_indices(grads)  # or an overflow of huge finite entries
             if found:
                 raise NonFiniteStep(
                     f"non-finite gradients for parameter(s) {_names(with_grad, found)}"
                 )
-        if self._provably_finite(with_grad, norms, len(grads)):
+        if self._provably_finite(known, norms, len(grads)):
             self.proven_updates += 1
             self.optim(params)
             return
@@ -173,17 +213,40 @@ class UpdateGuard:
             what = f"parameter(s) {bad}" if bad else f"the optimizer state of {moments}"
             raise NonFiniteStep(f"the update made {what} non-finite (the update was undone)")
 
-    def _provably_finite(self, params: list[torch.Tensor], norms: list[float], k: int) -> bool:
+    def _known_for(self, params: list[torch.Tensor]) -> tuple | None:
+        """``(ids, optimizers, L, K, buffers)`` for a proof about ``params`` (``K`` None for
+        Adam; ``buffers`` the momentum buffers of a linear optimizer, whose norms the proof
+        needs); None when no proof applies. The optimizers are looked up once while the same
+        params come step after step; their settings are read at every step."""
         if not params:
-            return False
+            return None
         key = tuple(map(id, params))
         if self._known is None or self._known[0] != key:
             optimizers = _optimizers(self.optim, params)
             if optimizers is None:
-                return False
+                return None
             limit = min(math.sqrt(torch.finfo(p.dtype).max) / 8 for p in params)
-            self._known = (key, optimizers, limit)  # the same params step after step
-        _, optimizers, limit = self._known
+            self._known = (key, optimizers, limit)
+        optimizers = self._known[1]
+        growths = [_linear_growth(opt) for opt in optimizers]
+        if all(g is None for g in growths):
+            return (*self._known, None, [])
+        if any(g is None for g in growths):
+            return None
+        buffers = []
+        for opt in optimizers:
+            for p in params:
+                buf = opt.state[p].get("momentum_buffer") if p in opt.state else None
+                if isinstance(buf, torch.Tensor):
+                    buffers.append(buf)
+        return (*self._known, max(g for g in growths if g is not None), buffers)
+
+    def _provably_finite(self, known: tuple | None, norms: list[float], k: int) -> bool:
+        if known is None:
+            return False
+        _, optimizers, limit, growth, _ = known
+        if growth is not None:  # linear: gradients, params and buffers all at most L
+            return max(norms) <= limit and growth <= limit
         decay = _adam_limits(optimizers, limit)
         if decay is None:
             return False
