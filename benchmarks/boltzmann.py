@@ -18,7 +18,8 @@ Writes ``benchmarks/results/boltzmann.csv`` with one row per measurement:
   are copied (``ref`` in the estimator).
 * ``speed``: seconds per epoch of an RBM with 16 hidden units on digits (PCD-1, batch
   ``--speed-batch``): scikit-learn's ``BernoulliRBM.fit``, a plain PyTorch loop of the same
-  updates, our loss and optimizer called directly, and ``pgm.fit``; the same at 784-500 on
+  updates, our loss and optimizer called directly, and ``pgm.fit`` (a one-epoch run, setup
+  included, and a steady epoch of a longer run); the same at 784-500 on
   mnist5k; Gibbs sweeps per second (784-500, 100 chains) of ``BlockGibbs``, a plain loop and
   ``BernoulliRBM.gibbs``; ``DiscreteGibbs`` sweeps per second on a 20-unit Ising chain
   against a plain enumeration loop of the same conditionals; AIS wall time.
@@ -257,9 +258,9 @@ def epoch_speed(data, hidden, batch, repeats=5) -> list[dict]:
             optim(params)
             pyro.infer.util.zero_grads(params)
 
-    def fit():
-        pgm.fit(rbm.model, rbm.guide, X, loss=loss, optim=optim, epochs=1, batch_size=batch,
-                progress=False)  # fmt: skip
+    def fit(epochs=1):
+        pgm.fit(rbm.model, rbm.guide, X, loss=loss, optim=optim, epochs=epochs,
+                batch_size=batch, progress=False)  # fmt: skip
 
     sk = BernoulliRBM(n_components=H, learning_rate=0.01, batch_size=batch, n_iter=1,
                       random_state=0)  # fmt: skip
@@ -269,20 +270,34 @@ def epoch_speed(data, hidden, batch, repeats=5) -> list[dict]:
     def sklearn():  # one epoch (fit restarts from fresh weights: the updates are the same)
         sk.fit(Xd)
 
+    extra = 5  # a steady epoch of fit: (fit of 1 + extra epochs - fit of 1) / extra
+    runs = {"sklearn BernoulliRBM.fit (1 epoch)": sklearn, "plain PyTorch loop": plain,
+            "pgm loss + optimizer, direct": direct, "pgm.fit (1 epoch)": fit,
+            "pgm loss + optimizer, direct, validation off": direct,
+            "fit longer": lambda: fit(extra + 1)}  # fmt: skip
+    seconds: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(repeats + 1):  # interleaved rounds (load hits every row alike); a warm-up
+        for label, fn in runs.items():
+            with pyro.validation_enabled(not label.endswith("validation off")):
+                start = time.perf_counter()
+                fn()
+                seconds[label].append(time.perf_counter() - start)
+    seconds = {label: values[1:] for label, values in seconds.items()}
+    longer, one = np.array(seconds.pop("fit longer")), np.array(seconds["pgm.fit (1 epoch)"])
+    seconds["pgm.fit, steady epoch"] = list((longer - one) / extra)
+    sk = np.array(seconds["sklearn BernoulliRBM.fit (1 epoch)"])
+    plain_s = np.array(seconds["plain PyTorch loop"])
     rows = []
     name = f"{data.name} {D}-{H}, batch {batch}"
-    runs = [("sklearn BernoulliRBM.fit (1 epoch)", sklearn), ("plain PyTorch loop", plain),
-            ("pgm loss + optimizer, direct", direct), ("pgm.fit (1 epoch)", fit)]  # fmt: skip
-    for label, fn in runs:
-        with pyro.validation_enabled(True):
-            per = _time(fn, repeats)
-        rows.append(_row("speed", name, "s/epoch", label, per, f"median of {repeats}", per))
+    for label, values in seconds.items():
+        per = float(np.median(values))
+        ratios = (np.median(np.array(values) / sk), np.median(np.array(values) / plain_s))
+        note = (f"median of {repeats} interleaved rounds; {ratios[0]:.2f}x sklearn, "
+                f"{ratios[1]:.2f}x plain (medians of the rounds' ratios)")  # fmt: skip
+        if label == "pgm.fit, steady epoch":
+            note += f"; (fit of {extra + 1} epochs - fit of 1) / {extra}"
+        rows.append(_row("speed", name, "s/epoch", label, per, note, per))
         print(rows[-1], flush=True)
-    with pyro.validation_enabled(False):
-        per = _time(direct, repeats)
-    rows.append(_row("speed", name, "s/epoch", "pgm loss + optimizer, direct, validation off",
-                     per, f"median of {repeats}", per))  # fmt: skip
-    print(rows[-1], flush=True)
     return rows
 
 
