@@ -103,7 +103,11 @@ class ContrastiveDivergenceLoss(EnergyLoss):
     (``∇F(v) = E_{p(h|v)} ∇E(v, h)``); ``free_energy=False`` is the sampled-hidden
     form of Hinton (2002): ``E(v⁺, h⁺) − E(v⁻, h⁻)`` with ``h⁺ ~ p(h | v⁺)`` and
     ``h⁻ ~ p(h | v⁻)``, the chain's next hidden draw from its negative ``v⁻``. Its
-    expected gradient equals the free-energy form's; its variance is larger.
+    expected gradient equals the free-energy form's; its variance is larger. For a
+    Bernoulli RBM in the free-energy form (without ``energy_reg``), ``loss_and_grads``
+    (what ``SVI`` and ``pgm.fit`` call) accumulates the gradient in closed form
+    (:meth:`~pyro_genmodels.models.RBM.contrast_backward`: the same gradient as autograd
+    on ``differentiable_loss``, without recording a graph).
 
     Args:
         k: sampler transitions per step (None: 20 for a real support, 1 for a discrete one).
