@@ -10,7 +10,11 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   (2-128-128-1, SiLU, Gaussian confinement) each, ``--steps`` Adam steps (lr 1e-3,
   batch 256); ``log Z`` by a 600×600 grid on ``[-12, 12]²``; ``floor`` is the data's
   entropy, ``gap = nll - floor``; ``flow-spline`` is a ``pgm.flows`` neural-spline
-  FlowDensity with the same steps (exact NLL).
+  FlowDensity with the same steps (exact NLL); ``ebm-flow-nce`` is an energy on that
+  trained flow (``EnergyDistribution(energy, base=flow)``, the 2-128-128-1 ``EnergyMLP``
+  without confinement and with a zeroed last layer, so that it starts as the flow),
+  trained by ``NCELoss`` with the frozen flow as its noise for the same steps after the
+  flow's, ``log Z`` of ``q e^{-E}`` by the same grid; ``base_nll`` is the flow's own NLL.
 * ``peer``: ours computing torchebm's estimator (raw-data exact and sliced score matching,
   one-sided denoising, PCD-20 with ``energy_reg`` 0.1 and its fixed-step Langevin sampler)
   beside torchebm 0.8.9 (it has no NCE) on the same network (same initial weights), data
@@ -206,6 +210,7 @@ def lockstep(steppers, batches, seed=1):
 
 
 def flow_run(x, x_test, batches):
+    """``(test NLL, seconds per step, the trained flow)`` of the neural-spline flow."""
     from pyro_genmodels.models import FlowDensity
 
     pyro.clear_param_store()
@@ -219,7 +224,33 @@ def flow_run(x, x_test, batches):
         opt.step()
     per_step = (time.perf_counter() - start) / len(batches)
     with torch.no_grad():
-        return -flow.log_prob(x_test).mean().item(), per_step
+        return -flow.log_prob(x_test).mean().item(), per_step, flow
+
+
+def flow_base_run(flow, x, x_test, batches):
+    """``(test NLL, seconds per step)`` of an energy on the frozen ``flow``, trained by NCE
+    with the flow as its noise (the zoo's ``ebm-flow-nce`` recipe), ``log Z`` by the grid."""
+    pyro.clear_param_store()
+    flow.requires_grad_(False)
+    q = flow.distribution()
+    energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=None)
+    last = [m for m in energy.modules() if isinstance(m, torch.nn.Linear)][-1]
+    torch.nn.init.zeros_(last.weight)  # E = 0: the model starts as the flow
+    torch.nn.init.zeros_(last.bias)
+    net = torch.nn.ModuleDict({"energy": energy})
+    net.register_parameter("log_z", torch.nn.Parameter(torch.zeros(())))
+
+    def model(xb):
+        pyro.module("ebm", net)
+        with pyro.plate("data", xb.shape[0]):
+            pyro.sample("x", EnergyDistribution(energy, base=q, log_normalizer=net.log_z), obs=xb)
+
+    svi = pyro.infer.SVI(
+        model, lambda xb: None, pgm.optim.Adam({"lr": 1e-3}), NCELoss(noise_ratio=4)
+    )
+    ((sec, _),) = lockstep([svi.step], batches)
+    target = EnergyDistribution(energy, base=q)
+    return grid_nll(target.potential, x_test), sec
 
 
 def peer_row(name, objective, init, x, x_test, batches, step, pyro_optim):
@@ -236,7 +267,9 @@ def peer_row(name, objective, init, x, x_test, batches, step, pyro_optim):
                 meets_target=bool(nll - pnll <= 0.01 and sec / psec <= 1.1))  # fmt: skip
 
 
-def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), pyro_optim=False):
+def toy_section(
+    steps, n_train, peers=True, objectives=OBJECTIVES + ("flow", "flow-nce"), pyro_optim=False
+):
     rows = []
     for name in TOYS:
         x = pgm.data.toy2d(name, n_train, seed=0)
@@ -258,12 +291,20 @@ def toy_section(steps, n_train, peers=True, objectives=OBJECTIVES + ("flow",), p
             if peers and objective in PEER_OBJECTIVES:
                 rows.append(peer_row(name, objective, init, x, x_test, batches, step, pyro_optim))
                 print(rows[-1], flush=True)
-        if "flow" not in objectives:
+        if not {"flow", "flow-nce"} & set(objectives):
             continue
-        nll, sec = flow_run(x, x_test, batches)
-        rows.append(dict(section="toy", dataset=name, model="flow-spline", nll=nll, floor=floor,
-                         gap=nll - floor, sec_per_step=sec, steps=steps))  # fmt: skip
+        flow_nll, sec, flow = flow_run(x, x_test, batches)
+        rows.append(dict(section="toy", dataset=name, model="flow-spline", nll=flow_nll,
+                         floor=floor, gap=flow_nll - floor, sec_per_step=sec,
+                         steps=steps))  # fmt: skip
         print(rows[-1], flush=True)
+        if "flow-nce" in objectives:
+            nll, sec = flow_base_run(flow, x, x_test, batches)
+            rows.append(dict(section="toy", dataset=name, model="ebm-flow-nce", nll=nll,
+                             floor=floor, gap=nll - floor, sec_per_step=sec, steps=steps,
+                             base_nll=flow_nll, settings="NCE with the trained flow as "
+                             "noise, the same steps after the flow's"))  # fmt: skip
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -418,8 +459,8 @@ def main():
     parser.add_argument(
         "--objectives",
         nargs="+",
-        default=list(OBJECTIVES) + ["flow"],
-        choices=list(OBJECTIVES) + ["flow"],
+        default=list(OBJECTIVES) + ["flow", "flow-nce"],
+        choices=list(OBJECTIVES) + ["flow", "flow-nce"],
     )
     parser.add_argument("--pyro-optim", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
