@@ -12,7 +12,8 @@ Rows of ``benchmarks/results/energy.csv`` (``section``):
   entropy, ``gap = nll - floor``; ``flow-spline`` is a ``pgm.flows`` neural-spline
   FlowDensity with the same steps (exact NLL); ``ebm-flow-nce`` is an energy on that
   trained flow (``EnergyDistribution(energy, base=flow)``, the 2-128-128-1 ``EnergyMLP``
-  without confinement and with a zeroed last layer, so that it starts as the flow),
+  on 64 random Fourier features, without confinement and with a zeroed last layer, so
+  that it starts as the flow),
   trained by ``NCELoss`` with the frozen flow as its noise for the same steps after the
   flow's, ``log Z`` of ``q e^{-E}`` by the same grid; ``base_nll`` is the flow's own NLL.
 * ``peer``: ours computing torchebm's estimator (raw-data exact and sliced score matching,
@@ -233,7 +234,7 @@ def flow_base_run(flow, x, x_test, batches):
     pyro.clear_param_store()
     flow.requires_grad_(False)
     q = flow.distribution()
-    energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=None)
+    energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=None, fourier_features=64)
     last = [m for m in energy.modules() if isinstance(m, torch.nn.Linear)][-1]
     torch.nn.init.zeros_(last.weight)  # E = 0: the model starts as the flow
     torch.nn.init.zeros_(last.bias)

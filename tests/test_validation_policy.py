@@ -428,6 +428,7 @@ FLOAT_ARGUMENTS = {
         torch.ones(2, 3), log_normalizer=v
     ),
     "nn.EnergyMLP.confine": lambda v: pgm.nn.EnergyMLP(2, [4], confine=v),
+    "nn.EnergyMLP.fourier_scale": lambda v: pgm.nn.EnergyMLP(2, [4], fourier_scale=v),
     "zoo.run.lr": lambda v: pgm.zoo.run(
         pgm.data.from_tensors(torch.rand(20, 4).round()), ["vae"], epochs=1, lr=v, progress=False
     ),

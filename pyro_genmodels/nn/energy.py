@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_positive_float
+from pyro_genmodels._checks import check_int, check_positive_float
 from pyro_genmodels.nn.dense import MLP
 
 
 class EnergyMLP(nn.Module):
-    """``E(x) = f_θ(x) + ‖(x − μ) / (c·s)‖² / 2``: an MLP plus a wide quadratic confinement.
+    """``E(x) = f_θ(φ(x)) + ‖(x − μ) / (c·s)‖² / 2``: an MLP plus a wide quadratic confinement.
 
     An unconstrained MLP energy may decrease without bound away from the data
     (then ``Z = ∞`` and no likelihood exists); the quadratic term, a Gaussian
@@ -20,25 +20,39 @@ class EnergyMLP(nn.Module):
     whatever ``f_θ`` does at linear growth. SiLU hiddens give smooth second
     derivatives (score matching needs them).
 
+    ``φ(x) = x`` by default. With ``fourier_features = m > 0`` the MLP reads random Fourier
+    features instead, ``φ(x) = [sin(zB), cos(zB)]`` with ``z = (x − μ)/s`` and a fixed
+    ``B (D, m)`` of ``N(0, σ_f²)`` entries (``σ_f = fourier_scale``): a smooth MLP of
+    ``x`` learns sharp edges slowly, one of these features quickly (Tancik et al. 2020). On
+    the 2-D checkerboard an energy on a spline flow reaches 0.09 nats from the entropy floor
+    with ``m = 64`` where the plain MLP stays at 0.13 (``benchmarks/energy.py``).
+
     Args:
         dim: input size ``D``.
         hidden_dims: hidden layer sizes of ``f_θ``.
         loc: ``μ``, ``(D,)`` tensor (default 0).
         scale: ``s``, ``(D,)`` positive tensor (default 1).
         confine: ``c > 0``; None drops the quadratic term.
+        fourier_features: ``m ≥ 0`` random frequencies (0: the MLP reads ``x``).
+        fourier_scale: ``σ_f > 0``, their spread in units of ``s``.
 
     Shapes: ``x (*, D)`` → ``(*,)``.
 
     >>> net = EnergyMLP(2, [16])
     >>> net(torch.zeros(5, 2)).shape
     torch.Size([5])
+    >>> EnergyMLP(2, [16], fourier_features=8)(torch.zeros(5, 2)).shape
+    torch.Size([5])
 
     References:
         Du & Mordatch, "Implicit Generation and Generalization in Energy-Based Models", 2019.
+        Tancik et al., "Fourier Features Let Networks Learn High Frequency Functions in Low
+        Dimensional Domains", NeurIPS 2020.
     """
 
     loc: torch.Tensor
     scale: torch.Tensor
+    frequencies: torch.Tensor | None
 
     def __init__(
         self,
@@ -47,9 +61,14 @@ class EnergyMLP(nn.Module):
         loc: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
         confine: float | None = 4.0,
+        fourier_features: int = 0,
+        fourier_scale: float = 4.0,
     ) -> None:
         super().__init__()
-        self.net = MLP(dim, hidden_dims, 1, activation=nn.SiLU)
+        m = check_int("fourier_features", fourier_features, minimum=0)
+        sigma = check_positive_float("fourier_scale", fourier_scale)
+        self.net = MLP(2 * m if m else dim, hidden_dims, 1, activation=nn.SiLU)
+        self.register_buffer("frequencies", sigma * torch.randn(dim, m) if m else None)
         self.confine = None if confine is None else check_positive_float("confine", confine)
         loc = torch.zeros(dim) if loc is None else torch.as_tensor(loc).detach().clone()
         scale = torch.ones(dim) if scale is None else torch.as_tensor(scale).detach().clone()
@@ -62,7 +81,11 @@ class EnergyMLP(nn.Module):
         self.register_buffer("scale", scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x).squeeze(-1)
+        if self.frequencies is None:
+            out = self.net(x).squeeze(-1)
+        else:
+            z = ((x - self.loc) / self.scale) @ self.frequencies
+            out = self.net(torch.cat([torch.sin(z), torch.cos(z)], -1)).squeeze(-1)
         if self.confine is not None:
             z = (x - self.loc) / (self.confine * self.scale)
             out = out + 0.5 * (z**2).sum(-1)
