@@ -304,7 +304,7 @@ def test_exact_log_z_too_dear_is_refused_before_any_work(make, layer, monkeypatc
     whose cheaper half is wide, or whose other half is very wide, are refused before
     enumerating (RBM(100000, 20) allocated 6.5 GB chunks), naming AIS; distribution() is then
     unnormalized."""
-    monkeypatch.setattr("pyro_genmodels.models.boltzmann.enumerate_logsumexp", _no_enumeration)
+    monkeypatch.setattr("pyro_genmodels.models.layered.enumerate_logsumexp", _no_enumeration)
     machine = make()
     with pytest.raises(ValueError, match=re.escape(f"exact log Z enumerates {layer}")) as err:
         machine.log_partition()
@@ -333,7 +333,7 @@ def test_every_machine_with_20_units_in_its_cheaper_half_is_exact(make, plan, mo
         calls.append((n, width))
         return like.new_zeros(())
 
-    monkeypatch.setattr("pyro_genmodels.models.boltzmann.enumerate_logsumexp", record)
+    monkeypatch.setattr("pyro_genmodels.models.layered.enumerate_logsumexp", record)
     machine = make()
     assert machine.enumeration_plan() == plan
     machine.log_partition()

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from pyro_genmodels._checks import check_positive_int, check_real
 from pyro_genmodels.infer.ais import PATHS, AnnealingPath
-from pyro_genmodels.models.boltzmann import LayeredBoltzmann, bernoulli
+from pyro_genmodels.models.layered import LayeredBoltzmann, bernoulli
 
 
 def salakhutdinov_murray_betas(

@@ -37,7 +37,7 @@ import torch
 from pyro_genmodels._checks import check_int, check_positive_int, check_real
 from pyro_genmodels.infer.contrastive import ContrastiveDivergenceLoss
 from pyro_genmodels.infer.dbm_loss import DBMLoss
-from pyro_genmodels.models.boltzmann import bernoulli
+from pyro_genmodels.models.layered import bernoulli
 
 
 def _check_data(data: Any, machine: Any) -> torch.Tensor:

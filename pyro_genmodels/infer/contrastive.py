@@ -14,7 +14,7 @@ from pyro_genmodels.distributions.adaptive import AdaptiveLangevinSampler
 from pyro_genmodels.distributions.samplers import EnergySampler
 from pyro_genmodels.infer._energy_sites import EnergyLoss, energy_sites, site_scale
 from pyro_genmodels.infer.divergence import DivergenceMonitor
-from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.layered import LayeredBoltzmann
 
 #: ``(k, energy_reg)`` when left None: for a real support (Langevin chains; Du & Mordatch
 #: 2019's settings) and for a discrete one (block Gibbs, Hinton's CD-1).

@@ -27,7 +27,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_genmodels._checks import check_int
 from pyro_genmodels.distributions.energy import EnergyDistribution
-from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.layered import LayeredBoltzmann
 
 PARTICLE_PLATE = "_pgm_particles"
 

@@ -35,7 +35,7 @@ from torch import nn
 from pyro_genmodels._checks import check_positive_int, check_real, check_real_or_tensor
 from pyro_genmodels._dtypes import parameters_dtype, to_dtype
 from pyro_genmodels.data.validation import check_data
-from pyro_genmodels.models.boltzmann import LayeredBoltzmann
+from pyro_genmodels.models.layered import LayeredBoltzmann
 
 
 def _bernoulli_entropy(mu: torch.Tensor) -> torch.Tensor:
