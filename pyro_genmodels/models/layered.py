@@ -296,7 +296,8 @@ class BoltzmannGibbsSampler:
     """Block Gibbs for the visibles of a :class:`LayeredBoltzmann`: one step is a full
     sweep ``h ~ p(h | v)``, ``v ~ p(v | h)`` (odd layers, then even layers).
 
-    The sampler of :meth:`~pyro_genmodels.models.RBM.distribution` (the ``init``/``run``/``sample`` interface of
+    The sampler of :meth:`~pyro_genmodels.models.RBM.distribution` (the
+    ``init``/``run``/``sample`` interface of
     :class:`~pyro_genmodels.infer.samplers.EnergySampler`); ``run`` starts from visibles,
     draws the hiddens afresh and returns detached visibles ``(*, D)``.
 
