@@ -234,10 +234,9 @@ def flow_base_run(flow, x, x_test, batches):
     pyro.clear_param_store()
     flow.requires_grad_(False)
     q = flow.distribution()
-    energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=None, fourier_features=64)
-    last = [m for m in energy.modules() if isinstance(m, torch.nn.Linear)][-1]
-    torch.nn.init.zeros_(last.weight)  # E = 0: the model starts as the flow
-    torch.nn.init.zeros_(last.bias)
+    # E = 0 at the start: the model starts as the flow
+    energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=None, fourier_features=64,
+                       zero_init=True)  # fmt: skip
     net = torch.nn.ModuleDict({"energy": energy})
     net.register_parameter("log_z", torch.nn.Parameter(torch.zeros(())))
 

@@ -204,3 +204,19 @@ def test_contrast_backward_under_autocast_keeps_the_parameters_dtype():
         results.append((value, rbm.W.grad.clone()))
     (v1, g1), (v2, g2) = results
     assert g2.dtype == torch.float32 and torch.equal(g1, g2) and torch.equal(v1, v2)
+
+
+@pytest.mark.parametrize(
+    "x_pos, error, match",
+    [
+        (torch.zeros(4, 12, dtype=torch.float64), ValueError, "x_pos must have shape"),
+        (torch.zeros(4, 6, dtype=torch.float32), TypeError, "x_pos must have the parameters"),
+        ([[0.0] * 6], TypeError, "x_pos must be a torch.Tensor"),
+    ],
+)
+def test_contrast_backward_refuses_wrong_shapes_dtypes_and_types(x_pos, error, match):
+    """A (4, 12) batch for 6 visibles is refused (reshaped, it would pass as (8, 6)), as are
+    another dtype and a list, each naming the argument."""
+    rbm = random_rbm(6, 3, torch.device("cpu"))
+    with pytest.raises(error, match=match):
+        rbm.contrast_backward(x_pos, torch.zeros(4, 6, dtype=torch.float64))

@@ -69,3 +69,16 @@ def test_fourier_energy_state_dict_round_trip_and_score_matching(device):
 def test_fourier_arguments_are_checked(kwargs, error, match):
     with pytest.raises(error, match=match):
         pgm.nn.EnergyMLP(2, [4], **kwargs)
+
+
+def test_zero_init_starts_the_energy_at_zero_and_still_trains(device):
+    """With zero_init and no confinement E ≡ 0 (an energy on a base starts as the base),
+    and the last layer's weight still gets the gradient ∂E/∂w = hidden features (nonzero)."""
+    torch.manual_seed(0)
+    net = pgm.nn.EnergyMLP(2, [8], confine=None, fourier_features=4, zero_init=True).to(device)
+    x = torch.randn(6, 2, device=device)
+    energy = net(x)
+    assert torch.equal(energy, torch.zeros(6, device=device))
+    energy.sum().backward()
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert float(last.weight.grad.abs().sum()) > 0

@@ -170,7 +170,14 @@ class RBM(LayeredBoltzmann, PyroModule):
         s = float(scale)
         if not math.isfinite(s):
             raise ValueError(f"scale must be a finite number, got {s}")
+        x_pos, x_neg = self.check_visible(x_pos, "x_pos"), self.check_visible(x_neg, "x_neg")
         W, b, c = self.W, self.visible_bias, self.hidden_bias  # one param-store look-up each
+        for name, x in (("x_pos", x_pos), ("x_neg", x_neg)):
+            if x.dtype != W.dtype or x.device != W.device:
+                raise TypeError(
+                    f"{name} must have the parameters' dtype and device ({W.dtype}, "
+                    f"{W.device}), got {x.dtype} on {x.device}"
+                )
         D = self.num_visible
         x_pos, x_neg = x_pos.reshape(-1, D), x_neg.reshape(-1, D)
         kind = x_pos.device.type  # exact products in the parameters' dtype under autocast too

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyro_genmodels._checks import check_int, check_positive_float
+from pyro_genmodels._checks import check_bool, check_int, check_positive_float
 from pyro_genmodels.nn.dense import MLP
 
 
@@ -35,6 +35,9 @@ class EnergyMLP(nn.Module):
         confine: ``c > 0``; None drops the quadratic term.
         fourier_features: ``m ≥ 0`` random frequencies (0: the MLP reads ``x``).
         fourier_scale: ``σ_f > 0``, their spread in units of ``s``.
+        zero_init: start ``f_θ`` at exactly 0 (its last layer zeroed): a residual energy on
+            a base density, ``EnergyDistribution(energy, base=q)`` with ``confine=None``,
+            then starts as ``q`` itself (Nash & Durkan 2019).
 
     Shapes: ``x (*, D)`` → ``(*,)``.
 
@@ -63,12 +66,17 @@ class EnergyMLP(nn.Module):
         confine: float | None = 4.0,
         fourier_features: int = 0,
         fourier_scale: float = 4.0,
+        zero_init: bool = False,
     ) -> None:
         super().__init__()
         m = check_int("fourier_features", fourier_features, minimum=0)
         sigma = check_positive_float("fourier_scale", fourier_scale)
         self.net = MLP(2 * m if m else dim, hidden_dims, 1, activation=nn.SiLU)
         self.register_buffer("frequencies", sigma * torch.randn(dim, m) if m else None)
+        if check_bool("zero_init", zero_init):
+            last = [layer for layer in self.net.modules() if isinstance(layer, nn.Linear)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         self.confine = None if confine is None else check_positive_float("confine", confine)
         loc = torch.zeros(dim) if loc is None else torch.as_tensor(loc).detach().clone()
         scale = torch.ones(dim) if scale is None else torch.as_tensor(scale).detach().clone()

@@ -220,11 +220,9 @@ def _residual_setup(
     kw: dict[str, Any] = {"dtype": train.dtype, "device": train.device}
     dim = data.num_dims
     q = _base_flow(data, hidden, num_layers, base_epochs)
+    # E = 0 at the start: the model starts as the flow
     energy = EnergyMLP(dim, [hidden, hidden], train.mean(0), train.std(0).clamp_min(1e-3),
-                       confine=None).to(**kw)  # fmt: skip
-    last = [m for m in energy.modules() if isinstance(m, nn.Linear)][-1]
-    nn.init.zeros_(last.weight)  # E = 0: the model starts as the flow
-    nn.init.zeros_(last.bias)
+                       confine=None, zero_init=True).to(**kw)  # fmt: skip
     net = nn.ModuleDict({"energy": energy})
     log_z = nn.Parameter(torch.zeros((), **kw)) if objective == "flow-nce" else None
     if log_z is not None:
