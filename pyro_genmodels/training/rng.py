@@ -15,9 +15,32 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import pyro
 import torch
 
-__all__ = ["forked_rng", "get_rng_state", "set_rng_state"]
+__all__ = ["forked_rng", "get_rng_state", "seed_all", "set_rng_state"]
+
+
+def seed_all(seed: int) -> None:
+    """Seed every global generator as ``pyro.set_rng_seed(seed)`` does: torch (its CPU
+    generator and any accelerator's), numpy and Python's ``random``.
+
+    On a machine without an accelerator only the CPU generator is seeded: there
+    ``torch.manual_seed`` queues a lazy seed for each accelerator type torch was built for,
+    capturing a stack trace each time (about 0.3 ms a call, once per ``fit`` and per
+    validation pass). With an accelerator present it is ``pyro.set_rng_seed``.
+
+    >>> seed_all(0); a = torch.rand(1); seed_all(0)
+    >>> bool(torch.rand(1) == a)
+    True
+    """
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is None or accelerator.is_available():
+        pyro.set_rng_seed(seed)
+        return
+    torch.default_generator.manual_seed(int(seed))
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 def get_rng_state() -> dict[str, Any]:

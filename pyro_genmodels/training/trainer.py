@@ -23,7 +23,6 @@ import warnings
 from typing import Any
 
 import pandas as pd
-import pyro
 import torch
 
 from pyro_genmodels.parallel.strategy import make_strategy
@@ -41,6 +40,7 @@ from pyro_genmodels.training.placement import check_writable, model_dtype, resol
 from pyro_genmodels.training.priming import prime
 from pyro_genmodels.training.protocols import guesses_plate_nesting
 from pyro_genmodels.training.resume_rules import run_settings
+from pyro_genmodels.training.rng import seed_all
 from pyro_genmodels.training.snapshot import TRAINING_KEYS, restore
 from pyro_genmodels.training.state import FitState, RunState
 from pyro_genmodels.training.step import LossUndo, Step
@@ -143,7 +143,7 @@ class Trainer:
     def start(self, run: RunState, batches: Any, step: Step) -> None:
         """Seed the streams, resume from ``checkpoint.pt`` or start afresh, and prime."""
         c, strategy = self.config, run.strategy
-        pyro.set_rng_seed(strategy.seed(c.seed))  # each rank its own streams
+        seed_all(strategy.seed(c.seed))  # each rank its own streams
         payload = None
         if c.resume and strategy.writer:
             payload = _load_for_resume(run.checkpoint_dir)

@@ -21,7 +21,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from torch.utils import data as tud
 
@@ -31,7 +30,7 @@ from pyro_genmodels.training.callbacks.base import Callback
 from pyro_genmodels.training.files import payload_checksum
 from pyro_genmodels.training.history import add_values, loss_columns
 from pyro_genmodels.training.protocols import is_stateful
-from pyro_genmodels.training.rng import get_rng_state, set_rng_state
+from pyro_genmodels.training.rng import get_rng_state, seed_all, set_rng_state
 
 __all__ = ["Validation", "validation_source"]
 
@@ -84,7 +83,7 @@ class Validation(Callback):
             for m in modules:
                 m.eval()
             (epoch_seed,) = np.random.SeedSequence([state.seed, state.epoch, 1]).generate_state(1)
-            pyro.set_rng_seed(int(epoch_seed))
+            seed_all(int(epoch_seed))
             with own_params():
                 for batch in self._batches():
                     values = _as_floats(loss.loss(state.model, state.guide, *batch))
