@@ -105,23 +105,29 @@ def _toy_model(energy, **dist_kwargs):
     return model
 
 
+def _readme_energy(x):
+    """The README's energy: 64 windowed Fourier features, confinement twice the data's scale."""
+    return pgm.nn.EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=2.0,
+                            fourier_features=64, fourier_window=1.5)  # fmt: skip
+
+
 def test_divergence_stops_an_unstable_run_and_not_the_readme_run():
-    """8 Gaussians, the README's MLP energy. CD-1, no energy penalty and ULA at η = 0.01 runs
+    """8 Gaussians, the README's energy. CD-1, no energy penalty and ULA at η = 0.01 runs
     away while every value stays finite (the energy gap swings by tens of nats): fit stops with
-    an error naming the quantity and the knobs. The README's settings (k = 20, α = 0.1) train
-    the same steps without it."""
+    an error naming the quantity and the knobs. The README's loss (the defaults: k = 20,
+    α = 0.1) trains the same steps without it."""
     x = pgm.data.toy2d("8gaussians", 2560, seed=0)
     torch.manual_seed(0)
     unstable = ContrastiveDivergenceLoss(
         k=1, persistent=True, energy_reg=0.0, sampler=pgm.infer.LangevinSampler(0.01)
     )
     with pytest.raises(EnergyDivergenceError, match=r"gap.*energy_reg.*k .*step size"):
-        fit(_toy_model(pgm.nn.EnergyMLP(2, [128, 128])), lambda x: None, x, loss=unstable,
+        fit(_toy_model(_readme_energy(x)), lambda x: None, x, loss=unstable,
             epochs=30, batch_size=256, progress=False)  # fmt: skip
     pyro.clear_param_store()
     torch.manual_seed(0)
-    readme = ContrastiveDivergenceLoss(k=20, persistent=True, energy_reg=0.1)
-    history = fit(_toy_model(pgm.nn.EnergyMLP(2, [128, 128])), lambda x: None, x, loss=readme,
+    readme = ContrastiveDivergenceLoss(persistent=True)
+    history = fit(_toy_model(_readme_energy(x)), lambda x: None, x, loss=readme,
                   epochs=8, batch_size=256, progress=False)  # fmt: skip
     assert len(history) == 8 and math.isfinite(history["loss"].iloc[-1])
 

@@ -64,6 +64,9 @@ def test_fourier_energy_state_dict_round_trip_and_score_matching(device):
         ({"fourier_features": -1}, ValueError, "fourier_features"),
         ({"fourier_features": 2.0}, TypeError, "fourier_features"),
         ({"fourier_scale": 0.0}, ValueError, "fourier_scale"),
+        ({"fourier_features": 2, "fourier_window": 0.0}, ValueError, "fourier_window"),
+        ({"fourier_features": 2, "fourier_window": "1"}, TypeError, "fourier_window"),
+        ({"fourier_window": 1.5}, ValueError, "fourier_window.*fourier_features > 0"),
     ],
 )
 def test_fourier_arguments_are_checked(kwargs, error, match):
@@ -82,3 +85,23 @@ def test_zero_init_starts_the_energy_at_zero_and_still_trains(device):
     energy.sum().backward()
     last = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert float(last.weight.grad.abs().sum()) > 0
+
+
+def test_windowed_features_are_the_features_times_the_gaussian_window(device):
+    """φ(x) = w(z)·[sin zB, cos zB] with w(z) = exp(−‖z‖²/(2ρ²)), z = (x − μ)/s, to 1e-12 in
+    float64; far from the data (‖z‖ = 40ρ) the MLP reads 0, so E is f(0) plus the
+    confinement (exactly, in float64: w underflows to 0)."""
+    torch.manual_seed(0)
+    loc, scale, rho = torch.tensor([1.0, -2.0]), torch.tensor([0.5, 3.0]), 1.5
+    net = pgm.nn.EnergyMLP(2, [16], loc, scale, confine=2.0, fourier_features=32,
+                           fourier_window=rho).to(device=device, dtype=torch.float64)  # fmt: skip
+    x = torch.randn(7, 2, dtype=torch.float64, device=device)
+    u = (x - net.loc) / net.scale
+    z = u @ net.frequencies
+    window = torch.exp(-(u**2).sum(-1, keepdim=True) / (2 * rho**2))
+    expected = net.net(window * torch.cat([z.sin(), z.cos()], -1)).squeeze(-1)
+    expected = expected + 0.5 * ((u / 2.0) ** 2).sum(-1)
+    assert torch.allclose(net(x), expected, atol=1e-12, rtol=0)
+    far = net.loc + net.scale * torch.tensor([40 * rho, 0.0], dtype=torch.float64, device=device)
+    zero = torch.zeros(1, 64, dtype=torch.float64, device=device)
+    assert torch.equal(net(far[None]), net.net(zero).squeeze(-1) + 0.5 * (40 * rho / 2.0) ** 2)

@@ -429,6 +429,9 @@ FLOAT_ARGUMENTS = {
     ),
     "nn.EnergyMLP.confine": lambda v: pgm.nn.EnergyMLP(2, [4], confine=v),
     "nn.EnergyMLP.fourier_scale": lambda v: pgm.nn.EnergyMLP(2, [4], fourier_scale=v),
+    "nn.EnergyMLP.fourier_window": lambda v: pgm.nn.EnergyMLP(
+        2, [4], fourier_features=2, fourier_window=v
+    ),
     "zoo.run.lr": lambda v: pgm.zoo.run(
         pgm.data.from_tensors(torch.rand(20, 4).round()), ["vae"], epochs=1, lr=v, progress=False
     ),

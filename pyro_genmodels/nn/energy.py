@@ -27,6 +27,12 @@ class EnergyMLP(nn.Module):
     the 2-D checkerboard an energy on a spline flow reaches 0.09 nats from the entropy floor
     with ``m = 64`` where the plain MLP stays at 0.13 (``benchmarks/energy.py``).
 
+    The features repeat (quasi-periodically) beyond the data, and so would the energy's
+    pattern: a loss that sees only the data there leaves mass on the copies (score matching
+    on the checkerboard put 39% of it outside the data's square). ``fourier_window = ρ``
+    multiplies the features by ``w(z) = exp(−‖z‖²/(2ρ²))``, so that far from the data
+    ``f_θ`` reads 0 and the confinement sets the energy's growth.
+
     Args:
         dim: input size ``D``.
         hidden_dims: hidden layer sizes of ``f_θ``.
@@ -35,6 +41,8 @@ class EnergyMLP(nn.Module):
         confine: ``c > 0``; None drops the quadratic term.
         fourier_features: ``m ≥ 0`` random frequencies (0: the MLP reads ``x``).
         fourier_scale: ``σ_f > 0``, their spread in units of ``s``.
+        fourier_window: ``ρ > 0`` in units of ``s``, or None (no window); needs
+            ``fourier_features > 0``.
         zero_init: start ``f_θ`` at exactly 0 (its last layer zeroed): a residual energy on
             a base density, ``EnergyDistribution(energy, base=q)`` with ``confine=None``,
             then starts as ``q`` itself (Nash & Durkan 2019).
@@ -45,6 +53,8 @@ class EnergyMLP(nn.Module):
     >>> net(torch.zeros(5, 2)).shape
     torch.Size([5])
     >>> EnergyMLP(2, [16], fourier_features=8)(torch.zeros(5, 2)).shape
+    torch.Size([5])
+    >>> EnergyMLP(2, [16], fourier_features=8, fourier_window=1.5)(torch.zeros(5, 2)).shape
     torch.Size([5])
 
     References:
@@ -67,10 +77,19 @@ class EnergyMLP(nn.Module):
         fourier_features: int = 0,
         fourier_scale: float = 4.0,
         zero_init: bool = False,
+        fourier_window: float | None = None,
     ) -> None:
         super().__init__()
         m = check_int("fourier_features", fourier_features, minimum=0)
         sigma = check_positive_float("fourier_scale", fourier_scale)
+        self.fourier_window = None
+        if fourier_window is not None:
+            self.fourier_window = check_positive_float("fourier_window", fourier_window)
+            if not m:
+                raise ValueError(
+                    "fourier_window windows the Fourier features: it needs fourier_features "
+                    f"> 0, got fourier_features={m}"
+                )
         self.net = MLP(2 * m if m else dim, hidden_dims, 1, activation=nn.SiLU)
         self.register_buffer("frequencies", sigma * torch.randn(dim, m) if m else None)
         if check_bool("zero_init", zero_init):
@@ -92,8 +111,13 @@ class EnergyMLP(nn.Module):
         if self.frequencies is None:
             out = self.net(x).squeeze(-1)
         else:
-            z = ((x - self.loc) / self.scale) @ self.frequencies
-            out = self.net(torch.cat([torch.sin(z), torch.cos(z)], -1)).squeeze(-1)
+            u = (x - self.loc) / self.scale
+            z = u @ self.frequencies
+            features = torch.cat([torch.sin(z), torch.cos(z)], -1)
+            if self.fourier_window is not None:
+                window = (u**2).sum(-1, keepdim=True) / (-2 * self.fourier_window**2)
+                features = features * window.exp()
+            out = self.net(features).squeeze(-1)
         if self.confine is not None:
             z = (x - self.loc) / (self.confine * self.scale)
             out = out + 0.5 * (z**2).sum(-1)
