@@ -423,7 +423,7 @@ def main() -> None:
         digits = pgm.data.load("digits", binarize=True)
         rows += epoch_speed(digits, 16, a.speed_batch, 3 if a.quick else 7)
         if not a.quick:
-            rows += epoch_speed(pgm.data.load("mnist5k", binarize=True), 500, 100, 3)
+            rows += epoch_speed(pgm.data.load("mnist5k", binarize=True), 500, 100, 9)
         rows += gibbs_speed(*((64, 16, 20) if a.quick else ()))
         rows += discrete_gibbs_speed(sweeps=2 if a.quick else 20)
         save(rows, a.save)

@@ -67,7 +67,9 @@ def train(objective: str, x: torch.Tensor, epochs: int, hidden: int, steps: int 
         net = NoiseConditionalEnergy(hidden)
         context = x.new_full((1,), SIGMAS[-1])
     else:
-        net = pgm.nn.EnergyMLP(2, [hidden, hidden], loc, scale, confine=2.0)
+        # the README's energy: windowed Fourier features learn sharp edges (the checkerboard)
+        net = pgm.nn.EnergyMLP(2, [hidden, hidden], loc, scale, confine=2.0,
+                               fourier_features=64, fourier_window=1.5)  # fmt: skip
         context = None
     log_z = objective == "nce"
 
@@ -79,7 +81,7 @@ def train(objective: str, x: torch.Tensor, epochs: int, hidden: int, steps: int 
             pyro.sample("x", d, obs=xb)
 
     loss = {
-        "pcd": lambda: ContrastiveDivergenceLoss(k=20, persistent=True, energy_reg=0.1),
+        "pcd": lambda: ContrastiveDivergenceLoss(persistent=True),  # k = 20, energy_reg = 0.1
         "exact": lambda: ScoreMatchingLoss("exact"),
         "sliced": lambda: ScoreMatchingLoss("sliced"),
         "denoising": lambda: ScoreMatchingLoss("denoising", noise_scale=0.1),
