@@ -229,11 +229,13 @@ def test_pcd_resume_is_exact(tmp_path):
     assert torch.equal(loss.state_dict()["buffer.v"], ref_loss.state_dict()["buffer.v"])
 
 
-def test_sgd_applies_momentum_and_weight_decay_to_w_only():
-    """Two steps of Δθ = μ Δθ - lr (mean gradient + decay θ [W only]) on Σ_n F(v_n)."""
+@pytest.mark.parametrize("mu", [0.5, 0.0])
+def test_sgd_applies_momentum_and_weight_decay_to_w_only(mu):
+    """Two steps of Δθ = μ Δθ - lr (mean gradient + decay θ [W only]) on Σ_n F(v_n); without
+    momentum the optimizer takes its two-pass form θ ← (1 − lr·decay)θ − (lr/B)g."""
     rbm = random_rbm(3, 2, "cpu")
     v = torch.ones(10, 3, dtype=torch.float64)
-    lr, mu, decay = 0.1, 0.5, 0.01
+    lr, decay = 0.1, 0.01
 
     def loss(model, guide, v):
         return rbm(v).sum()  # forward = F, through the PyroModule: registers the parameters

@@ -271,6 +271,7 @@ def test_sgds_growth_bounds_its_update():
                 nesterov=trial % 3 == 1 and mu > 0,
             )
         else:
+            mu *= trial % 4 != 0  # half without momentum: the two-pass update
             opt = BoltzmannSGD([w], lr=3 * lr, momentum=mu, weight_decay=wd, batch_rows=lambda: 2)
         for _ in range(3):
             w.grad = draw(5) * 10 ** float(draw(1))

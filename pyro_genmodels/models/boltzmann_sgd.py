@@ -139,11 +139,16 @@ class BoltzmannSGD(torch.optim.Optimizer):
                 bufs.append(state["momentum_buffer"])
                 steps.append(state["step"])
         for (lr, momentum, decay, _, _), (params, grads, bufs, steps) in buckets.items():
-            updates = torch._foreach_div(grads, rows)
-            if decay:
-                torch._foreach_add_(updates, params, alpha=decay)
-            torch._foreach_mul_(bufs, momentum)
-            torch._foreach_add_(bufs, updates, alpha=-lr)
-            torch._foreach_add_(params, bufs)
+            if momentum:
+                updates = torch._foreach_div(grads, rows)
+                if decay:
+                    torch._foreach_add_(updates, params, alpha=decay)
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, updates, alpha=-lr)
+                torch._foreach_add_(params, bufs)
+            else:  # θ ← (1 − ελ)θ − (ε/B)g: the same update in two passes, no temporary
+                if decay:
+                    torch._foreach_mul_(params, 1 - lr * decay)
+                torch._foreach_add_(params, grads, alpha=-lr / rows)
             torch._foreach_add_(steps, 1)
         return loss
