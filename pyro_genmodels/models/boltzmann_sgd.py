@@ -128,6 +128,7 @@ class BoltzmannSGD(torch.optim.Optimizer):
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float64)
+                if group["momentum"] and "momentum_buffer" not in state:
                     state["momentum_buffer"] = torch.zeros_like(p)
                 lr = group["lr"]
                 if total:
@@ -136,7 +137,7 @@ class BoltzmannSGD(torch.optim.Optimizer):
                 params, grads, bufs, steps = buckets.setdefault(key, ([], [], [], []))
                 params.append(p)
                 grads.append(p.grad)
-                bufs.append(state["momentum_buffer"])
+                bufs.append(state.get("momentum_buffer"))
                 steps.append(state["step"])
         for (lr, momentum, decay, _, _), (params, grads, bufs, steps) in buckets.items():
             if momentum:
