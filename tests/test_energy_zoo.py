@@ -96,9 +96,12 @@ def test_digits_entry_reports_pixel_space_nll():
 
 def test_score_matching_entries_smooth_as_their_data_need():
     """Sliced SM trains on the raw dequantized pixels (σ = 0.1, the loss's default for
-    unit-scale data, cost 32 nats on digits); denoising SM keeps σ = 0.1, antithetically."""
+    unit-scale data, cost 32 nats on digits); denoising SM smooths pixels by σ = 0.01
+    (σ = 0.1 cost 30 nats), antithetically, and unbounded data (2-D toys) by the default 0.1."""
     data = pgm.data.load("digits")
     sliced, denoising = build("ebm-ssm", data).loss, build("ebm-dsm", data).loss
     assert (sliced.method, sliced.noise_scales) == ("sliced", [0.0])
-    assert (denoising.method, denoising.noise_scales) == ("denoising", [0.1])
+    assert (denoising.method, denoising.noise_scales) == ("denoising", [0.01])
     assert denoising.antithetic
+    toy = pgm.data.from_tensors(pgm.data.toy2d("8gaussians", 64), name="8gaussians")
+    assert build("ebm-dsm", toy).loss.noise_scales == [0.1]
