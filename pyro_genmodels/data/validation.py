@@ -96,7 +96,11 @@ def _binary_by_reductions(x: torch.Tensor) -> bool:
         return bool(((x == 0) | (x == 1)).all())
     low, high = torch.aminmax(x)
     flat = x.reshape(-1)
-    return bool((low >= 0) & (high <= 1) & (torch.dot(flat, 1 - flat) == 0))
+    if x.dtype in (torch.float32, torch.float64):
+        products = torch.dot(flat, 1 - flat)
+    else:  # half precisions: a product and a sum (torch.dot is not on every device for them)
+        products = (flat * (1 - flat)).sum()
+    return bool((low >= 0) & (high <= 1) & (products == 0))
 
 
 def check_seed(value: object) -> int:
