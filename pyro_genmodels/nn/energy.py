@@ -34,7 +34,7 @@ class EnergyMLP(nn.Module):
     ``f_θ`` reads 0 and the confinement sets the energy's growth. With ``m = 64``,
     ``ρ = 1.5`` and ``c = 2`` (the README's energy) each energy loss (CD, PCD, three score
     matchings, NCE) with its defaults trains the three 2-D toys within 0.25 nats of their
-    entropy in 1000 steps; the plain MLP does so in 8 of the 18 (``benchmarks/energy.py``).
+    entropy in 1000 steps; the plain MLP does so in 6 of the 18 (``benchmarks/energy.py``).
 
     Args:
         dim: input size ``D``.
