@@ -102,6 +102,23 @@ def test_windowed_features_are_the_features_times_the_gaussian_window(device):
     expected = net.net(window * torch.cat([z.sin(), z.cos()], -1)).squeeze(-1)
     expected = expected + 0.5 * ((u / 2.0) ** 2).sum(-1)
     assert torch.allclose(net(x), expected, atol=1e-12, rtol=0)
+    assert net.fourier_window.dtype == torch.float64 and net.fourier_window.device == x.device
     far = net.loc + net.scale * torch.tensor([40 * rho, 0.0], dtype=torch.float64, device=device)
     zero = torch.zeros(1, 64, dtype=torch.float64, device=device)
     assert torch.equal(net(far[None]), net.net(zero).squeeze(-1) + 0.5 * (40 * rho / 2.0) ** 2)
+
+
+def test_the_window_travels_in_the_state_dict():
+    """ρ is a buffer: a windowed energy's state loads into a windowed one (same energies) and
+    not into an unwindowed one, or the other way round (strict loading names the key)."""
+    torch.manual_seed(0)
+    windowed = pgm.nn.EnergyMLP(2, [8], fourier_features=4, fourier_window=1.5)
+    plain = pgm.nn.EnergyMLP(2, [8], fourier_features=4)
+    other = pgm.nn.EnergyMLP(2, [8], fourier_features=4, fourier_window=1.5)
+    other.load_state_dict(windowed.state_dict())
+    x = torch.randn(5, 2)
+    assert torch.equal(other(x), windowed(x))
+    with pytest.raises(RuntimeError, match="fourier_window"):
+        plain.load_state_dict(windowed.state_dict())
+    with pytest.raises(RuntimeError, match="fourier_window"):
+        windowed.load_state_dict(plain.state_dict())

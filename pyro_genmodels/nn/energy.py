@@ -69,6 +69,7 @@ class EnergyMLP(nn.Module):
     loc: torch.Tensor
     scale: torch.Tensor
     frequencies: torch.Tensor | None
+    fourier_window: torch.Tensor | None
 
     def __init__(
         self,
@@ -85,14 +86,16 @@ class EnergyMLP(nn.Module):
         super().__init__()
         m = check_int("fourier_features", fourier_features, minimum=0)
         sigma = check_positive_float("fourier_scale", fourier_scale)
-        self.fourier_window = None
+        window = None
         if fourier_window is not None:
-            self.fourier_window = check_positive_float("fourier_window", fourier_window)
+            window = torch.tensor(check_positive_float("fourier_window", fourier_window))
             if not m:
                 raise ValueError(
                     "fourier_window windows the Fourier features: it needs fourier_features "
                     f"> 0, got fourier_features={m}"
                 )
+        # a buffer, so that a state dict loads only into an energy with the same window
+        self.register_buffer("fourier_window", window)
         self.net = MLP(2 * m if m else dim, hidden_dims, 1, activation=nn.SiLU)
         self.register_buffer("frequencies", sigma * torch.randn(dim, m) if m else None)
         if check_bool("zero_init", zero_init):
