@@ -240,6 +240,7 @@ def test_updates_outside_the_proof_are_guarded(optim, grad):
         lambda: pyro.optim.SGD({"lr": 0.1}),
         lambda: pyro.optim.SGD({"lr": 0.1, "momentum": 0.9, "nesterov": True}),
         lambda: pgm.models.RBM(3, 1).sgd(lr=0.1, momentum=0.5, batch_size=1),
+        lambda: pgm.models.RBM(3, 1).sgd(lr=0.1, weight_decay=0.1, batch_size=1),  # no momentum
     ],
 )
 def test_momentum_sgd_updates_after_the_first_are_proven_finite(optim):

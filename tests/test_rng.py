@@ -32,3 +32,11 @@ def test_seed_all_defers_to_pyro_where_an_accelerator_is_present(monkeypatch):
     monkeypatch.setattr(pyro, "set_rng_seed", calls.append)
     rng.seed_all(3)
     assert calls == [3]
+
+
+@pytest.mark.parametrize(
+    "seed, error", [(-1, ValueError), (2**32, ValueError), (1.5, TypeError), ("0", TypeError)]
+)
+def test_seed_all_refuses_what_numpy_cannot_seed_with_a_named_error(seed, error):
+    with pytest.raises(error, match="seed"):
+        rng.seed_all(seed)

@@ -89,7 +89,8 @@ def check_data(
 
 def _binary_by_reductions(x: torch.Tensor) -> bool:
     """Whether every value of ``x`` is 0 or 1, from reductions that skip the elementwise
-    boolean tensors (4x faster on a CPU): ``min ≥ 0``, ``max ≤ 1`` and ``Σ x(1 − x) = 0``.
+    boolean tensors (about 3x faster on a CPU: 81 against 237 µs at 100×784): ``min ≥ 0``,
+    ``max ≤ 1`` and ``Σ x(1 − x) = 0``.
     On ``[0, 1]`` each term is ≥ 0 and is 0 only at 0 and 1, so the sum is 0 exactly when
     every value is binary; a NaN fails every test. One synchronization on a GPU."""
     if not x.is_floating_point() or not x.numel():

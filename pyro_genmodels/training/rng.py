@@ -18,12 +18,15 @@ import numpy as np
 import pyro
 import torch
 
+from pyro_genmodels.data.validation import check_seed
+
 __all__ = ["forked_rng", "get_rng_state", "seed_all", "set_rng_state"]
 
 
 def seed_all(seed: int) -> None:
     """Seed every global generator as ``pyro.set_rng_seed(seed)`` does: torch (its CPU
-    generator and any accelerator's), numpy and Python's ``random``.
+    generator and any accelerator's), numpy and Python's ``random``. ``seed`` is an int in
+    ``[0, 2**32)`` (numpy's range; anything else is a ``TypeError``/``ValueError``).
 
     On a machine without an accelerator only the CPU generator is seeded: there
     ``torch.manual_seed`` queues a lazy seed for each accelerator type torch was built for,
@@ -34,11 +37,12 @@ def seed_all(seed: int) -> None:
     >>> bool(torch.rand(1) == a)
     True
     """
+    seed = check_seed(seed)
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
     if accelerator is None or accelerator.is_available():
         pyro.set_rng_seed(seed)
         return
-    torch.default_generator.manual_seed(int(seed))
+    torch.default_generator.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
 
