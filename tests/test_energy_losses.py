@@ -4,6 +4,7 @@ import math
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
 from energy_helpers import (
@@ -247,6 +248,46 @@ def test_cd_gradient_is_energy_difference(device):
     with torch.no_grad():
         ep, en = energy(x), energy(x_neg)
     assert value == pytest.approx((ep - en + 0.1 * (ep**2 + en**2)).sum().item(), rel=1e-10)
+
+
+def test_sites_carry_scale_mask_and_subsampling_as_pyro_traces_them(device):
+    """The exact score-matching loss is Σₙ sₙ mₙ (½‖Axₙ − b‖² − tr A): the scale ``s`` of
+    ``poutine.scale`` times a subsampling plate's N/B, the mask ``m``; the rows are those the
+    plate drew, in the model or replayed from the guide's plate."""
+    x, _, _ = gaussian_data(40, device)
+    energy = _fixed_quadratic(device)
+    a, b = energy.precision.detach(), energy.b.detach()
+    mask = torch.arange(10, device=device) % 3 != 0
+    loss = ScoreMatchingLoss("exact", noise_scale=0)
+
+    def per_point(rows):
+        return 0.5 * ((rows @ a.T - b) ** 2).sum(-1) - torch.trace(a)
+
+    def model(data, sites=("x",)):
+        with pyro.plate("data", 40, subsample_size=10) as idx:
+            for site in sites:
+                with poutine.mask(mask=mask):
+                    pyro.sample(site, EnergyDistribution(energy, (2,)), obs=data[idx])
+        return idx
+
+    def guide(data):  # the guide draws the rows; the model reuses them
+        with pyro.plate("data", 40, subsample_size=10):
+            pass
+
+    for g in (no_guide, guide):
+        pyro.set_rng_seed(3)
+        traced = poutine.trace(poutine.scale(model, 0.5)).get_trace(x)
+        idx = traced.nodes["_RETURN"]["value"]
+        expected = (0.5 * 4.0 * mask * per_point(x[idx])).sum()
+        pyro.set_rng_seed(3)
+        value = loss.loss(poutine.scale(model, 0.5), g, x)
+        if g is guide:  # the guide's draw is the model's: the same rows as its own trace
+            pyro.set_rng_seed(3)
+            idx = poutine.trace(guide).get_trace(x).nodes["data"]["value"]
+            expected = (0.5 * 4.0 * mask * per_point(x[idx])).sum()
+        assert value == pytest.approx(expected.item(), rel=1e-10)
+    with pytest.raises(RuntimeError, match="Multiple sample sites named 'x'"):
+        loss.loss(lambda data: model(data, ("x", "x")), no_guide, x)
 
 
 def test_pcd_learns_gaussian_precision(device):
