@@ -95,13 +95,42 @@ def test_digits_entry_reports_pixel_space_nll():
 
 
 def test_score_matching_entries_smooth_as_their_data_need():
-    """Sliced SM trains on the raw dequantized pixels (σ = 0.1, the loss's default for
-    unit-scale data, cost 32 nats on digits); denoising SM smooths pixels by σ = 0.01
-    (σ = 0.1 cost 30 nats), antithetically, and unbounded data (2-D toys) by the default 0.1."""
+    """On images the entries train on the logit of the pixels: sliced SM on the raw logits,
+    denoising SM smoothing them by σ = 0.1, antithetically. On the raw pixels
+    (``logit_alpha=None``) denoising SM smooths by σ = 0.01 (σ = 0.1 cost 30 nats), and
+    unbounded data (2-D toys) by the default 0.1."""
     data = pgm.data.load("digits")
     sliced, denoising = build("ebm-ssm", data).loss, build("ebm-dsm", data).loss
     assert (sliced.method, sliced.noise_scales) == ("sliced", [0.0])
-    assert (denoising.method, denoising.noise_scales) == ("denoising", [0.01])
+    assert (denoising.method, denoising.noise_scales) == ("denoising", [0.1])
     assert denoising.antithetic
+    raw = build("ebm-dsm", data, logit_alpha=None).loss
+    assert raw.noise_scales == [0.01]
     toy = pgm.data.from_tensors(pgm.data.toy2d("8gaussians", 64), name="8gaussians")
     assert build("ebm-dsm", toy).loss.noise_scales == [0.1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_image_entry_starts_as_its_gaussian_base_in_pixel_space(name):
+    """Before training (E ≡ 0, so AIS's log Ẑ = 0) the reported NLL is the Gaussian's, by hand:
+    y = logit(s), s = α + (1 − 2α)x; −log p(x) = −log N(y; ȳ, C + 10⁻²I) − log|dy/dx| with
+    log|dy/dx| = Σ log((1 − 2α)/(s(1 − s))); in the pixel space [0, 17): + 64 log 17."""
+    data = pgm.data.load("digits")
+    small = Dataset("digits", data.train[:256].double(), data.test[:32].double(),
+                    image_shape=(1, 8, 8))  # fmt: skip
+    setup = build(name, small, **SMALL)
+    scores = evaluate(setup)
+    a = 0.01
+    s_train, s_test = a + (1 - 2 * a) * small.train, a + (1 - 2 * a) * small.test
+    y_train, y_test = torch.logit(s_train), torch.logit(s_test)
+    cov = torch.cov(y_train.T) + 1e-2 * torch.eye(64, dtype=torch.float64)
+    q = torch.distributions.MultivariateNormal(y_train.mean(0), covariance_matrix=cov)
+    log_dy_dx = torch.log((1 - 2 * a) / (s_test * (1 - s_test))).sum(-1)
+    expected = float((-q.log_prob(y_test) - log_dy_dx).mean()) + 64 * math.log(17)
+    assert scores["base_test_nll_nats"] == pytest.approx(expected, rel=1e-10)
+    assert scores["test_nll_nats"] == pytest.approx(expected, rel=1e-10)
+    assert "logit scale" in scores["estimator"] and "Gaussian base" in scores["estimator"]
+    with pytest.warns(UserWarning, match="may not have converged"):  # 5 sampler steps
+        samples = setup.sample(4)
+    low, high = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)  # the logit transform's codomain
+    assert samples.shape == (4, 64) and bool(((samples > low) & (samples < high)).all())
