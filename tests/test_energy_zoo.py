@@ -106,6 +106,9 @@ def test_score_matching_entries_smooth_as_their_data_need():
     assert denoising.antithetic
     raw = build("ebm-dsm", data, logit_alpha=None).loss
     assert raw.noise_scales == [0.01]
+    for bad in (0, 0.5, "0.01", True):
+        with pytest.raises(ValueError, match=r"logit_alpha must be a float in \(0, 0.5\)"):
+            build("ebm-dsm", data, logit_alpha=bad)
     toy = pgm.data.from_tensors(pgm.data.toy2d("8gaussians", 64), name="8gaussians")
     assert build("ebm-dsm", toy).loss.noise_scales == [0.1]
 
@@ -134,3 +137,19 @@ def test_image_entry_starts_as_its_gaussian_base_in_pixel_space(name):
         samples = setup.sample(4)
     low, high = -a / (1 - 2 * a), (1 - a) / (1 - 2 * a)  # the logit transform's codomain
     assert samples.shape == (4, 64) and bool(((samples > low) & (samples < high)).all())
+
+
+@pytest.mark.parametrize("name", ["ebm-flow-nce", "ebm-flow-pcd"])
+def test_flow_entry_starts_as_its_flow(name):
+    """Before training (E ≡ 0) an entry on a flow base reports the flow's exact NLL, and the
+    base NLL it reports is the flow's own ``log_prob`` on the test rows, + 64 log 17."""
+    data = pgm.data.load("digits")
+    small = Dataset("digits", data.train[:256], data.test[:32], image_shape=(1, 8, 8))
+    setup = build(name, small, **SMALL, base_epochs=1)
+    scores = evaluate(setup)
+    trace = pyro.poutine.trace(setup.model).get_trace(small.test)
+    flow = trace.nodes["x"]["fn"].base  # the model's site: an energy on the flow
+    expected = float(-flow.log_prob(small.test).mean()) + 64 * math.log(17)
+    assert scores["base_test_nll_nats"] == pytest.approx(expected, rel=1e-6)
+    assert scores["test_nll_nats"] == pytest.approx(expected, rel=1e-6)
+    assert "AIS from the flow" in scores["estimator"]

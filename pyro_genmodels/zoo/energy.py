@@ -109,6 +109,12 @@ def _energy_setup(
     if objective.startswith("flow-"):
         q = _base_flow(data, hidden, num_layers, base_epochs)
         return _on_base(data, objective[len("flow-") :], q, None, "the flow", **fixed)
+    if logit_alpha is not None and (
+        isinstance(logit_alpha, bool)
+        or not isinstance(logit_alpha, int | float)
+        or not 0 < logit_alpha < 0.5
+    ):  # 0 would send the pixels at 0 to −∞
+        raise ValueError(f"logit_alpha must be a float in (0, 0.5) or None, got {logit_alpha!r}")
     if data.name in LEVELS and logit_alpha is not None:
         logit = LogitTransform(logit_alpha)
         q = _gaussian_base(logit.inv(data.train))
