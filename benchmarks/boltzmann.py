@@ -18,8 +18,10 @@ Writes ``benchmarks/results/boltzmann.csv`` with one row per measurement:
   are copied (``ref`` in the estimator).
 * ``speed``: seconds per epoch of an RBM with 16 hidden units on digits (PCD-1, batch
   ``--speed-batch``): scikit-learn's ``BernoulliRBM.fit``, a plain PyTorch loop of the same
-  updates, our loss and optimizer called directly, and ``pgm.fit`` (a one-epoch run, setup
-  included, and a steady epoch of a longer run); the same at 784-500 on
+  updates, our loss and optimizer as ``SVI.step`` calls them (running the Pyro programs), and
+  ``pgm.fit`` (a one-epoch run, setup included, and a steady epoch of a longer run: ``fit``
+  takes the loss's direct step, :mod:`pyro_genmodels.infer.contrastive_direct`); the same at
+  784-500 on
   mnist5k; Gibbs sweeps per second (784-500, 100 chains) of ``BlockGibbs``, a plain loop and
   ``BernoulliRBM.gibbs``; ``DiscreteGibbs`` sweeps per second on a 20-unit Ising chain
   against a plain enumeration loop of the same conditionals; AIS wall time.
@@ -248,7 +250,7 @@ def epoch_speed(data, hidden, batch, repeats=5) -> list[dict]:
     kw = recipe.fit_kwargs(rbm, X)
     loss, optim = kw["loss"], kw["optim"]
 
-    def direct():  # our loss and optimizer, as SVI.step calls them, without pgm.fit
+    def svi_like():  # our loss and optimizer, as SVI.step calls them (the full step), no fit
         order = torch.randperm(n)
         for i in range(0, n, batch):
             v = X[order[i : i + batch]]
@@ -272,8 +274,8 @@ def epoch_speed(data, hidden, batch, repeats=5) -> list[dict]:
 
     extra = 5  # a steady epoch of fit: (fit of 1 + extra epochs - fit of 1) / extra
     runs = {"sklearn BernoulliRBM.fit (1 epoch)": sklearn, "plain PyTorch loop": plain,
-            "pgm loss + optimizer, direct": direct, "pgm.fit (1 epoch)": fit,
-            "pgm loss + optimizer, direct, validation off": direct,
+            "pgm loss + optimizer as SVI calls them": svi_like, "pgm.fit (1 epoch)": fit,
+            "pgm loss + optimizer as SVI calls them, validation off": svi_like,
             "fit longer": lambda: fit(extra + 1)}  # fmt: skip
     seconds: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(repeats + 1):  # interleaved rounds (load hits every row alike); a warm-up

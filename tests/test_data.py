@@ -402,11 +402,11 @@ def test_load_mnist_rejects_bad_directories(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def test_binary_by_reductions_is_the_elementwise_definition(device, dtype):
+def testis_binary_is_the_elementwise_definition(device, dtype):
     """min ≥ 0, max ≤ 1 and Σ x(1 − x) = 0 decide "every value is 0 or 1" exactly as the
     elementwise test does: on each edge value alone and beside binary values (the smallest
     subnormal, one ulp below 1, −0, NaN, ±inf, out of range), and on empty and integer data."""
-    from pyro_genmodels.data.validation import _binary_by_reductions
+    from pyro_genmodels.data.validation import is_binary
 
     info = torch.finfo(dtype)
     edges = [0.0, 1.0, -0.0, 0.5, info.smallest_normal * info.eps, 1 - info.eps / 2,
@@ -415,10 +415,10 @@ def test_binary_by_reductions_is_the_elementwise_definition(device, dtype):
     for value in edges:
         for x in ([[value]], [[0.0, 1.0, value, 1.0]]):
             t = torch.tensor(x, dtype=dtype, device=device)
-            assert _binary_by_reductions(t) == bool(((t == 0) | (t == 1)).all()), (value, x)
-    assert _binary_by_reductions(torch.zeros(0, 3, dtype=dtype, device=device))
-    assert _binary_by_reductions(torch.tensor([[0, 1]], device=device))
-    assert not _binary_by_reductions(torch.tensor([[0, 2]], device=device))
+            assert is_binary(t) == bool(((t == 0) | (t == 1)).all()), (value, x)
+    assert is_binary(torch.zeros(0, 3, dtype=dtype, device=device))
+    assert is_binary(torch.tensor([[0, 1]], device=device))
+    assert not is_binary(torch.tensor([[0, 2]], device=device))
 
 
 def test_check_data(device):

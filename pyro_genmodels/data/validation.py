@@ -27,6 +27,7 @@ __all__ = [
     "check_float_dtype",
     "check_positive_int",
     "check_seed",
+    "is_binary",
 ]
 
 
@@ -79,7 +80,7 @@ def check_data(
     if event_dim is not None and x.shape[-1] != event_dim:
         raise ValueError(f"{name} must have shape {expected}, got shape {tuple(x.shape)}")
     if values:
-        if binary and _binary_by_reductions(x):
+        if binary and is_binary(x):
             return x  # binary values are finite (the hot path of a machine's model)
         check_finite(x, name)
         if binary:
@@ -87,7 +88,7 @@ def check_data(
     return x
 
 
-def _binary_by_reductions(x: torch.Tensor) -> bool:
+def is_binary(x: torch.Tensor) -> bool:
     """Whether every value of ``x`` is 0 or 1, from reductions that skip the elementwise
     boolean tensors (about 3x faster on a CPU: 81 against 237 µs at 100×784): ``min ≥ 0``,
     ``max ≤ 1`` and ``Σ x(1 − x) = 0``.

@@ -49,6 +49,37 @@ from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.models.layered import BoltzmannGibbsSampler, LayeredBoltzmann
 
 
+def free_energy_contrast(
+    params: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    x_pos: torch.Tensor,
+    x_neg: torch.Tensor,
+    coef: torch.Tensor,
+) -> torch.Tensor:
+    """``Σₙ coefₙ F(xₙ)`` over the rows ``x = [x⁺; x⁻]`` of a Bernoulli RBM, its gradient
+    accumulated into ``.grad`` of ``params = (W (D, H), b (D,), c (H,))`` in closed form:
+    ``∂F/∂W = −xᵀσ(xW + c)``, ``∂F/∂b = −x``, ``∂F/∂c = −σ(xW + c)`` (Hinton 2002).
+
+    ``x_pos (N, D)``, ``x_neg (M, D)``, ``coef (N + M,)`` (``(−s, …, −s, s, …, s)`` for the
+    contrast ``s Σ (F(x⁺) − F(x⁻))``); returns the detached value, shape ``()``. No graph is
+    recorded. The step of :meth:`RBM.contrast_backward` and of the direct contrastive step
+    (:mod:`pyro_genmodels.infer.contrastive_direct`), so that both give the same numbers.
+    """
+    W, b, c = params
+    with torch.no_grad():
+        x = torch.cat([x_pos, x_neg])
+        pre = torch.addmm(c, x, W)
+        value = coef @ torch.addmv(F.softplus(pre).sum(-1), x, b)  # Σ coef F, F = -xb - Σsp
+        probs = torch.sigmoid(pre)
+        weighted = x * coef.unsqueeze(-1)
+        grads = (weighted.T @ probs, weighted.sum(0), coef @ probs)
+    for param, grad in zip(params, grads):
+        if param.requires_grad and param.is_leaf:
+            param.grad = grad if param.grad is None else param.grad + grad
+        elif param.requires_grad:
+            param.backward(grad)
+    return value
+
+
 class RBM(LayeredBoltzmann, PyroModule):
     """A restricted Boltzmann machine, ``p(v) = exp(-F(v)) / Z`` with ``F`` the free energy.
 
@@ -182,20 +213,9 @@ class RBM(LayeredBoltzmann, PyroModule):
         x_pos, x_neg = x_pos.reshape(-1, D), x_neg.reshape(-1, D)
         kind = x_pos.device.type  # exact products in the parameters' dtype under autocast too
         plain = torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else None
-        with torch.no_grad(), plain or contextlib.nullcontext():
-            x = torch.cat([x_pos, x_neg])
-            neg_coef = self._neg_coef(x_pos.shape[0], x_neg.shape[0], s, x)
-            pre = torch.addmm(c, x, W)
-            value = neg_coef @ torch.addmv(F.softplus(pre).sum(-1), x, b)  # Σ coef F, F = -xb - Σsp
-            probs = torch.sigmoid(pre)
-            weighted = x * neg_coef.unsqueeze(-1)
-            grads = (weighted.T @ probs, weighted.sum(0), neg_coef @ probs)
-        for param, grad in zip((W, b, c), grads):
-            if param.requires_grad and param.is_leaf:
-                param.grad = grad if param.grad is None else param.grad + grad
-            elif param.requires_grad:
-                param.backward(grad)
-        return value
+        with plain or contextlib.nullcontext():
+            coef = self._neg_coef(x_pos.shape[0], x_neg.shape[0], s, x_pos)
+            return free_energy_contrast((W, b, c), x_pos, x_neg, coef)
 
     def _neg_coef(self, n_pos: int, n_neg: int, scale: float, like: torch.Tensor) -> torch.Tensor:
         """``(-s, …, -s, s, …, s)``, shape ``(n_pos + n_neg,)``: minus the derivative of the

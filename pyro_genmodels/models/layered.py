@@ -237,7 +237,7 @@ class LayeredBoltzmann:
         world = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world = torch.distributed.get_world_size()
-        self._batch_rows = int(v.shape[0]) * world
+        self.__dict__["_batch_rows"] = int(v.shape[0]) * world  # a plain int: no module hooks
 
     def sgd(
         self,
@@ -320,13 +320,18 @@ class BoltzmannGibbsSampler:
         batch = tuple(sample_shape) + tuple(dist.batch_shape)
         return self.machine.random_states(batch)[0]
 
-    @torch.no_grad()
     def run(self, dist: Any, x: torch.Tensor, num_steps: int | None = None) -> torch.Tensor:
         """``num_steps`` sweeps from the visibles ``x (*, D)``: the odd layers are drawn first
         (given ``x`` and, in a DBM, uniform even hidden layers)."""
         steps = self.num_steps if num_steps is None else check_positive_int("num_steps", num_steps)
+        return self.sweeps(x, steps, self.machine.gibbs_params())
+
+    @torch.no_grad()
+    def sweeps(self, x: torch.Tensor, steps: int, params: tuple) -> torch.Tensor:
+        """:meth:`run` with the machine's detached parameters ``params`` already read
+        (:meth:`~LayeredBoltzmann.gibbs_params`): ``steps`` sweeps from the visibles
+        ``x (*, D)``."""
         m = self.machine
-        params = m.gibbs_params()
         like, batch = params[1][0], tuple(x.shape[:-1])
         states: list[torch.Tensor] = [x.detach()]
         for l, n in enumerate(m.layer_sizes[1:], start=1):  # odd layers are drawn before use

@@ -128,11 +128,17 @@ class _Source:
         self.rank, self.world = rank, world
 
     def global_batches(self, epoch: int) -> list[torch.Tensor]:
-        """The index batches ``(B,)`` of epoch ``epoch``, all ranks together."""
+        """The index batches ``(B,)`` of epoch ``epoch``, all ranks together (the last epoch's
+        are kept: the loop asks for them more than once)."""
+        key = (self.num_data, self.batch_size, self.shuffle, self.seed, epoch, self.drop_last)
+        cached = self.__dict__.get("_order")
+        if cached is not None and cached[0] == key:
+            return list(cached[1])
         order = epoch_order(self.num_data, self.batch_size, self.shuffle, self.seed, epoch)
         if self.drop_last and len(order) > 1 and len(order[-1]) < self.batch_size:
             order = order[:-1]
-        return order
+        self._order = (key, order)
+        return list(order)
 
     def shard(self, idx: torch.Tensor) -> torch.Tensor:
         """This rank's rows of the global index batch ``idx``."""

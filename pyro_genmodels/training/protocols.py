@@ -20,6 +20,11 @@ methods or attributes below (nothing to inherit; ``isinstance`` against these
   parallelism, to sum their gradients over the processes first.
 - :class:`Configured`: ``settings()`` returns options kept under other attribute names
   than the constructor's arguments (see :mod:`pyro_genmodels.training.resume_rules`).
+- :class:`DirectStepping`: ``direct_step(model, guide, data)`` returns None or an object
+  with ``params`` (the parameters it updates), ``accepts(batch)`` and ``__call__(batch)``
+  (the loss's value as a float; the gradients accumulated into ``params``) that takes
+  exactly the step of ``loss_and_grads(model, guide, *batch)`` without running the
+  programs (:class:`~pyro_genmodels.training.step.Step` says when it is used).
 
 And of a model or guide: ``static_structure = True`` (an attribute of the function, or
 of the object a method is bound to) certifies that every call draws the same sites in
@@ -36,6 +41,7 @@ import pyro.infer
 
 __all__ = [
     "Configured",
+    "DirectStepping",
     "GradSync",
     "Primeable",
     "Stateful",
@@ -75,6 +81,11 @@ class GradSync(Protocol):
 @runtime_checkable
 class Configured(Protocol):
     def settings(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DirectStepping(Protocol):
+    def direct_step(self, model: Any, guide: Any, data: tuple) -> Any: ...
 
 
 def is_stateful(obj: Any) -> bool:

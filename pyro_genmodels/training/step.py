@@ -27,7 +27,7 @@ from pyro.infer.util import torch_item
 
 from pyro_genmodels.params import own_params
 from pyro_genmodels.training.guard import NonFiniteStep, UpdateGuard
-from pyro_genmodels.training.protocols import Transactional, is_stateful
+from pyro_genmodels.training.protocols import DirectStepping, Transactional, is_stateful
 
 __all__ = ["LossUndo", "NonFiniteStep", "Step"]
 
@@ -82,10 +82,20 @@ class Step:
             layers around the loss).
         optim: the Pyro optimizer.
         undo: the :class:`LossUndo` of the user's loss.
+        data: the training tensors, when the loop batches tensors: a loss that is stepped
+            bare (no compiled, autocast or data-parallel layer) and offers a direct step
+            for them (:class:`~pyro_genmodels.training.protocols.DirectStepping`) takes it.
+
+    **Direct steps.** A loss that knows what ``model`` and ``guide`` compute can take its
+    step without running them (contrastive divergence on an RBM's own program:
+    :mod:`~pyro_genmodels.infer.contrastive_direct`). The step uses it only after a full
+    step traced exactly the parameters it names, and only on the batches it accepts;
+    the guard, the update and the loss's undo are the same on both paths.
 
     Attributes:
         names: the param-store names the steps traced.
         guard: the :class:`~pyro_genmodels.training.guard.UpdateGuard`.
+        direct_steps: how many steps took the direct path (for tests and benchmarks).
     """
 
     def __init__(
@@ -95,11 +105,17 @@ class Step:
         loss: Any,
         optim: pyro.optim.PyroOptim,
         undo: LossUndo,
+        data: tuple | None = None,
     ) -> None:
         self.model, self.guide, self.loss, self.undo = model, guide, loss, undo
         self.guard = UpdateGuard(optim)
         self.names: set[str] = set()
         self._graded: set[torch.Tensor] = set()  # params that had a gradient at some step
+        self.direct: Any = None
+        if data is not None and loss is undo.loss and isinstance(loss, DirectStepping):
+            self.direct = loss.direct_step(model, guide, data)
+        self._direct_params: list[torch.Tensor] | None = None  # what a full step traced
+        self.direct_steps = 0
 
     def __call__(self, batch: tuple) -> tuple[float, ...]:
         """Take one step on ``batch`` (tensors ``(B, ...)``); returns the loss value(s)."""
@@ -111,17 +127,12 @@ class Step:
             raise
 
     def _step(self, batch: tuple) -> tuple[float, ...]:
-        with poutine.trace(param_only=True) as capture, own_params():
-            try:
-                value = self.loss.loss_and_grads(self.model, self.guide, *batch)
-            except ValueError as e:
-                _reraise_validation(e, capture.trace, batch)
-                raise
-        nodes = capture.trace.nodes
-        self.names.update(nodes)
-        values_ = [site["value"] for site in nodes.values()]
-        params = list(dict.fromkeys(v.unconstrained() for v in values_ if v is not None))
-        values = _as_floats(value)
+        if self._direct_params is not None and self.direct.accepts(batch):
+            params = self._direct_params
+            values: tuple[float, ...] = (self.direct(batch),)
+            self.direct_steps += 1
+        else:
+            params, values = self._full(batch)
         try:
             if not all(math.isfinite(v) for v in values):
                 raise NonFiniteStep(f"non-finite loss {values[0] if len(values) == 1 else values}")
@@ -134,6 +145,25 @@ class Step:
             for p in params:  # what SVI's zeroed gradients are, without writing zeros
                 p.grad = None
         return values
+
+    def _full(self, batch: tuple) -> tuple[list[torch.Tensor], tuple[float, ...]]:
+        """The step's loss and gradients as ``SVI.step`` takes them: ``(params, values)``."""
+        with poutine.trace(param_only=True) as capture, own_params():
+            try:
+                value = self.loss.loss_and_grads(self.model, self.guide, *batch)
+            except ValueError as e:
+                _reraise_validation(e, capture.trace, batch)
+                raise
+        nodes = capture.trace.nodes
+        self.names.update(nodes)
+        values_ = [site["value"] for site in nodes.values()]
+        params = list(dict.fromkeys(v.unconstrained() for v in values_ if v is not None))
+        if self.direct is not None:  # the direct step serves only the parameters traced here
+            same = {id(p) for p in params} == {id(p) for p in self.direct.params}
+            self._direct_params = params if same else None
+            if not same:
+                self.direct = None
+        return params, _as_floats(value)
 
     def _zero_missing_grads(self, params: list[torch.Tensor]) -> None:
         """Pyro's SVI keeps a param's gradient as zeros after its first step, so that a step

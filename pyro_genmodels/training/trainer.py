@@ -120,7 +120,9 @@ class Trainer:
             run.data = batches.fingerprint()
             run.settings = self.settings(run, source)
         layers = stack(c.loss, c.compiled, c.precision, device)
-        step = Step(c.model, c.guide, strategy.wrap_loss(layers, device), c.optim, LossUndo(c.loss))
+        loss, undo = strategy.wrap_loss(layers, device), LossUndo(c.loss)
+        data = batches.tensors if isinstance(batches, TensorBatches) else None  # on the device
+        step = Step(c.model, c.guide, loss, c.optim, undo, data=data)
         run.param_names = step.names
         return run, batches, step
 
