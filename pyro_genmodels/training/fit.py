@@ -68,7 +68,11 @@ def fit(
     ``checkpoint_dir/last_good.pt`` (when given, and only if every value in it
     is finite) and raises ``FloatingPointError`` naming the epoch and step (and
     the write error too, if saving fails). Epoch ``e`` visits the data in an
-    order drawn from a generator seeded by ``(seed, e)``.
+    order drawn from a generator seeded by ``(seed, e)``. A loss that knows what
+    ``model`` and ``guide`` compute may take the same step without running them
+    (contrastive divergence on ``rbm.model``/``rbm.guide``:
+    :mod:`pyro_genmodels.infer.contrastive_direct`; bit-identical results, the same
+    guard; see :class:`~pyro_genmodels.training.step.Step`).
 
     Steps run inside :class:`~pyro_genmodels.params.own_params`: a model trains
     its own parameters even when another model in the process registered the
