@@ -22,7 +22,6 @@ from typing import Any
 
 import pyro.optim
 import torch
-from pyro import poutine
 from pyro.infer.util import torch_item
 
 from pyro_genmodels.params import own_params
@@ -148,15 +147,14 @@ class Step:
 
     def _full(self, batch: tuple) -> tuple[list[torch.Tensor], tuple[float, ...]]:
         """The step's loss and gradients as ``SVI.step`` takes them: ``(params, values)``."""
-        with poutine.trace(param_only=True) as capture, own_params():
+        with _OwnedParams() as capture:
             try:
                 value = self.loss.loss_and_grads(self.model, self.guide, *batch)
             except ValueError as e:
-                _reraise_validation(e, capture.trace, batch)
+                _reraise_validation(e, capture.params, batch)
                 raise
-        nodes = capture.trace.nodes
-        self.names.update(nodes)
-        values_ = [site["value"] for site in nodes.values()]
+        self.names.update(capture.params)
+        values_ = capture.params.values()
         params = list(dict.fromkeys(v.unconstrained() for v in values_ if v is not None))
         if self.direct is not None:  # the direct step serves only the parameters traced here
             same = {id(p) for p in params} == {id(p) for p in self.direct.params}
@@ -176,12 +174,25 @@ class Step:
                 p.grad = torch.zeros_like(p)
 
 
-def _reraise_validation(error: ValueError, trace: Any, batch: tuple) -> None:
+class _OwnedParams(own_params):
+    """:class:`~pyro_genmodels.params.own_params` that also records each param site's value
+    by name, in first-use order: what ``poutine.trace(param_only=True)`` gives ``SVI.step``,
+    in one handler and without a trace graph."""
+
+    def __enter__(self) -> _OwnedParams:
+        self.params: dict[str, Any] = {}
+        return super().__enter__()
+
+    def _pyro_post_param(self, msg: dict) -> None:
+        self.params[msg["name"]] = msg["value"]
+
+
+def _reraise_validation(error: ValueError, found: dict[str, Any], batch: tuple) -> None:
     """Pyro's/torch's validation error about NaN/inf values as the non-finite failure."""
     message = str(error)
     if "invalid values" not in message and "nan" not in message.lower():
         return
-    params = [site["value"] for site in trace.nodes.values()]
+    params = list(found.values())
     floats = [t for t in (*params, *batch) if isinstance(t, torch.Tensor) and t.is_floating_point()]
     non_finite = any(not bool(torch.isfinite(t.detach()).all()) for t in floats)
     if non_finite or _NON_FINITE_WORDS.search(message):
