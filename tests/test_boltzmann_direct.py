@@ -34,9 +34,9 @@ def count_direct(monkeypatch):
     calls = {"n": 0}
     original = DirectRBMStep.__call__
 
-    def counted(self, batch):
+    def counted(self, batch, register=False):
         calls["n"] += 1
-        return original(self, batch)
+        return original(self, batch, register)
 
     monkeypatch.setattr(DirectRBMStep, "__call__", counted)
     return calls
@@ -66,7 +66,7 @@ def train(device, make_loss, hidden=False, epochs=3, optim=None, batch_size=16, 
 def test_direct_steps_give_the_full_steps_numbers(device, case, count_direct):
     rbm, loss, history = train(device, CASES[case])
     direct = count_direct["n"]
-    assert direct >= 3 * 4 - 1  # every step but the first (which checks the parameters)
+    assert direct == 3 * 4  # every step, the first one reading the parameters through Pyro
     other, other_loss, other_history = train(device, CASES[case], hidden=True)
     assert count_direct["n"] == direct  # the hidden program took no direct step
     for p, q in zip(rbm.parameters(), other.parameters(), strict=True):
@@ -195,3 +195,21 @@ def test_bf16_and_the_data_check_take_the_full_step(count_direct):
     with pytest.raises(ValueError, match="binary"):
         pgm.fit(rbm.model, rbm.guide, torch.full((8, 6), 0.5), loss=ContrastiveDivergenceLoss(),
                 optim=rbm.sgd(), epochs=1, batch_size=4, progress=False)  # fmt: skip
+
+
+def test_the_first_direct_step_traces_the_parameters_a_full_step_traces():
+    """What ``fit`` records of a run (the param-store names in checkpoints) and updates."""
+    from pyro_genmodels.training.step import LossUndo, Step
+
+    found = []
+    for data in ((binary_data(16, 6, "cpu"),), None):  # the direct step, then the full step
+        pyro.clear_param_store()
+        rbm = pgm.models.RBM(6, 3)
+        loss = ContrastiveDivergenceLoss(persistent=True)
+        step = Step(rbm.model, rbm.guide, loss, rbm.sgd(), LossUndo(loss), data=data)
+        step((binary_data(16, 6, "cpu"),))
+        found.append((step.names, step.direct_steps, step._direct_params))
+    (names, direct, params), (full_names, full_direct, _) = found
+    assert names == full_names == {"W", "visible_bias", "hidden_bias"}
+    assert (direct, full_direct) == (1, 0)
+    assert params is not None and len(params) == 3

@@ -4,21 +4,21 @@
 the model under Pyro's effect handlers to find the site ``"v"``, reads the parameters
 through the param store, then takes ``k`` Gibbs sweeps and the closed-form free-energy
 contrast. For ``rbm.model`` that program is known: one observed site ``"v"`` of the
-machine's own distribution, scale 1, under a plate of the batch's rows. :class:`DirectRBMStep`
-takes the same step on the machine's parameters directly — the same sweeps (the machine's
-``_sweep``, the same random draws in the same order), the same persistent-chain
-bookkeeping (the loss's ``_update_buffer``, so its undo, ``state_dict`` and checkpoints are
-unchanged), the same contrast (:func:`~pyro_genmodels.models.boltzmann.free_energy_contrast`)
-— and so the same numbers, for about a third of the Python. On a 64-16 RBM the Pyro
-program costs more than the arithmetic of a step.
+machine's own distribution, scale 1, under a plate of the batch's rows.
+:class:`DirectRBMStep` takes the same step on the machine's parameters directly — the same
+sweeps (the sampler's ``sweeps``, the same random draws in the same order), the same
+persistent-chain bookkeeping (the loss's ``chain_start`` and ``_update_buffer``, so its
+undo, ``state_dict`` and checkpoints are unchanged), the same contrast
+(:func:`~pyro_genmodels.models.boltzmann.free_energy_contrast`) — and so the same numbers,
+for about a third of the Python. On a 64-16 RBM the Pyro program costs more than the
+arithmetic of a step.
 
 ``pgm.fit`` asks a loss for such a step (``direct_step(model, guide, data)``, see
 :mod:`pyro_genmodels.training.protocols`) and uses it only where it is equivalent: one
-process, float32 without autocast, no Pyro handler around the step, the parameters it
-names being exactly those a full step traced, and batches that take the loss's plain path
-(CD-k from the data, or Tieleman's PCD with one chain per batch row and no restarts;
-another batch, such as an epoch's smaller last one, takes the full step). The training data
-are checked once, as a whole, instead of batch by batch.
+process, data in the parameters' dtype and no autocast, no Pyro handler around the step,
+and the parameters it names being exactly those its first step reads through Pyro's param
+store (as the full step reads them). The training data are checked once, as a whole,
+instead of batch by batch.
 
 References:
     Hinton, "Training Products of Experts by Minimizing Contrastive Divergence", 2002.
@@ -42,7 +42,15 @@ from pyro_genmodels.models.layered import BoltzmannGibbsSampler
 __all__ = ["DirectRBMStep", "direct_rbm_step"]
 
 _SITE = "v"  # the observed site of RBM.model
-_REPLACED = ("model", "guide", "_distribution", "contrast_backward", "free_energy", "gibbs_params")
+#: what the direct step does in its own way (a subclass that changes one gets the full step)
+_REPLACED = (
+    "model",
+    "guide",
+    "check_visible",
+    "_distribution",
+    "contrast_backward",
+    "gibbs_params",
+)
 
 
 def _bound_to(fn: Callable, name: str) -> Any:
@@ -111,8 +119,11 @@ class DirectRBMStep:
         a mask) is active to change the program."""
         return not _PYRO_STACK
 
-    def __call__(self, batch: tuple) -> float:
-        """The loss's value on ``batch``; the gradients are accumulated into :attr:`params`."""
+    def __call__(self, batch: tuple, register: bool = False) -> float:
+        """The loss's value on ``batch``; the gradients are accumulated into :attr:`params`.
+        ``register=True`` takes the contrast through
+        :meth:`~pyro_genmodels.models.RBM.contrast_backward`, which reads the parameters
+        through Pyro's param store as the loss does (the same numbers)."""
         (v,) = batch
         loss, machine, rows = self.loss, self.machine, v.shape[0]
         machine._note_batch(v)
@@ -125,5 +136,7 @@ class DirectRBMStep:
         x_neg = sampler.sweeps(x0, self.k, ([W.detach()], [b.detach(), c.detach()], None)).to(v)
         if loss.persistent:
             loss._update_buffer(_SITE, x_neg, 1, index)
+        if register:
+            return torch_item(machine.contrast_backward(v, x_neg))
         coef = machine._neg_coef(rows, x_neg.shape[0], 1.0, v)
         return torch_item(free_energy_contrast((W, b, c), v, x_neg, coef))

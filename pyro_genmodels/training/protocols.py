@@ -21,10 +21,12 @@ methods or attributes below (nothing to inherit; ``isinstance`` against these
 - :class:`Configured`: ``settings()`` returns options kept under other attribute names
   than the constructor's arguments (see :mod:`pyro_genmodels.training.resume_rules`).
 - :class:`DirectStepping`: ``direct_step(model, guide, data)`` returns None or an object
-  with ``params`` (the parameters it updates), ``accepts(batch)`` and ``__call__(batch)``
-  (the loss's value as a float; the gradients accumulated into ``params``) that takes
-  exactly the step of ``loss_and_grads(model, guide, *batch)`` without running the
-  programs (:class:`~pyro_genmodels.training.step.Step` says when it is used).
+  with ``params`` (the parameters it updates), ``accepts(batch)`` and
+  ``__call__(batch, register=False)`` (the loss's value as a float; the gradients
+  accumulated into ``params``; with ``register=True`` it reads them through Pyro's param
+  store, as ``loss_and_grads`` does) that takes exactly the step of
+  ``loss_and_grads(model, guide, *batch)`` without running the programs
+  (:class:`~pyro_genmodels.training.step.Step` says when it is used).
 
 And of a model or guide: ``static_structure = True`` (an attribute of the function, or
 of the object a method is bound to) certifies that every call draws the same sites in

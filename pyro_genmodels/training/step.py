@@ -87,9 +87,11 @@ class Step:
 
     **Direct steps.** A loss that knows what ``model`` and ``guide`` compute can take its
     step without running them (contrastive divergence on an RBM's own program:
-    :mod:`~pyro_genmodels.infer.contrastive_direct`). The step uses it only after a full
-    step traced exactly the parameters it names, and only on the batches it accepts;
-    the guard, the update and the loss's undo are the same on both paths.
+    :mod:`~pyro_genmodels.infer.contrastive_direct`), on the batches it accepts. Its first
+    step reads the parameters through Pyro's param store (``register=True``), traced as a
+    full step is; later ones use them directly only if that trace found exactly the
+    parameters it names (else every later step is a full one). The guard, the update and
+    the loss's undo are the same on both paths.
 
     Attributes:
         names: the param-store names the steps traced.
@@ -126,12 +128,17 @@ class Step:
             raise
 
     def _step(self, batch: tuple) -> tuple[float, ...]:
-        if self._direct_params is not None and self.direct.accepts(batch):
-            params = self._direct_params
-            values: tuple[float, ...] = (self.direct(batch),)
+        direct = self.direct
+        if direct is not None and direct.accepts(batch):
             self.direct_steps += 1
+            if self._direct_params is not None:
+                params, values = self._direct_params, (direct(batch),)
+            else:  # the first one reads the parameters through Pyro, as the full step does
+                params, values = self._traced(lambda: direct(batch, register=True), batch)
         else:
-            params, values = self._full(batch)
+            params, values = self._traced(
+                lambda: self.loss.loss_and_grads(self.model, self.guide, *batch), batch
+            )
         try:
             if not all(math.isfinite(v) for v in values):
                 raise NonFiniteStep(f"non-finite loss {values[0] if len(values) == 1 else values}")
@@ -145,11 +152,14 @@ class Step:
                 p.grad = None
         return values
 
-    def _full(self, batch: tuple) -> tuple[list[torch.Tensor], tuple[float, ...]]:
-        """The step's loss and gradients as ``SVI.step`` takes them: ``(params, values)``."""
+    def _traced(
+        self, loss_and_grads: Callable[[], Any], batch: tuple
+    ) -> tuple[list[torch.Tensor], tuple[float, ...]]:
+        """``(params, values)`` of a step whose loss and gradients ``loss_and_grads()`` makes,
+        with the params it reads through Pyro's param store, as ``SVI.step`` traces them."""
         with _OwnedParams() as capture:
             try:
-                value = self.loss.loss_and_grads(self.model, self.guide, *batch)
+                value = loss_and_grads()
             except ValueError as e:
                 _reraise_validation(e, capture.params, batch)
                 raise
