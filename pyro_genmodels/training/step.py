@@ -129,6 +129,8 @@ class Step:
 
     def _step(self, batch: tuple) -> tuple[float, ...]:
         direct = self.direct
+        params: list[torch.Tensor]
+        values: tuple[float, ...]
         if direct is not None and direct.accepts(batch):
             self.direct_steps += 1
             if self._direct_params is not None:
