@@ -115,7 +115,7 @@ class Step:
         self.direct: Any = None
         if data is not None and loss is undo.loss and isinstance(loss, DirectStepping):
             self.direct = loss.direct_step(model, guide, data)
-        self._direct_params: list[torch.Tensor] | None = None  # what a full step traced
+        self._direct_params: list[torch.Tensor] | None = None  # what the first step traced
         self.direct_steps = 0
 
     def __call__(self, batch: tuple) -> tuple[float, ...]:
