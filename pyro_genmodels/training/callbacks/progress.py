@@ -30,9 +30,11 @@ class Progress(Callback):
         self.bar: Any = None
 
     def on_train_start(self, state: Any) -> None:
+        if not self.show:  # no bar at all: a disabled tqdm still formats every epoch's postfix
+            return
         start = min(state.epoch, state.epochs)
         self.bar = tqdm(
-            total=state.epochs, initial=start, disable=not self.show, desc="fit", unit="epoch"
+            total=state.epochs, initial=start, desc="fit", unit="epoch"
         )
 
     def after_epoch(self, state: Any) -> None:
