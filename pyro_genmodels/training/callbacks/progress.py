@@ -33,9 +33,7 @@ class Progress(Callback):
         if not self.show:  # no bar at all: a disabled tqdm still formats every epoch's postfix
             return
         start = min(state.epoch, state.epochs)
-        self.bar = tqdm(
-            total=state.epochs, initial=start, desc="fit", unit="epoch"
-        )
+        self.bar = tqdm(total=state.epochs, initial=start, desc="fit", unit="epoch")
 
     def after_epoch(self, state: Any) -> None:
         if self.bar is not None:
