@@ -213,3 +213,18 @@ def test_the_first_direct_step_traces_the_parameters_a_full_step_traces():
     assert names == full_names == {"W", "visible_bias", "hidden_bias"}
     assert (direct, full_direct) == (1, 0)
     assert params is not None and len(params) == 3
+
+
+def test_bad_input_to_the_new_entry_points_is_named():
+    from pyro_genmodels.data.validation import is_binary
+
+    rbm = pgm.models.RBM(6, 3)
+    with pytest.raises(TypeError, match="data must be a tuple"):
+        ContrastiveDivergenceLoss().direct_step(rbm.model, rbm.guide, torch.ones(2, 6))
+    sampler = rbm.distribution().sampler
+    params = rbm.gibbs_params()
+    for steps in (0, -1, 1.5):
+        with pytest.raises((ValueError, TypeError), match="steps"):
+            sampler.sweeps(torch.ones(2, 6), steps, params)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        is_binary([0, 1])

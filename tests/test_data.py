@@ -402,7 +402,7 @@ def test_load_mnist_rejects_bad_directories(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
-def testis_binary_is_the_elementwise_definition(device, dtype):
+def test_is_binary_is_the_elementwise_definition(device, dtype):
     """min ≥ 0, max ≤ 1 and Σ x(1 − x) = 0 decide "every value is 0 or 1" exactly as the
     elementwise test does: on each edge value alone and beside binary values (the smallest
     subnormal, one ulp below 1, −0, NaN, ±inf, out of range), and on empty and integer data."""

@@ -47,7 +47,7 @@ from pyro_genmodels.data.idx_format import GZIP_MAGIC, as_path
 from pyro_genmodels.data.preprocess import binarize as _binarize
 from pyro_genmodels.data.preprocess import dequantize as _dequantize
 from pyro_genmodels.data.tensors import from_tensors
-from pyro_genmodels.data.validation import check_bool, check_float_dtype, check_seed
+from pyro_genmodels.data.validation import check_bool, check_float_dtype, check_seed, is_binary
 
 __all__ = ["FORMATS", "load_file", "read_arrays"]
 
@@ -291,7 +291,7 @@ def _prepare(arrays: dict[str, Any], binarize: bool, levels: int | None) -> dict
                 raise ValueError(f"dequantize={levels}: {error}".replace("x_int", key)) from None
         elif binarize:
             out[key] = _binarize(x.double(), _threshold(x, key))
-        elif not x.is_floating_point() and not _is_binary(x):
+        elif not x.is_floating_point() and not is_binary(x):
             raise ValueError(
                 f"{key} holds integers ({x.dtype}, values in [{x.min().item()}, "
                 f"{x.max().item()}]): dequantize them (dequantize=LEVELS, --dequantize) for "
@@ -299,7 +299,7 @@ def _prepare(arrays: dict[str, Any], binarize: bool, levels: int | None) -> dict
             )
         else:
             out[key] = x.double()
-    out["binary"] = all(_is_binary(x) for x in out.values())
+    out["binary"] = all(is_binary(x) for x in out.values())
     return out
 
 
@@ -324,7 +324,3 @@ def _threshold(x: torch.Tensor, key: str) -> float:
         f"binarize needs {key} in [0, 1] or uint8 pixels (0-255), got {x.dtype} values in "
         f"[{x.min().item():.4g}, {x.max().item():.4g}]"
     )
-
-
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())

@@ -94,6 +94,8 @@ def is_binary(x: torch.Tensor) -> bool:
     ``max ≤ 1`` and ``Σ x(1 − x) = 0``.
     On ``[0, 1]`` each term is ≥ 0 and is 0 only at 0 and 1, so the sum is 0 exactly when
     every value is binary; a NaN fails every test. One synchronization on a GPU."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point() or not x.numel():
         return bool(((x == 0) | (x == 1)).all())
     low, high = torch.aminmax(x)

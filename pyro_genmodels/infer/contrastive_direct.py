@@ -67,6 +67,8 @@ def direct_rbm_step(loss: Any, model: Callable, guide: Callable, data: tuple) ->
 
     ``data``: the training tensors, ``(N, D)`` each, as the loop batches them.
     """
+    if not isinstance(data, tuple | list):
+        raise TypeError(f"data must be a tuple of training tensors, got {type(data).__name__}")
     machine = _bound_to(model, "model")
     if not isinstance(machine, RBM) or _bound_to(guide, "guide") is not machine:
         return None

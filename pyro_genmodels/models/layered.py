@@ -331,6 +331,7 @@ class BoltzmannGibbsSampler:
         """:meth:`run` with the machine's detached parameters ``params`` already read
         (:meth:`~LayeredBoltzmann.gibbs_params`): ``steps`` sweeps from the visibles
         ``x (*, D)``."""
+        steps = check_positive_int("steps", steps)
         m = self.machine
         like, batch = params[1][0], tuple(x.shape[:-1])
         states: list[torch.Tensor] = [x.detach()]
