@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         "--datasets", default="digits,mnist5k", help="datasets of the nll and pythae parts"
     )
     p.add_argument("--seeds", default="0,1,2", help="seeds of the pythae part")
+    p.add_argument("--recipes", default=None, help="pgm recipes of the pythae part (default: all)")
     args = p.parse_args(argv)
     parts, datasets = set(args.parts.split(",")), set(args.datasets.split(","))
     rows: list[dict] = []
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             side = [("digits", 16, 1)]
         seeds = [int(s) for s in args.seeds.split(",")]
         for dataset, k, epochs in [s for s in side if s[0] in datasets or args.quick]:
-            rows += bench_pythae(dataset, seeds, k, _writer(args.out, rows), epochs=epochs)
+            recipes = None if args.recipes is None else args.recipes.split(",")
+            rows += bench_pythae(
+                dataset, seeds, k, _writer(args.out, rows), epochs=epochs, recipes=recipes
+            )
     _writer(args.out, [])(rows)
     table = pd.read_csv(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

@@ -236,3 +236,19 @@ class ScoreMatchingLoss(EnergyLoss):
             total = total + (site_scale(site, per_point) * per_point).sum()
 
         return total
+
+    def direct_step(self, model: Callable, guide: Callable, data: tuple) -> Any:
+        """The step of :meth:`loss_and_grads` without running ``model`` and ``guide``, where
+        it is known: an :class:`~pyro_genmodels.models.EnergyModel`'s own
+        ``ebm.model``/``ebm.guide``
+        (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
+        ``pgm.fit`` asks for it with its training tensors ``data``."""
+        from pyro_genmodels.infer.energy_direct import direct_energy_step
+
+        cls = type(self)
+        if any(
+            getattr(cls, name) is not getattr(ScoreMatchingLoss, name)
+            for name in ("_differentiable_loss", "_loss_for_grads", "loss_and_grads")
+        ):
+            return None  # a subclass whose step is not the per-point loss summed
+        return direct_energy_step(self, model, guide, data, self._per_point)

@@ -11,12 +11,14 @@ site ``"x"`` and the main latent ``"z"`` (flat data ``(N, x_dim)``):
 - :class:`WAE` (= :data:`InfoVAE`), trained with ``pyro.infer.Trace_MMD``;
 - :class:`FlowDensity`, normalizing-flow densities (site ``"x"``, exact likelihood),
   whose :class:`FlowDistribution` is the density at the site;
-- :class:`RBM` and :class:`DBM`, Boltzmann machines (observed site ``"v"``).
+- :class:`RBM` and :class:`DBM`, Boltzmann machines (observed site ``"v"``);
+- :class:`EnergyModel`, an energy-based model's program (observed site ``"x"``).
 """
 
 from pyro_genmodels.models.boltzmann import RBM
 from pyro_genmodels.models.cvae import CVAE
 from pyro_genmodels.models.dbm import DBM
+from pyro_genmodels.models.energy import EnergyModel
 from pyro_genmodels.models.flow import FlowDensity, FlowDistribution
 from pyro_genmodels.models.ssvae import SSVAE
 from pyro_genmodels.models.vae import VAE
@@ -26,6 +28,7 @@ __all__ = [
     "DBM",
     "RBM",
     "CVAE",
+    "EnergyModel",
     "FlowDensity",
     "FlowDistribution",
     "SSVAE",
