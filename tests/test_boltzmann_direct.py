@@ -7,11 +7,11 @@ both runs must end with bit-identical parameters, histories and persistent chain
 here is statistical.
 """
 
-import math
 
 import pyro
 import pytest
 import torch
+from optim_helpers import PoisonRate, optimizer_tensors
 
 import pyro_genmodels as pgm
 from pyro_genmodels.infer import ContrastiveDivergenceLoss
@@ -29,17 +29,9 @@ CASES = {
 
 
 @pytest.fixture
-def count_direct(monkeypatch):
-    """How many steps took the direct path (a counter patched into ``DirectRBMStep``)."""
-    calls = {"n": 0}
-    original = DirectRBMStep.__call__
-
-    def counted(self, batch, register=False):
-        calls["n"] += 1
-        return original(self, batch, register)
-
-    monkeypatch.setattr(DirectRBMStep, "__call__", counted)
-    return calls
+def count_direct(count_calls):
+    """How many steps took the direct path."""
+    return count_calls(DirectRBMStep)
 
 
 def binary_data(n, d, device, seed=0):
@@ -104,33 +96,21 @@ def test_a_failed_direct_step_changes_nothing(count_direct):
     optim = rbm.sgd(lr=0.1, momentum=0.5)
     saved = {}
 
-    def poison(state):
-        if state.epoch == 1:
-            saved["params"] = [p.detach().clone() for p in rbm.parameters()]
-            saved["chains"] = loss.buffers["v"].clone()
-            saved["momenta"] = [
-                s["momentum_buffer"].clone()
-                for opt in set(optim.optim_objs.values())
-                for s in opt.state.values()
-            ]
-            saved["direct"] = count_direct["n"]
-            for opt in set(optim.optim_objs.values()):
-                for group in opt.param_groups:
-                    group["lr"] = math.inf
-
-    class Poison:
-        on_epoch_start = staticmethod(poison)
+    def save():
+        saved["params"] = [p.detach().clone() for p in rbm.parameters()]
+        saved["chains"] = loss.buffers["v"].clone()
+        saved["momenta"] = [t.clone() for t in optimizer_tensors(optim)]
+        saved["direct"] = count_direct["n"]
 
     with pytest.raises(FloatingPointError, match="epoch 2 of 3"):
         pgm.fit(rbm.model, rbm.guide, binary_data(50, 6, "cpu"), loss=loss, optim=optim,
-                epochs=3, batch_size=16, progress=False, callbacks=[Poison()])  # fmt: skip
+                epochs=3, batch_size=16, progress=False,
+                callbacks=[PoisonRate(optim, 1, save)])  # fmt: skip
     assert count_direct["n"] == saved["direct"] + 1  # the failed step was a direct one
     for p, q in zip(rbm.parameters(), saved["params"], strict=True):
         assert torch.equal(p, q)
     assert torch.equal(loss.buffers["v"], saved["chains"])
-    momenta = [
-        s["momentum_buffer"] for opt in set(optim.optim_objs.values()) for s in opt.state.values()
-    ]
+    momenta = optimizer_tensors(optim)
     for m, q in zip(momenta, saved["momenta"], strict=True):
         assert torch.equal(m, q)
 

@@ -15,6 +15,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from energy_helpers import Quadratic, energy_model, gaussian_data
+from optim_helpers import PoisonRate, optimizer_tensors
 from torch.distributions import constraints
 
 import pyro_genmodels as pgm
@@ -50,17 +51,9 @@ class Conditional(torch.nn.Module):
 
 
 @pytest.fixture
-def count_direct(monkeypatch):
-    """How many steps took the direct path (a counter patched into ``DirectEnergyStep``)."""
-    calls = {"n": 0}
-    original = DirectEnergyStep.__call__
-
-    def counted(self, batch, register=False):
-        calls["n"] += 1
-        return original(self, batch, register)
-
-    monkeypatch.setattr(DirectEnergyStep, "__call__", counted)
-    return calls
+def count_direct(count_calls):
+    """How many steps took the direct path."""
+    return count_calls(DirectEnergyStep)
 
 
 def toy(n, device, seed=0):
@@ -68,11 +61,16 @@ def toy(n, device, seed=0):
     return (torch.randn(n, 2, generator=g) * torch.tensor([1.0, 0.5])).to(device)
 
 
-def train(device, make_loss, hidden=False, epochs=3, batch_size=16, **kwargs):
-    """A fresh conditional MLP energy trained on 50 rows in batches of 16 (the last has 2)."""
+def train(device, make_loss, hidden=False, epochs=3, batch_size=16, base=False, **kwargs):
+    """A fresh conditional MLP energy (on a Gaussian base with ``base=True``) trained on 50
+    rows in batches of 16 (the last has 2)."""
     pyro.clear_param_store()
     torch.manual_seed(0)
-    ebm = EnergyModel(Conditional().to(device), (2,))
+    q = None
+    if base:
+        q = dist.Normal(torch.zeros(2, device=device), torch.tensor([1.0, 0.5], device=device))
+        q = q.to_event(1)
+    ebm = EnergyModel(Conditional().to(device), (2,), base=q)
     model = (lambda x: ebm.model(x)) if hidden else ebm.model
     loss = make_loss()
     history = pgm.fit(model, ebm.guide, toy(50, device), loss=loss, epochs=epochs,
@@ -98,11 +96,12 @@ def test_the_program_is_the_hand_written_one(device):
     assert ebm.distribution().batch_shape == () and not ebm.distribution().normalized
 
 
+@pytest.mark.parametrize("base", [False, True], ids=["no base", "a Gaussian base"])
 @pytest.mark.parametrize("case", list(LOSSES))
-def test_direct_steps_give_the_full_steps_numbers(device, case, count_direct):
-    ebm, history = train(device, LOSSES[case])
+def test_direct_steps_give_the_full_steps_numbers(device, case, base, count_direct):
+    ebm, history = train(device, LOSSES[case], base=base)
     assert count_direct["n"] == 3 * 4  # every step, the first one reading params through Pyro
-    other, other_history = train(device, LOSSES[case], hidden=True)
+    other, other_history = train(device, LOSSES[case], hidden=True, base=base)
     assert count_direct["n"] == 3 * 4  # the hidden program took no direct step
     for p, q in zip(ebm.parameters(), other.parameters(), strict=True):
         assert torch.equal(p, q)
@@ -128,33 +127,19 @@ def test_a_failed_direct_step_changes_nothing(count_direct):
     optim = pgm.optim.Adam({"lr": 1e-2})
     saved = {}
 
-    def poison(state):
-        if state.epoch == 1:
-            saved["params"] = [p.detach().clone() for p in ebm.parameters()]
-            saved["moments"] = [
-                t.clone()
-                for opt in set(optim.optim_objs.values())
-                for s in opt.state.values()
-                for t in s.values()
-            ]
-            saved["direct"] = count_direct["n"]
-            for opt in set(optim.optim_objs.values()):
-                for group in opt.param_groups:
-                    group["lr"] = math.inf
-
-    class Poison:
-        on_epoch_start = staticmethod(poison)
+    def save():
+        saved["params"] = [p.detach().clone() for p in ebm.parameters()]
+        saved["moments"] = [t.clone() for t in optimizer_tensors(optim)]
+        saved["direct"] = count_direct["n"]
 
     with pytest.raises(FloatingPointError, match="epoch 2 of 3"):
         pgm.fit(ebm.model, ebm.guide, toy(50, "cpu"), loss=ScoreMatchingLoss("denoising"),
                 optim=optim, epochs=3, batch_size=16, progress=False,
-                callbacks=[Poison()])  # fmt: skip
+                callbacks=[PoisonRate(optim, 1, save)])  # fmt: skip
     assert count_direct["n"] == saved["direct"] + 1  # the failed step was a direct one
     for p, q in zip(ebm.parameters(), saved["params"], strict=True):
         assert torch.equal(p, q)
-    moments = [
-        t for opt in set(optim.optim_objs.values()) for s in opt.state.values() for t in s.values()
-    ]
+    moments = optimizer_tensors(optim)
     for m, q in zip(moments, saved["moments"], strict=True):
         assert torch.equal(m, q)
 

@@ -39,7 +39,7 @@ from pyro_genmodels.data.validation import is_binary
 from pyro_genmodels.models.boltzmann import RBM, free_energy_contrast
 from pyro_genmodels.models.layered import BoltzmannGibbsSampler
 
-__all__ = ["DirectRBMStep", "bound_to", "direct_rbm_step"]
+__all__ = ["DirectRBMStep", "bound_to", "direct_rbm_step", "own_program"]
 
 _SITE = "v"  # the observed site of RBM.model
 #: what the direct step does in its own way (a subclass that changes one gets the full step)
@@ -61,19 +61,31 @@ def bound_to(fn: Callable, name: str) -> Any:
     return owner
 
 
+def own_program(
+    model: Callable, guide: Callable, data: Any, cls: type, replaced: tuple[str, ...]
+) -> Any:
+    """The object whose own ``model`` and ``guide`` methods ``model`` and ``guide`` are, if it
+    is a ``cls`` whose class changes none of the methods ``replaced``; else None. A
+    ``TypeError`` unless ``data`` (the training tensors) is a tuple."""
+    if not isinstance(data, tuple | list):
+        raise TypeError(f"data must be a tuple of training tensors, got {type(data).__name__}")
+    owner = bound_to(model, "model")
+    if not isinstance(owner, cls) or bound_to(guide, "guide") is not owner:
+        return None
+    if any(getattr(type(owner), name) is not getattr(cls, name) for name in replaced):
+        return None  # a subclass that changes what the step does
+    return owner
+
+
 def direct_rbm_step(loss: Any, model: Callable, guide: Callable, data: tuple) -> Any:
     """A :class:`DirectRBMStep` for ``loss`` on ``(model, guide)``, or None where it would not
     take exactly the step of ``loss.loss_and_grads`` (see the module).
 
     ``data``: the training tensors, ``(N, D)`` each, as the loop batches them.
     """
-    if not isinstance(data, tuple | list):
-        raise TypeError(f"data must be a tuple of training tensors, got {type(data).__name__}")
-    machine = bound_to(model, "model")
-    if not isinstance(machine, RBM) or bound_to(guide, "guide") is not machine:
+    machine: RBM | None = own_program(model, guide, data, RBM, _REPLACED)
+    if machine is None:
         return None
-    if any(getattr(type(machine), name) is not getattr(RBM, name) for name in _REPLACED):
-        return None  # a subclass that changes what the step does
     if machine.visible != "bernoulli" or len(data) != 1 or not loss.free_energy:
         return None
     dist = machine._distribution(None)

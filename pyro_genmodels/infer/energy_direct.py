@@ -28,7 +28,7 @@ from pyro.poutine.runtime import _PYRO_STACK
 from pyro.util import warn_if_nan
 
 from pyro_genmodels.distributions.energy import unchecked_energies
-from pyro_genmodels.infer.contrastive_direct import bound_to
+from pyro_genmodels.infer.contrastive_direct import own_program
 from pyro_genmodels.models.energy import EnergyModel
 
 __all__ = ["DirectEnergyStep", "direct_energy_step"]
@@ -55,14 +55,8 @@ def direct_energy_step(
             site's distribution ``dist`` (batch shape ``(N,)``) at ``x`` ``(N, *event)``,
             as the loss's ``loss_and_grads`` computes it for a site of scale 1.
     """
-    if not isinstance(data, tuple | list):
-        raise TypeError(f"data must be a tuple of training tensors, got {type(data).__name__}")
-    ebm = bound_to(model, "model")
-    if not isinstance(ebm, EnergyModel) or bound_to(guide, "guide") is not ebm:
-        return None
-    if any(getattr(type(ebm), name) is not getattr(EnergyModel, name) for name in _REPLACED):
-        return None  # a subclass that changes the program
-    if len(data) != 1 or ebm.support.is_discrete:
+    ebm = own_program(model, guide, data, EnergyModel, _REPLACED)
+    if ebm is None or len(data) != 1 or ebm.support.is_discrete:
         return None  # the full step reports what is wrong
     (x,) = data
     event = ebm.event_shape
