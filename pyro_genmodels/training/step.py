@@ -87,7 +87,9 @@ class Step:
 
     **Direct steps.** A loss that knows what ``model`` and ``guide`` compute can take its
     step without running them (contrastive divergence on an RBM's own program:
-    :mod:`~pyro_genmodels.infer.contrastive_direct`), on the batches it accepts. Its first
+    :mod:`~pyro_genmodels.infer.contrastive_direct`; score matching on an
+    :class:`~pyro_genmodels.models.EnergyModel`'s: :mod:`~pyro_genmodels.infer.energy_direct`),
+    on the batches it accepts. Its first
     step reads the parameters through Pyro's param store (``register=True``), traced as a
     full step is; later ones use them directly only if that trace found exactly the
     parameters it names (else every later step is a full one). The guard, the update and
