@@ -7,7 +7,6 @@ both runs must end with bit-identical parameters, histories and persistent chain
 here is statistical.
 """
 
-
 import pyro
 import pytest
 import torch

@@ -11,7 +11,7 @@ from pyro_genmodels.distributions import AutoregressiveDistribution
 from pyro_genmodels.infer import IWAELoss
 from pyro_genmodels.models import VAE
 from pyro_genmodels.nn import MADE
-from pyro_genmodels.training import fit
+from pyro_genmodels.training import KLAnnealing, fit
 from pyro_genmodels.training.loss_stack import CompiledLoss
 
 N, D, BATCH = 21, 6, 8  # batches of 8, 8 and 5: two traced shapes
@@ -99,7 +99,7 @@ def test_jit_errors():
         fit(lambda x: None, lambda x: None, x, jit=True, precision="bf16", progress=False)
 
 
-def _vae_run(jit: bool, noise_through_normal: bool, monkeypatch) -> tuple:
+def _vae_run(jit: bool, noise_through_normal: bool, monkeypatch, anneal: bool = False) -> tuple:
     if noise_through_normal:  # eager draws as the traced graph draws (torch.normal)
 
         def standard_normal(shape, dtype, device):
@@ -110,9 +110,10 @@ def _vae_run(jit: bool, noise_through_normal: bool, monkeypatch) -> tuple:
     pyro.clear_param_store()
     torch.manual_seed(3)
     vae = VAE(D, 2, hidden_dims=(8,)).double()
+    callbacks = [KLAnnealing(vae, start=0.0, end=1.0, epochs=2)] if anneal else []
     h = fit(vae.model, vae.guide, _binary(), loss=pyro.infer.TraceMeanField_ELBO(),
             optim=pyro.optim.Adam({"lr": 0.05}), epochs=3, batch_size=BATCH, progress=False,
-            jit=jit)  # fmt: skip
+            jit=jit, callbacks=callbacks)  # fmt: skip
     return h["loss"].to_numpy(), {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
 
@@ -124,6 +125,31 @@ def test_compiled_and_uncompiled_vae_take_the_same_steps(monkeypatch):
     np.testing.assert_allclose(h1, h0, rtol=1e-6)
     for k in p0:
         torch.testing.assert_close(p1[k], p0[k], rtol=1e-6, atol=1e-6)
+
+
+def test_a_kl_warm_up_changes_the_compiled_loss_as_the_uncompiled_one(monkeypatch):
+    """``beta`` goes 0, 0.5, 1 over three epochs (``KLAnnealing``): the compiled ELBO traces
+    anew at each value (``VAE.trace_constants``) and follows the uncompiled run to 1e-6. Its
+    first epoch, at ``beta = 0``, has no KL term: the two later epochs must differ from a
+    run whose loss kept it at 0, which they did before (the trace held ``beta = 0``)."""
+    (h0, p0), (h1, p1) = (_vae_run(jit, True, monkeypatch, anneal=True) for jit in (False, True))
+    np.testing.assert_allclose(h1, h0, rtol=1e-6)
+    for k in p0:
+        torch.testing.assert_close(p1[k], p0[k], rtol=1e-6, atol=1e-6)
+    pyro.clear_param_store()
+    frozen = CompiledLoss(pyro.infer.TraceMeanField_ELBO())
+    vae = VAE(D, 2, hidden_dims=(8,)).double()
+    x = _binary()[:BATCH]
+    pyro.infer.TraceMeanField_ELBO().loss(vae.model, vae.guide, x)  # params in the store
+    values = []
+    for beta in (0.0, 1.0, 0.0):
+        vae.beta = beta
+        pyro.set_rng_seed(0)
+        values.append(frozen.loss_and_grads(vae.model, vae.guide, x))
+        vae.zero_grad()
+    assert values[0] == pytest.approx(values[2], rel=1e-12)
+    assert values[1] > values[0] + 1e-3  # the KL term (positive) enters at beta = 1
+    assert len(frozen.compiled) == 1  # a change replaces the trace of the old value
 
 
 def test_compiled_and_uncompiled_flow_take_the_same_steps():

@@ -17,6 +17,7 @@ from pyro_genmodels.infer._energy_sites import (
     energy_sites,
     site_scale,
 )
+from pyro_genmodels.infer.energy_direct import direct_energy_step
 
 METHODS = ("exact", "sliced", "denoising")
 #: σ when ``noise_scale`` is not given: for data of unit scale (the 2-D toys of
@@ -243,8 +244,6 @@ class ScoreMatchingLoss(EnergyLoss):
         ``ebm.model``/``ebm.guide``
         (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
         ``pgm.fit`` asks for it with its training tensors ``data``."""
-        from pyro_genmodels.infer.energy_direct import direct_energy_step
-
         cls = type(self)
         if any(
             getattr(cls, name) is not getattr(ScoreMatchingLoss, name)

@@ -147,6 +147,12 @@ class CVAE(L.KLChoice, L.LikelihoodSettings, PyroModule):
         d = self.distribution_x(dist.Normal(loc, scale).sample(), c)
         return d.mean if mean else d.sample()
 
+    def trace_constants(self) -> tuple[float]:
+        """``(beta,)``: what a compiled ELBO's trace holds as a constant (a change of
+        ``beta``, e.g. by :class:`~pyro_genmodels.training.KLAnnealing`, makes ``fit``'s
+        compiled loss trace anew)."""
+        return (float(self.beta),)
+
     @pyro_method
     def model(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """``p(x, z | y) = p(z | y) p(x | z, y)``; ``x`` ``(N, x_dim)``, ``y`` as in ``context``."""

@@ -189,6 +189,12 @@ class VAE(L.KLChoice, L.LikelihoodSettings, PyroModule):
         d = self.distribution_x(z)
         return d.mean if mean else d.sample()
 
+    def trace_constants(self) -> tuple[float]:
+        """``(beta,)``: what a compiled ELBO's trace holds as a constant (a change of
+        ``beta``, e.g. by :class:`~pyro_genmodels.training.KLAnnealing`, makes ``fit``'s
+        compiled loss trace anew)."""
+        return (float(self.beta),)
+
     @pyro_method
     def model(self, x: torch.Tensor) -> None:
         """``p(x, z) = N(z; 0, I) p(x | z)``; ``x`` of shape ``(N, x_dim)``."""

@@ -20,8 +20,9 @@ so the step that traces draws and updates exactly as every later step, and a res
 run that traces anew continues exactly. A model that cannot be traced falls back to
 the loss itself, with a one-line warning. What tracing implies: Python control flow
 inside model and guide runs once per batch shape (data checks run on the first batch
-of each shape), and the model must draw its random variables in the same way at every
-call.
+of each shape), the model must draw its random variables in the same way at every
+call, and a Python value the programs read (a VAE's ``beta``) is a constant of the trace
+unless the program declares it by ``trace_constants()``.
 
 **bf16.** :class:`AutocastLoss` runs each loss evaluation under
 ``torch.autocast(dtype=torch.bfloat16)``; parameters, gradients and optimizer state
@@ -46,6 +47,7 @@ import torch
 from pyro_genmodels._compat import store_params
 from pyro_genmodels.params import find_modules
 from pyro_genmodels.training.priming import kept_buffers
+from pyro_genmodels.training.protocols import trace_constants
 from pyro_genmodels.training.rng import forked_rng
 
 __all__ = [
@@ -133,8 +135,11 @@ class LossLayer:
 class CompiledLoss(LossLayer):
     """The compiled counterpart of a Pyro ELBO, compiled once per tuple of argument shapes
     (and per ``model.jit_key`` when the model carries one: the data-parallel plate
-    scaling, whose factors the trace holds as constants); a model that cannot be traced
-    falls back to the uncompiled loss with a warning.
+    scaling, whose factors the trace holds as constants), and traced anew when the values
+    that model or guide declare by ``trace_constants()`` change (a VAE's ``beta``, which
+    :class:`~pyro_genmodels.training.KLAnnealing` changes epoch by epoch; see
+    :func:`~pyro_genmodels.training.protocols.trace_constants`); a model that cannot be
+    traced falls back to the uncompiled loss with a warning.
 
     Args:
         loss: an instance of a class in :data:`JIT_LOSSES` (exactly that class); its
@@ -179,8 +184,12 @@ class CompiledLoss(LossLayer):
     def _call(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Any:
         # a program's ``jit_key`` (data-parallel plate scaling) holds constants of the trace
         key = (_shape_key(args), getattr(model, "jit_key", None))
-        if key in self.compiled:
-            return self.compiled[key].loss_and_grads(model, guide, *args, **kwargs)
+        # values the trace holds as constants and a callback may change (a VAE's beta under
+        # a KL warm-up): a change traces anew, replacing the trace of the old values
+        constants = (trace_constants(model), trace_constants(guide))
+        entry = self.compiled.get(key)
+        if entry is not None and entry[0] == constants:
+            return entry[1].loss_and_grads(model, guide, *args, **kwargs)
         compiled = self.target(ignore_jit_warnings=True, **self.options)
         try:  # trace from forked random states: tracing runs the model an extra time
             with forked_rng(), kept_buffers(find_modules(model, guide)), warnings.catch_warnings():
@@ -198,7 +207,7 @@ class CompiledLoss(LossLayer):
         for p in store_params().values():  # the trial's gradients
             p.grad = None
         if self.fallback is None:
-            self.compiled[key] = compiled
+            self.compiled[key] = (constants, compiled)
         return compiled.loss_and_grads(model, guide, *args, **kwargs)
 
 

@@ -31,7 +31,10 @@ methods or attributes below (nothing to inherit; ``isinstance`` against these
 And of a model or guide: ``static_structure = True`` (an attribute of the function, or
 of the object a method is bound to) certifies that every call draws the same sites in
 the same way, whatever the data's values — what a compiled (traced) loss needs; ``fit``
-compiles by default only programs that say so (:func:`has_static_structure`).
+compiles by default only programs that say so (:func:`has_static_structure`). Python values
+that such a program reads and that may change during a run (a VAE's ``beta``, annealed by a
+callback) are constants of a trace: the program declares them by ``trace_constants()``,
+and a compiled loss traces anew when they change (:func:`trace_constants`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "guesses_plate_nesting",
     "has_static_structure",
     "is_stateful",
+    "trace_constants",
 ]
 
 
@@ -136,3 +140,23 @@ def has_static_structure(fn: Any) -> bool:
         return True
     owner = getattr(fn, "__self__", None)
     return owner is not None and getattr(owner, "static_structure", False) is True
+
+
+def trace_constants(fn: Any) -> Any:
+    """The Python values a trace of ``fn`` (a model or guide) holds as constants and that may
+    change during a run: ``fn.trace_constants()`` or, for a bound method, its object's
+    ``trace_constants()`` (hashable); None when it declares none.
+
+    >>> from pyro_genmodels.models import VAE
+    >>> vae = VAE(4, 2, hidden_dims=(8,))
+    >>> trace_constants(vae.model)
+    (1.0,)
+    >>> vae.beta = 0.5
+    >>> trace_constants(vae.guide), trace_constants(lambda x: None)
+    ((0.5,), None)
+    """
+    for obj in (fn, getattr(fn, "__self__", None)):
+        method = getattr(obj, "trace_constants", None)
+        if callable(method):
+            return method()
+    return None

@@ -22,6 +22,13 @@ class KLAnnealing(Callback):
     ``end``. At the end of an epoch it reports ``{attribute: current value}`` as a
     history column. ``value(e)`` evaluates the schedule as a plain function.
 
+    Under ``fit``'s compiled loss (the default for the package's VAEs) a weight the programs
+    read is a constant of the trace: the VAEs declare ``beta`` by ``trace_constants()``, so
+    each new value is traced anew (once per value; the run takes the uncompiled loss's
+    steps). Another module's attribute must be declared the same way
+    (:func:`~pyro_genmodels.training.protocols.trace_constants`), or trained with
+    ``jit=False``.
+
     Args:
         module: the object whose weight is annealed (e.g. a :class:`VAE`).
         start, end: the weights at epoch 0 and from epoch ``epochs`` on (>= 0).
