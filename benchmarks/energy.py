@@ -328,14 +328,10 @@ def readme_row():
     pyro.set_rng_seed(0)
     x = pgm.data.toy2d("8gaussians", 10000)
     energy = EnergyMLP(2, [128, 128], x.mean(0), x.std(0), confine=2.0, **FOURIER)
-
-    def model(xb):
-        pyro.module("energy", energy)
-        with pyro.plate("data", xb.shape[0]):
-            pyro.sample("x", EnergyDistribution(energy, event_shape=(2,)), obs=xb)
+    ebm = pgm.models.EnergyModel(energy, event_shape=(2,))
 
     start = time.perf_counter()
-    history = pgm.fit(model, lambda xb: None, x, loss=ContrastiveDivergenceLoss(persistent=True),
+    history = pgm.fit(ebm.model, ebm.guide, x, loss=ContrastiveDivergenceLoss(persistent=True),
                       epochs=25, batch_size=256, progress=False)  # fmt: skip
     seconds = time.perf_counter() - start
     nll = grid_nll(energy, pgm.data.toy2d("8gaussians", 5000, seed=1))

@@ -41,7 +41,9 @@ class EnergyModel(nn.Module):
         energy: an ``nn.Module``, ``E(x) -> (*,)`` or ``(*, 1)`` for ``x (*, *event_shape)``.
         event_shape: the shape of one datapoint, e.g. ``(2,)``.
         base: ``q``, a distribution of batch shape ``()`` and this event shape, or None
-            (see :class:`~pyro_genmodels.distributions.EnergyDistribution`).
+            (see :class:`~pyro_genmodels.distributions.EnergyDistribution`); not a module:
+            ``ebm.to(device)`` moves the energy and ``log_normalizer``, the base stays on
+            the device it was built on.
         log_normalizer: ``log Z``, a scalar tensor or None (unnormalized); an
             ``nn.Parameter`` is registered and learned (by
             :class:`~pyro_genmodels.infer.NCELoss`).
