@@ -39,7 +39,7 @@ from pyro_genmodels.data.validation import is_binary
 from pyro_genmodels.models.boltzmann import RBM, free_energy_contrast
 from pyro_genmodels.models.layered import BoltzmannGibbsSampler
 
-__all__ = ["DirectRBMStep", "bound_to", "direct_rbm_step", "own_program"]
+__all__ = ["DirectRBMStep", "direct_rbm_step", "own_program"]
 
 _SITE = "v"  # the observed site of RBM.model
 #: what the direct step does in its own way (a subclass that changes one gets the full step)
@@ -53,7 +53,7 @@ _REPLACED = (
 )
 
 
-def bound_to(fn: Callable, name: str) -> Any:
+def _bound_to(fn: Callable, name: str) -> Any:
     """The object ``fn`` is the method ``name`` of (None when it is not that method)."""
     owner = getattr(fn, "__self__", None)
     if owner is None or getattr(fn, "__func__", None) is not getattr(type(owner), name, None):
@@ -69,8 +69,8 @@ def own_program(
     ``TypeError`` unless ``data`` (the training tensors) is a tuple."""
     if not isinstance(data, tuple | list):
         raise TypeError(f"data must be a tuple of training tensors, got {type(data).__name__}")
-    owner = bound_to(model, "model")
-    if not isinstance(owner, cls) or bound_to(guide, "guide") is not owner:
+    owner = _bound_to(model, "model")
+    if not isinstance(owner, cls) or _bound_to(guide, "guide") is not owner:
         return None
     if any(getattr(type(owner), name) is not getattr(cls, name) for name in replaced):
         return None  # a subclass that changes what the step does
