@@ -174,6 +174,33 @@ def test_denoising_through_the_direct_step_recovers_the_smoothed_precision(count
     assert (energy.precision - torch.linalg.inv(cov)).abs().max() > 0.15
 
 
+def test_svi_takes_the_steps_fit_takes(count_direct):
+    """``pyro.infer.SVI`` runs the program: two steps (batches ``x[:8]``, ``x[8:]``) from the
+    same state and random draws give ``fit``'s epoch, whose second step is a direct one."""
+    x = toy(16, "cpu")
+    results = []
+    for use_fit in (True, False):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        ebm = EnergyModel(Conditional(), (2,))
+        loss = ScoreMatchingLoss("denoising")
+        optim = pyro.optim.Adam({"lr": 0.01})
+        if use_fit:  # fit seeds every generator with ``seed`` at its start
+            history = pgm.fit(ebm.model, ebm.guide, x, loss=loss, optim=optim, epochs=1,
+                              batch_size=8, shuffle=False, seed=7, progress=False)  # fmt: skip
+            total = history["loss"][0] * len(x)
+        else:
+            pyro.set_rng_seed(7)
+            svi = pyro.infer.SVI(ebm.model, ebm.guide, optim, loss)
+            total = svi.step(x[:8]) + svi.step(x[8:])
+        results.append((total, [p.detach().clone() for p in ebm.parameters()]))
+    assert count_direct["n"] == 2  # fit's two steps: a full first one, then a direct one
+    (a, pa), (b, pb) = results
+    assert a == pytest.approx(b, rel=1e-6)
+    for p, q in zip(pa, pb, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
 class _OtherModel(EnergyModel):
     def model(self, x):  # a program the direct step does not know
         return super().model(x)
