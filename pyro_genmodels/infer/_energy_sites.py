@@ -118,6 +118,17 @@ def site_scale(site: dict[str, Any], like: torch.Tensor) -> torch.Tensor | float
     return scale
 
 
+def add_site_loss(total: torch.Tensor | None, site: dict[str, Any], per_point: torch.Tensor) -> Any:
+    """``total + Σ scale · per_point`` over the site's datapoints (``total`` None: the first
+    site's sum). A site of unit scale and no mask adds ``per_point.sum()``, without the product:
+    the same operations as a loss's direct step, which is then the same to the last bit (a
+    product by 1 changes the order in which autograd sums a parameter's gradients)."""
+    scale = site_scale(site, per_point)
+    unit = isinstance(scale, float) and scale == 1.0
+    term = (per_point if unit else scale * per_point).sum()
+    return term if total is None else total + term
+
+
 def check_real_support(loss_name: str, site: dict[str, Any]) -> None:
     """``ValueError`` for a discrete site (score matching needs ``∇ₓ``)."""
     if site["energy_dist"].support.is_discrete:

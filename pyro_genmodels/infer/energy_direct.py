@@ -6,15 +6,16 @@ effect handlers (``pyro.module``'s parameter messages, the plate, the site) to f
 energy site, then computes the loss on it. For ``ebm.model`` the program is known: one
 observed site ``"x"`` of ``ebm.distribution()`` under a plate of the batch's rows, scale 1.
 :class:`DirectEnergyStep` computes the same per-datapoint loss on that distribution
-directly — the same function of the same random draws, so the same numbers — and skips
-about 0.2 ms of Python a step (a tenth of a denoising score-matching step on a
-2-128-128-1 MLP at batch 256).
+directly — the same function of the same random draws, summed by the same operations, so
+the same numbers — and skips about 0.2 ms of Python a step (a tenth of a denoising
+score-matching step on a 2-128-128-1 MLP at batch 256).
 
-``pgm.fit`` asks a loss for such a step (``direct_step(model, guide, data)``, see
-:mod:`pyro_genmodels.training.protocols`) and uses it only where it is equivalent: one
-process, no compiled or autocast layer, no Pyro handler around the step, and the
-parameters it names (the module's) being exactly those its first step — a full one —
-reads through Pyro's param store.
+Losses with a direct step: :class:`~pyro_genmodels.infer.ScoreMatchingLoss` and
+:class:`~pyro_genmodels.infer.NCELoss`. ``pgm.fit`` asks a loss for such a step
+(``direct_step(model, guide, data)``, see :mod:`pyro_genmodels.training.protocols`) and
+uses it only where it is equivalent: one process, no compiled or autocast layer, no Pyro
+handler around the step, and the parameters it names (the module's) being exactly those
+its first step — a full one — reads through Pyro's param store.
 """
 
 from __future__ import annotations
@@ -35,10 +36,13 @@ __all__ = ["DirectEnergyStep", "direct_energy_step"]
 
 #: what the direct step does in its own way (a subclass that changes one gets the full step)
 _REPLACED = ("model", "guide", "distribution")
+#: the loss's methods that make its step from the per-point loss (the direct step replaces them)
+_LOSS_STEP = ("_differentiable_loss", "_loss_for_grads", "loss_and_grads")
 
 
 def direct_energy_step(
     loss: Any,
+    cls: type,
     model: Callable,
     guide: Callable,
     data: tuple,
@@ -49,12 +53,16 @@ def direct_energy_step(
 
     Args:
         loss: the energy-based loss.
+        cls: the loss class whose ``loss_and_grads`` sums ``per_point`` over the energy sites
+            (a subclass of it that changes its step gets the full step).
         model, guide: the programs ``pgm.fit`` trains.
         data: the training tensors, as the loop batches them (one tensor ``(N, *event)``).
         per_point: ``per_point(dist, x) -> (N,)``, the loss's value per datapoint of the
             site's distribution ``dist`` (batch shape ``(N,)``) at ``x`` ``(N, *event)``,
             as the loss's ``loss_and_grads`` computes it for a site of scale 1.
     """
+    if any(getattr(type(loss), name) is not getattr(cls, name) for name in _LOSS_STEP):
+        return None  # a subclass whose step is not the per-point loss summed
     ebm = own_program(model, guide, data, EnergyModel, _REPLACED)
     if ebm is None or len(data) != 1 or ebm.support.is_discrete:
         return None  # the full step reports what is wrong
@@ -101,7 +109,7 @@ class DirectEnergyStep:
             return self.loss.loss_and_grads(self.model, self.guide, *batch)
         (x,) = batch
         dist = self.ebm.distribution().expand(x.shape[:1])
-        with unchecked_energies():
+        with unchecked_energies():  # a unit site's add_site_loss: the same operations
             loss = self.per_point(dist, x).sum()
         value = torch_item(loss)
         warn_if_nan(value, "loss")

@@ -12,9 +12,10 @@ from pyro.distributions import Distribution
 from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.infer._energy_sites import (
     EnergyLoss,
+    add_site_loss,
     energy_sites,
-    site_scale,
 )
+from pyro_genmodels.infer.energy_direct import direct_energy_step
 
 
 class NCELoss(EnergyLoss):
@@ -81,40 +82,53 @@ class NCELoss(EnergyLoss):
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        total: Any = 0.0
-        nu = self.noise_ratio
+        total: Any = None
         for site in energy_sites(self.name, model, guide, args, kwargs):
             dist = site["energy_dist"]
-            noise = self.noise if self.noise is not None else dist.base
-            if noise is None:
-                raise ValueError(
-                    f"NCELoss(noise=None) uses each site's base as its noise, but site "
-                    f"{site['name']!r} has none: give noise= or EnergyDistribution(..., base=q)"
-                )
-            if noise.event_shape != dist.event_shape:
-                raise ValueError(
-                    f"NCELoss noise has event_shape {tuple(noise.event_shape)} but site "
-                    f"{site['name']!r} has event_shape {tuple(dist.event_shape)}"
-                )
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
-            # the noise may live on another device than the data (a CPU noise for CUDA data):
-            # it draws and scores on its own device, the results move to the data's
-            with torch.no_grad():
-                draws = noise.sample(torch.Size((nu,)) + dist.batch_shape)
-            y = draws.to(x)
-            log_nu = torch.log(x.new_tensor(float(nu)))
-            if noise is dist.base:  # log q cancels: G(u) = -E(u) - log Z - log nu
-                log_z = 0.0 if dist.log_normalizer is None else dist.log_normalizer
-                e_data = dist.energy_of(x)
-                g_data = -e_data - log_z - log_nu
-                g_noise = -dist.energy_of(y) - log_z - log_nu
-            else:
-                home = draws.device
-                e_data = dist.energy_of(x)
-                g_data = -e_data + dist.base_log_prob(x) - noise.log_prob(x.to(home)).to(x)
-                g_data = g_data - (0.0 if dist.log_normalizer is None else dist.log_normalizer)
-                g_data = g_data - log_nu
-                g_noise = dist.log_prob(y) - noise.log_prob(y.to(home)).to(x) - log_nu
-            per_point = F.softplus(-g_data) + F.softplus(g_noise).sum(0)
-            total = total + (site_scale(site, per_point) * per_point).sum()
+            per_point = self._per_point(dist, x, site["name"])
+            total = add_site_loss(total, site, per_point)
         return total
+
+    def _per_point(self, dist: Any, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+        """The loss per datapoint of the site ``name`` with distribution ``dist`` (batch shape
+        ``(*batch)``) at ``x`` ``(*batch, *event)``: shape ``(*batch)``."""
+        nu = self.noise_ratio
+        noise = self.noise if self.noise is not None else dist.base
+        if noise is None:
+            raise ValueError(
+                f"NCELoss(noise=None) uses each site's base as its noise, but site "
+                f"{name!r} has none: give noise= or EnergyDistribution(..., base=q)"
+            )
+        if noise.event_shape != dist.event_shape:
+            raise ValueError(
+                f"NCELoss noise has event_shape {tuple(noise.event_shape)} but site "
+                f"{name!r} has event_shape {tuple(dist.event_shape)}"
+            )
+        # the noise may live on another device than the data (a CPU noise for CUDA data):
+        # it draws and scores on its own device, the results move to the data's
+        with torch.no_grad():
+            draws = noise.sample(torch.Size((nu,)) + dist.batch_shape)
+        y = draws.to(x)
+        log_nu = torch.log(x.new_tensor(float(nu)))
+        if noise is dist.base:  # log q cancels: G(u) = -E(u) - log Z - log nu
+            log_z = 0.0 if dist.log_normalizer is None else dist.log_normalizer
+            e_data = dist.energy_of(x)
+            g_data = -e_data - log_z - log_nu
+            g_noise = -dist.energy_of(y) - log_z - log_nu
+        else:
+            home = draws.device
+            e_data = dist.energy_of(x)
+            g_data = -e_data + dist.base_log_prob(x) - noise.log_prob(x.to(home)).to(x)
+            g_data = g_data - (0.0 if dist.log_normalizer is None else dist.log_normalizer)
+            g_data = g_data - log_nu
+            g_noise = dist.log_prob(y) - noise.log_prob(y.to(home)).to(x) - log_nu
+        return F.softplus(-g_data) + F.softplus(g_noise).sum(0)
+
+    def direct_step(self, model: Callable, guide: Callable, data: tuple) -> Any:
+        """The step of :meth:`loss_and_grads` without running ``model`` and ``guide``, where
+        it is known: an :class:`~pyro_genmodels.models.EnergyModel`'s own
+        ``ebm.model``/``ebm.guide``
+        (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
+        ``pgm.fit`` asks for it with its training tensors ``data``."""
+        return direct_energy_step(self, NCELoss, model, guide, data, self._per_point)

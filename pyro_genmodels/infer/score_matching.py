@@ -13,9 +13,9 @@ from pyro_genmodels._checks import check_bool, check_positive_int
 from pyro_genmodels.distributions.energy import EnergyDistribution
 from pyro_genmodels.infer._energy_sites import (
     EnergyLoss,
+    add_site_loss,
     check_real_support,
     energy_sites,
-    site_scale,
 )
 from pyro_genmodels.infer.energy_direct import direct_energy_step
 
@@ -228,13 +228,13 @@ class ScoreMatchingLoss(EnergyLoss):
     def _differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
-        total: Any = 0.0
+        total: Any = None
         for site in energy_sites(self.name, model, guide, args, kwargs):
             check_real_support(self.name, site)
             dist = site["energy_dist"]
             x = site["value"].expand(dist.batch_shape + dist.event_shape)
             per_point = self._per_point(dist, x)
-            total = total + (site_scale(site, per_point) * per_point).sum()
+            total = add_site_loss(total, site, per_point)
 
         return total
 
@@ -244,10 +244,4 @@ class ScoreMatchingLoss(EnergyLoss):
         ``ebm.model``/``ebm.guide``
         (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
         ``pgm.fit`` asks for it with its training tensors ``data``."""
-        cls = type(self)
-        if any(
-            getattr(cls, name) is not getattr(ScoreMatchingLoss, name)
-            for name in ("_differentiable_loss", "_loss_for_grads", "loss_and_grads")
-        ):
-            return None  # a subclass whose step is not the per-point loss summed
-        return direct_energy_step(self, model, guide, data, self._per_point)
+        return direct_energy_step(self, ScoreMatchingLoss, model, guide, data, self._per_point)

@@ -32,9 +32,9 @@ class EnergyModel(nn.Module):
     and trains the same way with ``pgm.fit``, ``pyro.infer.SVI`` and every energy-based
     loss (:class:`~pyro_genmodels.infer.ContrastiveDivergenceLoss`,
     :class:`~pyro_genmodels.infer.ScoreMatchingLoss`, :class:`~pyro_genmodels.infer.NCELoss`).
-    Because the program is known, :class:`~pyro_genmodels.infer.ScoreMatchingLoss` takes
-    its step in ``pgm.fit`` without running it (the same numbers, without the Pyro
-    program's few hundred microseconds a step: see
+    Because the program is known, :class:`~pyro_genmodels.infer.ScoreMatchingLoss` and
+    :class:`~pyro_genmodels.infer.NCELoss` take their steps in ``pgm.fit`` without running it
+    (the same numbers, without the Pyro program's few hundred microseconds a step: see
     :mod:`~pyro_genmodels.infer.energy_direct`).
 
     Args:
