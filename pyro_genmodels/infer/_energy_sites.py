@@ -14,6 +14,7 @@ from pyro.poutine.util import site_is_subsample
 from pyro.util import warn_if_nan
 
 from pyro_genmodels.distributions.energy import EnergyDistribution, unchecked_energies
+from pyro_genmodels.infer.energy_direct import direct_energy_step
 
 
 def _base(fn: Any) -> Any:
@@ -180,6 +181,27 @@ class EnergyLoss(ELBO):
             value = torch_item(self._differentiable_loss(model, guide, *args, **kwargs))
         warn_if_nan(value, "loss")
         return value
+
+    def direct_step(self, model: Callable, guide: Callable, data: tuple) -> Any:
+        """The step of :meth:`loss_and_grads` without running ``model`` and ``guide``, where it
+        is known: an :class:`~pyro_genmodels.models.EnergyModel`'s own ``ebm.model``/
+        ``ebm.guide``, for a loss whose step sums its ``_per_point(dist, x)`` over the energy
+        sites (:class:`~pyro_genmodels.infer.ScoreMatchingLoss`,
+        :class:`~pyro_genmodels.infer.NCELoss`;
+        :class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
+        ``pgm.fit`` asks for it with its training tensors ``data``."""
+        per_point = getattr(self, "_per_point", None)
+        owner = next(  # the class whose _differentiable_loss sums _per_point
+            (
+                c
+                for c in type(self).__mro__
+                if "_per_point" in vars(c) and "_differentiable_loss" in vars(c)
+            ),
+            None,
+        )
+        if per_point is None or owner is None:
+            return None
+        return direct_energy_step(self, owner, model, guide, data, per_point)
 
     def _loss_for_grads(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any

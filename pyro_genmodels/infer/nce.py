@@ -15,7 +15,6 @@ from pyro_genmodels.infer._energy_sites import (
     add_site_loss,
     energy_sites,
 )
-from pyro_genmodels.infer.energy_direct import direct_energy_step
 
 
 class NCELoss(EnergyLoss):
@@ -124,11 +123,3 @@ class NCELoss(EnergyLoss):
             g_data = g_data - log_nu
             g_noise = dist.log_prob(y) - noise.log_prob(y.to(home)).to(x) - log_nu
         return F.softplus(-g_data) + F.softplus(g_noise).sum(0)
-
-    def direct_step(self, model: Callable, guide: Callable, data: tuple) -> Any:
-        """The step of :meth:`loss_and_grads` without running ``model`` and ``guide``, where
-        it is known: an :class:`~pyro_genmodels.models.EnergyModel`'s own
-        ``ebm.model``/``ebm.guide``
-        (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
-        ``pgm.fit`` asks for it with its training tensors ``data``."""
-        return direct_energy_step(self, NCELoss, model, guide, data, self._per_point)

@@ -17,7 +17,6 @@ from pyro_genmodels.infer._energy_sites import (
     check_real_support,
     energy_sites,
 )
-from pyro_genmodels.infer.energy_direct import direct_energy_step
 
 METHODS = ("exact", "sliced", "denoising")
 #: σ when ``noise_scale`` is not given: for data of unit scale (the 2-D toys of
@@ -237,11 +236,3 @@ class ScoreMatchingLoss(EnergyLoss):
             total = add_site_loss(total, site, per_point)
 
         return total
-
-    def direct_step(self, model: Callable, guide: Callable, data: tuple) -> Any:
-        """The step of :meth:`loss_and_grads` without running ``model`` and ``guide``, where
-        it is known: an :class:`~pyro_genmodels.models.EnergyModel`'s own
-        ``ebm.model``/``ebm.guide``
-        (:class:`~pyro_genmodels.infer.energy_direct.DirectEnergyStep`); None elsewhere.
-        ``pgm.fit`` asks for it with its training tensors ``data``."""
-        return direct_energy_step(self, ScoreMatchingLoss, model, guide, data, self._per_point)
