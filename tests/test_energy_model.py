@@ -299,5 +299,12 @@ def test_bad_input_is_named():
         ebm.model(torch.ones(3, 4, 2))
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         ebm.model([[0.0, 1.0]])
+    with pytest.raises(TypeError, match="x must be a floating-point tensor .* got torch.int64"):
+        ebm.model(torch.ones(4, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="x must have the energy's dtype .* got torch.float64"):
+        ebm.model(torch.ones(4, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating-point"):  # through fit, named as well
+        pgm.fit(ebm.model, ebm.guide, torch.ones(8, 2, dtype=torch.long),
+                loss=ScoreMatchingLoss("denoising"), epochs=1, progress=False)  # fmt: skip
     with pytest.raises(TypeError, match="data must be a tuple"):
         ScoreMatchingLoss().direct_step(ebm.model, ebm.guide, torch.ones(2, 2))

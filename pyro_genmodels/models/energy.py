@@ -113,11 +113,26 @@ class EnergyModel(nn.Module):
         )
 
     def model(self, x: torch.Tensor) -> None:
-        """Observes ``x`` ``(N, *event_shape)``, one datapoint a row."""
+        """Observes ``x`` ``(N, *event_shape)``, one datapoint a row: floating point for a real
+        support, in the dtype and on the device of the module's parameters."""
         check_event(x, "x", self.event_shape)
         if x.dim() != len(self.event_shape) + 1:
             shape = ", ".join(str(s) for s in self.event_shape)
             raise ValueError(f"x must have shape (N, {shape}), got {tuple(x.shape)}")
+        if not self.support.is_discrete and not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor (a real support), got {x.dtype}")
+        like = next(
+            (t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()), None
+        )
+        if (
+            like is not None
+            and x.is_floating_point()
+            and (x.dtype, x.device) != (like.dtype, like.device)
+        ):
+            raise ValueError(
+                f"x must have the energy's dtype and device ({like.dtype} on {like.device}), "
+                f"got {x.dtype} on {x.device}"
+            )
         pyro.module(self.name, self)
         with pyro.plate("data", x.shape[0]):
             pyro.sample("x", self.distribution(), obs=x)

@@ -87,7 +87,7 @@ class Step:
 
     **Direct steps.** A loss that knows what ``model`` and ``guide`` compute can take its
     step without running them (contrastive divergence on an RBM's own program:
-    :mod:`~pyro_genmodels.infer.contrastive_direct`; score matching on an
+    :mod:`~pyro_genmodels.infer.contrastive_direct`; score matching and NCE on an
     :class:`~pyro_genmodels.models.EnergyModel`'s: :mod:`~pyro_genmodels.infer.energy_direct`),
     on the batches it accepts. Its first
     step reads the parameters through Pyro's param store (``register=True``), traced as a
