@@ -15,12 +15,16 @@ Writes ``benchmarks/results/vae.csv`` with one row per measurement:
   digits and mnist5k, same split, network, initial weights, optimizer and budget,
   both scored by ``pgm.infer.log_likelihood`` with the same K, per seed, and the
   median gap over seeds (``benchmarks/vae_pythae.py``).
+* ``pythae_step`` (not in the default run; the ``bench`` extra): one step of both at
+  the same weights, batch and reparameterization noise, the relative difference of
+  their losses and gradients: whether the two compute the same thing.
 
 Usage::
 
     python benchmarks/vae.py                 # full run (about 20 minutes on 2 cores)
     python benchmarks/vae.py --quick         # smoke test (seconds)
     python benchmarks/vae.py --parts pythae  # the side-by-side (about 20 minutes)
+    python benchmarks/vae.py --parts pythae_step  # one step of each, compared (seconds)
 """
 
 from __future__ import annotations
@@ -298,17 +302,28 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     p.add_argument(
         "--datasets", default="digits,mnist5k", help="datasets of the nll and pythae parts"
     )
-    p.add_argument("--seeds", default="0,1,2", help="seeds of the pythae part")
+    p.add_argument(
+        "--seeds",
+        default="0,1,2",
+        help="seeds of the pythae parts (the pythae part keeps other seeds' rows in --out and "
+        "counts them in its summaries)",
+    )
     p.add_argument("--recipes", default=None, help="pgm recipes of the pythae part (default: all)")
     args = p.parse_args(argv)
     parts, datasets = set(args.parts.split(",")), set(args.datasets.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
     rows: list[dict] = []
+    earlier: list[dict] = []  # the pythae part's rows of other seeds, in its summaries
     if Path(args.out).exists() and not args.quick:
         kept = pd.read_csv(args.out)
         redone = kept["kind"].isin(parts) & (
             ~kept["kind"].isin(["nll", "pythae"]) | kept["dataset"].isin(datasets)
         )
-        rows = kept[~redone].drop(columns=["torch", "pyro", "machine"]).to_dict("records")
+        # the pythae part redoes the seeds it runs and its summaries, keeping other seeds
+        other_seed = (kept["kind"] == "pythae") & kept["seed"].notna() & ~kept["seed"].isin(seeds)
+        rows = kept[~redone | other_seed].drop(columns=["torch", "pyro", "machine"])
+        rows = rows.to_dict("records")
+        earlier = [r for r in rows if r["kind"] == "pythae" and pd.notna(r["seed"])]
     if args.quick:
         plan = [("digits", 1, 10, 5)]
         speed, memory = {"steps": 3, "repeats": 2}, {"num_samples": 50, "num_data": 20}
@@ -332,12 +347,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         side = [("digits", 5000, None), ("mnist5k", 1000, None)]
         if args.quick:
             side = [("digits", 16, 1)]
-        seeds = [int(s) for s in args.seeds.split(",")]
         for dataset, k, epochs in [s for s in side if s[0] in datasets or args.quick]:
             recipes = None if args.recipes is None else args.recipes.split(",")
+            before = [r for r in earlier if r["dataset"] == dataset]
             rows += bench_pythae(
-                dataset, seeds, k, _writer(args.out, rows), epochs=epochs, recipes=recipes
+                dataset, seeds, k, _writer(args.out, rows), epochs, recipes, earlier=before
             )
+    if "pythae_step" in parts:
+        from vae_pythae import bench_step_agreement
+
+        rows += bench_step_agreement(sorted(datasets), seeds)
     _writer(args.out, [])(rows)
     table = pd.read_csv(args.out)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
