@@ -16,15 +16,16 @@ Writes ``benchmarks/results/vae.csv`` with one row per measurement:
   both scored by ``pgm.infer.log_likelihood`` with the same K, per seed, and the
   median gap over seeds (``benchmarks/vae_pythae.py``).
 * ``pythae_step`` (not in the default run; the ``bench`` extra): one step of both at
-  the same weights, batch and reparameterization noise, the relative difference of
-  their losses and gradients: whether the two compute the same thing.
+  the same weights (initial, and after pgm's training), batch and reparameterization
+  noise, the relative difference of their losses and gradients: whether the two
+  compute the same thing.
 
 Usage::
 
     python benchmarks/vae.py                 # full run (about 20 minutes on 2 cores)
     python benchmarks/vae.py --quick         # smoke test (seconds)
     python benchmarks/vae.py --parts pythae  # the side-by-side (about 20 minutes)
-    python benchmarks/vae.py --parts pythae_step  # one step of each, compared (seconds)
+    python benchmarks/vae.py --parts pythae_step  # one step of each, compared (3 minutes)
 """
 
 from __future__ import annotations
