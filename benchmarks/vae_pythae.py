@@ -266,6 +266,14 @@ def bench_pythae(
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown:
         raise ValueError(f"recipes must be among {sorted(RECIPES)}, got {unknown}")
+    planned = (f"IW-{num_samples}", pgm.zoo.budget("vae", epochs=epochs)["epochs"])
+    found = {(row["estimator"], int(row["epochs"])) for row in earlier or []}
+    if found - {planned}:
+        raise ValueError(
+            f"the earlier {dataset} rows were measured with (estimator, epochs) "
+            f"{sorted(found - {planned})}, this run with {planned}: one summary cannot mix "
+            "them; write to another --out"
+        )
     common = {"kind": "pythae", "dataset": dataset, "unit": "nats"}
     rows: list[dict] = []
     for seed in seeds:
