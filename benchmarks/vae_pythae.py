@@ -23,7 +23,8 @@ Both are scored by the same estimator, ``pgm.infer.log_likelihood`` with the sam
 N(mu, exp(log_var))``, ``p(x|z) = Bernoulli(logits)``), from the same random state.
 
 :func:`step_agreement` evaluates one step of each at the same weights, batch and noise:
-the same loss and, up to pgm's ``1e-5`` floor on the encoder's ``std``, the same gradient.
+the same loss and, up to pgm's ``1e-5`` floor on the encoder's ``std`` (also evaluated at 0),
+the same gradient.
 
 pythae comes with the ``bench`` extra; nothing in ``pyro_genmodels`` imports it.
 """
@@ -38,6 +39,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import pyro
 import pyro.distributions as dist
@@ -50,6 +52,7 @@ from pythae.trainers import BaseTrainer, BaseTrainerConfig
 from torch import nn
 
 import pyro_genmodels as pgm
+import pyro_genmodels.models._likelihoods as likelihoods
 
 
 class _Encoder(BaseEncoder):
@@ -161,11 +164,12 @@ def step_agreement(dataset: str, seed: int, trained: bool, batch_size: int = 64)
     each evaluation. pgm's loss is the batch's sum, pythae's its mean, so pgm's is divided
     by ``B = batch_size`` before its gradient is taken. Returns ``loss``,
     ``|L_pgm - L_pythae| / L_pythae``, and ``gradient``, the largest over parameter tensors
-    of ``||g_pgm - g_pythae|| / ||g_pythae||``. Measured (seeds 0-2): losses equal to 1e-6,
-    gradients to 4e-5-2e-4 (6e-3 in one trained run), all of it from the ``1e-5`` that pgm's
-    encoder adds to ``std``: with it set to 0 by hand the gradients agree to 3e-7, float32
-    rounding, trained or not. The two libraries train one objective, and their runs differ
-    in Adam's ``eps`` and their random streams (the batches' order, the noise).
+    of ``||g_pgm - g_pythae|| / ||g_pythae||``; ``loss_no_floor`` and ``gradient_no_floor``
+    the same with the ``1e-5`` that pgm's encoder adds to ``std`` (``MIN_SCALE``) set to 0
+    for the evaluation (the weights are the same). Measured (seeds 0-2): losses equal to
+    1e-6, gradients to 4e-5-2e-4 (6e-3 in one trained run), and without the floor to 3e-7,
+    float32 rounding. The two libraries train one objective, and their runs differ in Adam's
+    ``eps`` and their random streams (the batches' order, the noise).
     """
     data = pgm.data.load(dataset, binarize=True)
     pyro.clear_param_store()
@@ -173,13 +177,20 @@ def step_agreement(dataset: str, seed: int, trained: bool, batch_size: int = 64)
     setup = pgm.zoo.build("vae", data)
     if trained:
         _train_pgm(setup, setup.loss, setup.optim_args, pgm.zoo.budget("vae"), seed)
+    found = _compare(setup, data, data.train[:batch_size], seed)
+    with mock.patch.object(likelihoods, "MIN_SCALE", 0.0):
+        unfloored = _compare(setup, data, data.train[:batch_size], seed)
+    return {**found, **{f"{key}_no_floor": value for key, value in unfloored.items()}}
+
+
+def _compare(setup, data, x: torch.Tensor, seed: int) -> dict:
+    """:func:`step_agreement`'s two figures at ``setup``'s weights on the batch ``x``."""
     ours = [setup.module.encoder.net, setup.module.decoder]
     theirs = _pythae_vae(*(copy.deepcopy(net) for net in ours), data)
     for net in [*ours, theirs]:
         net.zero_grad()
-    x = data.train[:batch_size]
     torch.manual_seed(seed)
-    ours_loss = setup.loss.differentiable_loss(setup.model, setup.guide, x) / batch_size
+    ours_loss = setup.loss.differentiable_loss(setup.model, setup.guide, x) / x.shape[0]
     ours_loss.backward()
     torch.manual_seed(seed)
     theirs_loss = theirs({"data": x}).loss
@@ -354,7 +365,12 @@ def bench_step_agreement(datasets: list[str], seeds: list[int]) -> list[dict]:
                 start = time.perf_counter()
                 found = step_agreement(dataset, seed, trained)
                 seconds = time.perf_counter() - start
-                for key, what in [("loss", "loss per datapoint"), ("gradient", "gradient")]:
+                for key, what in [
+                    ("loss", "loss per datapoint"),
+                    ("gradient", "gradient"),
+                    ("loss_no_floor", "loss per datapoint, pgm's scale floor at 0"),
+                    ("gradient_no_floor", "gradient, pgm's scale floor at 0"),
+                ]:
                     rows.append(
                         {
                             "kind": "pythae_step",

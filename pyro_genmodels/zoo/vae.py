@@ -16,7 +16,7 @@ BUDGET = {"epochs": 60, "lr": 1e-3, "batch_size": 64}
 #: Adam's default eps=1e-8 damps 64x less than for a per-datapoint mean loss at batch 64.
 #: With eps=1e-4 the median gap to pythae's VAE on binarized mnist5k went from +0.94 to
 #: +0.52 nats (seeds 0-2, whose gaps spread by 1.2; digits -0.01 to +0.01;
-#: benchmarks/vae.py --parts pythae); over 20 seeds the gap is +0.19 +- 0.13. eps=6.4e-7,
+#: benchmarks/vae.py --parts pythae); over 40 seeds the gap is +0.01 +- 0.10. eps=6.4e-7,
 #: pythae's 1e-8 scaled to the summed loss, scored worse on 7 of 9 seeds (+0.26 mean).
 OPTIM_ARGS = {"eps": 1e-4}
 
