@@ -148,6 +148,11 @@ def _train_pgm(setup, loss, optim_args: dict, budget: dict, seed: int) -> None:
     )
 
 
+def _budget(data, epochs: int | None = None) -> dict:
+    """The zoo's VAE budget on ``data`` (its steps as epochs of ``data.train``)."""
+    return pgm.zoo.budget("vae", num_data=len(data.train), epochs=epochs)
+
+
 def _nll(model, guide, test: torch.Tensor, num_samples: int, seed: int) -> float:
     pyro.set_rng_seed(1000 + seed)
     with torch.no_grad():
@@ -176,11 +181,16 @@ def step_agreement(dataset: str, seed: int, trained: bool, batch_size: int = 64)
     pyro.set_rng_seed(seed)
     setup = pgm.zoo.build("vae", data)
     if trained:
-        _train_pgm(setup, setup.loss, setup.optim_args, pgm.zoo.budget("vae"), seed)
+        _train_pgm(setup, setup.loss, setup.optim_args, _budget(data), seed)
     found = _compare(setup, data, data.train[:batch_size], seed)
     with mock.patch.object(likelihoods, "MIN_SCALE", 0.0):
         unfloored = _compare(setup, data, data.train[:batch_size], seed)
-    return {**found, **{f"{key}_no_floor": value for key, value in unfloored.items()}}
+    epochs = _budget(data)["epochs"] if trained else 0
+    return {
+        **found,
+        **{f"{key}_no_floor": value for key, value in unfloored.items()},
+        "epochs": epochs,
+    }
 
 
 def _compare(setup, data, x: torch.Tensor, seed: int) -> dict:
@@ -223,7 +233,7 @@ def side_by_side(
     """Test NLLs (nats) of pgm's zoo VAE under each of ``recipes`` (default: every one of
     :data:`RECIPES`) and of pythae's VAE (``"pythae"``), one seed, plus training seconds."""
     data = pgm.data.load(dataset, binarize=True)
-    budget = pgm.zoo.budget("vae", epochs=epochs)
+    budget = _budget(data, epochs)
     out: dict = {"budget": budget}
     initial: list[nn.Module] = []
     for name in RECIPES if recipes is None else recipes:
@@ -277,7 +287,8 @@ def bench_pythae(
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown:
         raise ValueError(f"recipes must be among {sorted(RECIPES)}, got {unknown}")
-    planned = (f"IW-{num_samples}", pgm.zoo.budget("vae", epochs=epochs)["epochs"])
+    data = pgm.data.load(dataset, binarize=True)
+    planned = (f"IW-{num_samples}", _budget(data, epochs)["epochs"])
     found = {(row["estimator"], int(row["epochs"])) for row in earlier or []}
     if found - {planned}:
         raise ValueError(
@@ -382,7 +393,7 @@ def bench_step_agreement(datasets: list[str], seeds: list[int]) -> list[dict]:
                             "estimator": "same weights, batch (the first 64 training images) "
                             "and noise; gradient: the largest over parameter tensors",
                             "seconds": seconds,
-                            "epochs": pgm.zoo.budget("vae")["epochs"] if trained else 0,
+                            "epochs": found["epochs"],
                             "seed": seed,
                         }
                     )

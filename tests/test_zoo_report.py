@@ -175,7 +175,7 @@ def test_new_family_with_ais_score_lands_in_its_section(tmp_path, binarize, base
 
 
 def test_budgets_per_family_and_overrides():
-    assert zoo.budget("vae") == {**zoo.DEFAULT_BUDGET, **zoo.ZOO["vae"].budget}
+    assert zoo.budget("rbm-cd1") == {**zoo.DEFAULT_BUDGET, **zoo.ZOO["rbm-cd1"].budget}
     assert zoo.budget("gan")["batch_size"] != zoo.DEFAULT_BUDGET["batch_size"]
     assert zoo.budget("gan", quick=True)["epochs"] == zoo.QUICK["epochs"]
     assert zoo.budget("gan", quick=True, epochs=3, lr=0.5) == {
@@ -183,16 +183,49 @@ def test_budgets_per_family_and_overrides():
         "epochs": 3,
         "lr": 0.5,
     }
-    stated = {name: zoo.budget(name) for name in zoo.ZOO}
+    stated = {name: zoo.budget(name, num_data=1000) for name in zoo.ZOO}
     assert len({tuple(sorted(b.items())) for b in stated.values()}) > 2  # tuned, not one budget
     # every family states its own budget rather than falling back on the default
     unstated = sorted(name for name, entry in zoo.ZOO.items() if not entry.budget)
     assert unstated == [], f"entries without a budget of their own: {unstated}"
-    bad = zoo.ZooEntry("test-bad", "vae", "", zoo.ZOO["vae"].build, budget={"steps": 3})
-    with pytest.raises(ValueError, match=r"budget takes keys \['batch_size', 'epochs', 'lr'\]"):
-        zoo.register(bad)
+    keys = r"budget takes keys \['batch_size', 'epochs', 'lr', 'steps'\], got \['step'\]"
+    for budget, why in [
+        ({"step": 3}, keys),
+        ({"epochs": 2, "steps": 3}, "budget takes epochs or steps, got both"),
+        ({"steps": 0}, r"zoo entry 'test-bad'.s budget steps must be a positive int.*got 0"),
+    ]:
+        bad = zoo.ZooEntry("test-bad", "vae", "", zoo.ZOO["vae"].build, budget=budget)
+        with pytest.raises(ValueError, match=why):
+            zoo.register(bad)
+        assert "test-bad" not in zoo.ZOO
     table, _ = zoo.run("digits", ["fvsbn"], epochs=2, lr=0.01, batch_size=500, progress=False)
     assert table.loc[0, ["epochs", "lr", "batch_size"]].tolist() == [2, 0.01, 500]
+
+
+def test_a_budget_in_steps_gives_every_dataset_as_many_updates(monkeypatch):
+    """``steps`` become ``⌈steps / ⌈N / B⌉⌉`` epochs of the N rows the entry trains on."""
+    spent = zoo.budget("vae", num_data=1437)
+    assert spent == {"epochs": 164, "lr": 1e-3, "batch_size": 64}  # 23 batches: 3,772 steps
+    assert 163 * 23 < zoo.ZOO["vae"].budget["steps"] <= 164 * 23
+    assert zoo.budget("vae", num_data=4000)["epochs"] == 60  # 63 batches an epoch
+    assert zoo.budget("vae", num_data=4000, batch_size=4000)["epochs"] == 3750  # one a step
+    assert zoo.budget("vae", epochs=2)["epochs"] == 2
+    assert zoo.budget("vae", quick=True)["epochs"] == zoo.QUICK["epochs"]
+    with pytest.raises(ValueError, match=r"'vae' budgets 3750 optimizer steps: pass num_data"):
+        zoo.budget("vae")
+    with pytest.raises(ValueError, match="num_data must be a positive int, got 0"):
+        zoo.budget("vae", num_data=0)
+    # train_entry counts the rows it trains on: a validation split leaves fewer
+    monkeypatch.setitem(zoo.ZOO["vae"].budget, "steps", 7)
+    seen = []
+    monkeypatch.setattr(
+        "pyro_genmodels.training.fit", lambda *a, **kw: seen.append(kw) or pd.DataFrame()
+    )
+    for fraction in [0.0, 0.5]:
+        trained = zoo.train_entry("vae", "digits", batch_size=500, validation_fraction=fraction)
+        per_epoch = math.ceil(trained.data.train.shape[0] / 500)
+        assert trained.budget["epochs"] == seen[-1]["epochs"] == math.ceil(7 / per_epoch)
+    assert [kw["epochs"] for kw in seen] == [3, 4]
 
 
 def test_progress_lines_when_not_a_terminal(capsys):

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import importlib
 import inspect
+import math
 import pkgutil
 import warnings
 from collections.abc import Callable, Iterator
@@ -45,6 +46,7 @@ import pyro
 import torch
 from torch import nn
 
+from pyro_genmodels._checks import check_positive_int
 from pyro_genmodels.data import Dataset, load
 
 __all__ = [
@@ -140,9 +142,11 @@ class ZooEntry:
         binarize: the data variant the entry needs when the zoo loads a dataset
             by name (``True``: binarized, ``False``: dequantized in [0, 1]).
         budget: the entry's training budget, any of ``epochs``, ``lr`` and
-            ``batch_size`` (the rest from :data:`DEFAULT_BUDGET`); the
-            arguments of :func:`run` (``--epochs``, ``--lr``, ``--batch-size``)
-            override it for every entry.
+            ``batch_size`` (the rest from :data:`DEFAULT_BUDGET`), or ``steps`` in
+            place of ``epochs``: a number of optimizer steps, so that a small dataset
+            gets as many updates as a large one (:func:`budget` turns it into epochs
+            for the training set's size); the arguments of :func:`run` (``--epochs``,
+            ``--lr``, ``--batch-size``) override it for every entry.
     """
 
     name: str
@@ -161,11 +165,15 @@ def register(entry: ZooEntry) -> ZooEntry:
     """Adds ``entry`` to :data:`ZOO` (names are unique, budget keys known)."""
     if entry.name in ZOO and ZOO[entry.name] is not entry:
         raise ValueError(f"zoo entry {entry.name!r} is already registered")
-    unknown = sorted(set(entry.budget) - set(DEFAULT_BUDGET))
+    keys = {*DEFAULT_BUDGET, "steps"}
+    unknown = sorted(set(entry.budget) - keys)
     if unknown:
         raise ValueError(
-            f"zoo entry {entry.name!r}: budget takes keys {sorted(DEFAULT_BUDGET)}, got {unknown}"
+            f"zoo entry {entry.name!r}: budget takes keys {sorted(keys)}, got {unknown}"
         )
+    if {"epochs", "steps"} <= set(entry.budget):
+        raise ValueError(f"zoo entry {entry.name!r}: budget takes epochs or steps, got both")
+    check_positive_int(f"zoo entry {entry.name!r}'s budget steps", entry.budget.get("steps"), True)
     ZOO[entry.name] = entry
     return entry
 
@@ -224,18 +232,35 @@ def options(name: str) -> list[str]:
     return sorted(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def budget(name: str, quick: bool = False, **overrides: Any) -> dict[str, Any]:
+def budget(
+    name: str, quick: bool = False, num_data: int | None = None, **overrides: Any
+) -> dict[str, Any]:
     """The training budget of entry ``name``: its :attr:`ZooEntry.budget` over
     :data:`DEFAULT_BUDGET`, ``epochs`` from :data:`QUICK` when ``quick``, then the
     ``overrides`` that are not None.
 
-    >>> budget("vae", epochs=2)["epochs"], sorted(budget("vae"))
+    An entry that budgets ``steps`` trains ``epochs = ⌈steps / ⌈num_data / batch_size⌉⌉``
+    on ``num_data`` training points (unless ``quick`` or an ``epochs`` override decides
+    them): the same number of updates whatever the dataset's size.
+
+    >>> budget("vae", epochs=2)["epochs"], sorted(budget("vae", epochs=2))
     (2, ['batch_size', 'epochs', 'lr'])
+    >>> budget("vae", num_data=4000)["epochs"], budget("vae", num_data=1437)["epochs"]
+    (60, 164)
     """
     spent = {**DEFAULT_BUDGET, **ZOO[name].budget}
+    steps = spent.pop("steps", None)
     if quick:
         spent["epochs"] = QUICK["epochs"]
     spent.update({k: v for k, v in overrides.items() if v is not None})
+    if steps is not None and not quick and overrides.get("epochs") is None:
+        if num_data is None:
+            raise ValueError(
+                f"zoo entry {name!r} budgets {steps} optimizer steps: pass num_data (the "
+                "training set's size) to turn them into epochs, or give epochs"
+            )
+        per_epoch = math.ceil(check_positive_int("num_data", num_data) / spent["batch_size"])
+        spent["epochs"] = math.ceil(steps / per_epoch)
     return spent
 
 

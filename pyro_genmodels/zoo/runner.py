@@ -173,7 +173,8 @@ def train_entry(
             "early_stopping needs validation data: give validation_fraction > 0 "
             "(--validation-fraction) or a Dataset with a valid split"
         )
-    spent = budget(name, quick, epochs=epochs, batch_size=batch_size, lr=lr)
+    num_data = dataset.train.shape[0]
+    spent = budget(name, quick, num_data, epochs=epochs, batch_size=batch_size, lr=lr)
     chosen = _options(name, quick, kwargs)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
