@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ import numpy as np
 import pandas as pd
 import pyro
 import torch
-from _results import RESULTS  # benchmarks/_results.py
+from _results import RESULTS, stamp  # benchmarks/_results.py
 from _results import save as write_csv
 
 import pyro_genmodels as pgm
@@ -127,9 +126,7 @@ def train_dbm(data, recipe, layers, seed):
 
 def save(rows: list[dict], out: str | None) -> pd.DataFrame:
     """The table so far (written to ``out`` after every row, so a cut-short run keeps its rows)."""
-    table = pd.DataFrame(rows)
-    table["torch"], table["pyro"] = torch.__version__, pyro.__version__
-    table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
+    table = stamp(pd.DataFrame(rows))
     if out:
         write_csv(table, out)
     return table
@@ -414,7 +411,7 @@ def main() -> None:
     rows: list[dict] = []
     models = [m for m in a.models.split(",") if m]
     if a.save and Path(a.save).exists():  # keep the rows of the sections (and models) not re-run
-        kept = pd.read_csv(a.save).drop(columns=["torch", "pyro", "machine"])
+        kept = pd.read_csv(a.save)
         drop = kept.kind.eq("speed") & ("speed" in sections)
         if "nll" in sections:
             chosen = kept.model.apply(lambda m: not models or any(m.startswith(x) for x in models))

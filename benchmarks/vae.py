@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,13 +44,13 @@ import pandas as pd
 import pyro
 import torch
 import torch.nn.functional as F
+from _results import RESULTS, stamp  # benchmarks/_results.py
 
 import pyro_genmodels as pgm
 from pyro_genmodels.distributions import BernoulliMixture
 from pyro_genmodels.training.loss_stack import stack
 from pyro_genmodels.training.rng import forked_rng as pyro_genmodels_rng_fork
 
-RESULTS = Path(__file__).parent / "results"
 VAE_MODELS = ["vae", "iwae", "ssvae", "wae", "cvae", "vae-conv"]
 # IW samples per model where K=5000 is out of reach on 2 CPU cores: the conv decoder
 # costs ~14 MFLOP per 28x28 draw, so IW-5000 on 1000 test images is ~70 TFLOP. A smaller
@@ -281,10 +280,7 @@ def _writer(out: str, done: list[dict]) -> Callable[[list], None]:
     """A ``save(rows)`` that rewrites the CSV with everything measured so far."""
 
     def save(rows: list[dict]) -> None:
-        table = pd.DataFrame(done + rows)
-        table["torch"] = torch.__version__
-        table["pyro"] = pyro.__version__
-        table["machine"] = f"{platform.machine()} {torch.get_num_threads()} threads"
+        table = stamp(pd.DataFrame(done + rows))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(out, index=False)
 
@@ -311,6 +307,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     p.add_argument("--recipes", default=None, help="pgm recipes of the pythae part (default: all)")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # the figures are one thread's; fit picks one for these models too
     parts, datasets = set(args.parts.split(",")), set(args.datasets.split(","))
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: list[dict] = []
@@ -322,8 +319,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         )
         # the pythae part redoes the seeds it runs and its summaries, keeping other seeds
         other_seed = (kept["kind"] == "pythae") & kept["seed"].notna() & ~kept["seed"].isin(seeds)
-        rows = kept[~redone | other_seed].drop(columns=["torch", "pyro", "machine"])
-        rows = rows.to_dict("records")
+        rows = kept[~redone | other_seed].to_dict("records")
         earlier = [r for r in rows if r["kind"] == "pythae" and pd.notna(r["seed"])]
     if args.quick:
         plan = [("digits", 1, 10, 5)]

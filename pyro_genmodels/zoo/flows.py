@@ -12,6 +12,7 @@ import torch
 from pyro_genmodels.data import PIXEL_LEVELS, Dataset
 from pyro_genmodels.parallel import map_rows
 from pyro_genmodels.zoo import Setup, ZooEntry, likelihood_for, register
+from pyro_genmodels.zoo.vae import BUDGET as VAE_BUDGET
 
 LEVELS = PIXEL_LEVELS  # pixel values of the bundled image datasets
 #: Training budget of the family (exact likelihoods; Glow's steps cost more).
@@ -121,7 +122,7 @@ for _entry in [
         "flow",
         "VAE with an amortized IAF posterior (2 layers)",
         _iaf_vae,
-        budget={"epochs": 60, "lr": 1e-3, "batch_size": 64},  # the VAE family's budget
+        budget=VAE_BUDGET,  # in steps: digits' 164 epochs scored -0.89 / -1.24 nats below 60
     ),
 ]:
     register(_entry)

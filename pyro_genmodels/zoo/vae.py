@@ -16,7 +16,7 @@ from pyro_genmodels.zoo import Setup, ZooEntry, likelihood_for, register
 #: 60 epochs, 16.7 at 200, 16.9 at 400) while mnist5k's is near its best at 60 (104.8 at
 #: 45, 103.8 at 60, 108.3 at 120: it overfits 4,000 images). In steps, the other entries
 #: gained on digits too (seeds 0 / 1): iwae -0.50 / -0.71, cvae -0.70 / -0.63, vae-conv
-#: -0.78 / -0.89, ssvae -1.40 / -1.42 nats.
+#: -0.78 / -0.89, ssvae -1.40 / -1.42, vae-iaf (zoo/flows.py) -0.89 / -1.24 nats.
 BUDGET = {"steps": 3750, "lr": 1e-3, "batch_size": 64}
 #: Adam's arguments for the ELBO-trained VAEs. Pyro's ELBO is a sum over the batch, so
 #: Adam's default eps=1e-8 damps 64x less than for a per-datapoint mean loss at batch 64.
