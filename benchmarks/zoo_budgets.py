@@ -9,7 +9,7 @@ Fréchet distance, energy distance, training seconds) is written to
 kept). The budgets in ``pyro_genmodels/zoo/energy.py``, ``zoo/boltzmann.py`` and
 ``zoo/vae.py`` were read off this table: the best NLL among the settings whose
 samples still cover all 10 classes without a Fréchet distance far above the
-family's others. The VAEs' budget is now a number of optimizer steps, chosen on
+family's others. The VAEs' budget now adds a least number of optimizer steps, chosen on
 held-out NLLs of digits and mnist5k (see ``zoo/vae.py``); this table's digits rows
 (60 epochs at 1e-3: 17.61 nats, 120: 16.78) agree with that choice.
 

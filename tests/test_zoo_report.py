@@ -188,11 +188,10 @@ def test_budgets_per_family_and_overrides():
     # every family states its own budget rather than falling back on the default
     unstated = sorted(name for name, entry in zoo.ZOO.items() if not entry.budget)
     assert unstated == [], f"entries without a budget of their own: {unstated}"
-    keys = r"budget takes keys \['batch_size', 'epochs', 'lr', 'steps'\], got \['step'\]"
+    keys = r"budget takes keys \['batch_size', 'epochs', 'lr', 'min_steps'\], got \['steps'\]"
     for budget, why in [
-        ({"step": 3}, keys),
-        ({"epochs": 2, "steps": 3}, "budget takes epochs or steps, got both"),
-        ({"steps": 0}, r"zoo entry 'test-bad'.s budget steps must be a positive int.*got 0"),
+        ({"steps": 3}, keys),
+        ({"min_steps": 0}, r"zoo entry 'test-bad'.s budget min_steps must be a positive int.*0"),
     ]:
         bad = zoo.ZooEntry("test-bad", "vae", "", zoo.ZOO["vae"].build, budget=budget)
         with pytest.raises(ValueError, match=why):
@@ -202,21 +201,23 @@ def test_budgets_per_family_and_overrides():
     assert table.loc[0, ["epochs", "lr", "batch_size"]].tolist() == [2, 0.01, 500]
 
 
-def test_a_budget_in_steps_gives_every_dataset_as_many_updates(monkeypatch):
-    """``steps`` become ``⌈steps / ⌈N / B⌉⌉`` epochs of the N rows the entry trains on."""
+def test_min_steps_give_a_small_dataset_more_epochs(monkeypatch):
+    """``max(epochs, ⌈min_steps / ⌈N / B⌉⌉)`` epochs of the N rows the entry trains on."""
     spent = zoo.budget("vae", num_data=1437)
     assert spent == {"epochs": 164, "lr": 1e-3, "batch_size": 64}  # 23 batches: 3,772 steps
-    assert 163 * 23 < zoo.ZOO["vae"].budget["steps"] <= 164 * 23
-    assert zoo.budget("vae", num_data=4000)["epochs"] == 60  # 63 batches an epoch
+    assert 163 * 23 < zoo.ZOO["vae"].budget["min_steps"] <= 164 * 23
+    assert zoo.budget("vae", num_data=4000)["epochs"] == 60  # 63 batches: 3,780 steps
+    assert zoo.budget("vae", num_data=60000)["epochs"] == 60  # a large dataset keeps its epochs
     assert zoo.budget("vae", num_data=4000, batch_size=4000)["epochs"] == 3750  # one a step
     assert zoo.budget("vae", epochs=2)["epochs"] == 2
     assert zoo.budget("vae", quick=True)["epochs"] == zoo.QUICK["epochs"]
-    with pytest.raises(ValueError, match=r"'vae' budgets 3750 optimizer steps: pass num_data"):
+    with pytest.raises(ValueError, match=r"'vae' trains at least 3750 optimizer steps: pass num"):
         zoo.budget("vae")
     with pytest.raises(ValueError, match="num_data must be a positive int, got 0"):
         zoo.budget("vae", num_data=0)
     # train_entry counts the rows it trains on: a validation split leaves fewer
-    monkeypatch.setitem(zoo.ZOO["vae"].budget, "steps", 7)
+    monkeypatch.setitem(zoo.ZOO["vae"].budget, "epochs", 1)
+    monkeypatch.setitem(zoo.ZOO["vae"].budget, "min_steps", 7)
     seen = []
     monkeypatch.setattr(
         "pyro_genmodels.training.fit", lambda *a, **kw: seen.append(kw) or pd.DataFrame()

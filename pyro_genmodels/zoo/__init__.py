@@ -142,11 +142,11 @@ class ZooEntry:
         binarize: the data variant the entry needs when the zoo loads a dataset
             by name (``True``: binarized, ``False``: dequantized in [0, 1]).
         budget: the entry's training budget, any of ``epochs``, ``lr`` and
-            ``batch_size`` (the rest from :data:`DEFAULT_BUDGET`), or ``steps`` in
-            place of ``epochs``: a number of optimizer steps, so that a small dataset
-            gets as many updates as a large one (:func:`budget` turns it into epochs
-            for the training set's size); the arguments of :func:`run` (``--epochs``,
-            ``--lr``, ``--batch-size``) override it for every entry.
+            ``batch_size`` (the rest from :data:`DEFAULT_BUDGET`), and ``min_steps``: the
+            least number of optimizer steps, so that a small dataset gets more epochs
+            (:func:`budget` turns it into epochs for the training set's size); the
+            arguments of :func:`run` (``--epochs``, ``--lr``, ``--batch-size``) override
+            it for every entry.
     """
 
     name: str
@@ -165,15 +165,14 @@ def register(entry: ZooEntry) -> ZooEntry:
     """Adds ``entry`` to :data:`ZOO` (names are unique, budget keys known)."""
     if entry.name in ZOO and ZOO[entry.name] is not entry:
         raise ValueError(f"zoo entry {entry.name!r} is already registered")
-    keys = {*DEFAULT_BUDGET, "steps"}
+    keys = {*DEFAULT_BUDGET, "min_steps"}
     unknown = sorted(set(entry.budget) - keys)
     if unknown:
         raise ValueError(
             f"zoo entry {entry.name!r}: budget takes keys {sorted(keys)}, got {unknown}"
         )
-    if {"epochs", "steps"} <= set(entry.budget):
-        raise ValueError(f"zoo entry {entry.name!r}: budget takes epochs or steps, got both")
-    check_positive_int(f"zoo entry {entry.name!r}'s budget steps", entry.budget.get("steps"), True)
+    steps = entry.budget.get("min_steps")
+    check_positive_int(f"zoo entry {entry.name!r}'s budget min_steps", steps, allow_none=True)
     ZOO[entry.name] = entry
     return entry
 
@@ -239,28 +238,28 @@ def budget(
     :data:`DEFAULT_BUDGET`, ``epochs`` from :data:`QUICK` when ``quick``, then the
     ``overrides`` that are not None.
 
-    An entry that budgets ``steps`` trains ``epochs = ⌈steps / ⌈num_data / batch_size⌉⌉``
-    on ``num_data`` training points (unless ``quick`` or an ``epochs`` override decides
-    them): the same number of updates whatever the dataset's size.
+    An entry with ``min_steps`` trains ``max(epochs, ⌈min_steps / ⌈num_data / batch_size⌉⌉)``
+    epochs on ``num_data`` training points (unless ``quick`` or an ``epochs`` override
+    decides them): at least that many updates on a small dataset, its epochs on a large one.
 
     >>> budget("vae", epochs=2)["epochs"], sorted(budget("vae", epochs=2))
     (2, ['batch_size', 'epochs', 'lr'])
-    >>> budget("vae", num_data=4000)["epochs"], budget("vae", num_data=1437)["epochs"]
-    (60, 164)
+    >>> [budget("vae", num_data=n)["epochs"] for n in (1437, 4000, 60000)]
+    [164, 60, 60]
     """
     spent = {**DEFAULT_BUDGET, **ZOO[name].budget}
-    steps = spent.pop("steps", None)
+    steps = spent.pop("min_steps", None)
     if quick:
         spent["epochs"] = QUICK["epochs"]
     spent.update({k: v for k, v in overrides.items() if v is not None})
     if steps is not None and not quick and overrides.get("epochs") is None:
         if num_data is None:
             raise ValueError(
-                f"zoo entry {name!r} budgets {steps} optimizer steps: pass num_data (the "
-                "training set's size) to turn them into epochs, or give epochs"
+                f"zoo entry {name!r} trains at least {steps} optimizer steps: pass num_data "
+                "(the training set's size) to turn them into epochs, or give epochs"
             )
         per_epoch = math.ceil(check_positive_int("num_data", num_data) / spent["batch_size"])
-        spent["epochs"] = math.ceil(steps / per_epoch)
+        spent["epochs"] = max(spent["epochs"], math.ceil(steps / per_epoch))
     return spent
 
 
