@@ -149,7 +149,7 @@ def _train_pgm(setup, loss, optim_args: dict, budget: dict, seed: int) -> None:
 
 
 def _budget(data, epochs: int | None = None) -> dict:
-    """The zoo's VAE budget on ``data`` (its steps as epochs of ``data.train``)."""
+    """The zoo's VAE budget on ``data`` (its epochs for ``data.train``'s size)."""
     return pgm.zoo.budget("vae", num_data=len(data.train), epochs=epochs)
 
 
@@ -181,12 +181,13 @@ def step_agreement(dataset: str, seed: int, trained: bool, batch_size: int = 64)
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     setup = pgm.zoo.build("vae", data)
+    budget = _budget(data)
     if trained:
-        _train_pgm(setup, setup.loss, setup.optim_args, _budget(data), seed)
+        _train_pgm(setup, setup.loss, setup.optim_args, budget, seed)
     found = _compare(setup, data, data.train[:batch_size], seed)
     with mock.patch.object(likelihoods, "MIN_SCALE", 0.0):
         unfloored = _compare(setup, data, data.train[:batch_size], seed)
-    epochs = _budget(data)["epochs"] if trained else 0
+    epochs = budget["epochs"] if trained else 0
     return {
         **found,
         **{f"{key}_no_floor": value for key, value in unfloored.items()},

@@ -215,6 +215,8 @@ def test_min_steps_give_a_small_dataset_more_epochs(monkeypatch):
         zoo.budget("vae")
     with pytest.raises(ValueError, match="num_data must be a positive int, got 0"):
         zoo.budget("vae", num_data=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        zoo.budget("vae", num_data=100, batch_size=0)
     # train_entry counts the rows it trains on: a validation split leaves fewer
     monkeypatch.setitem(zoo.ZOO["vae"].budget, "epochs", 1)
     monkeypatch.setitem(zoo.ZOO["vae"].budget, "min_steps", 7)

@@ -258,7 +258,8 @@ def budget(
                 f"zoo entry {name!r} trains at least {steps} optimizer steps: pass num_data "
                 "(the training set's size) to turn them into epochs, or give epochs"
             )
-        per_epoch = math.ceil(check_positive_int("num_data", num_data) / spent["batch_size"])
+        batch = check_positive_int("batch_size", spent["batch_size"])
+        per_epoch = math.ceil(check_positive_int("num_data", num_data) / batch)
         spent["epochs"] = max(spent["epochs"], math.ceil(steps / per_epoch))
     return spent
 
